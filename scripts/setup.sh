@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything rush needs to build and run, idempotently, into a cache outside the clone.
+#   RUSH_CACHE (default ~/.cache/rush) holds, keyed by version:
+#     torch-2.11.0/venv   python venv with torch==2.11.0 (libtorch for tch 0.24), safetensors, numpy
+#     target/             the cargo target dir shared by clones (torch-sys compiles once)
+# Prints `export` lines for the environment on stdout when called with --env.
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+CACHE="${RUSH_CACHE:-$HOME/.cache/rush}"
+VENV="$CACHE/torch-$TORCH_VERSION/venv"
+PY="${PYTHON:-python3}"
+
+log() { echo "[setup] $*" >&2; }
+
+install_torch() {
+  if [ -f "$VENV/.complete" ]; then return; fi
+  log "installing torch==$TORCH_VERSION into $VENV (about 4.7 GB, once)"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" safetensors numpy >&2
+  "$VENV/bin/python" -c "import torch, safetensors, numpy; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" >&2
+  touch "$VENV/.complete"
+}
+
+install_torch
+TORCH_DIR="$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
+
+if [ "${1:-}" = "--env" ]; then
+  echo "export LIBTORCH='$TORCH_DIR'"
+  echo "export LIBTORCH_BYPASS_VERSION_CHECK=1"
+  echo "export LD_LIBRARY_PATH='$TORCH_DIR/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+  echo "export CARGO_TARGET_DIR='${CARGO_TARGET_DIR:-$CACHE/target}'"
+  echo "export RUSH_PYTHON='$VENV/bin/python'"
+  echo "export PATH='$VENV/bin':\"\$PATH\""
+fi

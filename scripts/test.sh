@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command (README, line 2; CI runs exactly this): installs what the tests need, builds once, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh --env)"
+cargo build --release --bins
+cargo test --release --no-fail-fast -- --test-threads="${RUSH_TEST_THREADS:-2}" "$@"

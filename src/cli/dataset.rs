@@ -1,0 +1,104 @@
+//! `rush dataset ...`: the synthetic generator, the emoji builder, and the daemon's dataset registry and board.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::Global;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a synthetic sticker dataset in the AI RUSH layout.
+    Synth(SynthArgs),
+    /// Build a dataset from a recipe (the emoji art styles).
+    Build(BuildArgs),
+    /// List registered datasets.
+    Ls {
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+    /// Register a dataset in the AI RUSH layout; its test labels move where only the scorer reads them.
+    Push {
+        name: String,
+        path: PathBuf,
+        /// Move the folder instead of copying it.
+        #[arg(long)]
+        r#move: bool,
+    },
+    /// Show a dataset's leaderboard.
+    Board {
+        dataset: String,
+        /// Reveal private scores.
+        #[arg(long)]
+        private: bool,
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training stickers.
+    #[arg(long, default_value_t = 2000)]
+    pub train: u64,
+    /// Test stickers.
+    #[arg(long, default_value_t = 500)]
+    pub test: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stickers per package.
+    #[arg(long, default_value_t = 40)]
+    pub per_package: u64,
+    /// Number of distinct classes (first tags) drawn; at most 350.
+    #[arg(long, default_value_t = 350)]
+    pub classes: u32,
+    /// Image width and height in pixels.
+    #[arg(long, default_value_t = 370)]
+    pub width: u32,
+    #[arg(long, default_value_t = 320)]
+    pub height: u32,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe name (`emoji`) or a recipe file.
+    pub recipe: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Image size in pixels.
+    #[arg(long, default_value_t = 128)]
+    pub size: u32,
+    /// Where the npm tarballs are (default: the setup cache).
+    #[arg(long, env = "RUSH_NPM_CACHE")]
+    pub tarballs: Option<PathBuf>,
+    /// Only these styles (comma-separated), for quick builds.
+    #[arg(long, value_delimiter = ',')]
+    pub styles: Vec<String>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`rush dataset {}` is not built yet", name(&cmd))
+}
+
+fn name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Synth(_) => "synth",
+        Command::Build(_) => "build",
+        Command::Ls { .. } => "ls",
+        Command::Push { .. } => "push",
+        Command::Board { .. } => "board",
+    }
+}

@@ -1,0 +1,139 @@
+//! Checkpoint names (`1`, `2`, ... as NSML's `nsml.save(epoch)` made them; `best` and `last` aliases) and the
+//! retention policy, which only decides: it returns what to delete and never touches the disk.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// How a user names a checkpoint: an epoch, or an alias resolved against a session's checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckpointRef {
+    Epoch(u32),
+    Best,
+    Last,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    #[error("invalid checkpoint name {0:?}: expected an epoch number, `best` or `last`")]
+    InvalidName(String),
+    #[error("no checkpoint {0} in this session")]
+    NotFound(String),
+}
+
+impl FromStr for CheckpointRef {
+    type Err = CheckpointError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "best" => Ok(CheckpointRef::Best),
+            "last" => Ok(CheckpointRef::Last),
+            _ => match s.parse::<u32>() {
+                Ok(e) if e > 0 && !s.starts_with('0') => Ok(CheckpointRef::Epoch(e)),
+                _ => Err(CheckpointError::InvalidName(s.to_string())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for CheckpointRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointRef::Epoch(e) => write!(f, "{e}"),
+            CheckpointRef::Best => f.write_str("best"),
+            CheckpointRef::Last => f.write_str("last"),
+        }
+    }
+}
+
+/// What the policy needs to know of a saved checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    pub epoch: u32,
+    pub val_acc: f64,
+}
+
+/// Picks the checkpoint an alias or epoch names. `best` is the highest validation accuracy (the earlier epoch wins a
+/// tie); `last` the highest epoch.
+pub fn resolve(reference: CheckpointRef, saved: &[CheckpointInfo]) -> Result<u32, CheckpointError> {
+    let found = match reference {
+        CheckpointRef::Epoch(e) => saved.iter().find(|c| c.epoch == e).map(|c| c.epoch),
+        CheckpointRef::Last => saved.iter().map(|c| c.epoch).max(),
+        CheckpointRef::Best => best(saved),
+    };
+    found.ok_or_else(|| CheckpointError::NotFound(reference.to_string()))
+}
+
+fn best(saved: &[CheckpointInfo]) -> Option<u32> {
+    saved.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc).then(b.epoch.cmp(&a.epoch))).map(|c| c.epoch)
+}
+
+/// Keep the best `keep_best` by validation accuracy, plus the last when `keep_last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionPolicy {
+    pub keep_best: u32,
+    pub keep_last: bool,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self { keep_best: 3, keep_last: true }
+    }
+}
+
+impl RetentionPolicy {
+    /// The epochs to delete, ascending. Pure: the caller deletes files first, rows after.
+    pub fn to_delete(&self, saved: &[CheckpointInfo]) -> Vec<u32> {
+        let mut ranked: Vec<&CheckpointInfo> = saved.iter().collect();
+        ranked.sort_by(|a, b| b.val_acc.total_cmp(&a.val_acc).then(a.epoch.cmp(&b.epoch)));
+        let mut keep: Vec<u32> = ranked.iter().take(self.keep_best as usize).map(|c| c.epoch).collect();
+        if self.keep_last {
+            keep.extend(saved.iter().map(|c| c.epoch).max());
+        }
+        let mut delete: Vec<u32> = saved.iter().map(|c| c.epoch).filter(|e| !keep.contains(e)).collect();
+        delete.sort_unstable();
+        delete.dedup();
+        delete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn infos(accs: &[f64]) -> Vec<CheckpointInfo> {
+        accs.iter().enumerate().map(|(i, &a)| CheckpointInfo { epoch: i as u32 + 1, val_acc: a }).collect()
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("12".parse(), Ok(CheckpointRef::Epoch(12)));
+        assert_eq!("best".parse(), Ok(CheckpointRef::Best));
+        assert_eq!("last".parse(), Ok(CheckpointRef::Last));
+        for bad in ["0", "01", "-1", "x", "", "../1"] {
+            assert!(bad.parse::<CheckpointRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn aliases_resolve() {
+        let saved = infos(&[0.1, 0.5, 0.5, 0.2]);
+        assert_eq!(resolve(CheckpointRef::Best, &saved), Ok(2));
+        assert_eq!(resolve(CheckpointRef::Last, &saved), Ok(4));
+        assert_eq!(resolve(CheckpointRef::Epoch(3), &saved), Ok(3));
+        assert!(resolve(CheckpointRef::Epoch(9), &saved).is_err());
+        assert!(resolve(CheckpointRef::Best, &[]).is_err());
+    }
+
+    #[test]
+    fn retention_keeps_best_k_and_last() {
+        let saved = infos(&[0.1, 0.9, 0.3, 0.8, 0.2, 0.05]);
+        let policy = RetentionPolicy { keep_best: 2, keep_last: true };
+        assert_eq!(policy.to_delete(&saved), vec![1, 3, 5]);
+        let policy = RetentionPolicy { keep_best: 0, keep_last: true };
+        assert_eq!(policy.to_delete(&saved), vec![1, 2, 3, 4, 5]);
+        let policy = RetentionPolicy { keep_best: 10, keep_last: false };
+        assert!(policy.to_delete(&saved).is_empty());
+    }
+}

@@ -1,0 +1,145 @@
+//! The training child's event stream: one JSON object per line, `"v": 1`, read by the daemon and the Slurm executor.
+//!
+//! The child prints each event on stdout and appends it to `events.jsonl` in its session folder. Human-readable logs go
+//! to stderr. A line that fails to parse is a protocol error for the reader to report, never a crash.
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version written in every line.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One line of the stream: version, wall-clock time (seconds since the Unix epoch) and the event itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    pub v: u32,
+    /// Seconds since the Unix epoch when the child wrote the line.
+    pub t: f64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The child is set up and about to train.
+    Started {
+        /// `cpu`, `cuda:0`, ...
+        device: String,
+        /// Trainable parameter count.
+        params: u64,
+        train_size: u64,
+        valid_size: u64,
+        classes: u32,
+        epochs: u32,
+        steps_per_epoch: u64,
+        /// The first epoch this run trains (1, or later when resuming).
+        start_epoch: u32,
+    },
+    /// A training step (emitted every few steps, not necessarily each).
+    Step {
+        step: u64,
+        epoch: u32,
+        loss: f64,
+        lr: f64,
+        img_per_s: f64,
+        /// Share of step time spent waiting for data, 0..1.
+        data_wait: f64,
+    },
+    /// End of an epoch with its metrics.
+    Epoch {
+        epoch: u32,
+        train_loss: f64,
+        train_acc: f64,
+        val_loss: f64,
+        val_acc: f64,
+        seconds: f64,
+        #[serde(default)]
+        data_wait: f64,
+    },
+    /// A checkpoint was written (atomically) and is ready.
+    Checkpoint { name: String, path: String, epoch: u32, val_acc: f64, bytes: u64 },
+    /// Training ended normally.
+    Finished { epochs: u32, best_val_acc: f64 },
+    /// Training ended with an error the user should read.
+    Failed { reason: String },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::Step { .. } => "step",
+            Event::Epoch { .. } => "epoch",
+            Event::Checkpoint { .. } => "checkpoint",
+            Event::Finished { .. } => "finished",
+            Event::Failed { .. } => "failed",
+        }
+    }
+}
+
+impl EventLine {
+    pub fn new(event: Event, t: f64) -> Self {
+        Self { v: EVENT_VERSION, t, event }
+    }
+
+    /// The JSON line (without the newline).
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail (no maps with non-string keys, no custom serialisers).
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"v\":1,\"event\":\"failed\",\"reason\":{:?}}}", e.to_string()))
+    }
+
+    /// Parses one line; the error says what was wrong with it.
+    pub fn parse(line: &str) -> Result<Self, EventParseError> {
+        let parsed: EventLine = serde_json::from_str(line)
+            .map_err(|e| EventParseError::Malformed { line: truncate(line), reason: e.to_string() })?;
+        if parsed.v != EVENT_VERSION {
+            return Err(EventParseError::Version(parsed.v));
+        }
+        Ok(parsed)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EventParseError {
+    #[error("malformed event line {line:?}: {reason}")]
+    Malformed { line: String, reason: String },
+    #[error("unsupported event schema version {0} (this rush reads version {EVENT_VERSION})")]
+    Version(u32),
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_with_tag_and_version() {
+        let line = EventLine::new(
+            Event::Checkpoint {
+                name: "3".into(),
+                path: "checkpoints/3.safetensors".into(),
+                epoch: 3,
+                val_acc: 0.5,
+                bytes: 10,
+            },
+            1.5,
+        );
+        let json = line.to_json();
+        assert!(json.contains("\"v\":1") && json.contains("\"event\":\"checkpoint\""), "{json}");
+        assert_eq!(EventLine::parse(&json).unwrap(), line);
+    }
+
+    #[test]
+    fn bad_lines_are_errors_not_panics() {
+        assert!(matches!(EventLine::parse("not json"), Err(EventParseError::Malformed { .. })));
+        assert_eq!(
+            EventLine::parse(r#"{"v":2,"t":0,"event":"finished","epochs":1,"best_val_acc":0}"#),
+            Err(EventParseError::Version(2))
+        );
+        assert!(EventLine::parse(r#"{"v":1,"t":0,"event":"nope"}"#).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The pure domain core: specs, sessions, checkpoints, events, schedules. No I/O, no tokio, no tch, no SQL.
+//!
+//! Everything here is decided with plain data and tested with plain asserts; the edges (daemon, trainer, store, web,
+//! CLI) act on what the core decides.
+
+pub mod checkpoint;
+pub mod event;
+pub mod schedule;
+pub mod session;
+pub mod spec;

@@ -1,0 +1,181 @@
+//! Session ids (`user/dataset/n`, as NSML printed them) and the session state machine, written once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a session id or a state transition was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("invalid session id {0:?}: expected USER/DATASET/N, e.g. local/emoji/3")]
+    InvalidId(String),
+    #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit")]
+    InvalidName(String),
+    #[error("session {id}: cannot go from {from} to {to}")]
+    IllegalTransition { id: String, from: SessionState, to: SessionState },
+}
+
+/// A user, dataset or similar name that becomes a path component and a URL segment.
+pub fn validate_name(name: &str) -> Result<(), SessionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.contains("..");
+    if ok { Ok(()) } else { Err(SessionError::InvalidName(name.to_string())) }
+}
+
+/// `user/dataset/n`: the folder under `sessions/` and the path in URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId {
+    pub user: String,
+    pub dataset: String,
+    pub n: u32,
+}
+
+impl SessionId {
+    pub fn new(user: &str, dataset: &str, n: u32) -> Result<Self, SessionError> {
+        validate_name(user)?;
+        validate_name(dataset)?;
+        if n == 0 {
+            return Err(SessionError::InvalidId(format!("{user}/{dataset}/0")));
+        }
+        Ok(Self { user: user.to_string(), dataset: dataset.to_string(), n })
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.user, self.dataset, self.n)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SessionError::InvalidId(s.to_string());
+        let mut parts = s.split('/');
+        let (Some(user), Some(dataset), Some(n), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let n: u32 = n.parse().map_err(|_| bad())?;
+        Self::new(user, dataset, n).map_err(|_| bad())
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = SessionError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.to_string()
+    }
+}
+
+/// Where a session is in its life. `Running` is only ever believed while the daemon that started it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Stopped,
+    Interrupted,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 6] = [
+        SessionState::Queued,
+        SessionState::Running,
+        SessionState::Succeeded,
+        SessionState::Failed,
+        SessionState::Stopped,
+        SessionState::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Queued => "queued",
+            SessionState::Running => "running",
+            SessionState::Succeeded => "succeeded",
+            SessionState::Failed => "failed",
+            SessionState::Stopped => "stopped",
+            SessionState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, SessionState::Queued | SessionState::Running)
+    }
+
+    /// The legal transitions, in one place.
+    ///
+    /// - queued -> running (a slot took it), stopped (stopped while waiting), failed (refused, e.g. needs a GPU)
+    /// - running -> succeeded | failed | stopped; -> queued (daemon restart with resume) | interrupted (without)
+    /// - a terminal session may be queued again only by resume (interrupted -> queued).
+    pub fn can_become(self, to: SessionState) -> bool {
+        use SessionState::*;
+        matches!(
+            (self, to),
+            (Queued, Running | Stopped | Failed)
+                | (Running, Succeeded | Failed | Stopped | Queued | Interrupted)
+                | (Interrupted, Queued)
+        )
+    }
+
+    pub fn transition(self, id: &SessionId, to: SessionState) -> Result<SessionState, SessionError> {
+        if self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(SessionError::IllegalTransition { id: id.to_string(), from: self, to })
+        }
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SessionState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown session state {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_paths() {
+        let id: SessionId = "nsmlteam/airush1/1".parse().unwrap();
+        assert_eq!(id.to_string(), "nsmlteam/airush1/1");
+        for bad in ["a/b", "a/b/c/d", "a/b/x", "../b/1", "a/../1", "a/b/0", "/b/1", "a b/c/1", ""] {
+            assert!(bad.parse::<SessionId>().is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn transitions_are_explicit() {
+        use SessionState::*;
+        let id: SessionId = "local/emoji/1".parse().unwrap();
+        assert_eq!(Queued.transition(&id, Running), Ok(Running));
+        assert_eq!(Running.transition(&id, Queued), Ok(Queued));
+        assert!(Succeeded.transition(&id, Running).is_err());
+        assert!(Stopped.transition(&id, Queued).is_err());
+        assert!(Queued.transition(&id, Succeeded).is_err());
+        let msg = Failed.transition(&id, Running).unwrap_err().to_string();
+        assert_eq!(msg, "session local/emoji/1: cannot go from failed to running");
+    }
+}

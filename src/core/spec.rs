@@ -1,0 +1,429 @@
+//! The experiment spec: YAML in, a validated [`Spec`] out, with every default filled in.
+//!
+//! Parsing is two-staged, as ripgrep does with arguments: serde reads what was written (unknown fields are errors that
+//! name the field, with line and column), then [`Spec::validate`] checks values and ranges. Sweeps (`grid:` or
+//! `random:`) expand into one concrete spec per session. The field names are the contract (README, "The spec").
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::core::checkpoint::RetentionPolicy;
+
+/// A spec file was unreadable or invalid. The message names the file, the field and the problem.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum SpecError {
+    /// YAML syntax, an unknown field or a wrong type (the parser's message carries line and column).
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    /// A value out of range or inconsistent with another.
+    #[error("{file}: field `{field}`: {message}")]
+    Invalid { file: String, field: String, message: String },
+}
+
+impl SpecError {
+    pub fn invalid(file: &str, field: &str, message: impl Into<String>) -> Self {
+        SpecError::Invalid { file: file.to_string(), field: field.to_string(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelName {
+    BaselineCnn,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    EfficientnetB0,
+}
+
+impl ModelName {
+    pub const ALL: [ModelName; 5] = [
+        ModelName::BaselineCnn,
+        ModelName::Resnet18,
+        ModelName::Resnet34,
+        ModelName::Resnet50,
+        ModelName::EfficientnetB0,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelName::BaselineCnn => "baseline_cnn",
+            ModelName::Resnet18 => "resnet18",
+            ModelName::Resnet34 => "resnet34",
+            ModelName::Resnet50 => "resnet50",
+            ModelName::EfficientnetB0 => "efficientnet_b0",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerName {
+    Sgd,
+    Adamw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Optimizer {
+    pub name: OptimizerName,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// SGD only.
+    pub momentum: f64,
+    /// SGD only.
+    pub nesterov: bool,
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Self { name: OptimizerName::Adamw, lr: 0.002, weight_decay: 0.05, momentum: 0.9, nesterov: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleName {
+    Cosine,
+    Step,
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    pub name: ScheduleName,
+    /// Linear warm-up length in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// `step` only: epochs after which the rate is multiplied by `gamma`.
+    pub milestones: Vec<u32>,
+    /// `step` only.
+    pub gamma: f64,
+    /// `cosine` only: the rate at the end.
+    pub min_lr: f64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self { name: ScheduleName::Cosine, warmup_epochs: 1.0, milestones: vec![], gamma: 0.1, min_lr: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LossName {
+    /// Softmax cross-entropy on the first tag (the label).
+    CrossEntropy,
+    /// Multi-label binary cross-entropy on all tags.
+    Bce,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Loss {
+    pub name: LossName,
+    pub label_smoothing: f64,
+}
+
+impl Default for Loss {
+    fn default() -> Self {
+        Self { name: LossName::CrossEntropy, label_smoothing: 0.1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Scale range of the random resized crop, e.g. `[0.6, 1.0]`; absent = no crop.
+    pub random_resized_crop: Option<[f64; 2]>,
+    pub hflip: bool,
+    /// Strength of brightness/contrast/saturation jitter, 0 = off.
+    pub color_jitter: f64,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self { random_resized_crop: Some([0.6, 1.0]), hflip: true, color_jitter: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+}
+
+/// `auto` (a GPU when the daemon has any, else the CPU, shown), `0` (CPU) or `1` (wait for a GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gpus {
+    #[default]
+    Auto,
+    Count(u32),
+}
+
+impl Serialize for Gpus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Gpus::Auto => s.serialize_str("auto"),
+            Gpus::Count(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Gpus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Gpus::Count(n)),
+            Raw::S(s) if s == "auto" => Ok(Gpus::Auto),
+            Raw::S(s) => Err(serde::de::Error::custom(format!("expected `auto`, 0 or 1, found {s:?}"))),
+        }
+    }
+}
+
+impl JsonSchema for Gpus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Gpus".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`auto`, 0 (CPU) or 1 (wait for a GPU)",
+            "oneOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": 0, "maximum": 1}]
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    pub gpus: Gpus,
+}
+
+/// A random sweep: `count` sessions, values drawn from `space` with `seed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSweep {
+    pub count: u32,
+    #[serde(default)]
+    pub seed: u64,
+    /// Dotted field path -> distribution.
+    pub space: BTreeMap<String, Distribution>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Distribution {
+    Uniform([f64; 2]),
+    LogUniform([f64; 2]),
+    Choice(Vec<serde_json::Value>),
+}
+
+/// A validated experiment spec with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spec {
+    /// A registered dataset name (`rush dataset ls`).
+    pub dataset: String,
+    pub memo: String,
+    pub model: ModelName,
+    pub image_size: u32,
+    pub batch_size: u32,
+    pub epochs: u32,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub loss: Loss,
+    pub augment: Augment,
+    /// `bf16` runs bf16 autocast on CUDA; the CPU runs fp32.
+    pub precision: Precision,
+    pub resources: Resources,
+    pub seed: u64,
+    /// Share of packages held out for validation when the dataset does not name validation packages.
+    pub valid_fraction: f64,
+    pub checkpoints: RetentionPolicy,
+    /// After a crash, continue from the last checkpoint.
+    pub resume: bool,
+    /// Higher runs first; FIFO among equals.
+    pub priority: i32,
+    /// One session per combination of these dotted field paths' values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid: Option<BTreeMap<String, Vec<serde_json::Value>>>,
+    /// `count` sessions with values drawn from `space`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub random: Option<RandomSweep>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            dataset: String::new(),
+            memo: String::new(),
+            model: ModelName::Resnet18,
+            image_size: 128,
+            batch_size: 256,
+            epochs: 30,
+            optimizer: Optimizer::default(),
+            schedule: Schedule::default(),
+            loss: Loss::default(),
+            augment: Augment::default(),
+            precision: Precision::Bf16,
+            resources: Resources::default(),
+            seed: 0,
+            valid_fraction: 0.1,
+            checkpoints: RetentionPolicy::default(),
+            resume: true,
+            priority: 0,
+            grid: None,
+            random: None,
+        }
+    }
+}
+
+impl Spec {
+    /// Parses YAML text; `file` names the source in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
+        let spec: Spec = serde_saphyr::from_str(text)
+            .map_err(|e| SpecError::Parse { file: file.to_string(), message: e.to_string() })?;
+        spec.validate(file)?;
+        Ok(spec)
+    }
+
+    /// Checks values and ranges that serde cannot.
+    pub fn validate(&self, file: &str) -> Result<(), SpecError> {
+        let bad = |field: &str, msg: String| Err(SpecError::invalid(file, field, msg));
+        if self.dataset.is_empty() {
+            return bad("dataset", "is required (a registered dataset name, see `rush dataset ls`)".into());
+        }
+        if crate::core::session::validate_name(&self.dataset).is_err() {
+            return bad(
+                "dataset",
+                format!("{:?} is not a dataset name (letters, digits, '-', '_', '.'; no paths)", self.dataset),
+            );
+        }
+        if !(8..=1024).contains(&self.image_size) {
+            return bad("image_size", format!("{} is out of range 8..=1024", self.image_size));
+        }
+        if !(1..=65536).contains(&self.batch_size) {
+            return bad("batch_size", format!("{} is out of range 1..=65536", self.batch_size));
+        }
+        if !(1..=10000).contains(&self.epochs) {
+            return bad("epochs", format!("{} is out of range 1..=10000", self.epochs));
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0 && self.optimizer.lr <= 10.0) {
+            return bad("optimizer.lr", format!("{} must be a number in (0, 10]", self.optimizer.lr));
+        }
+        if !(self.optimizer.weight_decay.is_finite() && (0.0..=1.0).contains(&self.optimizer.weight_decay)) {
+            return bad("optimizer.weight_decay", format!("{} must be in [0, 1]", self.optimizer.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.optimizer.momentum) {
+            return bad("optimizer.momentum", format!("{} must be in [0, 1)", self.optimizer.momentum));
+        }
+        if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
+            return bad("schedule.warmup_epochs", format!("{} must be >= 0", self.schedule.warmup_epochs));
+        }
+        if !(self.schedule.gamma > 0.0 && self.schedule.gamma <= 1.0) {
+            return bad("schedule.gamma", format!("{} must be in (0, 1]", self.schedule.gamma));
+        }
+        if !(0.0..1.0).contains(&self.loss.label_smoothing) {
+            return bad("loss.label_smoothing", format!("{} must be in [0, 1)", self.loss.label_smoothing));
+        }
+        if let Some([lo, hi]) = self.augment.random_resized_crop {
+            if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+                return bad("augment.random_resized_crop", format!("[{lo}, {hi}] must satisfy 0 < min <= max <= 1"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.augment.color_jitter) {
+            return bad("augment.color_jitter", format!("{} must be in [0, 1]", self.augment.color_jitter));
+        }
+        if let Gpus::Count(n) = self.resources.gpus {
+            if n > 1 {
+                return bad("resources.gpus", format!("{n}: multi-GPU sessions are not supported (use auto, 0 or 1)"));
+            }
+        }
+        if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
+            return bad("valid_fraction", format!("{} must be in (0, 1)", self.valid_fraction));
+        }
+        if self.grid.is_some() && self.random.is_some() {
+            return bad("grid", "a spec may have `grid` or `random`, not both".into());
+        }
+        Ok(())
+    }
+
+    /// The spec's content hash (sha256 of its canonical JSON), stored with checkpoints.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(&json))
+    }
+}
+
+/// The spec as a session runs it: the user's spec plus what rush resolved. Written as `spec.yaml` in the session
+/// folder, flat (the same field names as the user's spec, plus these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedSpec {
+    /// `user/dataset/n`.
+    pub session: String,
+    /// Absolute path of the dataset folder (holds `train/` and `test/`).
+    pub dataset_path: std::path::PathBuf,
+    /// Start from these weights (a fork): path of a checkpoint's `.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
+    #[serde(flatten)]
+    pub spec: Spec,
+}
+
+impl ResolvedSpec {
+    pub fn to_yaml(&self) -> Result<String, SpecError> {
+        serde_saphyr::to_string(self).map_err(|e| SpecError::Parse { file: "spec.yaml".into(), message: e.to_string() })
+    }
+
+    pub fn from_yaml(file: &str, text: &str) -> Result<Self, SpecError> {
+        let r: ResolvedSpec = serde_saphyr::from_str(text)
+            .map_err(|e| SpecError::Parse { file: file.to_string(), message: e.to_string() })?;
+        r.spec.validate(file)?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let s = Spec::parse("a.yaml", "dataset: emoji\n").unwrap();
+        assert_eq!(s.model, ModelName::Resnet18);
+        assert_eq!(s.checkpoints.keep_best, 3);
+        assert_eq!(s.resources.gpus, Gpus::Auto);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Spec::parse("exp/a.yaml", "dataset: emoji\nmodle: resnet18\n").unwrap_err().to_string();
+        assert!(e.contains("exp/a.yaml") && e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn range_errors_name_the_field() {
+        let e = Spec::parse("a.yaml", "dataset: emoji\noptimizer: {lr: -1}\n").unwrap_err().to_string();
+        assert!(e.contains("optimizer.lr"), "{e}");
+        let e = Spec::parse("a.yaml", "dataset: ../etc\n").unwrap_err().to_string();
+        assert!(e.contains("`dataset`"), "{e}");
+    }
+
+    #[test]
+    fn resolved_spec_round_trips_flat() {
+        let spec = Spec::parse("a.yaml", "dataset: emoji\nmodel: baseline_cnn\ngrid: {seed: [1, 2]}\n").unwrap();
+        let r = ResolvedSpec { session: "local/emoji/1".into(), dataset_path: "/d".into(), init_from: None, spec };
+        let yaml = r.to_yaml().unwrap();
+        assert!(yaml.contains("session: local/emoji/1") && yaml.contains("model: baseline_cnn"), "{yaml}");
+        assert_eq!(ResolvedSpec::from_yaml("spec.yaml", &yaml).unwrap(), r);
+    }
+}
