@@ -6,6 +6,8 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // sqlx::migrate!() embeds migrations/: rebuild when one is added.
+    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
     let has_cuda =

@@ -5,6 +5,8 @@
 
 pub mod checkpoint;
 pub mod event;
+pub mod outcome;
+pub mod queue;
 pub mod schedule;
 pub mod session;
 pub mod spec;

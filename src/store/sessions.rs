@@ -1,0 +1,395 @@
+//! Sessions: enqueueing (numbers allocated per user and dataset), listing, and state changes, which all go through
+//! [`SessionState::transition`] inside one write transaction.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, now};
+use crate::core::queue::Device;
+use crate::core::session::{SessionId, SessionState};
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub spec_id: Option<i64>,
+    /// `session:checkpoint` a fork started from.
+    pub fork_of: Option<String>,
+    /// The resolved spec as JSON.
+    pub spec: String,
+    pub memo: String,
+    pub priority: i32,
+    pub device: Device,
+    pub state: SessionState,
+    pub seq: i64,
+    pub queued_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub slot: Option<String>,
+    pub pid: Option<i64>,
+    pub pid_start: Option<i64>,
+    pub exit_reason: Option<String>,
+    pub epochs: i64,
+    pub epoch: Option<i64>,
+    pub best_val_acc: Option<f64>,
+}
+
+impl<'r> sqlx::FromRow<'r, SqliteRow> for SessionRow {
+    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+        let decode =
+            |column: &str, e: String| sqlx::Error::ColumnDecode { index: column.to_string(), source: e.into() };
+        let id: String = row.try_get("id")?;
+        let state: String = row.try_get("state")?;
+        let device: String = row.try_get("device")?;
+        Ok(SessionRow {
+            id: id.parse().map_err(|e: crate::core::session::SessionError| decode("id", e.to_string()))?,
+            spec_id: row.try_get("spec_id")?,
+            fork_of: row.try_get("fork_of")?,
+            spec: row.try_get("spec")?,
+            memo: row.try_get("memo")?,
+            priority: row.try_get("priority")?,
+            device: device.parse().map_err(|e| decode("device", e))?,
+            state: state.parse().map_err(|e| decode("state", e))?,
+            seq: row.try_get("seq")?,
+            queued_at: row.try_get("queued_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            slot: row.try_get("slot")?,
+            pid: row.try_get("pid")?,
+            pid_start: row.try_get("pid_start")?,
+            exit_reason: row.try_get("exit_reason")?,
+            epochs: row.try_get("epochs")?,
+            epoch: row.try_get("epoch")?,
+            best_val_acc: row.try_get("best_val_acc")?,
+        })
+    }
+}
+
+/// What a new session needs; its number is allocated by [`Store::enqueue`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub user: String,
+    pub dataset: String,
+    pub memo: String,
+    pub priority: i32,
+    pub device: Device,
+    pub epochs: u32,
+    pub fork_of: Option<String>,
+}
+
+/// Which sessions `ps` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Finished ones too, not only queued and running.
+    pub all: bool,
+    pub dataset: Option<String>,
+}
+
+impl Store {
+    /// Queues sessions in one transaction: the spec file's row (when they come from one) and one session per entry.
+    /// `resolve` gives the resolved spec JSON of each allocated id (entry index alongside). Returns the new ids; an
+    /// empty list when this (path, hash) was recorded already.
+    pub async fn enqueue(
+        &self,
+        spec_file: Option<(&str, &str)>,
+        sessions: &[NewSession],
+        resolve: impl Fn(&SessionId, usize) -> String,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let t = now();
+        let spec_id = match spec_file {
+            Some((path, hash)) => {
+                let id: Option<(i64,)> = sqlx::query_as(
+                    "INSERT INTO specs (path, hash, status, seen_at) VALUES (?, ?, 'accepted', ?)
+                     ON CONFLICT (path, hash) DO NOTHING RETURNING id",
+                )
+                .bind(path)
+                .bind(hash)
+                .bind(t)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match id {
+                    Some((id,)) => Some(id),
+                    None => return Ok(vec![]),
+                }
+            }
+            None => None,
+        };
+        let (mut seq,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM sessions").fetch_one(&mut *tx).await?;
+        let mut ids = Vec::with_capacity(sessions.len());
+        for (i, s) in sessions.iter().enumerate() {
+            let (n,): (i64,) = sqlx::query_as(
+                "INSERT INTO session_counters (user, dataset, last_n) VALUES (?, ?, 1)
+                 ON CONFLICT (user, dataset) DO UPDATE SET last_n = last_n + 1 RETURNING last_n",
+            )
+            .bind(&s.user)
+            .bind(&s.dataset)
+            .fetch_one(&mut *tx)
+            .await?;
+            let n = u32::try_from(n)
+                .map_err(|_| StoreError::Corrupt { table: "session_counters", message: format!("counter {n}") })?;
+            let id = SessionId::new(&s.user, &s.dataset, n)?;
+            seq += 1;
+            sqlx::query(
+                "INSERT INTO sessions (id, user, dataset, n, spec_id, fork_of, spec, memo, priority, device, state, seq,
+                                       queued_at, epochs)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            )
+            .bind(id.to_string())
+            .bind(&s.user)
+            .bind(&s.dataset)
+            .bind(n)
+            .bind(spec_id)
+            .bind(&s.fork_of)
+            .bind(resolve(&id, i))
+            .bind(&s.memo)
+            .bind(s.priority)
+            .bind(s.device.as_str())
+            .bind(seq)
+            .bind(t)
+            .bind(s.epochs)
+            .execute(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Sessions for `ps`, newest first.
+    pub async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError> {
+        let mut sql = String::from("SELECT * FROM sessions WHERE 1 = 1");
+        if !filter.all {
+            sql.push_str(" AND state IN ('queued', 'running')");
+        }
+        if filter.dataset.is_some() {
+            sql.push_str(" AND dataset = ?");
+        }
+        sql.push_str(" ORDER BY seq DESC");
+        let mut q = sqlx::query_as(&sql);
+        if let Some(d) = &filter.dataset {
+            q = q.bind(d);
+        }
+        Ok(q.fetch_all(&self.reader).await?)
+    }
+
+    /// Sessions in a state, in queue order.
+    pub async fn sessions_in(&self, state: SessionState) -> Result<Vec<SessionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM sessions WHERE state = ? ORDER BY seq")
+            .bind(state.as_str())
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    pub async fn session(&self, id: &SessionId) -> Result<Option<SessionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    /// The session, or [`StoreError::UnknownSession`].
+    pub async fn session_required(&self, id: &SessionId) -> Result<SessionRow, StoreError> {
+        self.session(id).await?.ok_or_else(|| StoreError::UnknownSession(id.to_string()))
+    }
+
+    /// Moves a session to `to` if [`SessionState::transition`] allows it from its current state; returns the state it
+    /// left. Going to `running` records the slot and start time; going back to `queued` clears slot and pid; a
+    /// terminal state records the finish time; `reason` becomes the exit reason (cleared when `None`).
+    pub async fn transition(
+        &self,
+        id: &SessionId,
+        to: SessionState,
+        slot: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<SessionState, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row: Option<(String,)> = sqlx::query_as("SELECT state FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((from,)) = row else {
+            return Err(StoreError::UnknownSession(id.to_string()));
+        };
+        let from: SessionState = from.parse().map_err(|message| StoreError::Corrupt { table: "sessions", message })?;
+        from.transition(id, to)?;
+        let sql = match to {
+            SessionState::Running => {
+                "UPDATE sessions SET state = ?, slot = ?, exit_reason = ?, started_at = ?, finished_at = NULL,
+                 pid = NULL, pid_start = NULL WHERE id = ?"
+            }
+            // Back in the queue: finished_at is bound to NULL.
+            _ => {
+                "UPDATE sessions SET state = ?, slot = ?, exit_reason = ?, finished_at = ?, pid = NULL, pid_start = NULL
+                 WHERE id = ?"
+            }
+        };
+        let slot = if to == SessionState::Running { slot } else { None };
+        let t = if to == SessionState::Queued { None } else { Some(now()) };
+        sqlx::query(sql)
+            .bind(to.as_str())
+            .bind(slot)
+            .bind(reason)
+            .bind(t)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(from)
+    }
+
+    /// Records the running child's pid and start time (to recognise it after a restart).
+    pub async fn set_child(&self, id: &SessionId, pid: u32, start: Option<u64>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET pid = ?, pid_start = ? WHERE id = ? AND state = 'running'")
+            .bind(pid)
+            .bind(start.map(|s| s as i64))
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an ended epoch: progress and the best validation accuracy so far.
+    pub async fn set_progress(&self, id: &SessionId, epoch: u32, val_acc: f64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET epoch = ?,
+                 best_val_acc = CASE WHEN best_val_acc IS NULL OR ? > best_val_acc THEN ? ELSE best_val_acc END
+             WHERE id = ?",
+        )
+        .bind(epoch)
+        .bind(val_acc)
+        .bind(val_acc)
+        .bind(id.to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a session's rows (metrics, checkpoints, events, the session). Its number is never reused.
+    pub async fn remove_session(&self, id: &SessionId) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let key = id.to_string();
+        for sql in [
+            "DELETE FROM metrics WHERE session = ?",
+            "DELETE FROM checkpoints WHERE session = ?",
+            "DELETE FROM events WHERE session = ?",
+        ] {
+            sqlx::query(sql).bind(&key).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ?").bind(&key).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownSession(key));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a non-step event line of a session.
+    pub async fn add_event(&self, id: &SessionId, t: f64, kind: &str, body: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO events (session, t, kind, body) VALUES (?, ?, ?, ?)")
+            .bind(id.to_string())
+            .bind(t)
+            .bind(kind)
+            .bind(body)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// A session's stored events (oldest first) as (t, kind, JSON line).
+    pub async fn events(&self, id: &SessionId) -> Result<Vec<(f64, String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT t, kind, body FROM events WHERE session = ? ORDER BY id")
+            .bind(id.to_string())
+            .fetch_all(&self.reader)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::*;
+
+    fn new(dataset: &str) -> NewSession {
+        NewSession {
+            user: "local".into(),
+            dataset: dataset.into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Cpu,
+            epochs: 2,
+            fork_of: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn enqueue_numbers_per_dataset_once_per_spec_content() {
+        let (store, _dir) = temp_store().await;
+        let ids = store.enqueue(Some(("/e/a.yaml", "h1")), &[new("emoji"), new("emoji")], |id, _| id.to_string()).await;
+        let ids = ids.unwrap();
+        assert_eq!(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), vec!["local/emoji/1", "local/emoji/2"]);
+        assert!(store.spec_seen("/e/a.yaml", "h1").await.unwrap());
+        // The same content again queues nothing.
+        assert!(
+            store.enqueue(Some(("/e/a.yaml", "h1")), &[new("emoji")], |_, _| "{}".into()).await.unwrap().is_empty()
+        );
+        let other = store.enqueue(Some(("/e/b.yaml", "h2")), &[new("synth")], |_, _| "{}".into()).await.unwrap();
+        assert_eq!(other[0].to_string(), "local/synth/1");
+        let row = store.session_required(&ids[1]).await.unwrap();
+        assert_eq!((row.state, row.spec.as_str(), row.seq), (SessionState::Queued, "local/emoji/2", 2));
+        let specs = store.specs(Some("/e/a.yaml"), 10).await.unwrap();
+        assert_eq!(specs[0].sessions, vec!["local/emoji/1", "local/emoji/2"]);
+        // Numbers are never reused, even after rm.
+        store.remove_session(&ids[1]).await.unwrap();
+        let again = store.enqueue(None, &[new("emoji")], |_, _| "{}".into()).await.unwrap();
+        assert_eq!(again[0].to_string(), "local/emoji/3");
+    }
+
+    #[tokio::test]
+    async fn transitions_follow_the_state_machine_and_record_times() {
+        let (store, _dir) = temp_store().await;
+        let id = store.enqueue(None, &[new("emoji")], |_, _| "{}".into()).await.unwrap().remove(0);
+        assert!(store.transition(&id, SessionState::Succeeded, None, None).await.is_err());
+        store.transition(&id, SessionState::Running, Some("cpu0"), None).await.unwrap();
+        store.set_child(&id, 1234, Some(99)).await.unwrap();
+        let row = store.session_required(&id).await.unwrap();
+        assert_eq!((row.slot.as_deref(), row.pid, row.pid_start), (Some("cpu0"), Some(1234), Some(99)));
+        assert!(row.started_at.is_some() && row.finished_at.is_none());
+        store.transition(&id, SessionState::Queued, None, Some("daemon restarted")).await.unwrap();
+        let row = store.session_required(&id).await.unwrap();
+        assert_eq!((row.state, row.slot, row.pid), (SessionState::Queued, None, None));
+        store.transition(&id, SessionState::Running, Some("cpu0"), None).await.unwrap();
+        store.transition(&id, SessionState::Failed, None, Some("boom")).await.unwrap();
+        let row = store.session_required(&id).await.unwrap();
+        assert_eq!((row.state, row.exit_reason.as_deref()), (SessionState::Failed, Some("boom")));
+        assert!(row.finished_at.is_some());
+        let err = store.transition(&id, SessionState::Running, None, None).await.unwrap_err().to_string();
+        assert!(err.contains("cannot go from failed to running"), "{err}");
+        let unknown: SessionId = "local/emoji/9".parse().unwrap();
+        assert!(matches!(
+            store.transition(&unknown, SessionState::Running, None, None).await,
+            Err(StoreError::UnknownSession(_))
+        ));
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn filters_and_progress() {
+        let (store, _dir) = temp_store().await;
+        let a = store.enqueue(None, &[new("emoji")], |_, _| "{}".into()).await.unwrap().remove(0);
+        let b = store.enqueue(None, &[new("synth")], |_, _| "{}".into()).await.unwrap().remove(0);
+        store.transition(&a, SessionState::Stopped, None, None).await.unwrap();
+        store.set_progress(&b, 1, 0.5).await.unwrap();
+        store.set_progress(&b, 2, 0.4).await.unwrap();
+        let row = store.session_required(&b).await.unwrap();
+        assert_eq!((row.epoch, row.best_val_acc), (Some(2), Some(0.5)));
+        let active = store.sessions(&SessionFilter::default()).await.unwrap();
+        assert_eq!(active.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);
+        let all = store.sessions(&SessionFilter { all: true, dataset: None }).await.unwrap();
+        assert_eq!(all.len(), 2);
+        let emoji = store.sessions(&SessionFilter { all: true, dataset: Some("emoji".into()) }).await.unwrap();
+        assert_eq!(emoji.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![a]);
+    }
+}
