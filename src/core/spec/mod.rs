@@ -11,12 +11,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::checkpoint::RetentionPolicy;
 
+mod field;
+mod overrides;
+mod schema;
+mod sweep;
+mod yaml;
+
+pub use overrides::apply_overrides;
+pub use schema::json_schema;
+pub use sweep::MAX_SWEEP_SESSIONS;
+pub use yaml::MAX_SPEC_BYTES;
+
 /// A spec file was unreadable or invalid. The message names the file, the field and the problem.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum SpecError {
     /// YAML syntax, an unknown field or a wrong type (the parser's message carries line and column).
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
+    /// The same, where the parser knows the position (1-based line and column).
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax { file: String, line: u64, column: u64, message: String },
     /// A value out of range or inconsistent with another.
     #[error("{file}: field `{field}`: {message}")]
     Invalid { file: String, field: String, message: String },
@@ -226,16 +240,26 @@ pub enum Distribution {
     Choice(Vec<serde_json::Value>),
 }
 
+/// The longest memo a spec may carry.
+pub const MAX_MEMO_BYTES: usize = 4096;
+
 /// A validated experiment spec with every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Spec {
-    /// A registered dataset name (`rush dataset ls`).
+    /// A registered dataset name (`rush dataset ls`). Required.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub dataset: String,
+    /// Free text shown by `rush ps` and the dashboard.
+    #[schemars(length(max = 4096))]
     pub memo: String,
     pub model: ModelName,
+    /// Side of the square input in pixels.
+    #[schemars(range(min = 8, max = 1024))]
     pub image_size: u32,
+    #[schemars(range(min = 1, max = 65536))]
     pub batch_size: u32,
+    #[schemars(range(min = 1, max = 10000))]
     pub epochs: u32,
     pub optimizer: Optimizer,
     pub schedule: Schedule,
@@ -287,12 +311,23 @@ impl Default for Spec {
 }
 
 impl Spec {
-    /// Parses YAML text; `file` names the source in errors.
+    /// Parses YAML text and validates it (sweeps included, but not expanded); `file` names the source in errors.
+    /// Input over [`MAX_SPEC_BYTES`] and alias bombs are refused.
     pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
-        let spec: Spec = serde_saphyr::from_str(text)
-            .map_err(|e| SpecError::Parse { file: file.to_string(), message: e.to_string() })?;
+        let spec: Spec = yaml::from_str(file, text)?;
         spec.validate(file)?;
         Ok(spec)
+    }
+
+    /// [`Spec::parse`] for a file's raw bytes: the size is checked before anything else, and non-UTF-8 input is an
+    /// error naming the first bad byte's line and column.
+    pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Spec, SpecError> {
+        Spec::parse(file, yaml::text(file, bytes)?)
+    }
+
+    /// What the watcher needs: a file's bytes to the concrete specs it queues (one, or one per sweep point).
+    pub fn load(file: &str, bytes: &[u8]) -> Result<Vec<Spec>, SpecError> {
+        Spec::parse_bytes(file, bytes)?.expand(file)
     }
 
     /// Checks values and ranges that serde cannot.
@@ -350,10 +385,28 @@ impl Spec {
         if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
             return bad("valid_fraction", format!("{} must be in (0, 1)", self.valid_fraction));
         }
+        if !(self.schedule.min_lr.is_finite()
+            && self.schedule.min_lr >= 0.0
+            && self.schedule.min_lr <= self.optimizer.lr)
+        {
+            return bad(
+                "schedule.min_lr",
+                format!("{} must be in [0, optimizer.lr = {}]", self.schedule.min_lr, self.optimizer.lr),
+            );
+        }
+        if self.schedule.milestones.windows(2).any(|w| w[0] >= w[1]) || self.schedule.milestones.first() == Some(&0) {
+            return bad(
+                "schedule.milestones",
+                format!("{:?} must be epochs >= 1 in increasing order", self.schedule.milestones),
+            );
+        }
+        if self.memo.len() > MAX_MEMO_BYTES {
+            return bad("memo", format!("is {} bytes; at most {MAX_MEMO_BYTES}", self.memo.len()));
+        }
         if self.grid.is_some() && self.random.is_some() {
             return bad("grid", "a spec may have `grid` or `random`, not both".into());
         }
-        Ok(())
+        sweep::validate(self, file)
     }
 
     /// The spec's content hash (sha256 of its canonical JSON), stored with checkpoints.
@@ -384,9 +437,9 @@ impl ResolvedSpec {
         serde_saphyr::to_string(self).map_err(|e| SpecError::Parse { file: "spec.yaml".into(), message: e.to_string() })
     }
 
+    /// Reads a session's `spec.yaml` with the same limits and messages as [`Spec::parse`].
     pub fn from_yaml(file: &str, text: &str) -> Result<Self, SpecError> {
-        let r: ResolvedSpec = serde_saphyr::from_str(text)
-            .map_err(|e| SpecError::Parse { file: file.to_string(), message: e.to_string() })?;
+        let r: ResolvedSpec = yaml::from_str(file, text)?;
         r.spec.validate(file)?;
         Ok(r)
     }
@@ -416,6 +469,62 @@ mod tests {
         assert!(e.contains("optimizer.lr"), "{e}");
         let e = Spec::parse("a.yaml", "dataset: ../etc\n").unwrap_err().to_string();
         assert!(e.contains("`dataset`"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_are_one_line_with_file_line_column_and_field() {
+        let cases = [
+            ("dataset: emoji\nmodle: x\n", "a.yaml:2:1: unknown field `modle`, expected one of dataset, memo, model"),
+            ("dataset: emoji\noptimizer:\n  lrr: 1\n", "a.yaml:3:3: in `optimizer`: unknown field `lrr`"),
+            ("dataset: emoji\noptimizer:\n  lr: abc\n", "a.yaml:3:7: field `optimizer.lr`: invalid floating point"),
+            ("dataset: emoji\nepochs: 99999999999\n", "a.yaml:2:9: field `epochs`: invalid u32"),
+            ("dataset: emoji\nmodel: vgg\n", "a.yaml:2:8: field `model`: unknown variant `vgg`"),
+            ("dataset: emoji\nresources: {gpus: x}\n", "a.yaml:2:19: field `resources.gpus`: expected `auto`, 0 or 1"),
+            ("dataset: [1\n", "a.yaml:1:10: field `dataset`"),
+            ("- 1\n", "a.yaml:1:1: expected a mapping of spec fields"),
+            ("dataset: emoji\ndataset: x\n", "a.yaml:2:1: duplicate mapping key: dataset"),
+            ("dataset: a\n---\ndataset: b\n", "a.yaml:"),
+        ];
+        for (text, want) in cases {
+            let e = Spec::parse("a.yaml", text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn hostile_input_is_refused_within_limits() {
+        let big = format!("dataset: emoji\nmemo: {}\n", "x".repeat(MAX_SPEC_BYTES));
+        let e = Spec::parse("big.yaml", &big).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("big.yaml: the file is {} bytes", big.len())), "{e}");
+        assert!(Spec::parse_bytes("big.yaml", big.as_bytes()).is_err());
+
+        let mut laughs = String::from(
+            "dataset: emoji\ngrid:\n  seed: [1]\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+        );
+        for i in 1..10 {
+            let p = i - 1;
+            laughs += &format!("  l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n");
+        }
+        let e = Spec::parse("bomb.yaml", &laughs).unwrap_err().to_string();
+        assert!(e.starts_with("bomb.yaml:") && e.contains("parser limits"), "{e}");
+
+        let deep = format!("dataset: emoji\ngrid: {{seed: {}1{}}}\n", "[".repeat(500), "]".repeat(500));
+        let e = Spec::parse("deep.yaml", &deep).unwrap_err().to_string();
+        assert!(e.contains("parser limits"), "{e}");
+
+        let e = Spec::parse_bytes("b.yaml", b"dataset: emoji\nmemo: ab\xffcd\n").unwrap_err().to_string();
+        assert_eq!(e, "b.yaml:2:9: not UTF-8 text (byte 0xff at offset 23)");
+        assert!(Spec::parse_bytes("z.yaml", &[0, 159, 146, 150, 0xc3, 0x28]).is_err());
+        let e = Spec::parse("m.yaml", &format!("dataset: emoji\nmemo: {}\n", "m".repeat(5000))).unwrap_err();
+        assert!(e.to_string().contains("field `memo`"), "{e}");
+    }
+
+    #[test]
+    fn load_parses_and_expands() {
+        let specs = Spec::load("s.yaml", b"dataset: emoji\ngrid: {seed: [1, 2, 3]}\n").unwrap();
+        assert_eq!(specs.iter().map(|s| s.seed).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(Spec::load("s.yaml", b"dataset: emoji\ngrid: {seed: [-1]}\n").is_err());
     }
 
     #[test]
