@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use super::Global;
@@ -27,7 +28,22 @@ pub enum Command {
 
 pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Train { .. } => anyhow::bail!("`rush train` is not built yet"),
-        Command::Doctor { .. } => anyhow::bail!("`rush doctor` is not built yet"),
+        Command::Train { session_dir, device } => {
+            let opts = crate::train::TrainOptions { session_dir, device };
+            // The failure is already on stderr and in the event stream as `failed`.
+            match crate::train::run::run(&opts) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(_) => Ok(ExitCode::FAILURE),
+            }
+        }
+        Command::Doctor { json } => {
+            let report = crate::train::doctor::report();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,6 +1,26 @@
 //! The training child, `rush train <session dir>`: data loading, models, the loop, checkpoints and events.
+//!
+//! The daemon starts one child per session with only its session folder (the resolved `spec.yaml` there names the
+//! dataset); the child never reads test labels. Events go to stdout and `events.jsonl`, human logs to stderr.
+//!
+//! - [`run`]: the loop (resume, epochs, validation, checkpoints, failures as `failed` events);
+//! - [`models`]: the baseline CNN, ResNet-18/34/50, EfficientNet-B0, all with 350 outputs;
+//! - [`loader`] and [`augment`]: parallel decoding, augmentation and prefetching of batches;
+//! - [`optim`]: SGD / AdamW over parameters held in one flat buffer, with state we can save exactly;
+//! - [`checkpoint`]: the per-epoch files, written atomically;
+//! - [`device`]: CPU or GPU, bf16 autocast, channels-last; [`doctor`]: what libtorch and CUDA look like here.
 
 use std::path::PathBuf;
+
+pub mod augment;
+pub mod checkpoint;
+pub mod device;
+pub mod doctor;
+pub mod events;
+pub mod loader;
+pub mod models;
+pub mod optim;
+pub mod run;
 
 /// Options of `rush train` beyond the session folder.
 #[derive(Debug, Clone, Default)]

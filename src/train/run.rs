@@ -1,0 +1,561 @@
+//! The training loop of `rush train <session dir>`: read the resolved spec, pick the device, read and split the
+//! dataset, build the model, resume if asked, then per epoch train, validate, checkpoint, and report each as an event.
+//!
+//! Reproducibility: every source of randomness in an epoch derives from (seed, epoch): the shuffle, each image's
+//! augmentation, and torch's RNG (reseeded at the start of each epoch). The learning rate is a pure function of the
+//! global step, and the optimizer state is saved exactly. So with one intra-op thread, a run stopped after epoch k and
+//! resumed ends with the same weights, bit for bit, as a run that never stopped.
+//!
+//! GPU syncs: losses and accuracy counts accumulate on the device and are read only every few steps (every step on
+//! the CPU, where reading costs nothing), which is also when a NaN/inf loss is noticed.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::core::event::Event;
+use crate::core::schedule::learning_rate;
+use crate::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
+use crate::data::layout::{DataError, Sample, read_train};
+use crate::data::split::split_by_package;
+use crate::home::SessionDir;
+use crate::train::TrainOptions;
+use crate::train::checkpoint::{self, CheckpointIoError, CheckpointMeta, Progress};
+use crate::train::device::{self, DeviceError, Execution};
+use crate::train::events::{EventSink, finite};
+use crate::train::loader::{self, BadImages, Batch, Loader, LoaderSpec};
+use crate::train::models;
+use crate::train::optim::{FlatParams, OptimError, Optimizer};
+
+/// Test hook: at this (1-based) global step the loss is multiplied by NaN, to exercise the NaN stop.
+pub const INJECT_NAN_ENV: &str = "RUSH_TRAIN_INJECT_NAN_AT_STEP";
+
+/// Why a run stopped early; the `failed` event carries this text.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {source}")]
+    Session { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("dataset unreadable: {0}")]
+    Dataset(#[from] DataError),
+    #[error("dataset {path}: {message}")]
+    Split { path: PathBuf, message: String },
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointIoError),
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    #[error(
+        "training loss is {value} at step {step} (epoch {epoch}): the run diverged; lower optimizer.lr, add \
+         schedule.warmup_epochs or use a smaller batch"
+    )]
+    NonFinite { value: String, step: u64, epoch: u32 },
+    #[error("CUDA out of memory with batch_size {batch_size} at image_size {image_size}: lower batch_size ({message})")]
+    OutOfMemory { batch_size: u32, image_size: u32, message: String },
+    #[error("libtorch error: {0}")]
+    Torch(String),
+    #[error("no image of epoch {epoch} could be decoded ({bad} bad images in all)")]
+    NoImages { epoch: u32, bad: usize },
+}
+
+/// Runs the session in `opts.session_dir`, emitting events; a failure is emitted as `failed` and returned.
+pub fn run(opts: &TrainOptions) -> Result<(), TrainError> {
+    let session = SessionDir::new(&opts.session_dir);
+    let mut sink =
+        EventSink::open(&session.events()).map_err(|source| TrainError::Session { path: session.events(), source })?;
+    let result = train(&session, opts, &mut sink);
+    if let Err(e) = &result {
+        eprintln!("rush train: failed: {e}");
+        sink.emit(Event::Failed { reason: e.to_string() });
+    }
+    result
+}
+
+/// Inputs in [0, 255] become `(x / 255 - mean) / std` per channel (ImageNet statistics), as `x * scale + shift`.
+struct Normalizer {
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl Normalizer {
+    fn new(device: Device) -> Self {
+        let mean = [0.485f32, 0.456, 0.406];
+        let std = [0.229f32, 0.224, 0.225];
+        let scale: Vec<f32> = std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+        let shift: Vec<f32> = mean.iter().zip(&std).map(|(m, s)| -m / s).collect();
+        let shape = [1i64, 3, 1, 1];
+        Self {
+            scale: Tensor::from_slice(&scale).view(shape).to_device(device),
+            shift: Tensor::from_slice(&shift).view(shape).to_device(device),
+        }
+    }
+
+    /// uint8 `[n, H, W, 3]` on the host -> normalised float `[n, 3, H, W]` on the device: NHWC strides (channels-last)
+    /// when the execution wants them, else contiguous NCHW.
+    fn input(&self, images: &Tensor, ex: &Execution) -> Tensor {
+        let x = images.to_device_(ex.device, Kind::Uint8, true, false).to_kind(Kind::Float).permute([0, 3, 1, 2]);
+        let x = x * &self.scale + &self.shift;
+        if ex.channels_last { x } else { x.contiguous() }
+    }
+}
+
+/// The loss of `logits` (fp32) for a batch: cross-entropy on the label with label smoothing, or binary cross-entropy
+/// on all tags (targets smoothed towards 1/2), summed over tags and averaged over the batch.
+fn loss_of(spec: &Spec, logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>) -> Tensor {
+    let smoothing = spec.loss.label_smoothing;
+    match (spec.loss.name, targets) {
+        (LossName::Bce, Some(targets)) => {
+            let t = targets * (1.0 - smoothing) + smoothing / 2.0;
+            logits.binary_cross_entropy_with_logits::<Tensor>(&t, None, None, Reduction::Sum) / logits.size()[0] as f64
+        }
+        _ => logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, smoothing),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs a piece of tensor work, turning libtorch's panics (tch panics on C++ errors) into errors, with CUDA
+/// out-of-memory named as such.
+fn guarded<T>(spec: &Spec, f: impl FnOnce() -> T) -> Result<T, TrainError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = panic_message(payload);
+        if message.contains("out of memory") {
+            let first = message.lines().next().unwrap_or_default().chars().take(300).collect();
+            TrainError::OutOfMemory { batch_size: spec.batch_size, image_size: spec.image_size, message: first }
+        } else {
+            TrainError::Torch(message.chars().take(2000).collect())
+        }
+    })
+}
+
+/// Device-side running sums, read on the host every few steps.
+struct Accumulator {
+    loss_sum: Tensor,
+    correct: Tensor,
+    images: u64,
+}
+
+impl Accumulator {
+    fn new(device: Device) -> Self {
+        Self {
+            loss_sum: Tensor::zeros([], (Kind::Float, device)),
+            correct: Tensor::zeros([], (Kind::Int64, device)),
+            images: 0,
+        }
+    }
+
+    fn add(&mut self, loss: &Tensor, correct: &Tensor, n: usize) {
+        self.loss_sum = &self.loss_sum + loss * n as f64;
+        self.correct = &self.correct + correct;
+        self.images += n as u64;
+    }
+
+    /// (loss sum, correct, images) so far, and starts over. This is the sync point.
+    fn take(&mut self) -> (f64, u64, u64) {
+        let loss = self.loss_sum.double_value(&[]);
+        let correct = self.correct.int64_value(&[]).max(0) as u64;
+        let images = self.images;
+        let _ = self.loss_sum.zero_();
+        let _ = self.correct.zero_();
+        self.images = 0;
+        (loss, correct, images)
+    }
+}
+
+/// Host-side sums over a span (a logging window, an epoch).
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    loss_sum: f64,
+    correct: u64,
+    images: u64,
+}
+
+impl Totals {
+    fn add(&mut self, (loss_sum, correct, images): (f64, u64, u64)) {
+        self.loss_sum += loss_sum;
+        self.correct += correct;
+        self.images += images;
+    }
+    fn loss(&self) -> f64 {
+        if self.images == 0 { 0.0 } else { self.loss_sum / self.images as f64 }
+    }
+    fn acc(&self) -> f64 {
+        if self.images == 0 { 0.0 } else { self.correct as f64 / self.images as f64 }
+    }
+}
+
+fn share(part: Duration, whole: Duration) -> f64 {
+    if whole.is_zero() { 0.0 } else { (part.as_secs_f64() / whole.as_secs_f64()).clamp(0.0, 1.0) }
+}
+
+/// Everything one run holds.
+struct Trainer<'a> {
+    session: &'a SessionDir,
+    resolved: ResolvedSpec,
+    ex: Execution,
+    samples: Arc<[Sample]>,
+    train_idx: Vec<usize>,
+    valid_idx: Vec<usize>,
+    vs: VarStore,
+    model: Box<dyn ModuleT>,
+    flat: FlatParams,
+    optimizer: Optimizer,
+    norm: Normalizer,
+    pool: Arc<rayon::ThreadPool>,
+    bad: Arc<BadImages>,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    /// Steps between `step` events.
+    log_every: u64,
+    /// Steps between host reads of the running loss (the NaN check).
+    sync_every: u64,
+    inject_nan_at: Option<u64>,
+}
+
+fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Result<(), TrainError> {
+    let spec_path = session.spec();
+    let text = std::fs::read_to_string(&spec_path)
+        .map_err(|source| TrainError::Session { path: spec_path.clone(), source })?;
+    let resolved = ResolvedSpec::from_yaml(&spec_path.display().to_string(), &text)?;
+    let spec = resolved.spec.clone();
+
+    let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let device = device::choose(opts.device.as_deref(), cuda_visible.as_deref(), device::CudaView::probe())?;
+    let ex = device::prepare(device, spec.precision);
+
+    let set = read_train(&resolved.dataset_path)?;
+    if !set.problems.is_empty() {
+        eprintln!("rush train: {} problem(s) in the dataset, skipped:", set.problems.len());
+        for p in set.problems.iter().take(10) {
+            eprintln!("  {p}");
+        }
+    }
+    let split = split_by_package(&set, spec.valid_fraction, spec.seed);
+    let split_err = |message: String| TrainError::Split { path: resolved.dataset_path.clone(), message };
+    if split.train.is_empty() {
+        return Err(split_err("the training split is empty".into()));
+    }
+    if split.valid.is_empty() {
+        return Err(split_err(format!(
+            "the validation split is empty ({} packages); name validation packages in packages.tsv or add packages",
+            set.packages.len()
+        )));
+    }
+    let samples: Arc<[Sample]> = set.samples.into();
+
+    tch::manual_seed(spec.seed as i64);
+    let vs = VarStore::new(device);
+    let model = models::build(spec.model, &vs);
+    if let Some(init) = &resolved.init_from {
+        checkpoint::load_weights(&vs, init)?;
+        eprintln!("rush train: initial weights from {}", init.display());
+    }
+    let flat = FlatParams::new(&vs, ex.channels_last)?;
+    let optimizer = Optimizer::new(&spec.optimizer, &flat);
+
+    let steps_per_epoch = loader::steps_per_epoch(split.train.len(), spec.batch_size as usize);
+    let total_steps = steps_per_epoch * u64::from(spec.epochs);
+    // A few hundred `step` events per run; on the GPU never a host read every step.
+    let log_every = (total_steps / 300).max(if device.is_cuda() { 10 } else { 1 });
+    let sync_every = if device.is_cuda() { log_every } else { 1 };
+    let inject_nan_at = std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rush-decode-{i}"))
+        .build()
+        .map_err(|e| TrainError::Torch(format!("cannot start decode threads: {e}")))?;
+
+    let mut trainer = Trainer {
+        session,
+        resolved,
+        ex,
+        samples,
+        train_idx: split.train,
+        valid_idx: split.valid,
+        vs,
+        model,
+        flat,
+        optimizer,
+        norm: Normalizer::new(device),
+        pool: Arc::new(pool),
+        bad: Arc::new(BadImages::default()),
+        steps_per_epoch,
+        total_steps,
+        log_every,
+        sync_every,
+        inject_nan_at,
+    };
+    trainer.run(sink)
+}
+
+impl Trainer<'_> {
+    fn spec(&self) -> &Spec {
+        &self.resolved.spec
+    }
+
+    /// Loads the newest complete checkpoint when resuming; returns (first epoch to train, best val_acc so far).
+    fn resume(&mut self) -> Result<(u32, f64), TrainError> {
+        let epochs = checkpoint::complete_epochs(self.session)?;
+        let Some(&last) = epochs.last() else { return Ok((1, 0.0)) };
+        if !self.spec().resume {
+            eprintln!("rush train: resume is off; starting over (checkpoints up to epoch {last} will be overwritten)");
+            return Ok((1, 0.0));
+        }
+        let meta = checkpoint::load_meta(&self.session.checkpoint_meta(last))?;
+        if meta.spec_hash != self.spec().hash() {
+            eprintln!("rush train: warning: checkpoint {last} was written under a different spec (hash differs)");
+        }
+        checkpoint::load_weights(&self.vs, &self.session.checkpoint_weights(last))?;
+        let state_path = self.session.checkpoint_state(last);
+        let (progress, tensors) = checkpoint::load_state(&state_path)?;
+        if progress.epoch != last {
+            return Err(CheckpointIoError::Mismatch {
+                path: state_path,
+                message: format!("says epoch {}, its name says {last}", progress.epoch),
+            }
+            .into());
+        }
+        if progress.seed != self.spec().seed {
+            eprintln!(
+                "rush train: warning: checkpoint {last} used seed {}, the spec says {}",
+                progress.seed,
+                self.spec().seed
+            );
+        }
+        self.optimizer.load_state(&self.flat, &tensors)?;
+        let mut best = 0.0f64;
+        for e in &epochs {
+            if let Ok(m) = checkpoint::load_meta(&self.session.checkpoint_meta(*e)) {
+                best = best.max(m.val_acc);
+            }
+        }
+        eprintln!("rush train: resuming after checkpoint {last} (step {})", progress.step);
+        Ok((last + 1, best))
+    }
+
+    fn run(&mut self, sink: &mut EventSink) -> Result<(), TrainError> {
+        let (start_epoch, mut best) = self.resume()?;
+        let spec = self.spec().clone();
+        let mut classes: Vec<u16> =
+            self.train_idx.iter().filter_map(|&i| self.samples[i].tags.first().copied()).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        let device = device::name(self.ex.device);
+        eprintln!(
+            "rush train: {} on {device}{} | {} train / {} valid images, {} classes | {} epochs x {} steps",
+            spec.model.as_str(),
+            if self.ex.autocast_bf16 { " (bf16 autocast, channels-last)" } else { " (fp32)" },
+            self.train_idx.len(),
+            self.valid_idx.len(),
+            classes.len(),
+            spec.epochs,
+            self.steps_per_epoch
+        );
+        sink.emit(Event::Started {
+            device,
+            params: models::parameter_count(&self.vs),
+            train_size: self.train_idx.len() as u64,
+            valid_size: self.valid_idx.len() as u64,
+            classes: classes.len() as u32,
+            epochs: spec.epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            start_epoch,
+        });
+        for epoch in start_epoch..=spec.epochs {
+            let started = Instant::now();
+            let (train, data_wait) = self.train_epoch(epoch, sink)?;
+            let valid = self.validate()?;
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "rush train: epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {seconds:.1} s, data \
+                 wait {:.0}%",
+                spec.epochs,
+                train.loss(),
+                train.acc(),
+                valid.loss(),
+                valid.acc(),
+                data_wait * 100.0
+            );
+            sink.emit(Event::Epoch {
+                epoch,
+                train_loss: finite(train.loss()),
+                train_acc: train.acc(),
+                val_loss: finite(valid.loss()),
+                val_acc: valid.acc(),
+                seconds,
+                data_wait,
+            });
+            let bytes = self.save_checkpoint(epoch, &train, &valid)?;
+            best = best.max(valid.acc());
+            sink.emit(Event::Checkpoint {
+                name: epoch.to_string(),
+                path: format!("checkpoints/{epoch}.safetensors"),
+                epoch,
+                val_acc: valid.acc(),
+                bytes,
+            });
+        }
+        if self.bad.count() > 0 {
+            eprintln!("rush train: {} image(s) could not be decoded and were skipped", self.bad.count());
+        }
+        sink.emit(Event::Finished { epochs: spec.epochs, best_val_acc: best });
+        Ok(())
+    }
+
+    fn loader(&self, batches: Vec<Vec<usize>>, augment: bool, seed: u64) -> Loader {
+        let spec = self.spec();
+        Loader::spawn(
+            self.samples.clone(),
+            batches,
+            LoaderSpec {
+                image_size: spec.image_size,
+                augment: augment.then(|| spec.augment.clone()),
+                multi_hot: spec.loss.name == LossName::Bce,
+                pin_for: self.ex.device.is_cuda().then_some(self.ex.device),
+                prefetch: 4,
+                seed,
+            },
+            self.pool.clone(),
+            self.bad.clone(),
+        )
+    }
+
+    /// Trains one epoch; returns its totals and the share of time spent waiting for data.
+    fn train_epoch(&mut self, epoch: u32, sink: &mut EventSink) -> Result<(Totals, f64), TrainError> {
+        let spec = self.spec().clone();
+        tch::manual_seed(crate::train::augment::mix_seed(&[spec.seed, u64::from(epoch), 3]) as i64);
+        let batches = loader::epoch_batches(&self.train_idx, spec.batch_size as usize, spec.seed, epoch);
+        let mut loader = self.loader(batches, true, loader::augment_seed(spec.seed, epoch));
+        let epoch_start = Instant::now();
+        let mut acc = Accumulator::new(self.ex.device);
+        let mut epoch_totals = Totals::default();
+        let mut window = Totals::default();
+        let mut window_start = (Instant::now(), Duration::ZERO);
+        let first_step = u64::from(epoch - 1) * self.steps_per_epoch;
+        let mut index = 0u64;
+        while let Some(batch) = loader.next_batch() {
+            let step = first_step + index;
+            index += 1;
+            let lr = learning_rate(spec.optimizer.lr, &spec.schedule, step, self.steps_per_epoch, self.total_steps);
+            let inject = self.inject_nan_at == Some(step + 1);
+            let (loss, correct) = guarded(&spec, || self.train_step(&batch, lr, inject))?;
+            if step == 0 {
+                self.flat.check_views()?;
+            }
+            acc.add(&loss, &correct, batch.len);
+            let done = step + 1;
+            let last_of_epoch = index == self.steps_per_epoch;
+            if done % self.sync_every == 0 || last_of_epoch {
+                let read = guarded(&spec, || acc.take())?;
+                if !read.0.is_finite() {
+                    let value = if read.0.is_nan() { "NaN" } else { "infinite" };
+                    return Err(TrainError::NonFinite { value: value.into(), step: done, epoch });
+                }
+                window.add(read);
+                epoch_totals.add(read);
+            }
+            if done % self.log_every == 0 || last_of_epoch {
+                let elapsed = window_start.0.elapsed();
+                let waited = loader.waited() - window_start.1;
+                sink.emit(Event::Step {
+                    step: done,
+                    epoch,
+                    loss: finite(window.loss()),
+                    lr,
+                    img_per_s: if elapsed.is_zero() { 0.0 } else { window.images as f64 / elapsed.as_secs_f64() },
+                    data_wait: share(waited, elapsed),
+                });
+                window = Totals::default();
+                window_start = (Instant::now(), loader.waited());
+            }
+        }
+        if index == 0 {
+            return Err(TrainError::NoImages { epoch, bad: self.bad.count() });
+        }
+        let read = guarded(&spec, || acc.take())?;
+        epoch_totals.add(read);
+        Ok((epoch_totals, share(loader.waited(), epoch_start.elapsed())))
+    }
+
+    /// Forward, loss, backward, update. Returns the (detached) batch loss and the count of correct top-1 predictions,
+    /// both still on the device.
+    fn train_step(&mut self, batch: &Batch, lr: f64, inject_nan: bool) -> (Tensor, Tensor) {
+        let x = self.norm.input(&batch.images, &self.ex);
+        let labels = batch.labels.to_device(self.ex.device);
+        let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
+        self.flat.zero_grad();
+        let logits = self.ex.forward(|| self.model.forward_t(&x, true)).to_kind(Kind::Float);
+        let mut loss = loss_of(self.spec(), &logits, &labels, targets.as_ref());
+        if inject_nan {
+            loss = loss * f64::NAN;
+        }
+        loss.backward();
+        self.optimizer.step(&mut self.flat, lr);
+        let correct = logits.detach().argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+        (loss.detach(), correct)
+    }
+
+    fn validate(&mut self) -> Result<Totals, TrainError> {
+        let spec = self.spec().clone();
+        let batches = loader::eval_batches(&self.valid_idx, spec.batch_size as usize);
+        let mut loader = self.loader(batches, false, 0);
+        let mut acc = Accumulator::new(self.ex.device);
+        while let Some(batch) = loader.next_batch() {
+            let (loss, correct) = guarded(&spec, || {
+                tch::no_grad(|| {
+                    let x = self.norm.input(&batch.images, &self.ex);
+                    let labels = batch.labels.to_device(self.ex.device);
+                    let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
+                    let logits = self.ex.forward(|| self.model.forward_t(&x, false)).to_kind(Kind::Float);
+                    let loss = loss_of(&spec, &logits, &labels, targets.as_ref());
+                    (loss, logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))
+                })
+            })?;
+            acc.add(&loss, &correct, batch.len);
+        }
+        let mut totals = Totals::default();
+        totals.add(guarded(&spec, || acc.take())?);
+        Ok(totals)
+    }
+
+    fn save_checkpoint(&self, epoch: u32, train: &Totals, valid: &Totals) -> Result<u64, TrainError> {
+        let dir = self.session.checkpoints();
+        std::fs::create_dir_all(&dir).map_err(|source| TrainError::Session { path: dir, source })?;
+        let spec = self.spec();
+        let step = u64::from(epoch) * self.steps_per_epoch;
+        let bytes = checkpoint::save_weights(&self.vs, &self.session.checkpoint_weights(epoch))?;
+        let state_bytes = checkpoint::save_state(
+            &self.session.checkpoint_state(epoch),
+            Progress { epoch, step, seed: spec.seed },
+            self.optimizer.state_tensors(&self.flat),
+        )?;
+        let meta = CheckpointMeta {
+            epoch,
+            step,
+            train_loss: finite(train.loss()),
+            train_acc: train.acc(),
+            val_loss: finite(valid.loss()),
+            val_acc: valid.acc(),
+            spec_hash: spec.hash(),
+            model: spec.model.as_str().to_string(),
+            image_size: spec.image_size,
+            bytes,
+            state_bytes,
+        };
+        checkpoint::save_meta(&self.session.checkpoint_meta(epoch), &meta)?;
+        Ok(bytes)
+    }
+}
