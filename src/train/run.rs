@@ -31,9 +31,6 @@ use crate::train::loader::{self, BadImages, Batch, Loader, LoaderSpec};
 use crate::train::models;
 use crate::train::optim::{FlatParams, OptimError, Optimizer};
 
-/// Test hook: at this (1-based) global step the loss is multiplied by NaN, to exercise the NaN stop.
-pub const INJECT_NAN_ENV: &str = "RUSH_TRAIN_INJECT_NAN_AT_STEP";
-
 /// Why a run stopped early; the `failed` event carries this text.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -52,8 +49,8 @@ pub enum TrainError {
     #[error(transparent)]
     Optim(#[from] OptimError),
     #[error(
-        "training loss is {value} at step {step} (epoch {epoch}): the run diverged; lower optimizer.lr, add \
-         schedule.warmup_epochs or use a smaller batch"
+        "training loss is not finite (NaN or inf: {value}) at step {step} (epoch {epoch}): the run diverged; lower \
+         optimizer.lr or add schedule.warmup_epochs"
     )]
     NonFinite { value: String, step: u64, epoch: u32 },
     #[error("CUDA out of memory with batch_size {batch_size} at image_size {image_size}: lower batch_size ({message})")]
@@ -221,7 +218,6 @@ struct Trainer<'a> {
     log_every: u64,
     /// Steps between host reads of the running loss (the NaN check).
     sync_every: u64,
-    inject_nan_at: Option<u64>,
 }
 
 fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Result<(), TrainError> {
@@ -270,7 +266,6 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
     // A few hundred `step` events per run; on the GPU never a host read every step.
     let log_every = (total_steps / 300).max(if device.is_cuda() { 10 } else { 1 });
     let sync_every = if device.is_cuda() { log_every } else { 1 };
-    let inject_nan_at = std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -296,7 +291,6 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
         total_steps,
         log_every,
         sync_every,
-        inject_nan_at,
     };
     trainer.run(sink)
 }
@@ -450,8 +444,7 @@ impl Trainer<'_> {
             let step = first_step + index;
             index += 1;
             let lr = learning_rate(spec.optimizer.lr, &spec.schedule, step, self.steps_per_epoch, self.total_steps);
-            let inject = self.inject_nan_at == Some(step + 1);
-            let (loss, correct) = guarded(&spec, || self.train_step(&batch, lr, inject))?;
+            let (loss, correct) = guarded(&spec, || self.train_step(&batch, lr))?;
             if step == 0 {
                 self.flat.check_views()?;
             }
@@ -461,7 +454,7 @@ impl Trainer<'_> {
             if done % self.sync_every == 0 || last_of_epoch {
                 let read = guarded(&spec, || acc.take())?;
                 if !read.0.is_finite() {
-                    let value = if read.0.is_nan() { "NaN" } else { "infinite" };
+                    let value = if read.0.is_nan() { "NaN" } else { "inf" };
                     return Err(TrainError::NonFinite { value: value.into(), step: done, epoch });
                 }
                 window.add(read);
@@ -492,16 +485,13 @@ impl Trainer<'_> {
 
     /// Forward, loss, backward, update. Returns the (detached) batch loss and the count of correct top-1 predictions,
     /// both still on the device.
-    fn train_step(&mut self, batch: &Batch, lr: f64, inject_nan: bool) -> (Tensor, Tensor) {
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> (Tensor, Tensor) {
         let x = self.norm.input(&batch.images, &self.ex);
         let labels = batch.labels.to_device(self.ex.device);
         let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
         self.flat.zero_grad();
         let logits = self.ex.forward(|| self.model.forward_t(&x, true)).to_kind(Kind::Float);
-        let mut loss = loss_of(self.spec(), &logits, &labels, targets.as_ref());
-        if inject_nan {
-            loss = loss * f64::NAN;
-        }
+        let loss = loss_of(self.spec(), &logits, &labels, targets.as_ref());
         loss.backward();
         self.optimizer.step(&mut self.flat, lr);
         let correct = logits.detach().argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
