@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod event;
+pub mod metric;
 pub mod outcome;
 pub mod queue;
 pub mod schedule;

@@ -1,1 +1,3 @@
 //! The web dashboard and JSON API (axum + askama).
+
+pub mod chart;

@@ -1,0 +1,369 @@
+//! Server-side SVG line charts: the dashboard's curves are drawn here from already downsampled series, so the browser
+//! needs no charting library. Labels are escaped; the plot's data range rides along as `data-*` attributes so the live
+//! script can place a point that arrives over SSE before the next redraw.
+
+use std::fmt::Write;
+
+use crate::core::metric::Point;
+
+/// The line colours, in legend order (a colour-blind friendly palette).
+pub const PALETTE: [&str; 10] =
+    ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+
+/// One line of a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The legend text (user-visible: escaped when drawn).
+    pub label: String,
+    /// A stable key for the live script (`train_loss`, `val_acc`, or a session id on the compare page).
+    pub key: String,
+    /// Ordered by x; at most about a thousand points (see `core::metric::downsample`).
+    pub points: Vec<Point>,
+    /// Dashed lines tell a second metric of the same run apart (validation next to training).
+    pub dashed: bool,
+}
+
+/// A chart to draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub width: u32,
+    pub height: u32,
+    /// Fix the y range (accuracies: 0..1) instead of fitting it to the data.
+    pub y_range: Option<(f64, f64)>,
+}
+
+impl Chart {
+    pub fn new(title: &str, x_label: &str, y_label: &str) -> Self {
+        Self {
+            title: title.to_string(),
+            x_label: x_label.to_string(),
+            y_label: y_label.to_string(),
+            series: Vec::new(),
+            width: 640,
+            height: 300,
+            y_range: None,
+        }
+    }
+
+    pub fn series(mut self, s: Series) -> Self {
+        self.series.push(s);
+        self
+    }
+}
+
+const LEFT: f64 = 58.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 34.0;
+const BOTTOM: f64 = 44.0;
+
+/// Escapes text for XML/HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// "Nice" tick positions covering `[lo, hi]`: about `target` steps of 1, 2 or 5 times a power of ten.
+pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / target.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    let mut v = first;
+    while v <= hi + step * 1e-9 && out.len() < 50 {
+        // Snap tiny float noise (0.30000000000000004) so labels read cleanly.
+        out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
+        v = first + step * out.len() as f64;
+    }
+    out
+}
+
+/// A short label for a tick: 1.5k, 20k, 1.2M for large values, as few decimals as the step needs otherwise.
+pub fn tick_label(v: f64, step: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 && step >= 1e5 {
+        return trim(format!("{:.1}", v / 1e6)) + "M";
+    }
+    if a >= 1e4 && step >= 1e3 {
+        return trim(format!("{:.1}", v / 1e3)) + "k";
+    }
+    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize + 1 }.min(6);
+    trim(format!("{v:.decimals$}"))
+}
+
+fn trim(s: String) -> String {
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// The data range to draw: every point of every series, padded a little in y; `None` without points.
+fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64)> {
+    let mut pts = chart.series.iter().flat_map(|s| s.points.iter()).filter(|p| p.x.is_finite() && p.y.is_finite());
+    let first = pts.next()?;
+    let (mut x0, mut x1, mut y0, mut y1) = (first.x, first.x, first.y, first.y);
+    for p in pts {
+        x0 = x0.min(p.x);
+        x1 = x1.max(p.x);
+        y0 = y0.min(p.y);
+        y1 = y1.max(p.y);
+    }
+    if let Some((lo, hi)) = chart.y_range {
+        y0 = y0.min(lo);
+        y1 = y1.max(hi);
+    } else {
+        let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { y0.abs().max(1.0) * 0.1 };
+        y0 = if y0 >= 0.0 && y0 - pad < 0.0 { 0.0 } else { y0 - pad };
+        y1 += pad;
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    Some((x0, x1, y0, y1))
+}
+
+/// Draws the chart as a standalone `<svg>` element.
+pub fn render(chart: &Chart) -> String {
+    let (w, h) = (chart.width as f64, chart.height as f64);
+    let (pw, ph) = (w - LEFT - RIGHT, h - TOP - BOTTOM);
+    let mut svg = String::with_capacity(4096 + chart.series.iter().map(|s| s.points.len() * 16).sum::<usize>());
+    let range = bounds(chart);
+    let (x0, x1, y0, y1) = range.unwrap_or((0.0, 1.0, 0.0, 1.0));
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{TOP}" data-pw="{pw}" data-ph="{ph}">"#,
+        title = escape(&chart.title),
+    );
+    let _ = write!(
+        svg,
+        r##"<text class="title" x="{LEFT}" y="20" font-size="14" font-weight="600" fill="#1f2328">{}</text>"##,
+        escape(&chart.title)
+    );
+    // A clip id unique per chart title on one page (ids are global to the HTML document).
+    let clip: String = std::iter::once("clip-".to_string())
+        .chain(chart.title.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).map(String::from))
+        .chain(std::iter::once(format!("-{}", chart.series.len())))
+        .collect();
+    let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
+    let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
+
+    // Grid and tick labels.
+    let yt = ticks(y0, y1, 5);
+    let ystep = if yt.len() > 1 { yt[1] - yt[0] } else { (y1 - y0).abs().max(1e-9) };
+    svg.push_str(r##"<g class="grid" stroke="#e5e7eb" stroke-width="1">"##);
+    for &t in &yt {
+        let y = sy(t);
+        let _ = write!(svg, r#"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}"/>"#, LEFT + pw);
+    }
+    svg.push_str("</g>");
+    svg.push_str(r##"<g class="ticks" font-size="11" fill="#57606a">"##);
+    for &t in &yt {
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            sy(t) + 4.0,
+            escape(&tick_label(t, ystep))
+        );
+    }
+    let xt = ticks(x0, x1, 6);
+    let xstep = if xt.len() > 1 { xt[1] - xt[0] } else { 1.0 };
+    for &t in &xt {
+        let x = sx(t);
+        let _ = write!(
+            svg,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            TOP + ph + 16.0,
+            escape(&tick_label(t, xstep))
+        );
+    }
+    svg.push_str("</g>");
+    // Axes and their names.
+    let _ = write!(
+        svg,
+        r##"<path class="axes" d="M{LEFT} {TOP}V{:.1}H{:.1}" fill="none" stroke="#8c959f" stroke-width="1"/>"##,
+        TOP + ph,
+        LEFT + pw
+    );
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#57606a" text-anchor="middle">{}</text>"##,
+        LEFT + pw / 2.0,
+        h - 8.0,
+        escape(&chart.x_label)
+    );
+    let _ = write!(
+        svg,
+        r##"<text transform="translate(14 {:.1}) rotate(-90)" font-size="11" fill="#57606a" text-anchor="middle">{}</text>"##,
+        TOP + ph / 2.0,
+        escape(&chart.y_label)
+    );
+
+    if range.is_none() {
+        let _ = write!(
+            svg,
+            r##"<text class="empty" x="{:.1}" y="{:.1}" font-size="12" fill="#8c959f" text-anchor="middle">no data yet</text>"##,
+            LEFT + pw / 2.0,
+            TOP + ph / 2.0
+        );
+    }
+
+    // The lines (clipped to the plot so a live point out of range cannot spill over the axes).
+    let _ = write!(
+        svg,
+        r#"<clipPath id="{clip}"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#{clip})">"#
+    );
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let dash = if s.dashed { r#" stroke-dasharray="5 3""# } else { "" };
+        let _ = write!(
+            svg,
+            r#"<polyline class="line" data-key="{}" fill="none" stroke="{color}" stroke-width="1.6" stroke-linejoin="round"{dash} points=""#,
+            escape(&s.key)
+        );
+        for (j, p) in s.points.iter().filter(|p| p.x.is_finite() && p.y.is_finite()).enumerate() {
+            if j > 0 {
+                svg.push(' ');
+            }
+            let _ = write!(svg, "{:.1},{:.1}", sx(p.x), sy(p.y));
+        }
+        svg.push_str(r#""/>"#);
+        // Few points (per-epoch metrics): mark them so a single epoch is visible at all.
+        if s.points.len() <= 60 {
+            for p in s.points.iter().filter(|p| p.x.is_finite() && p.y.is_finite()) {
+                let _ = write!(
+                    svg,
+                    r#"<circle class="dot" data-key="{}" cx="{:.1}" cy="{:.1}" r="2.6" fill="{color}"/>"#,
+                    escape(&s.key),
+                    sx(p.x),
+                    sy(p.y)
+                );
+            }
+        }
+    }
+    svg.push_str("</g>");
+
+    // Legend, top right, one entry per series.
+    let mut lx = LEFT + pw;
+    let entries: Vec<(usize, &Series)> = chart.series.iter().enumerate().collect();
+    svg.push_str(r##"<g class="legend" font-size="11" fill="#1f2328">"##);
+    for (i, s) in entries.into_iter().rev() {
+        let label: String = s.label.chars().take(40).collect();
+        let width = 22.0 + label.chars().count() as f64 * 6.2;
+        lx -= width + 8.0;
+        let color = PALETTE[i % PALETTE.len()];
+        let dash = if s.dashed { r#" stroke-dasharray="5 3""# } else { "" };
+        let _ = write!(
+            svg,
+            r#"<line x1="{lx:.1}" x2="{:.1}" y1="16" y2="16" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="20">{}</text>"#,
+            lx + 16.0,
+            lx + 20.0,
+            escape(&label)
+        );
+    }
+    svg.push_str("</g></svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(label: &str, n: usize) -> Series {
+        Series {
+            label: label.to_string(),
+            key: label.to_string(),
+            points: (0..n).map(|i| Point::new(i as f64, 1.0 / (1.0 + i as f64))).collect(),
+            dashed: false,
+        }
+    }
+
+    fn polyline_points(svg: &str) -> Vec<usize> {
+        svg.match_indices(r#"points=""#)
+            .map(|(i, m)| {
+                let rest = &svg[i + m.len()..];
+                let end = rest.find('"').unwrap();
+                rest[..end].split(' ').filter(|s| !s.is_empty()).count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn draws_every_series_with_its_points_and_a_legend() {
+        let chart = Chart::new("loss", "step", "loss").series(line("train", 500)).series(line("valid", 20));
+        let svg = render(&chart);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert_eq!(polyline_points(&svg), vec![500, 20]);
+        assert!(svg.contains(">train</text>") && svg.contains(">valid</text>"));
+        assert_eq!(svg.matches(r#"class="dot""#).count(), 20, "few-point lines get markers");
+        assert!(svg.contains(PALETTE[0]) && svg.contains(PALETTE[1]));
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let hostile = r#"<script>alert("x")</script> & 'q'"#;
+        let chart = Chart::new(hostile, hostile, hostile).series(Series {
+            label: hostile.into(),
+            key: hostile.into(),
+            points: vec![Point::new(0.0, 1.0)],
+            dashed: true,
+        });
+        let svg = render(&chart);
+        assert!(!svg.contains("<script"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;"));
+    }
+
+    #[test]
+    fn an_empty_chart_says_so() {
+        let svg = render(&Chart::new("acc", "epoch", "accuracy"));
+        assert!(svg.contains("no data yet"));
+        assert_eq!(polyline_points(&svg), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn points_stay_inside_the_plot() {
+        let mut s = line("a", 100);
+        s.points[50].y = 1e9;
+        let svg = render(&Chart::new("t", "x", "y").series(s));
+        let start = svg.find(r#"points=""#).unwrap() + 8;
+        let pts = &svg[start..start + svg[start..].find('"').unwrap()];
+        for pair in pts.split(' ') {
+            let (x, y) = pair.split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((LEFT - 0.1..=640.0 - RIGHT + 0.1).contains(&x), "{x}");
+            assert!((TOP - 0.1..=300.0 - BOTTOM + 0.1).contains(&y), "{y}");
+        }
+    }
+
+    #[test]
+    fn ticks_are_nice_and_cover_the_range() {
+        let t = ticks(0.0, 1.0, 5);
+        let want = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
+        assert_eq!(t.len(), want.len(), "{t:?}");
+        assert!(t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9), "{t:?}");
+        let t = ticks(3.0, 997.0, 6);
+        assert_eq!(t.first(), Some(&200.0));
+        assert!(t.windows(2).all(|w| (w[1] - w[0] - 200.0).abs() < 1e-9));
+        assert_eq!(tick_label(0.6000000000000001, 0.2), "0.6");
+        assert_eq!(tick_label(20_000.0, 5_000.0), "20k");
+        assert_eq!(tick_label(1_500_000.0, 500_000.0), "1.5M");
+        assert_eq!(tick_label(0.025, 0.005), "0.025");
+        assert_eq!(tick_label(3.0, 1.0), "3");
+    }
+}
