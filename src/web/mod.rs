@@ -1,3 +1,5 @@
 //! The web dashboard and JSON API (axum + askama).
 
+pub mod auth;
 pub mod chart;
+pub mod files;

@@ -1,0 +1,326 @@
+//! Who may do what over HTTP: the daemon binds to loopback by default; bound beyond it, mutating routes need the
+//! configured token, and read-only pages are open or closed by a config choice.
+//!
+//! The rule is one pure function (`Access::decide`) wrapped in an axum middleware (`guard`). A request is *mutating*
+//! when its method is not GET/HEAD/OPTIONS, so every route that stops, forks, runs, submits or removes is covered
+//! without a list to keep in step. The token comes in an `Authorization: Bearer` header (CLI) or the `rush_token`
+//! cookie that `POST /login` sets (browser). Tokens are compared in constant time over their SHA-256 digests (so the
+//! length leaks nothing either) and never written to a log: `Access`'s `Debug` prints `<redacted>`.
+//!
+//! Browsers also send cross-site form posts to loopback servers, so a mutating request carrying the browser's
+//! cross-site markers (`Sec-Fetch-Site: cross-site`, or an `Origin` whose host is not the `Host`) is refused even on
+//! loopback without a token.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The cookie the browser presents the token in.
+pub const TOKEN_COOKIE: &str = "rush_token";
+
+/// The access configuration of one daemon.
+#[derive(Clone)]
+pub struct Access {
+    /// Bound only to a loopback address (127.0.0.0/8, ::1).
+    pub loopback: bool,
+    /// SHA-256 of the configured token; the token itself is not kept.
+    token: Option<[u8; 32]>,
+    /// Read-only routes need no token even when one is configured or the daemon is bound beyond loopback.
+    pub public_read: bool,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("loopback", &self.loopback)
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .field("public_read", &self.public_read)
+            .finish()
+    }
+}
+
+/// What a request is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// A token is configured and this request did not present it (or presented a wrong one): 401.
+    NeedToken,
+    /// Bound beyond loopback with no token configured, or a cross-site browser request: 403, nothing to present.
+    Refuse,
+}
+
+/// The kind of request, as the rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Mutate,
+}
+
+impl Kind {
+    pub fn of(method: &Method) -> Self {
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) { Kind::Read } else { Kind::Mutate }
+    }
+}
+
+impl Access {
+    /// `token`: the configured token, if any (empty counts as none). `public_read`: read-only routes stay open.
+    pub fn new(bind: SocketAddr, token: Option<&str>, public_read: bool) -> Self {
+        let token = token.filter(|t| !t.is_empty()).map(digest);
+        Self { loopback: bind.ip().is_loopback(), token, public_read }
+    }
+
+    /// Open access: loopback, no token (what tests and a single-user laptop use).
+    pub fn local() -> Self {
+        Self { loopback: true, token: None, public_read: true }
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether `presented` is the configured token, in constant time.
+    pub fn token_matches(&self, presented: &str) -> bool {
+        match &self.token {
+            Some(want) => bool::from(digest(presented).ct_eq(want)),
+            None => false,
+        }
+    }
+
+    /// The rule. `presented` is the token the request carried (header or cookie); `cross_site` whether the browser
+    /// marked it as coming from another site.
+    pub fn decide(&self, kind: Kind, presented: Option<&str>, cross_site: bool) -> Decision {
+        let valid = presented.is_some_and(|t| self.token_matches(t));
+        match kind {
+            Kind::Read => {
+                if valid || self.public_read || (self.loopback && self.token.is_none()) {
+                    Decision::Allow
+                } else if self.token.is_some() {
+                    Decision::NeedToken
+                } else {
+                    Decision::Refuse
+                }
+            }
+            Kind::Mutate => {
+                if valid {
+                    Decision::Allow
+                } else if self.token.is_some() {
+                    Decision::NeedToken
+                } else if self.loopback && !cross_site {
+                    Decision::Allow
+                } else {
+                    Decision::Refuse
+                }
+            }
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The token a request presents: `Authorization: Bearer <t>` first, else the `rush_token` cookie.
+pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))
+    {
+        return Some(t.trim().to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == TOKEN_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Whether the browser says the request comes from another site.
+pub fn is_cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site.eq_ignore_ascii_case("cross-site");
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
+            !origin_host.trim_end_matches('/').eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// The axum middleware: `router.layer(axum::middleware::from_fn_with_state(Arc::new(access), auth::guard))`.
+///
+/// `POST /login` passes through (it is where the browser presents the token); its handler checks the token itself.
+pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/login" {
+        return next.run(req).await;
+    }
+    let kind = Kind::of(req.method());
+    let token = presented_token(req.headers());
+    match access.decide(kind, token.as_deref(), is_cross_site(req.headers())) {
+        Decision::Allow => next.run(req).await,
+        Decision::NeedToken => {
+            let wants_html = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            if wants_html && kind == Kind::Read {
+                // A person in a browser: send them to the token form.
+                (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)\n",
+                )
+                    .into_response()
+            }
+        }
+        Decision::Refuse => (
+            StatusCode::FORBIDDEN,
+            "refused: mutating requests need a configured token when the daemon is bound beyond loopback, \
+             and are never accepted from another site\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The `Set-Cookie` value that stores a (checked) token in the browser.
+pub fn token_cookie(token: &str) -> String {
+    format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_rule() {
+        use Decision::*;
+        use Kind::*;
+        let local = Access::new(addr("127.0.0.1:8470"), None, false);
+        assert!(local.loopback);
+        assert_eq!(local.decide(Read, None, false), Allow);
+        assert_eq!(local.decide(Mutate, None, false), Allow);
+        assert_eq!(local.decide(Mutate, None, true), Refuse, "cross-site posts to loopback are refused");
+
+        let open = Access::new(addr("0.0.0.0:8470"), None, false);
+        assert_eq!(open.decide(Mutate, None, false), Refuse, "beyond loopback without a token nothing mutates");
+        assert_eq!(open.decide(Mutate, Some("x"), false), Refuse);
+        assert_eq!(open.decide(Read, None, false), Refuse);
+        let open_reads = Access::new(addr("0.0.0.0:8470"), None, true);
+        assert_eq!(open_reads.decide(Read, None, false), Allow);
+        assert_eq!(open_reads.decide(Mutate, None, false), Refuse);
+
+        let guarded = Access::new(addr("[::]:8470"), Some("s3cret"), true);
+        assert_eq!(guarded.decide(Read, None, false), Allow);
+        assert_eq!(guarded.decide(Mutate, None, false), NeedToken);
+        assert_eq!(guarded.decide(Mutate, Some("s3cre"), false), NeedToken);
+        assert_eq!(guarded.decide(Mutate, Some("s3cret"), false), Allow);
+        assert_eq!(guarded.decide(Mutate, Some("s3cret"), true), Allow, "a valid token is the proof");
+        let closed = Access::new(addr("10.1.2.3:8470"), Some("s3cret"), false);
+        assert_eq!(closed.decide(Read, None, false), NeedToken);
+        assert_eq!(closed.decide(Read, Some("s3cret"), false), Allow);
+
+        let local_token = Access::new(addr("127.0.0.1:1"), Some("t"), true);
+        assert_eq!(local_token.decide(Mutate, None, false), NeedToken, "a configured token binds on loopback too");
+        assert!(Access::new(addr("[::1]:1"), None, false).loopback);
+        assert!(!Access::new(addr("[::1]:1"), Some(""), false).has_token(), "an empty token is no token");
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let a = Access::new(addr("0.0.0.0:1"), Some("hunter2-token"), false);
+        let s = format!("{a:?}");
+        assert!(!s.contains("hunter2") && s.contains("<redacted>"), "{s}");
+    }
+
+    #[test]
+    fn tokens_come_from_bearer_or_cookie() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), None);
+        h.insert(header::COOKIE, "a=b; rush_token=abc; c=d".parse().unwrap());
+        assert_eq!(presented_token(&h).as_deref(), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Bearer xyz".parse().unwrap());
+        assert_eq!(presented_token(&h).as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn cross_site_markers() {
+        let mut h = HeaderMap::new();
+        assert!(!is_cross_site(&h), "curl and the CLI send no Origin");
+        h.insert(header::HOST, "127.0.0.1:8470".parse().unwrap());
+        h.insert(header::ORIGIN, "http://127.0.0.1:8470".parse().unwrap());
+        assert!(!is_cross_site(&h));
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(is_cross_site(&h));
+        h.insert("sec-fetch-site", "same-origin".parse().unwrap());
+        assert!(!is_cross_site(&h), "Sec-Fetch-Site is the browser's own word");
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(is_cross_site(&h));
+    }
+
+    fn app(access: Access) -> Router {
+        Router::new()
+            .route("/page", get(|| async { "page" }).post(|| async { "mutated" }))
+            .route("/login", axum::routing::post(|| async { "login handler" }))
+            .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
+    }
+
+    async fn status(app: &Router, method: &str, path: &str, headers: &[(&str, &str)]) -> StatusCode {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_middleware_applies_the_rule() {
+        let app = app(Access::new(addr("0.0.0.0:8470"), Some("tok"), false));
+        assert_eq!(status(&app, "GET", "/page", &[]).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&app, "GET", "/page", &[("accept", "text/html")]).await, StatusCode::SEE_OTHER);
+        assert_eq!(status(&app, "POST", "/page", &[]).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&app, "POST", "/page", &[("authorization", "Bearer nope")]).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&app, "POST", "/page", &[("authorization", "Bearer tok")]).await, StatusCode::OK);
+        assert_eq!(
+            status(&app, "DELETE", "/page", &[("cookie", "rush_token=tok")]).await,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(status(&app, "GET", "/page", &[("cookie", "rush_token=tok")]).await, StatusCode::OK);
+        assert_eq!(status(&app, "POST", "/login", &[]).await, StatusCode::OK, "the login form is reachable");
+
+        let app = super::tests::app(Access::new(addr("0.0.0.0:8470"), None, true));
+        assert_eq!(status(&app, "GET", "/page", &[]).await, StatusCode::OK);
+        assert_eq!(status(&app, "POST", "/page", &[]).await, StatusCode::FORBIDDEN);
+
+        let app = super::tests::app(Access::local());
+        assert_eq!(status(&app, "POST", "/page", &[]).await, StatusCode::OK);
+        assert_eq!(
+            status(&app, "POST", "/page", &[("origin", "http://evil.example"), ("host", "127.0.0.1:1")]).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
