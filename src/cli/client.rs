@@ -1,12 +1,22 @@
 //! The daemon and its client verbs: `daemon`, `run`, `ps`, `logs`, `stop`, `rm`, `fork`, `model`, `spec`, `submit`,
 //! `ensemble`. Client verbs talk to the daemon's HTTP JSON API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::Global;
+use crate::core::session::SessionId;
+use crate::core::spec::Spec;
+use crate::store::{SpecRow, SpecStatus};
+use crate::web::api::{Changed, CheckpointView, ForkRequest, Info, SessionView};
+
+pub mod http;
+pub mod table;
+
+use http::Api;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -71,7 +81,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// A config file (TOML or YAML); flags override it.
+    /// A config file (YAML: experiments, user, bind, db, cpu_slots, gpus, stop_grace_secs); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The watched intake folder.
@@ -144,6 +154,218 @@ pub enum EnsembleCommand {
     },
 }
 
-pub fn run(_global: &Global, _cmd: Command) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Daemon(args) => daemon(global, args),
+        Command::Run { dataset, spec, args, memo } => run_session(global, &dataset, spec.as_deref(), args, memo),
+        Command::Ps { all, dataset, json } => ps(global, all, dataset, json),
+        Command::Logs { session, follow } => logs(global, &session, follow),
+        Command::Stop { session } => change(global, "POST", &format!("/sessions/{}/stop", id(&session)?)),
+        Command::Rm { session } => change(global, "DELETE", &format!("/sessions/{}", id(&session)?)),
+        Command::Fork { session, checkpoint, args, memo } => fork(global, &session, checkpoint, args, memo),
+        Command::Model(ModelCommand::Ls { session, json }) => model_ls(global, &session, json),
+        Command::Model(ModelCommand::Rm { session, checkpoint }) => {
+            change(global, "DELETE", &format!("/sessions/{}/checkpoints/{checkpoint}", id(&session)?))
+        }
+        Command::Spec(_) | Command::Submit(_) | Command::Ensemble(_) => bail!("this command is not built yet"),
+    }
+}
+
+/// Parses a session id typed by the user.
+fn id(text: &str) -> anyhow::Result<SessionId> {
+    Ok(text.parse()?)
+}
+
+/// `rush daemon`: resolve the configuration, then run until SIGTERM/SIGINT.
+fn daemon(global: &Global, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    use crate::daemon::config::{DaemonConfig, Flags};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let detected = if args.gpus.is_some() { 0 } else { tch::Cuda::device_count().max(0) as u32 };
+    let flags = Flags {
+        config: args.config,
+        experiments: args.experiments,
+        user: args.user,
+        bind: args.bind,
+        cpu_slots: args.cpu_slots,
+        gpus: args.gpus,
+    };
+    let config = DaemonConfig::resolve(global.home.clone(), flags, detected)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(crate::daemon::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush run`: write a new, uniquely named spec into the daemon's experiments folder, then wait for its verdict.
+fn run_session(
+    global: &Global,
+    dataset: &str,
+    spec_file: Option<&Path>,
+    args: Option<String>,
+    memo: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let info: Info = api.get("/info")?;
+    let mut spec = match spec_file {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Spec::parse_bytes(&path.display().to_string(), &bytes)?
+        }
+        None => Spec { dataset: dataset.to_string(), ..Spec::default() },
+    };
+    spec.dataset = dataset.to_string();
+    if let Some(a) = args.as_deref().filter(|a| !a.trim().is_empty()) {
+        spec = crate::core::spec::apply_overrides(&spec, a)?;
+    }
+    if let Some(m) = memo {
+        spec.memo = m;
+    }
+    spec.validate("rush run")?;
+    let yaml = serde_saphyr::to_string(&spec).context("writing the spec as YAML")?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let name = format!("run-{}-{}-{}.yaml", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
+    let dir = PathBuf::from(&info.experiments);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let header = format!("# written by `rush run -d {dataset}`\n");
+    std::fs::write(&tmp, format!("{header}{yaml}")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let key = path.display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows: Vec<SpecRow> = api.get(&format!("/specs?path={}", encode(&key)))?;
+        if let Some(row) = rows.first() {
+            match row.status {
+                SpecStatus::Accepted => {
+                    for s in &row.sessions {
+                        println!("{s}");
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                SpecStatus::Rejected => bail!("{}", row.error.as_deref().unwrap_or("the spec was rejected")),
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the daemon did not pick up {key} within 60 s (is it watching {}?)", info.experiments);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush ps`: NSML's columns.
+fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let mut path = format!("/sessions?all={all}");
+    if let Some(d) = dataset {
+        path.push_str(&format!("&dataset={}", encode(&d)));
+    }
+    let sessions: Vec<SessionView> = api.get(&path)?;
+    if json {
+        return print_json(&sessions);
+    }
+    let now = crate::store::now();
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            let status = match (&s.state, &s.slot, s.position) {
+                (crate::core::session::SessionState::Running, Some(slot), _) => format!("running ({slot})"),
+                (crate::core::session::SessionState::Queued, _, Some(p)) => format!("queued #{p} ({})", s.device),
+                (state, _, _) => state.to_string(),
+            };
+            let mut summary = match s.epoch {
+                Some(e) => format!("epoch {e}/{}", s.epochs),
+                None => String::new(),
+            };
+            if let Some(acc) = s.best_val_acc {
+                summary.push_str(&format!(" best val_acc={acc:.4}"));
+            }
+            let description = s.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").to_string();
+            vec![s.id.clone(), table::ago(s.created, now), s.memo.clone(), status, summary.trim().to_string(), description]
+        })
+        .collect();
+    print!("{}", table::render(&["Name", "Created", "Args", "Status", "Summary", "Description"], &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush logs [-f]`: the session's `train.log`, followed until the session ends with `-f`.
+fn logs(global: &Global, session: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let mut resp = api.stream(&format!("/sessions/{}/logs?follow={follow}", id(session)?))?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut resp, &mut out).context("reading the log stream")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stop`, `rm`, `model rm`: one change, its message printed.
+fn change(global: &Global, method: &str, path: &str) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let done: Changed = match method {
+        "POST" => api.post(path, &serde_json::json!({}))?,
+        _ => api.delete(path)?,
+    };
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush fork SESSION -c CHECKPOINT`: prints the new session's id.
+fn fork(
+    global: &Global,
+    session: &str,
+    checkpoint: String,
+    args: Option<String>,
+    memo: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let done: Changed = api.post(&format!("/sessions/{}/fork", id(session)?), &ForkRequest { checkpoint, args, memo })?;
+    println!("{}", done.session);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush model ls`: NSML's columns (Checkpoint, Last Modified, Elapsed, Summary, Size).
+fn model_ls(global: &Global, session: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let list: Vec<CheckpointView> = api.get(&format!("/sessions/{}/checkpoints", id(session)?))?;
+    if json {
+        return print_json(&list);
+    }
+    let now = crate::store::now();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let mut summary = format!("val_acc={:.4}", c.val_acc);
+            if let Some(loss) = c.val_loss.or(c.train_loss) {
+                summary.push_str(&format!(" loss={loss:.4}"));
+            }
+            vec![
+                c.checkpoint.clone(),
+                table::ago(c.last_modified, now),
+                c.elapsed.map(table::duration).unwrap_or_default(),
+                summary,
+                table::bytes(c.bytes),
+            ]
+        })
+        .collect();
+    print!("{}", table::render(&["Checkpoint", "Last Modified", "Elapsed", "Summary", "Size"], &rows));
+    Ok(ExitCode::SUCCESS)
 }

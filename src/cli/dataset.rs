@@ -7,6 +7,8 @@ use clap::{Args, Subcommand};
 
 use super::Global;
 
+mod registry;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a synthetic sticker dataset in the AI RUSH layout.
@@ -89,8 +91,12 @@ pub struct BuildArgs {
     pub quiet: bool,
 }
 
-pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`rush dataset {}` is not built yet", name(&cmd))
+pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Ls { json } => registry::ls(global, json),
+        Command::Push { name, path, r#move } => registry::push(global, &name, &path, r#move),
+        cmd => anyhow::bail!("`rush dataset {}` is not built yet", name(&cmd)),
+    }
 }
 
 fn name(cmd: &Command) -> &'static str {

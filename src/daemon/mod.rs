@@ -1,1 +1,420 @@
 //! The daemon: watches `experiments/`, queues sessions, runs them in a worker pool, serves the HTTP API.
+//!
+//! # Threading model
+//!
+//! One tokio runtime (multi-threaded) runs everything; nothing here blocks a worker thread for long (dataset
+//! inspection and copies go to `spawn_blocking`).
+//!
+//! - **Intake** (one task, [`watcher`] + [`intake`]): notify's debouncer thread sends changed paths down a channel; the
+//!   intake task reads each `*.yaml`, skips a (path, content hash) it has seen, parses and validates it
+//!   (`core::spec`), and records it: rejected with its error, or accepted with one queued session per sweep point.
+//!   It then wakes the scheduler. At start-up and whenever notify reports lost events it rescans the whole folder.
+//! - **Scheduler** (one task, [`scheduler`]): on every wake-up (and every few seconds) it `tick`s: reads the queue from
+//!   the store, asks the pure `core::queue::assign` which session takes which free slot, moves those sessions to
+//!   `running` and spawns a runner for each. An error is logged and the loop goes on.
+//! - **Runners** (one task per running session, [`runner`]): start the child through the [`executor::Executor`],
+//!   read its event lines, store them (metrics through the batched [`crate::store::MetricSink`], checkpoints and other
+//!   events directly), append its stderr to `train.log`, fan events out to live subscribers ([`live::Hub`]), apply
+//!   checkpoint retention, and record the final state when the child ends. Then the slot is freed and the scheduler
+//!   woken.
+//! - **Metric writer** (one task): commits metric rows in one transaction per batch; steps never wait on it.
+//! - **HTTP** (axum, [`crate::web::router`]): reads the store; mutations (stop, rm, fork, model rm, dataset register)
+//!   call methods of [`Daemon`], so the daemon stays the database's only writer.
+//!
+//! Shutdown is one cancellation tree: SIGTERM or SIGINT cancels [`Daemon::shutdown`]; intake and scheduler stop, each
+//! runner sends its child SIGTERM and, after the grace period, SIGKILL, and records the session as queued again
+//! (`resume: true`, it continues from its last checkpoint) or interrupted; then the metric writer is flushed and the
+//! database closed.
+//!
+//! A "running" row is never trusted after a restart ([`recovery`]): a child left by a killed daemon is found by pid
+//! and start time and killed (children also get a parent-death signal), checkpoint rows are reconciled with the files,
+//! and the session is queued again or marked interrupted. A lock file keeps a second daemon off the same home.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::checkpoint::{CheckpointRef, resolve};
+use crate::core::queue::{self, Waiting};
+use crate::core::session::{SessionId, SessionState};
+use crate::core::spec::{ResolvedSpec, Spec, SpecError};
+use crate::home::{Home, SessionDir};
+use crate::store::{DatasetRow, MetricSink, NewSession, SessionRow, Store, StoreError};
+
+pub mod checkpoints;
+pub mod config;
+pub mod datasets;
+pub mod executor;
+pub mod intake;
+pub mod live;
+pub mod lock;
+pub mod recovery;
+pub mod runner;
+pub mod scheduler;
+pub mod watcher;
+
+pub use config::DaemonConfig;
+
+/// What a daemon operation refused or failed at. The web layer maps each to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Lock(String),
+}
+
+impl From<SpecError> for DaemonError {
+    fn from(e: SpecError) -> Self {
+        DaemonError::Invalid(e.to_string())
+    }
+}
+
+/// The worker pool as the scheduler keeps it: which session holds each slot, and how to stop each running session.
+#[derive(Debug, Default)]
+struct Pool {
+    busy: Vec<Option<SessionId>>,
+    running: HashMap<SessionId, CancellationToken>,
+}
+
+/// A slot and the session on it, for `/api/info` and the dashboard.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SlotView {
+    pub slot: String,
+    pub session: Option<String>,
+}
+
+/// The running daemon's shared state.
+pub struct Daemon {
+    pub config: DaemonConfig,
+    pub store: Store,
+    pub metrics: MetricSink,
+    pub live: live::Hub,
+    /// Cancelled on SIGTERM/SIGINT: the root of every task's cancellation.
+    pub shutdown: CancellationToken,
+    executor: Arc<dyn executor::Executor>,
+    pool: Mutex<Pool>,
+    wake: Notify,
+    runners: TaskTracker,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Builds the daemon's state around an open store (starts the metric writer; must run inside a tokio runtime).
+    /// Nothing is watched or scheduled until [`Daemon::start`].
+    pub fn new(config: DaemonConfig, store: Store, executor: Arc<dyn executor::Executor>) -> Arc<Daemon> {
+        let (metrics, _writer) = store.metric_writer();
+        let pool = Pool { busy: vec![None; config.slots.len()], running: HashMap::new() };
+        Arc::new(Daemon {
+            config,
+            store,
+            metrics,
+            live: live::Hub::default(),
+            shutdown: CancellationToken::new(),
+            executor,
+            pool: Mutex::new(pool),
+            wake: Notify::new(),
+            runners: TaskTracker::new(),
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.config.home
+    }
+
+    /// Starts intake (with a full scan) and the scheduler loop.
+    pub fn start(self: &Arc<Self>) -> Result<(), DaemonError> {
+        watcher::start(self.clone())?;
+        tokio::spawn(scheduler::run(self.clone()));
+        Ok(())
+    }
+
+    /// Wakes the scheduler (after a session was queued or a slot freed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Cancels everything and waits for every runner to record its session's state, then flushes metrics.
+    pub async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.runners.close();
+        self.runners.wait().await;
+        self.metrics.flush().await;
+    }
+
+    /// The slots and who holds them.
+    pub fn slots(&self) -> Vec<SlotView> {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        self.config
+            .slots
+            .iter()
+            .zip(&pool.busy)
+            .map(|(kind, who)| SlotView { slot: kind.to_string(), session: who.as_ref().map(|s| s.to_string()) })
+            .collect()
+    }
+
+    /// Queue positions (1 = next to run) of the queued sessions among `rows`, computed over the whole queue.
+    pub async fn queue_positions(&self) -> Result<HashMap<SessionId, usize>, DaemonError> {
+        let queued = self.store.sessions_in(SessionState::Queued).await?;
+        let waiting: Vec<Waiting<usize>> = queued
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Waiting { key: i, priority: r.priority, seq: r.seq, device: r.device })
+            .collect();
+        Ok(queue::positions(&waiting).into_iter().map(|(i, pos)| (queued[i].id.clone(), pos)).collect())
+    }
+
+    /// Stops a queued or running session; returns its state afterwards. A running child gets SIGTERM, then SIGKILL
+    /// after the grace period; this waits until the runner has recorded `stopped`.
+    pub async fn stop_session(&self, id: &SessionId) -> Result<SessionState, DaemonError> {
+        for _ in 0..3 {
+            let token = self.pool.lock().unwrap_or_else(|e| e.into_inner()).running.get(id).cloned();
+            if let Some(token) = token {
+                token.cancel();
+                let deadline = tokio::time::Instant::now() + self.config.stop_grace + Duration::from_secs(10);
+                loop {
+                    let row = self.store.session_required(id).await?;
+                    if row.state != SessionState::Running || tokio::time::Instant::now() > deadline {
+                        return Ok(row.state);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let row = self.store.session_required(id).await?;
+            match row.state {
+                SessionState::Queued => match self.store.transition(id, SessionState::Stopped, None, None).await {
+                    Ok(_) => return Ok(SessionState::Stopped),
+                    // The scheduler took it meanwhile: stop the runner instead.
+                    Err(StoreError::Session(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                // Running but no runner yet (the scheduler is launching it): look again shortly.
+                SessionState::Running => tokio::time::sleep(Duration::from_millis(100)).await,
+                state => return Err(DaemonError::Conflict(format!("session {id} is already {state}"))),
+            }
+        }
+        Err(DaemonError::Conflict(format!("session {id} is changing state; try again")))
+    }
+
+    /// Deletes a finished session: its files, then its rows.
+    pub async fn remove_session(&self, id: &SessionId) -> Result<(), DaemonError> {
+        let row = self.store.session(id).await?.ok_or_else(|| unknown(id))?;
+        if !row.state.is_terminal() {
+            return Err(DaemonError::Conflict(format!(
+                "session {id} is {}: stop it first (`rush stop {id}`)",
+                row.state
+            )));
+        }
+        let dir = self.home().session(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DaemonError::Io { path: dir, source }),
+        }
+        self.store.remove_session(id).await?;
+        Ok(())
+    }
+
+    /// Deletes one checkpoint of a session (files first, then the row).
+    pub async fn remove_checkpoint(&self, id: &SessionId, name: &str) -> Result<u32, DaemonError> {
+        self.store.session(id).await?.ok_or_else(|| unknown(id))?;
+        let reference: CheckpointRef = name.parse().map_err(|e: crate::core::checkpoint::CheckpointError| {
+            DaemonError::Invalid(e.to_string())
+        })?;
+        let rows = self.store.checkpoints(id).await?;
+        let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
+        let epoch = resolve(reference, &infos)
+            .map_err(|_| DaemonError::NotFound(format!("session {id} has no checkpoint {name}")))?;
+        let row = rows.iter().find(|r| r.epoch == epoch as i64).ok_or_else(|| unknown(id))?;
+        checkpoints::delete(&self.store, &SessionDir::new(self.home().session(id)), row).await?;
+        Ok(epoch)
+    }
+
+    /// Queues a new session that starts from a checkpoint of another (`init_from`), with overrides and a memo.
+    pub async fn fork(
+        &self,
+        id: &SessionId,
+        checkpoint: &str,
+        args: Option<&str>,
+        memo: Option<&str>,
+    ) -> Result<SessionId, DaemonError> {
+        let row = self.store.session(id).await?.ok_or_else(|| unknown(id))?;
+        let resolved = resolved_spec(&row)?;
+        let reference: CheckpointRef = checkpoint.parse().map_err(|e: crate::core::checkpoint::CheckpointError| {
+            DaemonError::Invalid(e.to_string())
+        })?;
+        let rows = self.store.checkpoints(id).await?;
+        let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
+        let epoch = resolve(reference, &infos)
+            .map_err(|_| DaemonError::NotFound(format!("session {id} has no checkpoint {checkpoint}")))?;
+        let ckpt = rows.iter().find(|r| r.epoch == epoch as i64).ok_or_else(|| unknown(id))?;
+        if !std::path::Path::new(&ckpt.path).is_file() {
+            return Err(DaemonError::NotFound(format!("checkpoint {epoch} of {id}: {} is missing", ckpt.path)));
+        }
+        let source = format!("fork of {id}");
+        let mut spec = match args.filter(|a| !a.trim().is_empty()) {
+            Some(a) => crate::core::spec::apply_overrides(&resolved.spec, a)?,
+            None => resolved.spec.clone(),
+        };
+        if let Some(m) = memo {
+            spec.memo = m.to_string();
+        }
+        spec.grid = None;
+        spec.random = None;
+        spec.validate(&source)?;
+        self.require_dataset(&source, &spec.dataset).await?;
+        let new = self.new_session(&spec, Some(format!("{id}:{epoch}")));
+        let init_from = PathBuf::from(&ckpt.path);
+        let home = self.home().clone();
+        let ids = self
+            .store
+            .enqueue(None, std::slice::from_ref(&new), |new_id, _| {
+                resolved_json(&home, new_id, &spec, Some(init_from.clone()))
+            })
+            .await?;
+        self.wake();
+        ids.into_iter().next().ok_or_else(|| DaemonError::Conflict("nothing was queued".into()))
+    }
+
+    /// Registers the dataset folder `$RUSH_HOME/datasets/<name>` (after `rush dataset push` put it there).
+    pub async fn register_dataset(&self, name: &str) -> Result<DatasetRow, DaemonError> {
+        let home = self.home().clone();
+        let owned = name.to_string();
+        let row = tokio::task::spawn_blocking(move || datasets::inspect(&home, &owned))
+            .await
+            .map_err(|e| DaemonError::Invalid(format!("dataset inspection crashed: {e}")))??;
+        self.store.upsert_dataset(&row).await?;
+        Ok(row)
+    }
+
+    /// Errors unless `dataset` is registered; `source` names the spec in the message.
+    pub async fn require_dataset(&self, source: &str, dataset: &str) -> Result<DatasetRow, DaemonError> {
+        if let Some(row) = self.store.dataset(dataset).await? {
+            return Ok(row);
+        }
+        let known: Vec<String> = self.store.datasets().await?.into_iter().map(|d| d.name).collect();
+        let known = if known.is_empty() { "none yet".to_string() } else { known.join(", ") };
+        Err(DaemonError::Invalid(format!(
+            "{source}: field `dataset`: {dataset:?} is not a registered dataset (registered: {known}; add one with \
+             `rush dataset push NAME PATH`)"
+        )))
+    }
+
+    /// The row for a new session of `spec` on this daemon (`auto` resolved against its slots).
+    fn new_session(&self, spec: &Spec, fork_of: Option<String>) -> NewSession {
+        NewSession {
+            user: self.config.user.clone(),
+            dataset: spec.dataset.clone(),
+            memo: spec.memo.clone(),
+            priority: spec.priority,
+            device: queue::Device::resolve(spec.resources.gpus, self.config.has_gpu()),
+            epochs: spec.epochs,
+            fork_of,
+        }
+    }
+}
+
+fn unknown(id: &SessionId) -> DaemonError {
+    DaemonError::NotFound(format!("unknown session {id}"))
+}
+
+/// The resolved spec stored with a session.
+pub fn resolved_spec(row: &SessionRow) -> Result<ResolvedSpec, DaemonError> {
+    serde_json::from_str(&row.spec)
+        .map_err(|e| DaemonError::Invalid(format!("session {}: stored spec is unreadable: {e}", row.id)))
+}
+
+/// The resolved spec of a new session as stored (JSON): dataset folder under the home, optional fork weights.
+fn resolved_json(home: &Home, id: &SessionId, spec: &Spec, init_from: Option<PathBuf>) -> String {
+    let resolved = ResolvedSpec {
+        session: id.to_string(),
+        dataset_path: home.dataset(&spec.dataset),
+        init_from,
+        spec: spec.clone(),
+    };
+    serde_json::to_string(&resolved).unwrap_or_default()
+}
+
+/// Runs a daemon until SIGTERM or SIGINT: lock the home, open the store, reconcile, register datasets found on disk,
+/// bind, write `daemon.addr`, start intake, scheduler and HTTP, then shut down cleanly.
+pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+    let config = config.prepare()?;
+    let _lock = lock::HomeLock::acquire(config.home.root())?;
+    let store = Store::open(&config.db).await?;
+    let executor = Arc::new(
+        executor::LocalExecutor::current_exe()
+            .map_err(|source| DaemonError::Io { path: PathBuf::from("/proc/self/exe"), source })?,
+    );
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| DaemonError::Io { path: PathBuf::from(config.bind.to_string()), source })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Io { path: PathBuf::from("socket"), source })?;
+    let daemon = Daemon::new(config, store, executor);
+    recovery::reconcile(&daemon).await?;
+    datasets::scan(&daemon).await;
+    daemon.start()?;
+    let addr_file = daemon.home().daemon_addr_file();
+    write_atomic(&addr_file, format!("{addr}\n").as_bytes())
+        .map_err(|source| DaemonError::Io { path: addr_file.clone(), source })?;
+    tracing::info!(
+        "rush daemon on http://{addr} (home {}, experiments {}, slots {})",
+        daemon.home().root().display(),
+        daemon.config.experiments.display(),
+        daemon.slots().iter().map(|s| s.slot.as_str()).collect::<Vec<_>>().join(",")
+    );
+    tokio::spawn(signals(daemon.shutdown.clone()));
+    let app = crate::web::router(crate::web::AppState::new(daemon.clone()));
+    let token = daemon.shutdown.clone();
+    let served = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
+    if let Err(e) = served {
+        tracing::error!("HTTP server: {e}");
+    }
+    daemon.shut_down().await;
+    daemon.store.close().await;
+    if std::fs::read_to_string(&addr_file).map(|s| s.trim() == addr.to_string()).unwrap_or(false) {
+        let _ = std::fs::remove_file(&addr_file);
+    }
+    tracing::info!("rush daemon stopped");
+    Ok(())
+}
+
+async fn signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping sessions and shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping sessions and shutting down"),
+        _ = token.cancelled() => return,
+    }
+    token.cancel();
+}
+
+/// Writes a file through a temporary sibling and a rename, so readers see all of it or none.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,162 @@
+//! Intake: a spec file in `experiments/` becomes queued sessions or a recorded rejection, once per (path, content).
+//!
+//! Which files count: `*.yaml` and `*.yml`, not hidden, not an editor's temporary or backup file. A file is read (at
+//! most `MAX_SPEC_BYTES`), hashed, skipped if this content at this path was seen, else parsed, validated and expanded
+//! (`core::spec`), its dataset checked against the registry, and recorded in one transaction with its sessions.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::{Daemon, DaemonError, resolved_json};
+use crate::core::spec::{MAX_SPEC_BYTES, Spec};
+use crate::core::session::SessionId;
+
+/// What became of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intake {
+    /// Not a spec file, gone, or this content was seen already.
+    Skipped,
+    Queued(Vec<SessionId>),
+    Rejected(String),
+}
+
+/// Whether a path names a spec file the intake reads: `*.yaml`/`*.yml`, not hidden (`.#x.yaml`, `.x.yaml.swp`), not a
+/// backup (`x.yaml~`). Vim's `4913` probe and swap files fail the extension test already.
+pub fn is_spec_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    if name.starts_with('.') || name.starts_with('#') || name.ends_with('~') {
+        return false;
+    }
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// Reads one file and records what it is.
+pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonError> {
+    if !is_spec_file(path) {
+        return Ok(Intake::Skipped);
+    }
+    let Ok(meta) = tokio::fs::metadata(path).await else { return Ok(Intake::Skipped) };
+    if !meta.is_file() {
+        return Ok(Intake::Skipped);
+    }
+    let key = path.display().to_string();
+    let bytes = if meta.len() > MAX_SPEC_BYTES as u64 {
+        // Hash the size and time only: reading a huge file to refuse it would be the attack.
+        let stamp = format!("too-large:{}:{:?}", meta.len(), meta.modified().ok());
+        let hash = hex::encode(sha2::Sha256::digest(stamp.as_bytes()));
+        if daemon.store.spec_seen(&key, &hash).await? {
+            return Ok(Intake::Skipped);
+        }
+        let error = format!("{key}: the file is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes", meta.len());
+        daemon.store.reject_spec(&key, &hash, &error).await?;
+        tracing::warn!("rejected {error}");
+        return Ok(Intake::Rejected(error));
+    } else {
+        match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(_) => return Ok(Intake::Skipped),
+        }
+    };
+    let hash = hex::encode(sha2::Sha256::digest(&bytes));
+    if daemon.store.spec_seen(&key, &hash).await? {
+        return Ok(Intake::Skipped);
+    }
+    let specs = match check(daemon, &key, &bytes).await {
+        Ok(specs) => specs,
+        Err(error) => {
+            daemon.store.reject_spec(&key, &hash, &error).await?;
+            tracing::warn!("rejected {error}");
+            return Ok(Intake::Rejected(error));
+        }
+    };
+    let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(s, None)).collect();
+    let home = daemon.home().clone();
+    let ids = daemon
+        .store
+        .enqueue(Some((&key, &hash)), &sessions, |id, i| resolved_json(&home, id, &specs[i], None))
+        .await?;
+    if !ids.is_empty() {
+        let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        tracing::info!("{key}: queued {}", names.join(", "));
+        daemon.wake();
+    }
+    Ok(Intake::Queued(ids))
+}
+
+/// Parses, validates and expands a spec, and checks its dataset is registered; the error is the user's message.
+async fn check(daemon: &Daemon, key: &str, bytes: &[u8]) -> Result<Vec<Spec>, String> {
+    let specs = Spec::load(key, bytes).map_err(|e| e.to_string())?;
+    if let Some(first) = specs.first() {
+        daemon.require_dataset(key, &first.dataset).await.map_err(|e| e.to_string())?;
+    }
+    for spec in &specs[1..] {
+        if spec.dataset != specs[0].dataset {
+            daemon.require_dataset(key, &spec.dataset).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(specs)
+}
+
+/// Every spec file under `root` (recursively, hidden folders skipped), sorted for a deterministic order.
+pub fn spec_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && !hidden => stack.push(path),
+                Ok(t) if t.is_file() && is_spec_file(&path) => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads every spec file under the experiments folder (start-up, and after notify lost events).
+pub async fn scan(daemon: &Daemon) {
+    let root = daemon.config.experiments.clone();
+    let files = tokio::task::spawn_blocking(move || spec_files(&root)).await.unwrap_or_default();
+    for path in files {
+        if daemon.shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = intake_file(daemon, &path).await {
+            tracing::error!("{}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_spec_files_count() {
+        for ok in ["a.yaml", "dir/b.yml", "run-20260101-x.yaml"] {
+            assert!(is_spec_file(Path::new(ok)), "{ok}");
+        }
+        for no in [".a.yaml.swp", "a.yaml.swp", "a.yaml~", ".#a.yaml", "#a.yaml#", "4913", "a.json", ".hidden.yaml", "x"]
+        {
+            assert!(!is_spec_file(Path::new(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn scan_finds_nested_files_and_skips_hidden_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        for f in ["a.yaml", "sub/b.yml", "sub/deeper/c.yaml", ".git/d.yaml", "README.md", "sub/e.yaml~"] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        let found: Vec<PathBuf> = spec_files(root).into_iter().map(|p| p.strip_prefix(root).unwrap().into()).collect();
+        assert_eq!(found, vec![PathBuf::from("a.yaml"), "sub/b.yml".into(), "sub/deeper/c.yaml".into()]);
+    }
+}

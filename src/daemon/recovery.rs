@@ -1,0 +1,70 @@
+//! Start-up reconciliation: "running" is never believed from disk. A session the store says is running belonged to a
+//! daemon that died; its child (if it outlived the parent-death signal) is found by pid and start time and killed, so
+//! there are never two writers for one session folder. Its checkpoint rows are squared with the files, metrics of
+//! epochs it will train again are dropped, and it is queued again (`resume: true`: the trainer continues from its last
+//! checkpoint) or marked interrupted.
+
+use std::time::Duration;
+
+use super::executor::{ChildId, kill_stale};
+use super::{Daemon, DaemonError, checkpoints, resolved_spec};
+use crate::core::session::SessionState;
+use crate::home::SessionDir;
+use crate::store::SessionFilter;
+
+/// What reconciliation did, for the log and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub requeued: Vec<String>,
+    pub interrupted: Vec<String>,
+    pub killed: Vec<u32>,
+}
+
+pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
+    let mut report = Report::default();
+    for row in daemon.store.sessions_in(SessionState::Running).await? {
+        let id = row.id.clone();
+        if let Some(pid) = row.pid.and_then(|p| u32::try_from(p).ok()) {
+            let child = ChildId { pid, start: row.pid_start.and_then(|s| u64::try_from(s).ok()) };
+            if kill_stale(child, Duration::from_secs(10)).await {
+                tracing::warn!("killed a training child left by the previous daemon: {id} (pid {pid})");
+                report.killed.push(pid);
+            }
+        }
+        let dir = SessionDir::new(daemon.home().session(&id));
+        checkpoints::reconcile(&daemon.store, &dir, &id).await?;
+        let resume = resolved_spec(&row).map(|r| r.spec.resume).unwrap_or(false);
+        if resume {
+            let last = daemon.store.checkpoints(&id).await?.iter().map(|c| c.epoch).max().unwrap_or(0);
+            daemon.store.delete_metrics_after(&id, last).await?;
+            let reason = if last > 0 {
+                format!("the daemon restarted; resumes from checkpoint {last}")
+            } else {
+                "the daemon restarted; starts again (no checkpoint yet)".to_string()
+            };
+            daemon.store.transition(&id, SessionState::Queued, None, Some(&reason)).await?;
+            report.requeued.push(id.to_string());
+        } else {
+            let reason = "the daemon restarted while it ran (resume: false)";
+            daemon.store.transition(&id, SessionState::Interrupted, None, Some(reason)).await?;
+            report.interrupted.push(id.to_string());
+        }
+    }
+    // A deletion cut short (files gone, row not yet) can have happened in any session.
+    for row in daemon.store.sessions(&SessionFilter { all: true, dataset: None }).await? {
+        let dir = SessionDir::new(daemon.home().session(&row.id));
+        for c in daemon.store.checkpoints(&row.id).await? {
+            if !std::path::Path::new(&c.path).is_file() {
+                checkpoints::delete(&daemon.store, &dir, &c).await?;
+            }
+        }
+    }
+    if !report.requeued.is_empty() || !report.interrupted.is_empty() {
+        tracing::info!(
+            "reconciled sessions left running: queued again {:?}, interrupted {:?}",
+            report.requeued,
+            report.interrupted
+        );
+    }
+    Ok(report)
+}

@@ -1,0 +1,255 @@
+//! The runner: one task per running session. It writes `spec.yaml`, starts the child through the executor, reads its
+//! event lines (stored, fanned out, checkpoint retention applied), appends its stderr to `train.log`, stops it when
+//! asked (SIGTERM, then SIGKILL after the grace period) and records the final state the pure `core::outcome` decides.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{Launch, StopSignal};
+use super::live::LiveEvent;
+use super::{Daemon, checkpoints, resolved_spec};
+use crate::core::event::{Event, EventLine};
+use crate::core::outcome::{self, Exit, Observed};
+use crate::core::queue::SlotKind;
+use crate::core::session::{SessionId, SessionState};
+use crate::core::spec::ResolvedSpec;
+use crate::home::SessionDir;
+use crate::store::{CheckpointRow, MetricRow, SessionRow};
+
+/// Lines of stderr kept for a failure's reason.
+const TAIL_LINES: usize = 20;
+
+/// Runs one session to its end and records the final state.
+pub async fn run(daemon: Arc<Daemon>, row: SessionRow, slot: SlotKind, stop: CancellationToken) {
+    let id = row.id.clone();
+    let (state, reason) = match run_inner(&daemon, &row, slot, &stop).await {
+        Ok(o) => (o.state, o.reason),
+        Err(reason) => (SessionState::Failed, Some(reason)),
+    };
+    daemon.metrics.flush().await;
+    match daemon.store.transition(&id, state, None, reason.as_deref()).await {
+        Ok(_) => tracing::info!("session {id} {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+        Err(e) => tracing::error!("session {id}: recording {state}: {e}"),
+    }
+    daemon.live.end(&id, state);
+}
+
+/// The run itself; an `Err` is a reason to fail the session before or while starting it.
+async fn run_inner(
+    daemon: &Daemon,
+    row: &SessionRow,
+    slot: SlotKind,
+    stop: &CancellationToken,
+) -> Result<outcome::Outcome, String> {
+    let id = &row.id;
+    let resolved = resolved_spec(row).map_err(|e| e.to_string())?;
+    let dir = SessionDir::new(daemon.home().session(id));
+    let mut log = prepare(&dir, &resolved).await?;
+    let line = format!("[rush] {id} starting on {slot} at {}\n", crate::store::now());
+    let _ = log.write_all(line.as_bytes()).await;
+
+    let launch = Launch { session: id.clone(), dir: dir.root().to_path_buf(), slot };
+    let mut child = daemon.executor.launch(&launch).map_err(|e| e.to_string())?;
+    if let Err(e) = daemon.store.set_child(id, child.id.pid, child.id.start).await {
+        tracing::error!("{id}: recording pid: {e}");
+    }
+    let mut seen = Observed::default();
+    let mut state = EventState::default();
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let (mut events_open, mut log_open) = (true, true);
+    let shutdown = daemon.shutdown.clone();
+    let exit = loop {
+        tokio::select! {
+            line = child.events.next(), if events_open => match line {
+                Some(Ok(line)) => handle_line(daemon, id, &dir, &resolved, &line, &mut seen, &mut state, &mut log).await,
+                Some(Err(e)) => tracing::warn!("{id}: reading events: {e}"),
+                None => events_open = false,
+            },
+            line = child.log.next(), if log_open => match line {
+                Some(Ok(line)) => {
+                    let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+                Some(Err(e)) => tracing::warn!("{id}: reading stderr: {e}"),
+                None => log_open = false,
+            },
+            _ = stop.cancelled(), if kill_at.is_none() && !seen.shutdown => {
+                seen.stop_requested = true;
+                let _ = log.write_all(b"[rush] stop requested: SIGTERM\n").await;
+                child.control.signal(StopSignal::Term);
+                kill_at = Some(tokio::time::Instant::now() + daemon.config.stop_grace);
+            }
+            _ = shutdown.cancelled(), if kill_at.is_none() && !seen.stop_requested => {
+                seen.shutdown = true;
+                let _ = log.write_all(b"[rush] daemon shutting down: SIGTERM\n").await;
+                child.control.signal(StopSignal::Term);
+                kill_at = Some(tokio::time::Instant::now() + daemon.config.stop_grace);
+            }
+            _ = sleep_until(kill_at) => {
+                let _ = log.write_all(b"[rush] grace period over: SIGKILL\n").await;
+                child.control.signal(StopSignal::Kill);
+                kill_at = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+            }
+            exit = child.control.wait() => break exit,
+        }
+    };
+    // The child is gone: read what it left in the pipes (bounded, in case a grandchild holds them open).
+    let drain = async {
+        while events_open {
+            match child.events.next().await {
+                Some(Ok(line)) => {
+                    handle_line(daemon, id, &dir, &resolved, &line, &mut seen, &mut state, &mut log).await
+                }
+                Some(Err(_)) | None => events_open = false,
+            }
+        }
+        while let Some(Ok(line)) = child.log.next().await {
+            let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    seen.stderr_tail = tail.into_iter().collect();
+    let decided = outcome::decide(exit, &seen, resolved.spec.resume);
+    let exit_text = match exit {
+        Exit::Code(c) => format!("exit code {c}"),
+        Exit::Signal(s) => format!("signal {s}"),
+        Exit::Unknown => "unknown exit".into(),
+    };
+    let _ = log.write_all(format!("[rush] {id} ended ({exit_text}): {}\n", decided.state).as_bytes()).await;
+    let _ = log.flush().await;
+    Ok(decided)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Creates the session folder, writes `spec.yaml` (again, identically, on a resume) and opens `train.log` to append.
+async fn prepare(dir: &SessionDir, resolved: &ResolvedSpec) -> Result<tokio::fs::File, String> {
+    let io = |what: &std::path::Path, e: std::io::Error| format!("{}: {e}", what.display());
+    tokio::fs::create_dir_all(dir.root()).await.map_err(|e| io(dir.root(), e))?;
+    let yaml = resolved.to_yaml().map_err(|e| e.to_string())?;
+    let spec_path = dir.spec();
+    let tmp = dir.root().join(".spec.yaml.tmp");
+    tokio::fs::write(&tmp, yaml).await.map_err(|e| io(&tmp, e))?;
+    tokio::fs::rename(&tmp, &spec_path).await.map_err(|e| io(&spec_path, e))?;
+    tokio::fs::OpenOptions::new().create(true).append(true).open(dir.log()).await.map_err(|e| io(&dir.log(), e))
+}
+
+/// What the runner remembers between events.
+#[derive(Debug, Default)]
+struct EventState {
+    /// The last step seen (epoch metrics are stored at it).
+    step: u64,
+    /// (train_loss, val_loss) per ended epoch, for the checkpoint rows.
+    losses: HashMap<u32, (f64, f64)>,
+}
+
+/// Stores one event line, fans it out and acts on it. A bad line is logged, never fatal.
+#[allow(clippy::too_many_arguments)]
+async fn handle_line(
+    daemon: &Daemon,
+    id: &SessionId,
+    dir: &SessionDir,
+    resolved: &ResolvedSpec,
+    line: &str,
+    seen: &mut Observed,
+    state: &mut EventState,
+    log: &mut tokio::fs::File,
+) {
+    let line = line.trim();
+    if line.is_empty() {
+        return;
+    }
+    let parsed = match EventLine::parse(line) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("{id}: {e}");
+            let _ = log.write_all(format!("[rush] ignored event line: {e}\n").as_bytes()).await;
+            return;
+        }
+    };
+    daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
+    let t = parsed.t;
+    let metric = |step: u64, epoch: u32, name: &str, value: f64| MetricRow {
+        session: id.to_string(),
+        step: step as i64,
+        epoch: epoch as i64,
+        name: name.to_string(),
+        value,
+        t,
+    };
+    let result = match &parsed.event {
+        Event::Step { step, epoch, loss, lr, img_per_s, data_wait } => {
+            state.step = *step;
+            daemon.metrics.send(vec![
+                metric(*step, *epoch, "loss", *loss),
+                metric(*step, *epoch, "lr", *lr),
+                metric(*step, *epoch, "img_per_s", *img_per_s),
+                metric(*step, *epoch, "data_wait", *data_wait),
+            ]);
+            return;
+        }
+        Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait } => {
+            let s = state.step;
+            daemon.metrics.send(vec![
+                metric(s, *epoch, "train_loss", *train_loss),
+                metric(s, *epoch, "train_acc", *train_acc),
+                metric(s, *epoch, "val_loss", *val_loss),
+                metric(s, *epoch, "val_acc", *val_acc),
+                metric(s, *epoch, "epoch_seconds", *seconds),
+                metric(s, *epoch, "epoch_data_wait", *data_wait),
+            ]);
+            state.losses.insert(*epoch, (*train_loss, *val_loss));
+            daemon.store.set_progress(id, *epoch, *val_acc).await
+        }
+        Event::Checkpoint { name, path, epoch, val_acc, bytes } => {
+            let (train_loss, val_loss) = state.losses.get(epoch).copied().unzip();
+            let row = CheckpointRow {
+                session: id.to_string(),
+                epoch: *epoch as i64,
+                name: name.clone(),
+                path: checkpoints::absolute(dir, path).display().to_string(),
+                val_acc: *val_acc,
+                val_loss,
+                train_loss,
+                bytes: *bytes as i64,
+                created_at: t,
+            };
+            match daemon.store.add_checkpoint(&row).await {
+                Ok(()) => checkpoints::retain(&daemon.store, dir, id, &resolved.spec.checkpoints).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        }
+        Event::Finished { .. } => {
+            seen.finished = true;
+            Ok(())
+        }
+        Event::Failed { reason } => {
+            seen.failed = Some(reason.clone());
+            Ok(())
+        }
+        Event::Started { .. } => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::error!("{id}: storing {} event: {e}", parsed.event.name());
+    }
+    if let Err(e) = daemon.store.add_event(id, t, parsed.event.name(), line).await {
+        tracing::error!("{id}: storing event: {e}");
+    }
+}

@@ -1,0 +1,603 @@
+//! The JSON API the CLI (and later the dashboard) talks to. Reads go to the store; changes go through the daemon,
+//! which stays the database's only writer. Errors are `{"error": "..."}` with a fitting status; internals are logged.
+//!
+//! Routes (a session is `/{user}/{dataset}/{n}`, as its id reads):
+//! `GET /info`, `GET /sessions?all=&dataset=`, `GET|DELETE /sessions/{id}`, `POST /sessions/{id}/stop`,
+//! `POST /sessions/{id}/fork`, `GET /sessions/{id}/logs?follow=`, `GET /sessions/{id}/events` (server-sent events),
+//! `GET /sessions/{id}/metrics?name=`, `GET /sessions/{id}/checkpoints`, `DELETE /sessions/{id}/checkpoints/{name}`,
+//! `GET /specs?path=`, `GET /datasets`, `POST /datasets/{name}`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::AppState;
+use crate::core::session::{SessionId, SessionState};
+use crate::daemon::live::LiveEvent;
+use crate::daemon::{DaemonError, SlotView};
+use crate::store::{CheckpointRow, DatasetRow, MetricRow, SessionFilter, SessionRow, SpecRow, StoreError};
+
+/// An API error: a status and a one-line message for the user.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+/// The error body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
+    }
+}
+
+impl From<DaemonError> for ApiError {
+    fn from(e: DaemonError) -> Self {
+        let status = match &e {
+            DaemonError::NotFound(_) | DaemonError::Store(StoreError::UnknownSession(_)) => StatusCode::NOT_FOUND,
+            DaemonError::Conflict(_) | DaemonError::Store(StoreError::Session(_)) | DaemonError::Lock(_) => {
+                StatusCode::CONFLICT
+            }
+            DaemonError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => {
+                tracing::error!("API: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        DaemonError::Store(e).into()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// `GET /info`: what the CLI needs to know of the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Info {
+    pub version: String,
+    pub home: String,
+    /// The watched intake folder (absolute): `rush run` writes its specs here.
+    pub experiments: String,
+    pub user: String,
+    pub slots: Vec<SlotView>,
+    pub pid: u32,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub state: SessionState,
+    /// `gpu` or `cpu` (with `resources.gpus: auto` resolved when it was queued).
+    pub device: String,
+    pub slot: Option<String>,
+    /// 1 = the next to run; only for queued sessions.
+    pub position: Option<usize>,
+    pub memo: String,
+    pub priority: i32,
+    pub created: f64,
+    pub started: Option<f64>,
+    pub finished: Option<f64>,
+    pub exit_reason: Option<String>,
+    pub epoch: Option<i64>,
+    pub epochs: i64,
+    pub best_val_acc: Option<f64>,
+    pub pid: Option<i64>,
+    pub fork_of: Option<String>,
+    /// The resolved spec.
+    pub spec: serde_json::Value,
+}
+
+impl SessionView {
+    pub fn new(row: SessionRow, position: Option<usize>) -> Self {
+        SessionView {
+            id: row.id.to_string(),
+            state: row.state,
+            device: row.device.to_string(),
+            slot: row.slot,
+            position,
+            memo: row.memo,
+            priority: row.priority,
+            created: row.queued_at,
+            started: row.started_at,
+            finished: row.finished_at,
+            exit_reason: row.exit_reason,
+            epoch: row.epoch,
+            epochs: row.epochs,
+            best_val_acc: row.best_val_acc,
+            pid: row.pid,
+            fork_of: row.fork_of,
+            spec: serde_json::from_str(&row.spec).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A checkpoint as `model ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointView {
+    pub session: String,
+    pub checkpoint: String,
+    pub epoch: i64,
+    pub path: String,
+    pub bytes: i64,
+    pub val_acc: f64,
+    pub val_loss: Option<f64>,
+    pub train_loss: Option<f64>,
+    /// When it was saved (seconds since the epoch).
+    pub last_modified: f64,
+    /// Seconds from the session's start to this checkpoint.
+    pub elapsed: Option<f64>,
+}
+
+impl CheckpointView {
+    fn new(row: CheckpointRow, started: Option<f64>) -> Self {
+        CheckpointView {
+            session: row.session,
+            checkpoint: row.name,
+            epoch: row.epoch,
+            path: row.path,
+            bytes: row.bytes,
+            val_acc: row.val_acc,
+            val_loss: row.val_loss,
+            train_loss: row.train_loss,
+            last_modified: row.created_at,
+            elapsed: started.map(|s| (row.created_at - s).max(0.0)),
+        }
+    }
+}
+
+/// `POST /sessions/{id}/fork`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForkRequest {
+    pub checkpoint: String,
+    #[serde(default)]
+    pub args: Option<String>,
+    #[serde(default)]
+    pub memo: Option<String>,
+}
+
+/// The answer to a change: the session and its state afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Changed {
+    pub session: String,
+    pub state: Option<SessionState>,
+    pub message: String,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/info", get(info))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{user}/{dataset}/{n}", get(get_session).delete(remove_session))
+        .route("/sessions/{user}/{dataset}/{n}/stop", post(stop_session))
+        .route("/sessions/{user}/{dataset}/{n}/fork", post(fork_session))
+        .route("/sessions/{user}/{dataset}/{n}/logs", get(logs))
+        .route("/sessions/{user}/{dataset}/{n}/events", get(events))
+        .route("/sessions/{user}/{dataset}/{n}/metrics", get(metrics))
+        .route("/sessions/{user}/{dataset}/{n}/checkpoints", get(checkpoints))
+        .route("/sessions/{user}/{dataset}/{n}/checkpoints/{checkpoint}", axum::routing::delete(remove_checkpoint))
+        .route("/specs", get(specs))
+        .route("/datasets", get(datasets))
+        .route("/datasets/{name}", post(register_dataset))
+}
+
+fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, ApiError> {
+    format!("{user}/{dataset}/{n}").parse().map_err(|e: crate::core::session::SessionError| {
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+    })
+}
+
+type IdPath = Path<(String, String, String)>;
+
+async fn info(State(state): State<AppState>) -> ApiResult<Info> {
+    let d = &state.daemon;
+    Ok(Json(Info {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        home: d.home().root().display().to_string(),
+        experiments: d.config.experiments.display().to_string(),
+        user: d.config.user.clone(),
+        slots: d.slots(),
+        pid: std::process::id(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+    dataset: Option<String>,
+}
+
+async fn list_sessions(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Vec<SessionView>> {
+    let rows = state.store().sessions(&SessionFilter { all: q.all, dataset: q.dataset }).await?;
+    let positions = state.daemon.queue_positions().await?;
+    Ok(Json(rows.into_iter().map(|r| view(r, &positions)).collect()))
+}
+
+fn view(row: SessionRow, positions: &HashMap<SessionId, usize>) -> SessionView {
+    let pos = positions.get(&row.id).copied();
+    SessionView::new(row, pos)
+}
+
+async fn get_session(State(state): State<AppState>, Path((u, d, n)): IdPath) -> ApiResult<SessionView> {
+    let id = session_id(&u, &d, &n)?;
+    let row = state.store().session_required(&id).await?;
+    let positions = state.daemon.queue_positions().await?;
+    Ok(Json(view(row, &positions)))
+}
+
+async fn stop_session(State(state): State<AppState>, Path((u, d, n)): IdPath) -> ApiResult<Changed> {
+    let id = session_id(&u, &d, &n)?;
+    let after = state.daemon.stop_session(&id).await?;
+    Ok(Json(Changed { session: id.to_string(), state: Some(after), message: format!("{id} {after}") }))
+}
+
+async fn remove_session(State(state): State<AppState>, Path((u, d, n)): IdPath) -> ApiResult<Changed> {
+    let id = session_id(&u, &d, &n)?;
+    state.daemon.remove_session(&id).await?;
+    Ok(Json(Changed { session: id.to_string(), state: None, message: format!("{id} removed") }))
+}
+
+async fn fork_session(
+    State(state): State<AppState>,
+    Path((u, d, n)): IdPath,
+    Json(req): Json<ForkRequest>,
+) -> ApiResult<Changed> {
+    let id = session_id(&u, &d, &n)?;
+    let new = state.daemon.fork(&id, &req.checkpoint, req.args.as_deref(), req.memo.as_deref()).await?;
+    Ok(Json(Changed {
+        session: new.to_string(),
+        state: Some(SessionState::Queued),
+        message: format!("{new} forked from {id} checkpoint {}", req.checkpoint),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `train.log` as plain text; with `follow`, the response stays open and grows until the session ends.
+async fn logs(State(state): State<AppState>, Path((u, d, n)): IdPath, Query(q): Query<LogQuery>) -> Response {
+    let id = match session_id(&u, &d, &n) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = state.store().session_required(&id).await {
+        return ApiError::from(e).into_response();
+    }
+    let path = crate::home::SessionDir::new(state.home().session(&id)).log();
+    let stream = log_stream(state, id, path, q.follow);
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response()
+}
+
+struct Tail {
+    state: AppState,
+    id: SessionId,
+    path: std::path::PathBuf,
+    offset: u64,
+    follow: bool,
+    finishing: bool,
+}
+
+fn log_stream(
+    state: AppState,
+    id: SessionId,
+    path: std::path::PathBuf,
+    follow: bool,
+) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let tail = Tail { state, id, path, offset: 0, follow, finishing: false };
+    futures::stream::unfold(tail, |mut t| async move {
+        loop {
+            let chunk = read_from(&t.path, t.offset).await;
+            if !chunk.is_empty() {
+                t.offset += chunk.len() as u64;
+                return Some((Ok(chunk), t));
+            }
+            if !t.follow || t.finishing || t.state.daemon.shutdown.is_cancelled() {
+                return None;
+            }
+            match t.state.store().session(&t.id).await {
+                // Ended (the runner writes its last line before recording the state): one last read.
+                Ok(Some(row)) if row.state.is_terminal() => t.finishing = true,
+                Ok(Some(_)) => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = t.state.daemon.shutdown.cancelled() => {}
+                },
+                _ => return None,
+            }
+        }
+    })
+}
+
+async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    let Ok(mut f) = tokio::fs::File::open(path).await else { return Vec::new() };
+    if f.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = (&mut f).take(1 << 20).read_to_end(&mut buf).await;
+    buf
+}
+
+/// Live events of a session as server-sent events: `event` lines as the child wrote them, then `end` with the state.
+async fn events(
+    State(state): State<AppState>,
+    Path((u, d, n)): IdPath,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let id = session_id(&u, &d, &n)?;
+    let row = state.store().session_required(&id).await?;
+    let rx = state.daemon.live.subscribe(&id);
+    let ended = row.state.is_terminal().then_some(row.state);
+    let stream = futures::stream::unfold((rx, ended, false), |(mut rx, ended, done)| async move {
+        if done {
+            return None;
+        }
+        if let Some(s) = ended {
+            return Some((Ok(SseEvent::default().event("end").data(s.as_str())), (rx, None, true)));
+        }
+        loop {
+            match rx.recv().await {
+                Ok(LiveEvent::Line(line)) => {
+                    return Some((Ok(SseEvent::default().event("event").data(line.as_ref())), (rx, None, false)));
+                }
+                Ok(LiveEvent::Ended(s)) => {
+                    return Some((Ok(SseEvent::default().event("end").data(s.as_str())), (rx, None, true)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricQuery {
+    name: Option<String>,
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    Path((u, d, n)): IdPath,
+    Query(q): Query<MetricQuery>,
+) -> ApiResult<Vec<MetricRow>> {
+    let id = session_id(&u, &d, &n)?;
+    state.store().session_required(&id).await?;
+    Ok(Json(state.store().metrics(&id, q.name.as_deref()).await?))
+}
+
+async fn checkpoints(State(state): State<AppState>, Path((u, d, n)): IdPath) -> ApiResult<Vec<CheckpointView>> {
+    let id = session_id(&u, &d, &n)?;
+    let row = state.store().session_required(&id).await?;
+    let rows = state.store().checkpoints(&id).await?;
+    Ok(Json(rows.into_iter().map(|c| CheckpointView::new(c, row.started_at)).collect()))
+}
+
+async fn remove_checkpoint(
+    State(state): State<AppState>,
+    Path((u, d, n, checkpoint)): Path<(String, String, String, String)>,
+) -> ApiResult<Changed> {
+    let id = session_id(&u, &d, &n)?;
+    let epoch = state.daemon.remove_checkpoint(&id, &checkpoint).await?;
+    Ok(Json(Changed { session: id.to_string(), state: None, message: format!("{id}: checkpoint {epoch} removed") }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SpecQuery {
+    path: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn specs(State(state): State<AppState>, Query(q): Query<SpecQuery>) -> ApiResult<Vec<SpecRow>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(state.store().specs(q.path.as_deref(), limit).await?))
+}
+
+async fn datasets(State(state): State<AppState>) -> ApiResult<Vec<DatasetRow>> {
+    Ok(Json(state.store().datasets().await?))
+}
+
+async fn register_dataset(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<DatasetRow> {
+    Ok(Json(state.daemon.register_dataset(&name).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::core::queue::{Device, SlotKind};
+    use crate::daemon::config::{DaemonConfig, Flags};
+    use crate::daemon::executor::LocalExecutor;
+    use crate::daemon::{Daemon, write_atomic};
+    use crate::home::Home;
+    use crate::store::{NewSession, Store};
+
+    async fn app() -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags {
+            experiments: Some(dir.path().join("exp")),
+            user: Some("tester".into()),
+            gpus: Some(vec![0, 1]),
+            cpu_slots: Some(1),
+            ..Default::default()
+        };
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() }));
+        (AppState::new(daemon), dir)
+    }
+
+    async fn call(state: &AppState, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.unwrap_or("").to_string()))
+            .unwrap();
+        let resp = super::super::router(state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).to_string(),
+        ));
+        (status, json)
+    }
+
+    async fn queue(state: &AppState, priority: i32, device: Device) -> SessionId {
+        let new = NewSession {
+            user: "tester".into(),
+            dataset: "emoji".into(),
+            memo: "m".into(),
+            priority,
+            device,
+            epochs: 1,
+            fork_of: None,
+        };
+        state.store().enqueue(None, &[new], |_, _| "{}".into()).await.unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn info_lists_slots_and_experiments() {
+        let (state, dir) = app().await;
+        let (status, json) = call(&state, "GET", "/api/info", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let info: Info = serde_json::from_value(json).unwrap();
+        assert_eq!(info.user, "tester");
+        assert_eq!(info.experiments, dir.path().join("exp").canonicalize().unwrap().display().to_string());
+        let slots: Vec<&str> = info.slots.iter().map(|s| s.slot.as_str()).collect();
+        assert_eq!(slots, vec!["gpu0", "gpu1", "cpu0"]);
+        assert_eq!(state.daemon.config.slots[2], SlotKind::Cpu(0));
+    }
+
+    #[tokio::test]
+    async fn sessions_show_queue_positions_and_stop_a_queued_one() {
+        let (state, _dir) = app().await;
+        let a = queue(&state, 0, Device::Gpu).await;
+        let b = queue(&state, 5, Device::Cpu).await;
+        let (status, json) = call(&state, "GET", "/api/sessions", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let list: Vec<SessionView> = serde_json::from_value(json).unwrap();
+        let pos: HashMap<String, Option<usize>> = list.iter().map(|s| (s.id.clone(), s.position)).collect();
+        assert_eq!(pos[&b.to_string()], Some(1));
+        assert_eq!(pos[&a.to_string()], Some(2));
+        let (status, json) = call(&state, "POST", &format!("/api/sessions/{a}/stop"), None).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["state"], "stopped");
+        let (status, json) = call(&state, "POST", &format!("/api/sessions/{a}/stop"), None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(json["error"].as_str().unwrap().contains("already stopped"), "{json}");
+        // ps without -a hides it; with -a it shows.
+        let (_, json) = call(&state, "GET", "/api/sessions", None).await;
+        assert_eq!(json.as_array().unwrap().len(), 1);
+        let (_, json) = call(&state, "GET", "/api/sessions?all=true&dataset=emoji", None).await;
+        assert_eq!(json.as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_and_invalid_sessions_are_errors_with_messages() {
+        let (state, _dir) = app().await;
+        let (status, json) = call(&state, "GET", "/api/sessions/tester/emoji/9", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "unknown session tester/emoji/9");
+        let (status, _) = call(&state, "GET", "/api/sessions/tester/emoji/x", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = call(&state, "DELETE", "/api/sessions/tester/emoji/9", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, json) = call(&state, "POST", "/api/datasets/nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+    }
+
+    #[tokio::test]
+    async fn rm_refuses_active_sessions_and_removes_finished_ones_with_their_files() {
+        let (state, _dir) = app().await;
+        let id = queue(&state, 0, Device::Cpu).await;
+        let (status, json) = call(&state, "DELETE", &format!("/api/sessions/{id}"), None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(json["error"].as_str().unwrap().contains("stop it first"), "{json}");
+        state.store().transition(&id, SessionState::Stopped, None, None).await.unwrap();
+        let dir = state.home().session(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("train.log"), "x").unwrap();
+        let (status, _) = call(&state, "DELETE", &format!("/api/sessions/{id}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!dir.exists());
+        assert!(state.store().session(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn checkpoints_list_and_remove_by_alias_and_logs_read_the_file() {
+        let (state, _dir) = app().await;
+        let id = queue(&state, 0, Device::Cpu).await;
+        let sdir = crate::home::SessionDir::new(state.home().session(&id));
+        std::fs::create_dir_all(sdir.checkpoints()).unwrap();
+        for (epoch, acc) in [(1u32, 0.3), (2, 0.7), (3, 0.5)] {
+            write_atomic(&sdir.checkpoint_weights(epoch), b"w").unwrap();
+            state
+                .store()
+                .add_checkpoint(&CheckpointRow {
+                    session: id.to_string(),
+                    epoch: epoch as i64,
+                    name: epoch.to_string(),
+                    path: sdir.checkpoint_weights(epoch).display().to_string(),
+                    val_acc: acc,
+                    val_loss: Some(1.0),
+                    train_loss: Some(2.0),
+                    bytes: 1,
+                    created_at: 100.0,
+                })
+                .await
+                .unwrap();
+        }
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}/checkpoints"), None).await;
+        let list: Vec<CheckpointView> = serde_json::from_value(json).unwrap();
+        assert_eq!(list.iter().map(|c| c.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let (status, json) = call(&state, "DELETE", &format!("/api/sessions/{id}/checkpoints/best"), None).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert!(!sdir.checkpoint_weights(2).exists());
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}/checkpoints"), None).await;
+        assert_eq!(json.as_array().unwrap().len(), 2);
+        let (status, _) = call(&state, "DELETE", &format!("/api/sessions/{id}/checkpoints/9"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(&state, "DELETE", &format!("/api/sessions/{id}/checkpoints/x"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        std::fs::write(sdir.log(), "line one\nline two\n").unwrap();
+        let (status, body) = call(&state, "GET", &format!("/api/sessions/{id}/logs"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::Value::String("line one\nline two\n".into()));
+    }
+}
