@@ -301,7 +301,14 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
                 summary.push_str(&format!(" best val_acc={acc:.4}"));
             }
             let description = s.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").to_string();
-            vec![s.id.clone(), table::ago(s.created, now), s.memo.clone(), status, summary.trim().to_string(), description]
+            vec![
+                s.id.clone(),
+                table::ago(s.created, now),
+                s.memo.clone(),
+                status,
+                summary.trim().to_string(),
+                description,
+            ]
         })
         .collect();
     print!("{}", table::render(&["Name", "Created", "Args", "Status", "Summary", "Description"], &rows));
@@ -337,7 +344,8 @@ fn fork(
     memo: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let done: Changed = api.post(&format!("/sessions/{}/fork", id(session)?), &ForkRequest { checkpoint, args, memo })?;
+    let done: Changed =
+        api.post(&format!("/sessions/{}/fork", id(session)?), &ForkRequest { checkpoint, args, memo })?;
     println!("{}", done.session);
     Ok(ExitCode::SUCCESS)
 }

@@ -39,10 +39,10 @@ pub async fn delete(store: &Store, dir: &SessionDir, row: &CheckpointRow) -> Res
             }
         }
     }
-    let id: SessionId = row
-        .session
-        .parse()
-        .map_err(|e: crate::core::session::SessionError| StoreError::Corrupt { table: "checkpoints", message: e.to_string() })?;
+    let id: SessionId = row.session.parse().map_err(|e: crate::core::session::SessionError| StoreError::Corrupt {
+        table: "checkpoints",
+        message: e.to_string(),
+    })?;
     store.delete_checkpoint_row(&id, row.epoch).await
 }
 

@@ -122,8 +122,7 @@ impl Executor for LocalExecutor {
                 Ok(())
             });
         }
-        let mut child =
-            cmd.spawn().map_err(|source| ExecutorError::Spawn { program: self.program.clone(), source })?;
+        let mut child = cmd.spawn().map_err(|source| ExecutorError::Spawn { program: self.program.clone(), source })?;
         let pid = child.id().unwrap_or(0);
         let id = ChildId { pid, start: process_start(pid) };
         let events = match child.stdout.take() {
@@ -271,7 +270,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let exec = LocalExecutor { program: script };
-        let launch = Launch { session: "local/emoji/1".parse().unwrap(), dir: dir.path().into(), slot: SlotKind::Cpu(0) };
+        let launch =
+            Launch { session: "local/emoji/1".parse().unwrap(), dir: dir.path().into(), slot: SlotKind::Cpu(0) };
         let mut child = exec.launch(&launch).unwrap();
         assert!(child.id.start.is_some());
         let line = child.events.next().await.unwrap().unwrap();

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use super::{Daemon, DaemonError, resolved_json};
-use crate::core::spec::{MAX_SPEC_BYTES, Spec};
 use crate::core::session::SessionId;
+use crate::core::spec::{MAX_SPEC_BYTES, Spec};
 
 /// What became of one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +72,8 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
     };
     let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(s, None)).collect();
     let home = daemon.home().clone();
-    let ids = daemon
-        .store
-        .enqueue(Some((&key, &hash)), &sessions, |id, i| resolved_json(&home, id, &specs[i], None))
-        .await?;
+    let ids =
+        daemon.store.enqueue(Some((&key, &hash)), &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
     if !ids.is_empty() {
         let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         tracing::info!("{key}: queued {}", names.join(", "));
@@ -141,7 +139,8 @@ mod tests {
         for ok in ["a.yaml", "dir/b.yml", "run-20260101-x.yaml"] {
             assert!(is_spec_file(Path::new(ok)), "{ok}");
         }
-        for no in [".a.yaml.swp", "a.yaml.swp", "a.yaml~", ".#a.yaml", "#a.yaml#", "4913", "a.json", ".hidden.yaml", "x"]
+        for no in
+            [".a.yaml.swp", "a.yaml.swp", "a.yaml~", ".#a.yaml", "#a.yaml#", "4913", "a.json", ".hidden.yaml", "x"]
         {
             assert!(!is_spec_file(Path::new(no)), "{no}");
         }

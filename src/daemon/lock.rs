@@ -19,7 +19,8 @@ impl HomeLock {
         let path = home.join("daemon.lock");
         let io = |source| DaemonError::Io { path: path.clone(), source };
         // Opened close-on-exec (Rust's default), so training children never inherit the lock.
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).read(true).open(&path).map_err(io)?;
+        let mut file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).read(true).open(&path).map_err(io)?;
         // SAFETY: flock on a file descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

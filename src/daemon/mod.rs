@@ -238,9 +238,8 @@ impl Daemon {
     /// Deletes one checkpoint of a session (files first, then the row).
     pub async fn remove_checkpoint(&self, id: &SessionId, name: &str) -> Result<u32, DaemonError> {
         self.store.session(id).await?.ok_or_else(|| unknown(id))?;
-        let reference: CheckpointRef = name.parse().map_err(|e: crate::core::checkpoint::CheckpointError| {
-            DaemonError::Invalid(e.to_string())
-        })?;
+        let reference: CheckpointRef =
+            name.parse().map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
         let rows = self.store.checkpoints(id).await?;
         let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
         let epoch = resolve(reference, &infos)
@@ -260,9 +259,9 @@ impl Daemon {
     ) -> Result<SessionId, DaemonError> {
         let row = self.store.session(id).await?.ok_or_else(|| unknown(id))?;
         let resolved = resolved_spec(&row)?;
-        let reference: CheckpointRef = checkpoint.parse().map_err(|e: crate::core::checkpoint::CheckpointError| {
-            DaemonError::Invalid(e.to_string())
-        })?;
+        let reference: CheckpointRef = checkpoint
+            .parse()
+            .map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
         let rows = self.store.checkpoints(id).await?;
         let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
         let epoch = resolve(reference, &infos)

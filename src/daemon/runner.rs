@@ -32,7 +32,9 @@ pub async fn run(daemon: Arc<Daemon>, row: SessionRow, slot: SlotKind, stop: Can
     };
     daemon.metrics.flush().await;
     match daemon.store.transition(&id, state, None, reason.as_deref()).await {
-        Ok(_) => tracing::info!("session {id} {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+        Ok(_) => {
+            tracing::info!("session {id} {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())
+        }
         Err(e) => tracing::error!("session {id}: recording {state}: {e}"),
     }
     daemon.live.end(&id, state);

@@ -59,9 +59,9 @@ pub fn start(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
         }
     })
     .map_err(|e| DaemonError::Invalid(format!("cannot start the file watcher: {e}")))?;
-    debouncer.watch(&daemon.config.experiments, RecursiveMode::Recursive).map_err(|e| {
-        DaemonError::Invalid(format!("cannot watch {}: {e}", daemon.config.experiments.display()))
-    })?;
+    debouncer
+        .watch(&daemon.config.experiments, RecursiveMode::Recursive)
+        .map_err(|e| DaemonError::Invalid(format!("cannot watch {}: {e}", daemon.config.experiments.display())))?;
     tokio::spawn(run(daemon, rx, tx, debouncer));
     Ok(())
 }

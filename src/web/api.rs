@@ -210,9 +210,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, ApiError> {
-    format!("{user}/{dataset}/{n}").parse().map_err(|e: crate::core::session::SessionError| {
-        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
-    })
+    format!("{user}/{dataset}/{n}")
+        .parse()
+        .map_err(|e: crate::core::session::SessionError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 type IdPath = Path<(String, String, String)>;
@@ -471,9 +471,8 @@ mod tests {
         let resp = super::super::router(state.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
-            String::from_utf8_lossy(&bytes).to_string(),
-        ));
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).to_string()));
         (status, json)
     }
 

@@ -44,7 +44,8 @@ pub fn ls(global: &Global, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn push(global: &Global, name: &str, source: &Path, move_it: bool) -> anyhow::Result<ExitCode> {
     validate_name(name)?;
-    let train = layout::read_train(source).with_context(|| format!("{} is not a dataset in the AI RUSH layout", source.display()))?;
+    let train = layout::read_train(source)
+        .with_context(|| format!("{} is not a dataset in the AI RUSH layout", source.display()))?;
     let home = &global.home;
     let dest = home.dataset(name);
     if dest.exists() {
