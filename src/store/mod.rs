@@ -17,6 +17,7 @@ use crate::core::session::SessionError;
 pub mod checkpoints;
 pub mod datasets;
 pub mod metrics;
+pub mod pages;
 pub mod sessions;
 pub mod specs;
 
