@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::Global;
@@ -68,6 +69,9 @@ pub struct SynthArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Share of training packages marked `valid` in packages.tsv (0: none; the split is then seeded by package).
+    #[arg(long, default_value_t = 0.1)]
+    pub valid_fraction: f64,
 }
 
 #[derive(Debug, Args)]
@@ -93,10 +97,39 @@ pub struct BuildArgs {
 
 pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Synth(args) => synth(args),
         Command::Ls { json } => registry::ls(global, json),
         Command::Push { name, path, r#move } => registry::push(global, &name, &path, r#move),
         cmd => anyhow::bail!("`rush dataset {}` is not built yet", name(&cmd)),
     }
+}
+
+fn synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
+    use crate::data::synth;
+    let opts = synth::SynthOptions {
+        out: args.out,
+        train: args.train,
+        test: args.test,
+        seed: args.seed,
+        per_package: args.per_package,
+        classes: args.classes,
+        width: args.width,
+        height: args.height,
+        valid_fraction: args.valid_fraction,
+        threads: args.threads,
+    };
+    let progress = synth::progress_bar(opts.train + opts.test, args.quiet);
+    let report = synth::generate(&opts, &progress).context("rush dataset synth")?;
+    println!(
+        "wrote {} stickers ({:.1} MB of PNG) to {} in {:.1} s: {:.0} images/s on {} threads",
+        report.images,
+        report.bytes as f64 / 1e6,
+        opts.out.display(),
+        report.seconds,
+        report.images_per_second(),
+        report.threads
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn name(cmd: &Command) -> &'static str {

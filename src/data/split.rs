@@ -26,18 +26,7 @@ pub fn split_by_package(set: &TrainSet, valid_fraction: f64, seed: u64) -> Split
     let valid_packages: HashSet<&str> = if !named.is_empty() {
         named
     } else {
-        let ids: BTreeSet<&str> = set.samples.iter().map(|s| s.package_id.as_str()).collect();
-        let mut ranked: Vec<(u64, &str)> = ids.into_iter().map(|id| (package_hash(seed, id), id)).collect();
-        ranked.sort_unstable();
-        let n = ranked.len();
-        let fraction = if valid_fraction.is_finite() { valid_fraction.clamp(0.0, 1.0) } else { 0.0 };
-        let mut take = (n as f64 * fraction).round() as usize;
-        if n < 2 {
-            take = 0; // one package cannot be split; it trains
-        } else if fraction > 0.0 {
-            take = take.clamp(1, n - 1);
-        }
-        ranked.into_iter().take(take).map(|(_, id)| id).collect()
+        choose_valid_packages(set.samples.iter().map(|s| s.package_id.as_str()), valid_fraction, seed)
     };
     let mut split = Split { train: Vec::new(), valid: Vec::new() };
     for (i, sample) in set.samples.iter().enumerate() {
@@ -48,6 +37,28 @@ pub fn split_by_package(set: &TrainSet, valid_fraction: f64, seed: u64) -> Split
         }
     }
     split
+}
+
+/// The seeded choice of validation packages among `ids` (duplicates allowed): the packages ordered by a hash of
+/// `(seed, package_id)`, the first `round(n * valid_fraction)` of them, at least one and at most `n - 1` when there are
+/// two or more packages and the fraction is positive. Also used by the synthetic generator to fill `packages.tsv`.
+pub fn choose_valid_packages<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    valid_fraction: f64,
+    seed: u64,
+) -> HashSet<&'a str> {
+    let ids: BTreeSet<&str> = ids.into_iter().collect();
+    let mut ranked: Vec<(u64, &str)> = ids.into_iter().map(|id| (package_hash(seed, id), id)).collect();
+    ranked.sort_unstable();
+    let n = ranked.len();
+    let fraction = if valid_fraction.is_finite() { valid_fraction.clamp(0.0, 1.0) } else { 0.0 };
+    let mut take = (n as f64 * fraction).round() as usize;
+    if n < 2 {
+        take = 0; // one package cannot be split; it trains
+    } else if fraction > 0.0 {
+        take = take.clamp(1, n - 1);
+    }
+    ranked.into_iter().take(take).map(|(_, id)| id).collect()
 }
 
 /// A hash of a package id that is stable across platforms, Rust versions and runs (FNV-1a, then a SplitMix64 finish

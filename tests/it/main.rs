@@ -1,0 +1,3 @@
+//! The integration tests: whole flows through the real binary and real files, one module per area.
+
+mod data;
