@@ -197,6 +197,9 @@ pub fn generate(opts: &SynthOptions, progress: &ProgressBar) -> Result<SynthRepo
     }
     let train_dir = layout::train_dir(out);
     let test_dir = layout::test_dir(out);
+    for dir in [&train_dir, &test_dir] {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
     let train_packages = opts.train.div_ceil(opts.per_package);
     let test_packages = opts.test.div_ceil(opts.per_package);
     for p in 0..train_packages {

@@ -197,7 +197,9 @@ fn bench_synth_and_load_rgb() {
         .args(["--train", &n.to_string()])
         .output()
         .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     println!("synth 370x320: {}", String::from_utf8_lossy(&output.stdout).trim());
+    assert!(layout::read_test(&root).is_err(), "--test 0 writes an empty test_order.csv");
     let set = layout::read_train(&root).unwrap();
     let started = std::time::Instant::now();
     let mut out = Vec::new();
