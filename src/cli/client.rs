@@ -167,7 +167,8 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Model(ModelCommand::Rm { session, checkpoint }) => {
             change(global, "DELETE", &format!("/sessions/{}/checkpoints/{checkpoint}", id(&session)?))
         }
-        Command::Spec(_) | Command::Submit(_) | Command::Ensemble(_) => bail!("this command is not built yet"),
+        Command::Spec(SpecCommand::Schema) => super::spec::schema(),
+        Command::Submit(_) | Command::Ensemble(_) => bail!("this command is not built yet"),
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub mod client;
 pub mod dataset;
+pub mod spec;
 pub mod trainer;
 
 #[derive(Debug, Parser)]

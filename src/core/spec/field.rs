@@ -51,6 +51,14 @@ impl Spec {
                 return Err(SpecError::invalid(file, label, format!("`{walked}` is a value, not a section")));
             };
             if segments.peek().is_none() {
+                // serde would read a list as a struct's fields in order; a section takes a mapping only.
+                if map.get(key).is_some_and(Value::is_object) && !value.is_object() {
+                    return Err(SpecError::invalid(
+                        file,
+                        label,
+                        format!("`{path}` is a section: give a mapping, or set one of its fields (`{path}.<field>`)"),
+                    ));
+                }
                 map.insert(key.to_string(), value);
                 break;
             }
@@ -103,6 +111,10 @@ mod tests {
         assert!(e.contains("unknown field `nosuch`"), "{e}");
         let e = spec().with_field("a.yaml", "k", "epochs", Value::from("many")).unwrap_err().to_string();
         assert!(e.contains("field `k`") && e.contains("invalid type"), "{e}");
+        let e = spec().with_field("a.yaml", "k", "optimizer", serde_json::json!(["sgd"])).unwrap_err().to_string();
+        assert!(e.contains("is a section"), "{e}");
+        let s = spec().with_field("a.yaml", "k", "optimizer", serde_json::json!({"name": "sgd"})).unwrap();
+        assert_eq!((s.optimizer.name, s.optimizer.lr), (crate::core::spec::OptimizerName::Sgd, 0.002));
         let e = spec().with_field("a.yaml", "k", "model.depth", Value::from(3)).unwrap_err().to_string();
         assert!(e.contains("`model` is a value"), "{e}");
         for bad in ["", "a..b", ".a", "a.", "a b", "grid", "random.count", "../x"] {

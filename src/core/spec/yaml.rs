@@ -34,6 +34,7 @@ fn options() -> serde_saphyr::Options {
             max_merge_keys: 100,
         },
         alias_limits: alias_limits,
+        reject_unsupported_tags: true,
         with_snippet: false,
     }
 }
@@ -107,7 +108,13 @@ fn describe(file: &str, field: &str, e: &serde_saphyr::Error) -> SpecError {
         }
         None => plain,
     };
-    if message.starts_with("budget breached") || message.starts_with("recursion limit") {
+    // Advice meant for the programmer, not for whoever wrote the spec.
+    if let Some(cut) = message.find(", set DuplicateKeyPolicy") {
+        message.truncate(cut);
+    }
+    if message.contains("budget breached: Documents") {
+        message = "a spec file holds one YAML document (found another after `---`)".into();
+    } else if message.starts_with("budget breached") || message.starts_with("recursion limit") {
         // An alias bomb or absurd nesting: where it tripped is noise, the limit is the news.
         message = format!("refused: the YAML goes past rush's parser limits (aliases, anchors, nesting): {message}");
     } else if message == "expected mapping start" {
