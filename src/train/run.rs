@@ -64,8 +64,14 @@ pub enum TrainError {
 /// Runs the session in `opts.session_dir`, emitting events; a failure is emitted as `failed` and returned.
 pub fn run(opts: &TrainOptions) -> Result<(), TrainError> {
     let session = SessionDir::new(&opts.session_dir);
-    let mut sink =
-        EventSink::open(&session.events()).map_err(|source| TrainError::Session { path: session.events(), source })?;
+    let mut sink = match EventSink::open(&session.events()) {
+        Ok(sink) => sink,
+        Err(source) => {
+            let e = TrainError::Session { path: session.events(), source };
+            eprintln!("rush train: failed: {e}");
+            return Err(e);
+        }
+    };
     let result = train(&session, opts, &mut sink);
     if let Err(e) = &result {
         eprintln!("rush train: failed: {e}");
@@ -96,10 +102,15 @@ impl Normalizer {
     /// uint8 `[n, H, W, 3]` on the host -> normalised float `[n, 3, H, W]` on the device: NHWC strides (channels-last)
     /// when the execution wants them, else contiguous NCHW.
     fn input(&self, images: &Tensor, ex: &Execution) -> Tensor {
-        let x = images.to_device_(ex.device, Kind::Uint8, true, false).to_kind(Kind::Float).permute([0, 3, 1, 2]);
+        let x = to_device(images, ex.device).to_kind(Kind::Float).permute([0, 3, 1, 2]);
         let x = x * &self.scale + &self.shift;
         if ex.channels_last { x } else { x.contiguous() }
     }
+}
+
+/// A host tensor on `device`, copied asynchronously (the loader pins batches bound for a GPU).
+fn to_device(t: &Tensor, device: Device) -> Tensor {
+    t.to_device_(device, t.kind(), true, false)
 }
 
 /// The loss of `logits` (fp32) for a batch: cross-entropy on the label with label smoothing, or binary cross-entropy
@@ -351,7 +362,11 @@ impl Trainer<'_> {
         eprintln!(
             "rush train: {} on {device}{} | {} train / {} valid images, {} classes | {} epochs x {} steps",
             spec.model.as_str(),
-            if self.ex.autocast_bf16 { " (bf16 autocast, channels-last)" } else { " (fp32)" },
+            match (self.ex.autocast_bf16, self.ex.channels_last) {
+                (true, _) => " (bf16 autocast, channels-last)",
+                (false, true) => " (fp32, channels-last)",
+                (false, false) => " (fp32)",
+            },
             self.train_idx.len(),
             self.valid_idx.len(),
             classes.len(),
@@ -487,8 +502,8 @@ impl Trainer<'_> {
     /// both still on the device.
     fn train_step(&mut self, batch: &Batch, lr: f64) -> (Tensor, Tensor) {
         let x = self.norm.input(&batch.images, &self.ex);
-        let labels = batch.labels.to_device(self.ex.device);
-        let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
+        let labels = to_device(&batch.labels, self.ex.device);
+        let targets = batch.targets.as_ref().map(|t| to_device(t, self.ex.device));
         self.flat.zero_grad();
         let logits = self.ex.forward(|| self.model.forward_t(&x, true)).to_kind(Kind::Float);
         let loss = loss_of(self.spec(), &logits, &labels, targets.as_ref());
@@ -507,8 +522,8 @@ impl Trainer<'_> {
             let (loss, correct) = guarded(&spec, || {
                 tch::no_grad(|| {
                     let x = self.norm.input(&batch.images, &self.ex);
-                    let labels = batch.labels.to_device(self.ex.device);
-                    let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
+                    let labels = to_device(&batch.labels, self.ex.device);
+                    let targets = batch.targets.as_ref().map(|t| to_device(t, self.ex.device));
                     let logits = self.ex.forward(|| self.model.forward_t(&x, false)).to_kind(Kind::Float);
                     let loss = loss_of(&spec, &logits, &labels, targets.as_ref());
                     (loss, logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))
