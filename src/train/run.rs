@@ -49,10 +49,10 @@ pub enum TrainError {
     #[error(transparent)]
     Optim(#[from] OptimError),
     #[error(
-        "training loss is not finite (NaN or inf: {value}) at step {step} (epoch {epoch}): the run diverged; lower \
-         optimizer.lr or add schedule.warmup_epochs"
+        "{what} is not finite (NaN or inf: {value}) at {at}: the run diverged; lower optimizer.lr or add \
+         schedule.warmup_epochs"
     )]
-    NonFinite { value: String, step: u64, epoch: u32 },
+    NonFinite { what: &'static str, value: &'static str, at: String },
     #[error("CUDA out of memory with batch_size {batch_size} at image_size {image_size}: lower batch_size ({message})")]
     OutOfMemory { batch_size: u32, image_size: u32, message: String },
     #[error("libtorch error: {0}")]
@@ -202,6 +202,10 @@ impl Totals {
     fn acc(&self) -> f64 {
         if self.images == 0 { 0.0 } else { self.correct as f64 / self.images as f64 }
     }
+}
+
+fn nan_or_inf(x: f64) -> &'static str {
+    if x.is_nan() { "NaN" } else { "inf" }
 }
 
 fn share(part: Duration, whole: Duration) -> f64 {
@@ -387,6 +391,10 @@ impl Trainer<'_> {
             let started = Instant::now();
             let (train, data_wait) = self.train_epoch(epoch, sink)?;
             let valid = self.validate()?;
+            if !valid.loss().is_finite() {
+                let (value, at) = (nan_or_inf(valid.loss()), format!("the end of epoch {epoch}"));
+                return Err(TrainError::NonFinite { what: "validation loss", value, at });
+            }
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
                 "rush train: epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {seconds:.1} s, data \
@@ -469,8 +477,8 @@ impl Trainer<'_> {
             if done % self.sync_every == 0 || last_of_epoch {
                 let read = guarded(&spec, || acc.take())?;
                 if !read.0.is_finite() {
-                    let value = if read.0.is_nan() { "NaN" } else { "inf" };
-                    return Err(TrainError::NonFinite { value: value.into(), step: done, epoch });
+                    let at = format!("step {done} (epoch {epoch})");
+                    return Err(TrainError::NonFinite { what: "training loss", value: nan_or_inf(read.0), at });
                 }
                 window.add(read);
                 epoch_totals.add(read);
