@@ -14,8 +14,8 @@ pub struct Report {
     /// The libtorch the binary was built against.
     pub libtorch_build_dir: String,
     pub tch_version: &'static str,
-    /// libtorch was built with CUDA (libtorch_cuda is linked).
-    pub cuda_built: bool,
+    /// The libtorch_cuda.so this process loaded: CUDA kernels are linked in (absent: a CPU-only build).
+    pub libtorch_cuda_path: Option<PathBuf>,
     pub cuda_available: bool,
     pub cuda_visible_devices: Option<String>,
     pub devices: Vec<GpuInfo>,
@@ -44,7 +44,7 @@ pub fn report() -> Report {
         libtorch_path,
         libtorch_build_dir: env!("RUSH_LIBTORCH_BUILD_DIR").to_string(),
         tch_version: "0.24",
-        cuda_built: tch::utils::has_cuda(),
+        libtorch_cuda_path: loaded_library("libtorch_cuda.so"),
         cuda_available,
         cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
         devices,
@@ -62,7 +62,8 @@ impl Report {
         s += &format!("loaded from     {}\n", or_unknown(self.libtorch_path.as_ref().map(|p| p.display().to_string())));
         s += &format!("built against   {}\n", self.libtorch_build_dir);
         s += &format!("tch             {}\n", self.tch_version);
-        s += &format!("cuda built      {}\n", yes_no(self.cuda_built));
+        let cuda_lib = self.libtorch_cuda_path.as_ref().map(|p| p.display().to_string());
+        s += &format!("libtorch_cuda   {}\n", cuda_lib.unwrap_or_else(|| "not loaded (a CPU-only build)".into()));
         s += &format!("cuda available  {}\n", yes_no(self.cuda_available));
         if let Some(v) = &self.cuda_visible_devices {
             s += &format!("CUDA_VISIBLE_DEVICES={v}\n");
@@ -154,5 +155,7 @@ mod tests {
         if !r.cuda_available {
             assert!(r.devices.is_empty());
         }
+        // build.rs links libtorch_cuda in whenever the libtorch has it (the pip wheel does).
+        assert!(r.libtorch_cuda_path.is_some(), "{}", r.to_text());
     }
 }

@@ -237,14 +237,15 @@ fn pack(samples: &[Sample], kept: &[(usize, Vec<u8>)], side: usize, spec: &Loade
         }
     }
     let side = side as i64;
-    let mut images = Tensor::from_slice(&pixels).view([n as i64, side, side, 3]);
-    if let Some(device) = spec.pin_for {
-        images = images.pin_memory(device);
-    }
+    // Pinned host memory lets the loop copy to the GPU asynchronously (a pageable copy would sync the stream).
+    let pin = |t: Tensor| match spec.pin_for {
+        Some(device) => t.pin_memory(device),
+        None => t,
+    };
     Batch {
-        images,
-        labels: Tensor::from_slice(&labels),
-        targets: targets.map(|t| Tensor::from_slice(&t).view([n as i64, NUM_TAGS as i64])),
+        images: pin(Tensor::from_slice(&pixels).view([n as i64, side, side, 3])),
+        labels: pin(Tensor::from_slice(&labels)),
+        targets: targets.map(|t| pin(Tensor::from_slice(&t).view([n as i64, NUM_TAGS as i64]))),
         len: n,
     }
 }

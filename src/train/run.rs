@@ -49,10 +49,10 @@ pub enum TrainError {
     #[error(transparent)]
     Optim(#[from] OptimError),
     #[error(
-        "training loss is not finite (NaN or inf: {value}) at step {step} (epoch {epoch}): the run diverged; lower \
-         optimizer.lr or add schedule.warmup_epochs"
+        "{what} is not finite (NaN or inf: {value}) at {at}: the run diverged; lower optimizer.lr or add \
+         schedule.warmup_epochs"
     )]
-    NonFinite { value: String, step: u64, epoch: u32 },
+    NonFinite { what: &'static str, value: &'static str, at: String },
     #[error("CUDA out of memory with batch_size {batch_size} at image_size {image_size}: lower batch_size ({message})")]
     OutOfMemory { batch_size: u32, image_size: u32, message: String },
     #[error("libtorch error: {0}")]
@@ -64,8 +64,14 @@ pub enum TrainError {
 /// Runs the session in `opts.session_dir`, emitting events; a failure is emitted as `failed` and returned.
 pub fn run(opts: &TrainOptions) -> Result<(), TrainError> {
     let session = SessionDir::new(&opts.session_dir);
-    let mut sink =
-        EventSink::open(&session.events()).map_err(|source| TrainError::Session { path: session.events(), source })?;
+    let mut sink = match EventSink::open(&session.events()) {
+        Ok(sink) => sink,
+        Err(source) => {
+            let e = TrainError::Session { path: session.events(), source };
+            eprintln!("rush train: failed: {e}");
+            return Err(e);
+        }
+    };
     let result = train(&session, opts, &mut sink);
     if let Err(e) = &result {
         eprintln!("rush train: failed: {e}");
@@ -96,10 +102,15 @@ impl Normalizer {
     /// uint8 `[n, H, W, 3]` on the host -> normalised float `[n, 3, H, W]` on the device: NHWC strides (channels-last)
     /// when the execution wants them, else contiguous NCHW.
     fn input(&self, images: &Tensor, ex: &Execution) -> Tensor {
-        let x = images.to_device_(ex.device, Kind::Uint8, true, false).to_kind(Kind::Float).permute([0, 3, 1, 2]);
+        let x = to_device(images, ex.device).to_kind(Kind::Float).permute([0, 3, 1, 2]);
         let x = x * &self.scale + &self.shift;
         if ex.channels_last { x } else { x.contiguous() }
     }
+}
+
+/// A host tensor on `device`, copied asynchronously (the loader pins batches bound for a GPU).
+fn to_device(t: &Tensor, device: Device) -> Tensor {
+    t.to_device_(device, t.kind(), true, false)
 }
 
 /// The loss of `logits` (fp32) for a batch: cross-entropy on the label with label smoothing, or binary cross-entropy
@@ -191,6 +202,10 @@ impl Totals {
     fn acc(&self) -> f64 {
         if self.images == 0 { 0.0 } else { self.correct as f64 / self.images as f64 }
     }
+}
+
+fn nan_or_inf(x: f64) -> &'static str {
+    if x.is_nan() { "NaN" } else { "inf" }
 }
 
 fn share(part: Duration, whole: Duration) -> f64 {
@@ -351,7 +366,11 @@ impl Trainer<'_> {
         eprintln!(
             "rush train: {} on {device}{} | {} train / {} valid images, {} classes | {} epochs x {} steps",
             spec.model.as_str(),
-            if self.ex.autocast_bf16 { " (bf16 autocast, channels-last)" } else { " (fp32)" },
+            match (self.ex.autocast_bf16, self.ex.channels_last) {
+                (true, _) => " (bf16 autocast, channels-last)",
+                (false, true) => " (fp32, channels-last)",
+                (false, false) => " (fp32)",
+            },
             self.train_idx.len(),
             self.valid_idx.len(),
             classes.len(),
@@ -372,6 +391,10 @@ impl Trainer<'_> {
             let started = Instant::now();
             let (train, data_wait) = self.train_epoch(epoch, sink)?;
             let valid = self.validate()?;
+            if !valid.loss().is_finite() {
+                let (value, at) = (nan_or_inf(valid.loss()), format!("the end of epoch {epoch}"));
+                return Err(TrainError::NonFinite { what: "validation loss", value, at });
+            }
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
                 "rush train: epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {seconds:.1} s, data \
@@ -454,8 +477,8 @@ impl Trainer<'_> {
             if done % self.sync_every == 0 || last_of_epoch {
                 let read = guarded(&spec, || acc.take())?;
                 if !read.0.is_finite() {
-                    let value = if read.0.is_nan() { "NaN" } else { "inf" };
-                    return Err(TrainError::NonFinite { value: value.into(), step: done, epoch });
+                    let at = format!("step {done} (epoch {epoch})");
+                    return Err(TrainError::NonFinite { what: "training loss", value: nan_or_inf(read.0), at });
                 }
                 window.add(read);
                 epoch_totals.add(read);
@@ -487,8 +510,8 @@ impl Trainer<'_> {
     /// both still on the device.
     fn train_step(&mut self, batch: &Batch, lr: f64) -> (Tensor, Tensor) {
         let x = self.norm.input(&batch.images, &self.ex);
-        let labels = batch.labels.to_device(self.ex.device);
-        let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
+        let labels = to_device(&batch.labels, self.ex.device);
+        let targets = batch.targets.as_ref().map(|t| to_device(t, self.ex.device));
         self.flat.zero_grad();
         let logits = self.ex.forward(|| self.model.forward_t(&x, true)).to_kind(Kind::Float);
         let loss = loss_of(self.spec(), &logits, &labels, targets.as_ref());
@@ -507,8 +530,8 @@ impl Trainer<'_> {
             let (loss, correct) = guarded(&spec, || {
                 tch::no_grad(|| {
                     let x = self.norm.input(&batch.images, &self.ex);
-                    let labels = batch.labels.to_device(self.ex.device);
-                    let targets = batch.targets.as_ref().map(|t| t.to_device(self.ex.device));
+                    let labels = to_device(&batch.labels, self.ex.device);
+                    let targets = batch.targets.as_ref().map(|t| to_device(t, self.ex.device));
                     let logits = self.ex.forward(|| self.model.forward_t(&x, false)).to_kind(Kind::Float);
                     let loss = loss_of(&spec, &logits, &labels, targets.as_ref());
                     (loss, logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))
