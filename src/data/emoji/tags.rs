@@ -195,8 +195,9 @@ fn by_count_then_name<'a>(counts: &BTreeMap<&'a str, usize>) -> Vec<&'a str> {
 }
 
 /// The keywords of each tag per language for `tag.tsv`: up to `per_language` words chosen from the keywords of the emoji
-/// carrying the tag, scored `count_in_tag² / count_in_universe` (common in the tag, rare elsewhere). `fixed[t][l]` comes
-/// first (the English name of a keyword tag, a subgroup's localized name).
+/// carrying the tag, ranked by how well the emoji having the word match the emoji carrying the tag (Jaccard index:
+/// common in the tag, rare elsewhere). `fixed[t][l]` comes first (the English name of a keyword tag, a subgroup's
+/// localized name).
 pub fn tag_keywords(
     emoji_tags: &[Vec<u16>],
     keywords: &[Vec<Vec<String>>],
@@ -225,10 +226,11 @@ pub fn tag_keywords(
                 }
             }
             let mut words: Vec<(&str, u64)> = count.into_iter().collect();
-            // c1²/df1 > c2²/df2  <=>  c1²·df2 > c2²·df1
+            // Jaccard c/(m+d-c): c1/(m+d1-c1) > c2/(m+d2-c2)  <=>  c1·(m+d2-c2) > c2·(m+d1-c1); ties: precision c/d.
+            let m = members.len() as u64;
             words.sort_by(|(w1, c1), (w2, c2)| {
-                let (d1, d2) = (df[w1], df[w2]);
-                (c2 * c2 * d1).cmp(&(c1 * c1 * d2)).then((c2 * d1).cmp(&(c1 * d2))).then(w1.cmp(w2))
+                let (u1, u2) = (m + df[w1] - c1, m + df[w2] - c2);
+                (c2 * u1).cmp(&(c1 * u2)).then((c2 * df[w1]).cmp(&(c1 * df[w2]))).then(c2.cmp(c1)).then(w1.cmp(w2))
             });
             let mut chosen: Vec<String> = Vec::new();
             for w in fixed.get(l).cloned().flatten().into_iter().chain(words.into_iter().map(|(w, _)| w.to_string())) {
