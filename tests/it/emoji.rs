@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rush::data::emoji::{self, BuildOptions, BuildReport, Recipe, Split};
+use rush::data::image::load_rgb;
+use rush::data::layout::{SplitName, read_test, read_test_labels, read_train};
 
 /// Small enough for CI: the whole build at 32 px takes a few seconds on 2 cores.
 const SIZE: u32 = 32;
@@ -115,7 +117,7 @@ fn emoji_dataset_builds_every_style_in_the_airush_layout_byte_identically() {
         assert_eq!(listed, got.images, "{style}: rows");
     }
 
-    // Every PNG decodes as SIZE x SIZE RGBA with something drawn.
+    // Every PNG decodes as SIZE x SIZE RGBA with something drawn, and through the trainer's loader.
     let files = files_under(&a);
     let pngs: Vec<_> = files.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "png")).collect();
     assert_eq!(pngs.len(), report.images());
@@ -123,7 +125,28 @@ fn emoji_dataset_builds_every_style_in_the_airush_layout_byte_identically() {
         let (w, h, px) = decode_rgba(bytes);
         assert_eq!((w, h), (SIZE, SIZE), "{}", path.display());
         assert!(px.chunks_exact(4).any(|p| p[3] > 0), "{} is blank", path.display());
+        let rgb = load_rgb(&a.join(path), SIZE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rgb.len(), (SIZE * SIZE * 3) as usize);
     }
+
+    // The data layer reads it all without a problem: train + valid samples, 350 tags, fxemoji as validation, the test
+    // split in order with its labels.
+    let train_set = read_train(&a).unwrap();
+    assert!(train_set.problems.is_empty(), "{:?}", &train_set.problems[..train_set.problems.len().min(5)]);
+    assert_eq!(train_set.samples.len(), csv.len());
+    assert_eq!(train_set.tags.len(), 350);
+    let valid: Vec<&str> = train_set
+        .packages
+        .iter()
+        .filter(|p| p.split == Some(SplitName::Valid))
+        .map(|p| p.package_id.as_str())
+        .collect();
+    assert_eq!(valid, ["fxemoji"]);
+    let test_set = read_test(&a).unwrap();
+    assert!(test_set.problems.is_empty());
+    assert_eq!(test_set.samples.len(), order.len());
+    let test_labels = read_test_labels(&a.join("test").join("test_labels.csv")).unwrap();
+    assert_eq!(test_labels.len(), order.len());
 
     // Tags: 1 to 3 distinct ids < 350 per sticker, the first a class; about the recipe's number of classes.
     assert!((150..=250).contains(&report.classes), "{} classes", report.classes);
