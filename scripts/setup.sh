@@ -3,6 +3,7 @@
 #   RUSH_CACHE (default ~/.cache/rush) holds, keyed by version:
 #     torch-2.11.0/venv   python venv with torch==2.11.0 (libtorch for tch 0.24), safetensors, numpy
 #     target/             the cargo target dir shared by clones (torch-sys compiles once)
+#     npm/                the emoji dataset's pinned npm tarballs (scripts/fetch-npm.sh)
 # Prints `export` lines for the environment on stdout when called with --env.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ install_torch() {
 }
 
 install_torch
+"$(dirname "$0")/fetch-npm.sh"  # the emoji dataset's pinned npm tarballs -> $CACHE/npm
 TORCH_DIR="$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 
 if [ "${1:-}" = "--env" ]; then

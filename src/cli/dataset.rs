@@ -93,6 +93,9 @@ pub struct BuildArgs {
     pub threads: Option<usize>,
     #[arg(long)]
     pub quiet: bool,
+    /// Replace an existing dataset at --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
@@ -100,6 +103,7 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Synth(args) => synth(args),
         Command::Ls { json } => registry::ls(global, json),
         Command::Push { name, path, r#move } => registry::push(global, &name, &path, r#move),
+        Command::Build(args) => build(args),
         cmd => anyhow::bail!("`rush dataset {}` is not built yet", name(&cmd)),
     }
 }
@@ -129,6 +133,36 @@ fn synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
         report.images_per_second(),
         report.threads
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush dataset build`: renders the recipe's styles into the AI RUSH layout and prints per-style counts and speed.
+fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    use crate::data::emoji::{BuildOptions, Recipe};
+    let recipe = Recipe::load(&args.recipe).with_context(|| format!("reading recipe `{}`", args.recipe))?;
+    let options = BuildOptions {
+        recipe,
+        out: args.out,
+        size: args.size,
+        tarballs: args.tarballs.unwrap_or_else(crate::data::emoji::npm::default_cache_dir),
+        styles: args.styles,
+        threads: args.threads,
+        progress: !args.quiet,
+        force: args.force,
+    };
+    let report = crate::data::emoji::build(&options).with_context(|| format!("building {}", options.out.display()))?;
+    println!("{report}");
+    for style in &report.styles {
+        if let Some(licence) = &style.licence_mismatch {
+            eprintln!(
+                "note: {}: the recipe says {}, the tarball's package.json says {licence}",
+                style.name, style.licence
+            );
+        }
+        for failure in style.failures.iter().take(5) {
+            eprintln!("skipped {}/{}: {}", style.name, failure.sticker_id, failure.reason);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
