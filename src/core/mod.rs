@@ -4,10 +4,12 @@
 //! CLI) act on what the core decides.
 
 pub mod checkpoint;
+pub mod ensemble;
 pub mod event;
 pub mod metric;
 pub mod outcome;
 pub mod queue;
 pub mod schedule;
+pub mod score;
 pub mod session;
 pub mod spec;

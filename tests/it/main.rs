@@ -3,4 +3,5 @@
 mod data;
 mod emoji;
 mod spec;
+mod submit_files;
 mod train;

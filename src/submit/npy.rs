@@ -1,0 +1,376 @@
+//! NumPy `.npy` files, the format AI RUSH asked submissions in: an int64 vector `(N,)` of predicted tags, and the float16
+//! `(N, classes)` matrices of the probability cache. Only what rush writes is read back, and it is checked.
+//!
+//! Format (numpy's `format.py`, version 1.0): the magic `\x93NUMPY`, the version bytes `1, 0`, a little-endian u16
+//! header length, then an ASCII Python dict literal `{'descr': '<i8', 'fortran_order': False, 'shape': (N,), }` padded
+//! with spaces and ended by `\n` so that the data starts at a multiple of 64 bytes, then the data, little-endian, C
+//! order. Versions 2.0 and 3.0 (a u32 header length) are read too.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Values converted per parallel task.
+const CHUNK: usize = 1 << 16;
+
+/// What was wrong with a `.npy` file; every variant names it.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a .npy file (no \\x93NUMPY magic)")]
+    BadMagic { path: PathBuf },
+    #[error("{path}: .npy version {major}.{minor} is not supported (1.0, 2.0, 3.0 are)")]
+    UnsupportedVersion { path: PathBuf, major: u8, minor: u8 },
+    #[error("{path}: bad .npy header: {message}")]
+    BadHeader { path: PathBuf, message: String },
+    #[error("{path}: dtype {found:?}, expected {expected:?}")]
+    WrongDtype { path: PathBuf, expected: &'static str, found: String },
+    #[error("{path}: Fortran-order arrays are not accepted; save in C order")]
+    FortranOrder { path: PathBuf },
+    #[error("{path}: shape {found:?}, expected {expected}")]
+    WrongShape { path: PathBuf, expected: &'static str, found: Vec<usize> },
+    #[error("{path}: {found} bytes of data, the shape {shape:?} needs {expected}")]
+    DataLength { path: PathBuf, shape: Vec<usize>, expected: usize, found: usize },
+    #[error("{path}: value {value} at row {row}, column {column} cannot be stored as float16")]
+    NotRepresentable { path: PathBuf, row: usize, column: usize, value: f32 },
+}
+
+/// Writes predictions as `<i8`, shape `(N,)`.
+pub fn write_i64(path: &Path, values: &[i64]) -> Result<(), NpyError> {
+    let mut bytes = header("<i8", &[values.len()]);
+    bytes.reserve(values.len() * 8);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    write_atomically(path, &bytes)
+}
+
+/// Reads an `<i8` vector of shape `(N,)`.
+pub fn read_i64(path: &Path) -> Result<Vec<i64>, NpyError> {
+    let bytes = read(path)?;
+    let (header, data) = parse(path, &bytes)?;
+    header.expect_dtype(path, "<i8")?;
+    let [n] = header.shape[..] else {
+        return Err(NpyError::WrongShape { path: path.into(), expected: "(N,)", found: header.shape });
+    };
+    check_length(path, &header.shape, n.checked_mul(8), data.len())?;
+    Ok(data.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+}
+
+/// Writes a `rows x columns` matrix (row-major f32) as `<f2`, shape `(rows, columns)`. Values that are not finite in
+/// float16 (NaN, infinities, |x| > 65504) are refused: a cache must never hold them.
+pub fn write_f16_matrix(path: &Path, rows: usize, columns: usize, values: &[f32]) -> Result<(), NpyError> {
+    if rows.checked_mul(columns) != Some(values.len()) {
+        return Err(NpyError::DataLength {
+            path: path.into(),
+            shape: vec![rows, columns],
+            expected: rows.saturating_mul(columns).saturating_mul(2),
+            found: values.len() * 2,
+        });
+    }
+    let mut bytes = header("<f2", &[rows, columns]);
+    let data_start = bytes.len();
+    bytes.resize(data_start + values.len() * 2, 0);
+    let bad = bytes[data_start..].par_chunks_mut(2 * CHUNK).zip(values.par_chunks(CHUNK)).enumerate().find_map_first(
+        |(chunk_index, (out, chunk))| {
+            let mut halves = vec![f16::ZERO; chunk.len()];
+            halves.convert_from_f32_slice(chunk);
+            if let Some(i) = halves.iter().position(|h| !h.is_finite()) {
+                return Some(chunk_index * CHUNK + i);
+            }
+            for (h, o) in halves.iter().zip(out.chunks_exact_mut(2)) {
+                o.copy_from_slice(&h.to_le_bytes());
+            }
+            None
+        },
+    );
+    if let Some(at) = bad {
+        let (row, column) = (at / columns.max(1), at % columns.max(1));
+        return Err(NpyError::NotRepresentable { path: path.into(), row, column, value: values[at] });
+    }
+    write_atomically(path, &bytes)
+}
+
+/// Reads an `<f2` matrix of shape `(rows, columns)` as f32: `(rows, columns, values)`.
+pub fn read_f16_matrix(path: &Path) -> Result<(usize, usize, Vec<f32>), NpyError> {
+    let bytes = read(path)?;
+    let (header, data) = parse(path, &bytes)?;
+    header.expect_dtype(path, "<f2")?;
+    let [rows, columns] = header.shape[..] else {
+        return Err(NpyError::WrongShape { path: path.into(), expected: "(rows, columns)", found: header.shape });
+    };
+    check_length(path, &header.shape, rows.checked_mul(columns).and_then(|n| n.checked_mul(2)), data.len())?;
+    let mut out = vec![0f32; rows * columns];
+    data.par_chunks(2 * CHUNK).zip(out.par_chunks_mut(CHUNK)).for_each_init(
+        || vec![f16::ZERO; CHUNK],
+        |halves, (chunk, out)| {
+            let halves = &mut halves[..out.len()];
+            for (h, b) in halves.iter_mut().zip(chunk.chunks_exact(2)) {
+                *h = f16::from_le_bytes([b[0], b[1]]);
+            }
+            halves.convert_to_f32_slice(out);
+        },
+    );
+    Ok((rows, columns, out))
+}
+
+/// The magic, version 1.0, and the header dict padded so the data starts at a multiple of 64 bytes.
+fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let shape = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let unpadded = MAGIC.len() + 2 + 2 + dict.len() + 1;
+    dict.extend(std::iter::repeat_n(' ', unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + dict.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&[1, 0]);
+    // a header of a few dimensions is far below u16::MAX
+    bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    bytes
+}
+
+#[derive(Debug, PartialEq)]
+struct Header {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+impl Header {
+    fn expect_dtype(&self, path: &Path, expected: &'static str) -> Result<(), NpyError> {
+        if self.descr != expected {
+            return Err(NpyError::WrongDtype { path: path.into(), expected, found: self.descr.clone() });
+        }
+        if self.fortran_order {
+            return Err(NpyError::FortranOrder { path: path.into() });
+        }
+        Ok(())
+    }
+}
+
+/// Splits a file into its parsed header and its data bytes.
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Header, &'a [u8]), NpyError> {
+    let bad = |message: &str| NpyError::BadHeader { path: path.into(), message: message.to_string() };
+    if !bytes.starts_with(MAGIC) {
+        return Err(NpyError::BadMagic { path: path.into() });
+    }
+    let (major, minor) = match bytes.get(6..8) {
+        Some(&[major, minor]) => (major, minor),
+        _ => return Err(bad("the file ends inside the version bytes")),
+    };
+    let (len, start) = match (major, minor) {
+        (1, 0) => (bytes.get(8..10).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]]))), 10),
+        (2, 0) | (3, 0) => (bytes.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize), 12),
+        _ => return Err(NpyError::UnsupportedVersion { path: path.into(), major, minor }),
+    };
+    let len = len.ok_or_else(|| bad("the file ends inside the header length"))?;
+    let text = bytes.get(start..start + len).ok_or_else(|| bad("the file ends inside the header"))?;
+    let text = std::str::from_utf8(text).map_err(|_| bad("the header is not text"))?;
+    let header = parse_dict(text).map_err(|m| bad(&m))?;
+    Ok((header, &bytes[start + len..]))
+}
+
+/// Parses `{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }` (any key order, either quote).
+fn parse_dict(text: &str) -> Result<Header, String> {
+    let mut rest = text.trim_end_matches(['\n', ' ', '\0']).trim();
+    rest = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')).ok_or("the header is not a {...} dict")?;
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let (key, after) = quoted(rest).ok_or_else(|| format!("expected a quoted key at {rest:?}"))?;
+        rest = after.trim_start().strip_prefix(':').ok_or_else(|| format!("expected ':' after {key:?}"))?.trim_start();
+        match key {
+            "descr" => {
+                let (value, after) = quoted(rest).ok_or("descr is not a quoted string")?;
+                descr = Some(value.to_string());
+                rest = after;
+            }
+            "fortran_order" => {
+                let (value, after) = if let Some(a) = rest.strip_prefix("False") {
+                    (false, a)
+                } else if let Some(a) = rest.strip_prefix("True") {
+                    (true, a)
+                } else {
+                    return Err("fortran_order is not True or False".into());
+                };
+                fortran_order = Some(value);
+                rest = after;
+            }
+            "shape" => {
+                let inner = rest.strip_prefix('(').ok_or("shape is not a tuple")?;
+                let close = inner.find(')').ok_or("shape has no closing ')'")?;
+                let dims = inner[..close]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(|d| d.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad dimension {d:?}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                shape = Some(dims);
+                rest = &inner[close + 1..];
+            }
+            other => return Err(format!("unknown key {other:?}")),
+        }
+        rest = rest.trim_start();
+        match rest.strip_prefix(',') {
+            Some(after) => rest = after,
+            None if rest.is_empty() => break,
+            None => return Err(format!("expected ',' at {rest:?}")),
+        }
+    }
+    Ok(Header {
+        descr: descr.ok_or("no 'descr'")?,
+        fortran_order: fortran_order.ok_or("no 'fortran_order'")?,
+        shape: shape.ok_or("no 'shape'")?,
+    })
+}
+
+/// A leading `'...'` or `"..."`: its content and what follows.
+fn quoted(s: &str) -> Option<(&str, &str)> {
+    let quote = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let end = s[1..].find(quote)? + 1;
+    Some((&s[1..end], &s[end + 1..]))
+}
+
+fn check_length(path: &Path, shape: &[usize], expected: Option<usize>, found: usize) -> Result<(), NpyError> {
+    if expected == Some(found) {
+        return Ok(());
+    }
+    Err(NpyError::DataLength {
+        path: path.into(),
+        shape: shape.to_vec(),
+        expected: expected.unwrap_or(usize::MAX),
+        found,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, NpyError> {
+    fs::read(path).map_err(|source| NpyError::Io { path: path.into(), source })
+}
+
+/// Writes `path.tmp`, syncs it, then renames it over `path`, so a reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NpyError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let io = |source| NpyError::Io { path: path.into(), source };
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_padded_to_64_bytes_with_a_newline() {
+        for shape in [vec![0], vec![3], vec![138_343], vec![138_343, 350], vec![1, 1]] {
+            let h = header("<i8", &shape);
+            assert_eq!(h.len() % 64, 0, "{shape:?}");
+            assert_eq!(h.last(), Some(&b'\n'));
+            assert_eq!(usize::from(u16::from_le_bytes([h[8], h[9]])), h.len() - 10);
+        }
+        let h = header("<i8", &[3]);
+        assert_eq!(&h[..10], b"\x93NUMPY\x01\x00\x76\x00");
+        assert!(
+            String::from_utf8_lossy(&h[10..]).starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }")
+        );
+    }
+
+    #[test]
+    fn predictions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predictions.npy");
+        let values = vec![65, 121, 56, 0, 349, 15, -3, i64::MAX];
+        write_i64(&path, &values).unwrap();
+        assert_eq!(read_i64(&path).unwrap(), values);
+        write_i64(&path, &[]).unwrap();
+        assert_eq!(read_i64(&path).unwrap(), Vec::<i64>::new());
+        assert!(!dir.path().join("predictions.npy.tmp").exists());
+    }
+
+    #[test]
+    fn float16_matrices_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probs.npy");
+        let (rows, columns) = (70_001, 3); // more than one conversion chunk
+        let values: Vec<f32> = (0..rows * columns).map(|i| (i % 1024) as f32 / 1024.0).collect();
+        write_f16_matrix(&path, rows, columns, &values).unwrap();
+        let (r, c, back) = read_f16_matrix(&path).unwrap();
+        assert_eq!((r, c), (rows, columns));
+        assert_eq!(back, values, "multiples of 1/1024 below 1 are exact in float16");
+        assert!(matches!(read_i64(&path), Err(NpyError::WrongDtype { expected: "<i8", .. })));
+        let too_big = write_f16_matrix(&path, 1, 2, &[0.5, 1e6]).unwrap_err();
+        assert!(matches!(too_big, NpyError::NotRepresentable { row: 0, column: 1, .. }), "{too_big}");
+        assert!(matches!(write_f16_matrix(&path, 2, 2, &[0.0; 3]), Err(NpyError::DataLength { .. })));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.npy");
+        let write = |bytes: &[u8]| fs::write(&path, bytes).unwrap();
+
+        write(b"PK\x03\x04 a zip file");
+        assert!(matches!(read_i64(&path), Err(NpyError::BadMagic { .. })));
+
+        let mut good = header("<i8", &[2]);
+        good.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        write(&good[..good.len() - 1]);
+        let err = read_i64(&path).unwrap_err();
+        assert!(matches!(err, NpyError::DataLength { expected: 16, found: 15, .. }), "{err}");
+        assert!(err.to_string().contains("bad.npy"), "{err}");
+        write(&good);
+        assert_eq!(read_i64(&path).unwrap(), vec![1, 2]);
+
+        let mut v2 = good.clone();
+        v2[6] = 4;
+        write(&v2);
+        assert!(matches!(read_i64(&path), Err(NpyError::UnsupportedVersion { major: 4, minor: 0, .. })));
+
+        write(&header("<i4", &[2]));
+        assert!(matches!(read_i64(&path), Err(NpyError::WrongDtype { .. })));
+        write(&header("<i8", &[1, 2]));
+        assert!(matches!(read_i64(&path), Err(NpyError::WrongShape { .. })));
+        write(&header("<f2", &[4]));
+        assert!(matches!(read_f16_matrix(&path), Err(NpyError::WrongShape { .. })));
+        let edited = |from: &str, to: &str| {
+            let h = header("<i8", &[0]);
+            let at = h.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+            [&h[..at], to.as_bytes(), &h[at + from.len()..]].concat()
+        };
+        write(&edited("False", "True "));
+        assert!(matches!(read_i64(&path), Err(NpyError::FortranOrder { .. })));
+        write(&edited("'shape'", "'shope'"));
+        assert!(matches!(read_i64(&path), Err(NpyError::BadHeader { .. })));
+        assert!(matches!(read_i64(&dir.path().join("missing.npy")), Err(NpyError::Io { .. })));
+    }
+
+    #[test]
+    fn dicts_in_other_spellings_parse() {
+        let h = parse_dict("{\"shape\": (2, 350), \"fortran_order\": False, \"descr\": \"<f2\"}   \n").unwrap();
+        assert_eq!(h, Header { descr: "<f2".into(), fortran_order: false, shape: vec![2, 350] });
+        assert_eq!(
+            parse_dict("{'descr': '<i8', 'fortran_order': False, 'shape': (), }").unwrap().shape,
+            Vec::<usize>::new()
+        );
+        assert!(parse_dict("{'descr': '<i8', 'shape': (3,)}").is_err());
+        assert!(parse_dict("{'descr': '<i8' 'fortran_order': False, 'shape': (3,)}").is_err());
+        assert!(parse_dict("{'descr': '<i8', 'fortran_order': False, 'shape': (-3,)}").is_err());
+    }
+}
