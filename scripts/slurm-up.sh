@@ -95,7 +95,9 @@ ReturnToService=2
 MpiDefault=none
 GresTypes=gpu
 $node NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN
-PartitionName=rush Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# Tests keep more jobs alive (mostly sleeping) than a small machine has cores: cores may be shared by up to 4 jobs.
+# GPUs (GRES) are never shared, so two GPU jobs still get different GPUs and a third one waits.
+PartitionName=rush Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
   cat >"$STATE/etc/gres.conf.new" <<EOF
 AutoDetect=off

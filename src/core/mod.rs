@@ -10,4 +10,5 @@ pub mod outcome;
 pub mod queue;
 pub mod schedule;
 pub mod session;
+pub mod slurm;
 pub mod spec;

@@ -1,3 +1,4 @@
 //! The integration tests: whole flows through the real binary and real files, one module per area.
 
 mod data;
+mod slurm;
