@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh --env)"
 cargo build --release --bins
+eval "$(scripts/slurm-up.sh --env)"  # a real single-node Slurm cluster for tests/it/slurm.rs (root, no systemd)
 cargo test --release --no-fail-fast -- --test-threads="${RUSH_TEST_THREADS:-2}" "$@"

@@ -12,6 +12,7 @@ pub mod core;
 pub mod daemon;
 pub mod data;
 pub mod home;
+pub mod slurm;
 pub mod store;
 pub mod submit;
 pub mod train;

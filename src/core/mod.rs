@@ -12,4 +12,5 @@ pub mod queue;
 pub mod schedule;
 pub mod score;
 pub mod session;
+pub mod slurm;
 pub mod spec;

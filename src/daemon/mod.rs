@@ -50,6 +50,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod datasets;
 pub mod executor;
+pub mod follow;
 pub mod intake;
 pub mod live;
 pub mod lock;

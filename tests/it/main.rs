@@ -2,6 +2,7 @@
 
 mod data;
 mod emoji;
+mod slurm;
 mod spec;
 mod submit_files;
 mod train;

@@ -1,0 +1,810 @@
+//! Slurm's side of a session, decided without running anything: job states and exit codes read from the text of
+//! `squeue`, `scontrol show job` and `sacct`, what each state means for the session, and the `sbatch` request (options
+//! and batch script) built from the session's device, the daemon's [`SlurmConfig`] and a spec's [`SlurmOverrides`].
+//!
+//! The edge that runs the commands is `crate::slurm`; this module only reads and writes their text.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::core::queue::Device;
+use crate::core::session::{SessionId, SessionState};
+
+/// Slurm text that rush could not read, or a setting Slurm would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlurmError {
+    #[error("unknown Slurm job state {0:?}")]
+    UnknownState(String),
+    #[error("invalid Slurm job id {0:?}: expected a positive number")]
+    InvalidJobId(String),
+    #[error("invalid Slurm exit code {0:?}: expected CODE:SIGNAL, e.g. 3:0")]
+    InvalidExitCode(String),
+    #[error("{command} output has no job {job}: {text:?}")]
+    MissingJob { command: &'static str, job: JobId, text: String },
+    #[error("{command} line {line:?}: {message}")]
+    BadLine { command: &'static str, line: String, message: String },
+    #[error("slurm setting `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// A Slurm job id, as `sbatch --parsable` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = SlurmError;
+    /// Reads `123`, or `123;cluster` as `sbatch --parsable` prints it on a multi-cluster set-up.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let id = s.trim().split(';').next().unwrap_or_default();
+        match id.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(JobId(n)),
+            _ => Err(SlurmError::InvalidJobId(s.trim().to_string())),
+        }
+    }
+}
+
+/// A job state as Slurm names it (`squeue -o %T`, `scontrol`'s `JobState=`, `sacct`'s `State`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Pending,
+    Configuring,
+    Running,
+    Completing,
+    Suspended,
+    Stopped,
+    Signaling,
+    StageOut,
+    Resizing,
+    Requeued,
+    RequeueHold,
+    RequeueFed,
+    ResvDelHold,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    NodeFail,
+    Preempted,
+    BootFail,
+    Deadline,
+    OutOfMemory,
+    SpecialExit,
+    Revoked,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 24] = [
+        JobState::Pending,
+        JobState::Configuring,
+        JobState::Running,
+        JobState::Completing,
+        JobState::Suspended,
+        JobState::Stopped,
+        JobState::Signaling,
+        JobState::StageOut,
+        JobState::Resizing,
+        JobState::Requeued,
+        JobState::RequeueHold,
+        JobState::RequeueFed,
+        JobState::ResvDelHold,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Timeout,
+        JobState::NodeFail,
+        JobState::Preempted,
+        JobState::BootFail,
+        JobState::Deadline,
+        JobState::OutOfMemory,
+        JobState::SpecialExit,
+        JobState::Revoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Configuring => "CONFIGURING",
+            JobState::Running => "RUNNING",
+            JobState::Completing => "COMPLETING",
+            JobState::Suspended => "SUSPENDED",
+            JobState::Stopped => "STOPPED",
+            JobState::Signaling => "SIGNALING",
+            JobState::StageOut => "STAGE_OUT",
+            JobState::Resizing => "RESIZING",
+            JobState::Requeued => "REQUEUED",
+            JobState::RequeueHold => "REQUEUE_HOLD",
+            JobState::RequeueFed => "REQUEUE_FED",
+            JobState::ResvDelHold => "RESV_DEL_HOLD",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Timeout => "TIMEOUT",
+            JobState::NodeFail => "NODE_FAIL",
+            JobState::Preempted => "PREEMPTED",
+            JobState::BootFail => "BOOT_FAIL",
+            JobState::Deadline => "DEADLINE",
+            JobState::OutOfMemory => "OUT_OF_MEMORY",
+            JobState::SpecialExit => "SPECIAL_EXIT",
+            JobState::Revoked => "REVOKED",
+        }
+    }
+
+    /// Whether the job has ended for good (Slurm will not run it again by itself).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed
+                | JobState::Failed
+                | JobState::Cancelled
+                | JobState::Timeout
+                | JobState::NodeFail
+                | JobState::Preempted
+                | JobState::BootFail
+                | JobState::Deadline
+                | JobState::OutOfMemory
+                | JobState::SpecialExit
+                | JobState::Revoked
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = SlurmError;
+    /// Reads the long names; `sacct` adds who cancelled (`CANCELLED by 0`) and squeue may append `+` flags.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let word = s.split_whitespace().next().unwrap_or_default().trim_end_matches('+');
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(word))
+            .ok_or_else(|| SlurmError::UnknownState(s.trim().to_string()))
+    }
+}
+
+/// A batch job's exit: the script's exit code and the signal that ended it (Slurm prints `CODE:SIGNAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCode {
+    pub code: i32,
+    pub signal: i32,
+}
+
+impl FromStr for ExitCode {
+    type Err = SlurmError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SlurmError::InvalidExitCode(s.to_string());
+        let (code, signal) = s.trim().split_once(':').ok_or_else(bad)?;
+        Ok(ExitCode { code: code.parse().map_err(|_| bad())?, signal: signal.parse().map_err(|_| bad())? })
+    }
+}
+
+impl fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.code, self.signal)
+    }
+}
+
+/// What Slurm says about one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    pub state: JobState,
+    /// Why it waits or why it ended (`Resources`, `Priority`, `NonZeroExitCode`, ...); `None` when Slurm says `None`.
+    pub reason: Option<String>,
+    /// Known once the job has ended (not from `squeue`).
+    pub exit: Option<ExitCode>,
+}
+
+/// What a job's state means for its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobVerdict {
+    /// Waiting for Slurm to start it, with Slurm's reason (`Resources`, `Priority`, ...).
+    Queued { reason: Option<String> },
+    /// It holds its resources (including configuring, completing and suspended jobs).
+    Running,
+    /// The batch script exited 0.
+    Completed,
+    /// It failed: its exit code when Slurm knows it, and a reason for the user.
+    Failed { exit: Option<ExitCode>, reason: String },
+    /// `scancel` (by rush's stop or by an administrator).
+    Cancelled,
+    /// Ended by the cluster, not by the trainer (time limit, node failure, preemption): resumable from the last
+    /// checkpoint, like a crash of the machine.
+    Interrupted { reason: String },
+}
+
+impl JobStatus {
+    pub fn verdict(&self) -> JobVerdict {
+        let reason = self.reason.clone();
+        match self.state {
+            JobState::Pending
+            | JobState::Requeued
+            | JobState::RequeueHold
+            | JobState::RequeueFed
+            | JobState::ResvDelHold => JobVerdict::Queued { reason },
+            JobState::Configuring
+            | JobState::Running
+            | JobState::Completing
+            | JobState::Suspended
+            | JobState::Stopped
+            | JobState::Signaling
+            | JobState::StageOut
+            | JobState::Resizing => JobVerdict::Running,
+            JobState::Completed => JobVerdict::Completed,
+            JobState::Cancelled => JobVerdict::Cancelled,
+            JobState::Timeout => JobVerdict::Interrupted { reason: "the Slurm job reached its time limit".into() },
+            JobState::NodeFail => JobVerdict::Interrupted { reason: "the Slurm job's node failed".into() },
+            JobState::Preempted => JobVerdict::Interrupted { reason: "the Slurm job was preempted".into() },
+            JobState::BootFail => JobVerdict::Interrupted { reason: "the Slurm job's node failed to boot".into() },
+            JobState::Failed => JobVerdict::Failed {
+                exit: self.exit,
+                reason: match self.exit {
+                    Some(ExitCode { code, signal: 0 }) => format!("the Slurm job failed with exit code {code}"),
+                    Some(ExitCode { signal, .. }) => format!("the Slurm job was killed by signal {signal}"),
+                    None => "the Slurm job failed".into(),
+                },
+            },
+            JobState::OutOfMemory => JobVerdict::Failed {
+                exit: self.exit,
+                reason: "the Slurm job ran out of memory (raise `memory` in the spec's or the daemon's slurm settings)"
+                    .into(),
+            },
+            JobState::Deadline => {
+                JobVerdict::Failed { exit: self.exit, reason: "the Slurm job reached its deadline".into() }
+            }
+            JobState::SpecialExit | JobState::Revoked => {
+                JobVerdict::Failed { exit: self.exit, reason: format!("the Slurm job ended as {}", self.state) }
+            }
+        }
+    }
+}
+
+impl JobVerdict {
+    /// The session state this verdict puts a session in. A completed job is a success only when the trainer said
+    /// `finished`; an interrupted one goes back to the queue when the spec resumes, else it stays interrupted.
+    pub fn session_state(&self, finished: bool, resume: bool) -> SessionState {
+        match self {
+            JobVerdict::Queued { .. } => SessionState::Queued,
+            JobVerdict::Running => SessionState::Running,
+            JobVerdict::Completed if finished => SessionState::Succeeded,
+            JobVerdict::Completed | JobVerdict::Failed { .. } => SessionState::Failed,
+            JobVerdict::Cancelled => SessionState::Stopped,
+            JobVerdict::Interrupted { .. } if resume => SessionState::Queued,
+            JobVerdict::Interrupted { .. } => SessionState::Interrupted,
+        }
+    }
+}
+
+/// The `squeue` output format [`parse_squeue`] reads.
+pub const SQUEUE_FORMAT: &str = "%i|%T|%r";
+
+/// Reads `squeue -h -t all -j ID -o '%i|%T|%r'`. `Ok(None)` when the job is not listed (unknown or purged).
+pub fn parse_squeue(text: &str, job: JobId) -> Result<Option<JobStatus>, SlurmError> {
+    Ok(parse_squeue_all(text)?.into_iter().find(|(id, _)| *id == job).map(|(_, status)| status))
+}
+
+/// Reads every line of `squeue -h -o '%i|%T|%r'`. Array and heterogeneous job members (`12_3`, `12+1`) are skipped:
+/// rush submits neither.
+pub fn parse_squeue_all(text: &str) -> Result<Vec<(JobId, JobStatus)>, SlurmError> {
+    let mut jobs = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let bad = |message: &str| SlurmError::BadLine { command: "squeue", line: line.into(), message: message.into() };
+        let mut fields = line.splitn(3, '|');
+        let (Some(id), Some(state), Some(reason)) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad("expected JOBID|STATE|REASON"));
+        };
+        if id.contains(['_', '+']) {
+            continue;
+        }
+        let id = id.parse().map_err(|e: SlurmError| bad(&e.to_string()))?;
+        let state = state.parse().map_err(|e: SlurmError| bad(&e.to_string()))?;
+        jobs.push((id, JobStatus { state, reason: reason_of(reason), exit: None }));
+    }
+    Ok(jobs)
+}
+
+/// Reads `scontrol show job ID` (one or many lines of `Key=Value` words): the state, reason and exit code.
+pub fn parse_scontrol_job(text: &str, job: JobId) -> Result<JobStatus, SlurmError> {
+    let missing = || SlurmError::MissingJob { command: "scontrol", job, text: text.chars().take(200).collect() };
+    let value = |key: &str| {
+        text.split_whitespace().find_map(|word| word.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+    };
+    if value("JobId") != Some(job.to_string().as_str()) {
+        return Err(missing());
+    }
+    let state = value("JobState").ok_or_else(missing)?.parse()?;
+    let exit = value("ExitCode").map(str::parse).transpose()?;
+    Ok(JobStatus { state, reason: value("Reason").and_then(reason_of), exit })
+}
+
+/// Reads `sacct [-c] -j ID -n -P -o jobid,state,exitcode`: the line of the job itself (not of its steps, `ID.batch`);
+/// the last one when the job was requeued. `Ok(None)` when the job is not listed.
+pub fn parse_sacct(text: &str, job: JobId) -> Result<Option<JobStatus>, SlurmError> {
+    let mut found = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let bad = |message: &str| SlurmError::BadLine { command: "sacct", line: line.into(), message: message.into() };
+        let fields: Vec<&str> = line.split('|').collect();
+        let [id, state, exit] = fields[..] else {
+            return Err(bad("expected JOBID|STATE|EXITCODE"));
+        };
+        if id.trim() != job.to_string() {
+            continue;
+        }
+        let state = state.parse().map_err(|e: SlurmError| bad(&e.to_string()))?;
+        let exit = exit.parse().map_err(|e: SlurmError| bad(&e.to_string()))?;
+        found = Some(JobStatus { state, reason: None, exit: Some(exit) });
+    }
+    Ok(found)
+}
+
+fn reason_of(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty() && text != "None" && text != "(null)").then(|| text.to_string())
+}
+
+/// The daemon config's `slurm:` section: how sessions become batch jobs. Every field may be overridden per spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmConfig {
+    /// `--partition` (default: the cluster's default partition).
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--time`: minutes, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS` (default: the partition's).
+    pub time_limit: Option<String>,
+    /// `--cpus-per-task`: CPUs for the trainer and its data loaders.
+    pub cpus_per_task: u32,
+    /// `--mem`: memory per node, e.g. `16G` (default: the cluster's `DefMemPerCPU`).
+    pub memory: Option<String>,
+    /// Whether `resources.gpus: auto` asks Slurm for a GPU (a cluster rush sends work to usually has them).
+    pub gpu_for_auto: bool,
+    /// More `sbatch` options, each one word as on the command line (`--qos=high`, `--constraint=a100`).
+    pub extra_args: Vec<String>,
+    /// The rush binary as the compute nodes see it (default: the daemon's own binary, which must then be on a
+    /// shared file system at the same path).
+    pub rush_exe: Option<PathBuf>,
+    /// How often the daemon asks Slurm about its jobs and reads their events, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        Self {
+            partition: None,
+            account: None,
+            time_limit: None,
+            cpus_per_task: 2,
+            memory: None,
+            gpu_for_auto: true,
+            extra_args: vec![],
+            rush_exe: None,
+            poll_ms: 500,
+        }
+    }
+}
+
+/// A spec's `slurm:` overrides of the daemon's [`SlurmConfig`] (absent fields keep the daemon's value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Added after the daemon's `extra_args`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+impl SlurmConfig {
+    /// Checks the values Slurm would otherwise refuse at submission, naming the field.
+    pub fn validate(&self) -> Result<(), SlurmError> {
+        let overrides = SlurmOverrides {
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            time_limit: self.time_limit.clone(),
+            cpus_per_task: Some(self.cpus_per_task),
+            memory: self.memory.clone(),
+            extra_args: self.extra_args.clone(),
+        };
+        overrides.validate("slurm")?;
+        if self.poll_ms == 0 || self.poll_ms > 60_000 {
+            return Err(invalid("slurm.poll_ms", format!("{} must be in 1..=60000", self.poll_ms)));
+        }
+        Ok(())
+    }
+}
+
+impl SlurmOverrides {
+    /// Checks the values; `prefix` names the section in errors (`slurm` in the daemon config and in a spec).
+    pub fn validate(&self, prefix: &str) -> Result<(), SlurmError> {
+        let field = |name: &str| format!("{prefix}.{name}");
+        for (name, value) in [("partition", &self.partition), ("account", &self.account)] {
+            if let Some(v) = value {
+                let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !ok {
+                    return Err(invalid(&field(name), format!("{v:?} is not a Slurm name")));
+                }
+            }
+        }
+        if let Some(t) = &self.time_limit {
+            time_limit_minutes(t).map_err(|message| invalid(&field("time_limit"), message))?;
+        }
+        if let Some(n) = self.cpus_per_task {
+            if !(1..=1024).contains(&n) {
+                return Err(invalid(&field("cpus_per_task"), format!("{n} is out of range 1..=1024")));
+            }
+        }
+        if let Some(m) = &self.memory {
+            let digits = m.trim_end_matches(['K', 'M', 'G', 'T']);
+            let ok = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && m.len() - digits.len() <= 1;
+            if !ok {
+                return Err(invalid(&field("memory"), format!("{m:?} is not a size like 16G, 512M or 2048")));
+            }
+        }
+        if let Some(a) = self.extra_args.iter().find(|a| !a.starts_with('-') || a.contains('\n')) {
+            return Err(invalid(&field("extra_args"), format!("{a:?} is not an sbatch option (like --qos=high)")));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &str, message: String) -> SlurmError {
+    SlurmError::Invalid { field: field.to_string(), message }
+}
+
+/// A Slurm time limit in minutes, rounded up (`None` for `UNLIMITED`/`INFINITE`). The message says what was wrong.
+pub fn time_limit_minutes(text: &str) -> Result<Option<u64>, String> {
+    let bad = || format!("{text:?} is not a time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)");
+    if text.eq_ignore_ascii_case("unlimited") || text.eq_ignore_ascii_case("infinite") {
+        return Ok(None);
+    }
+    let num = |s: &str| if s.is_empty() { Err(bad()) } else { s.parse::<u64>().map_err(|_| bad()) };
+    let (days, rest) = match text.split_once('-') {
+        Some((d, rest)) => (Some(num(d)?), rest),
+        None => (None, text),
+    };
+    let parts = rest.split(':').map(num).collect::<Result<Vec<u64>, String>>()?;
+    let seconds = match (days, &parts[..]) {
+        (None, &[m]) => m * 60,
+        (None, &[m, s]) => m * 60 + s,
+        (None, &[h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), &[h]) => d * 86400 + h * 3600,
+        (Some(d), &[h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), &[h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return Err(bad()),
+    };
+    if seconds == 0 {
+        return Err(format!("{text:?} is zero: a job needs at least a minute"));
+    }
+    Ok(Some(seconds.div_ceil(60)))
+}
+
+/// What goes to `sbatch`: its options (the batch script comes on stdin) and the script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SbatchRequest {
+    pub args: Vec<String>,
+    pub script: String,
+}
+
+/// The files of a session's batch job, inside its session folder.
+pub fn job_output_pattern(session_dir: &Path) -> PathBuf {
+    session_dir.join("slurm-%j.out")
+}
+
+/// One session's batch job, before the daemon's settings apply.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchJob<'a> {
+    pub session: &'a SessionId,
+    /// Tells this daemon's jobs from another's with the same session ids on the same cluster (see [`job_name`]).
+    pub home_tag: &'a str,
+    /// The session folder, on a file system the compute nodes share.
+    pub session_dir: &'a Path,
+    /// Where the trainer's stderr goes.
+    pub log: &'a Path,
+    pub device: Device,
+    /// The rush binary as the compute nodes see it.
+    pub rush_exe: &'a Path,
+}
+
+/// The Slurm job name of a session: `rush:<session id>@<home tag>`, what `squeue` shows and how a restarted daemon
+/// finds a job it submitted but had not recorded.
+pub fn job_name(session: &SessionId, home_tag: &str) -> String {
+    format!("rush:{session}@{home_tag}")
+}
+
+/// A short tag for a home folder (the first 8 hex digits of the sha256 of its path).
+pub fn home_tag(home: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(home.as_os_str().as_encoded_bytes())[..4])
+}
+
+/// Builds the `sbatch` request for one session: a batch job that runs `<rush exe> train <session dir>` with the
+/// trainer's stderr appended to the job's log. Options come from the daemon's config, then the spec's overrides;
+/// rush asks Slurm never to requeue the job by itself (rush resumes interrupted sessions with a new job, so one
+/// authority decides).
+pub fn sbatch_request(job: &BatchJob<'_>, config: &SlurmConfig, overrides: Option<&SlurmOverrides>) -> SbatchRequest {
+    let empty = SlurmOverrides::default();
+    let o = overrides.unwrap_or(&empty);
+    let (session, device) = (job.session, job.device);
+    let mut args = vec![
+        "--parsable".to_string(),
+        format!("--job-name={}", job_name(session, job.home_tag)),
+        format!("--chdir={}", job.session_dir.display()),
+        format!("--output={}", job_output_pattern(job.session_dir).display()),
+        "--no-requeue".to_string(),
+        "--nodes=1".to_string(),
+        "--ntasks=1".to_string(),
+        format!("--cpus-per-task={}", o.cpus_per_task.unwrap_or(config.cpus_per_task)),
+    ];
+    if device == Device::Gpu {
+        args.push("--gres=gpu:1".into());
+    }
+    let pairs = [
+        ("--mem", o.memory.as_ref().or(config.memory.as_ref())),
+        ("--partition", o.partition.as_ref().or(config.partition.as_ref())),
+        ("--account", o.account.as_ref().or(config.account.as_ref())),
+        ("--time", o.time_limit.as_ref().or(config.time_limit.as_ref())),
+    ];
+    args.extend(pairs.into_iter().filter_map(|(flag, value)| value.map(|v| format!("{flag}={v}"))));
+    args.extend(config.extra_args.iter().chain(&o.extra_args).cloned());
+    let device_arg = if device == Device::Cpu { " --device cpu" } else { "" };
+    let script = format!(
+        "#!/bin/sh\n\
+         # rush session {session}: one training run as a Slurm batch job (written by the rush daemon).\n\
+         echo \"rush: session {session}, Slurm job $SLURM_JOB_ID on $(hostname), \
+         CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}\" >>{log}\n\
+         exec {exe} train {dir}{device_arg} >/dev/null 2>>{log}\n",
+        log = shell_quote(&job.log.display().to_string()),
+        exe = shell_quote(&job.rush_exe.display().to_string()),
+        dir = shell_quote(&job.session_dir.display().to_string()),
+    );
+    SbatchRequest { args, script }
+}
+
+/// Quotes a word for `sh` (single quotes, with `'` written as `'\''`).
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> JobId {
+        JobId(n)
+    }
+
+    #[test]
+    fn job_ids_and_states_parse_as_slurm_prints_them() {
+        assert_eq!("42\n".parse::<JobId>(), Ok(JobId(42)));
+        assert_eq!("42;rush".parse::<JobId>(), Ok(JobId(42)));
+        for bad in ["", "0", "x", "-3", "Submitted batch job 4"] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad}");
+        }
+        for st in JobState::ALL {
+            assert_eq!(st.as_str().parse::<JobState>(), Ok(st));
+        }
+        assert_eq!("CANCELLED by 0".parse::<JobState>(), Ok(JobState::Cancelled));
+        assert_eq!("COMPLETING+".parse::<JobState>(), Ok(JobState::Completing));
+        assert_eq!("WEIRD".parse::<JobState>(), Err(SlurmError::UnknownState("WEIRD".into())));
+        assert_eq!("3:0".parse::<ExitCode>(), Ok(ExitCode { code: 3, signal: 0 }));
+        assert_eq!("0:15".parse::<ExitCode>(), Ok(ExitCode { code: 0, signal: 15 }));
+        assert!("3".parse::<ExitCode>().is_err() && "a:b".parse::<ExitCode>().is_err());
+    }
+
+    #[test]
+    fn squeue_lines_give_state_and_reason_of_the_right_job() {
+        let text = "12|PENDING|Resources\n4|RUNNING|None\n";
+        let st = parse_squeue(text, id(12)).unwrap().unwrap();
+        assert_eq!((st.state, st.reason.as_deref()), (JobState::Pending, Some("Resources")));
+        assert_eq!(st.verdict(), JobVerdict::Queued { reason: Some("Resources".into()) });
+        let st = parse_squeue(text, id(4)).unwrap().unwrap();
+        assert_eq!((st.state, st.reason), (JobState::Running, None));
+        assert_eq!(parse_squeue(text, id(1)), Ok(None), "job 1 is not job 12's prefix");
+        assert_eq!(parse_squeue("", id(1)), Ok(None));
+        assert!(matches!(parse_squeue("7 RUNNING", id(7)), Err(SlurmError::BadLine { .. })));
+        assert!(matches!(parse_squeue("7|NAPPING|None", id(7)), Err(SlurmError::BadLine { .. })));
+        let all = parse_squeue_all("12_1|RUNNING|None\n12|PENDING|Priority\n").unwrap();
+        assert_eq!(all.len(), 1, "array members are not rush's jobs");
+        assert_eq!(all[0].0, id(12));
+    }
+
+    #[test]
+    fn scontrol_gives_the_exit_code() {
+        let text = "JobId=3 JobName=rush:local/emoji/1\n   UserId=root(0) GroupId=root(0)\n   \
+                    JobState=FAILED Reason=NonZeroExitCode Dependency=(null)\n   \
+                    Requeue=0 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0\n";
+        let st = parse_scontrol_job(text, id(3)).unwrap();
+        assert_eq!(st.state, JobState::Failed);
+        assert_eq!(st.exit, Some(ExitCode { code: 3, signal: 0 }));
+        assert_eq!(st.reason.as_deref(), Some("NonZeroExitCode"));
+        let JobVerdict::Failed { exit, reason } = st.verdict() else { panic!("{st:?}") };
+        assert_eq!(exit, Some(ExitCode { code: 3, signal: 0 }));
+        assert!(reason.contains("exit code 3"), "{reason}");
+        assert!(matches!(parse_scontrol_job(text, id(30)), Err(SlurmError::MissingJob { .. })));
+        let no_state = "JobId=3 JobName=x";
+        assert!(matches!(parse_scontrol_job(no_state, id(3)), Err(SlurmError::MissingJob { .. })));
+    }
+
+    #[test]
+    fn sacct_reads_the_job_line_not_its_steps() {
+        let text = "5|CANCELLED by 0|0:15\n5.batch|CANCELLED|0:15\n6|TIMEOUT|0:0\n";
+        let st = parse_sacct(text, id(5)).unwrap().unwrap();
+        assert_eq!((st.state, st.exit), (JobState::Cancelled, Some(ExitCode { code: 0, signal: 15 })));
+        assert_eq!(parse_sacct(text, id(6)).unwrap().unwrap().state, JobState::Timeout);
+        let requeued = "7|NODE_FAIL|0:0\n7|COMPLETED|0:0\n";
+        assert_eq!(parse_sacct(requeued, id(7)).unwrap().unwrap().state, JobState::Completed);
+        assert_eq!(parse_sacct(text, id(8)), Ok(None));
+        assert!(matches!(parse_sacct("5|FAILED", id(5)), Err(SlurmError::BadLine { .. })));
+        assert!(matches!(parse_sacct("5|FAILED|x", id(5)), Err(SlurmError::BadLine { .. })));
+    }
+
+    #[test]
+    fn verdicts_map_to_session_states() {
+        let status = |state| JobStatus { state, reason: None, exit: None };
+        let v = |state| status(state).verdict();
+        use SessionState as S;
+        assert_eq!(v(JobState::Pending).session_state(false, true), S::Queued);
+        for st in [JobState::Running, JobState::Configuring, JobState::Completing, JobState::Suspended] {
+            assert_eq!(v(st), JobVerdict::Running, "{st}");
+            assert!(!st.is_final());
+        }
+        assert_eq!(v(JobState::Completed).session_state(true, true), S::Succeeded);
+        assert_eq!(v(JobState::Completed).session_state(false, true), S::Failed, "no `finished` event");
+        assert_eq!(v(JobState::Failed).session_state(false, true), S::Failed);
+        assert_eq!(v(JobState::OutOfMemory).session_state(false, true), S::Failed);
+        assert_eq!(v(JobState::Cancelled).session_state(false, true), S::Stopped);
+        for st in [JobState::Timeout, JobState::NodeFail, JobState::Preempted, JobState::BootFail] {
+            assert!(matches!(v(st), JobVerdict::Interrupted { .. }), "{st}");
+            assert_eq!(v(st).session_state(false, true), S::Queued, "{st} resumes");
+            assert_eq!(v(st).session_state(false, false), S::Interrupted, "{st} without resume");
+            assert!(st.is_final());
+        }
+        let JobVerdict::Interrupted { reason } = v(JobState::Timeout) else { unreachable!() };
+        assert!(reason.contains("time limit"), "{reason}");
+        let killed = JobStatus { state: JobState::Failed, reason: None, exit: Some(ExitCode { code: 0, signal: 9 }) };
+        let JobVerdict::Failed { reason, .. } = killed.verdict() else { unreachable!() };
+        assert!(reason.contains("signal 9"), "{reason}");
+    }
+
+    #[test]
+    fn time_limits_read_like_slurm() {
+        assert_eq!(time_limit_minutes("1"), Ok(Some(1)));
+        assert_eq!(time_limit_minutes("90:30"), Ok(Some(91)));
+        assert_eq!(time_limit_minutes("2:00:00"), Ok(Some(120)));
+        assert_eq!(time_limit_minutes("1-2"), Ok(Some(24 * 60 + 120)));
+        assert_eq!(time_limit_minutes("1-0:30"), Ok(Some(24 * 60 + 30)));
+        assert_eq!(time_limit_minutes("0-0:0:1"), Ok(Some(1)));
+        assert_eq!(time_limit_minutes("UNLIMITED"), Ok(None));
+        for bad in ["", "0", "1h", "1:2:3:4", "-1", "1-", "a-1", "1-2:3:4:5"] {
+            assert!(time_limit_minutes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn settings_are_validated_with_their_field() {
+        assert_eq!(SlurmConfig::default().validate(), Ok(()));
+        let err = |c: SlurmConfig| c.validate().unwrap_err().to_string();
+        let e = err(SlurmConfig { time_limit: Some("1h".into()), ..Default::default() });
+        assert!(e.contains("slurm.time_limit") && e.contains("\"1h\""), "{e}");
+        let e = err(SlurmConfig { memory: Some("16GB".into()), ..Default::default() });
+        assert!(e.contains("slurm.memory"), "{e}");
+        let e = err(SlurmConfig { partition: Some("gpu; rm -rf /".into()), ..Default::default() });
+        assert!(e.contains("slurm.partition"), "{e}");
+        let e = err(SlurmConfig { cpus_per_task: 0, ..Default::default() });
+        assert!(e.contains("slurm.cpus_per_task"), "{e}");
+        let e = err(SlurmConfig { extra_args: vec!["qos=high".into()], ..Default::default() });
+        assert!(e.contains("slurm.extra_args"), "{e}");
+        assert!(err(SlurmConfig { poll_ms: 0, ..Default::default() }).contains("slurm.poll_ms"));
+        let ok = SlurmOverrides { memory: Some("512M".into()), time_limit: Some("1".into()), ..Default::default() };
+        assert_eq!(ok.validate("slurm"), Ok(()));
+        let yaml = "partition: gpu\ntime_limit: \"2:00:00\"\nextra_args: [--qos=high]\n";
+        let c: SlurmConfig = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!((c.partition.as_deref(), c.cpus_per_task), (Some("gpu"), 2));
+        assert!(serde_saphyr::from_str::<SlurmConfig>("partion: gpu\n").is_err(), "unknown fields are errors");
+    }
+
+    #[test]
+    fn sbatch_request_maps_resources_and_overrides() {
+        let session: SessionId = "ann/emoji/3".parse().unwrap();
+        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
+        let log = dir.join("slurm-train.log");
+        let exe = Path::new("/shared/bin/rush");
+        let config = SlurmConfig {
+            partition: Some("gpu".into()),
+            account: Some("vision".into()),
+            time_limit: Some("4:00:00".into()),
+            memory: Some("16G".into()),
+            extra_args: vec!["--qos=normal".into()],
+            ..Default::default()
+        };
+        let job = BatchJob {
+            session: &session,
+            home_tag: "0a1b2c3d",
+            session_dir: dir,
+            log: &log,
+            device: Device::Gpu,
+            rush_exe: exe,
+        };
+        let r = sbatch_request(&job, &config, None);
+        for want in [
+            "--parsable",
+            "--job-name=rush:ann/emoji/3@0a1b2c3d",
+            "--chdir=/shared/rush/sessions/ann/emoji/3",
+            "--output=/shared/rush/sessions/ann/emoji/3/slurm-%j.out",
+            "--no-requeue",
+            "--gres=gpu:1",
+            "--cpus-per-task=2",
+            "--mem=16G",
+            "--partition=gpu",
+            "--account=vision",
+            "--time=4:00:00",
+            "--qos=normal",
+        ] {
+            assert!(r.args.iter().any(|a| a == want), "{want} missing from {:?}", r.args);
+        }
+        assert!(r.script.starts_with("#!/bin/sh\n"), "{}", r.script);
+        assert!(
+            r.script.contains("exec '/shared/bin/rush' train '/shared/rush/sessions/ann/emoji/3' >/dev/null"),
+            "{}",
+            r.script
+        );
+        assert!(!r.script.contains("--device cpu"));
+
+        let overrides = SlurmOverrides {
+            partition: Some("cpu".into()),
+            time_limit: Some("1".into()),
+            cpus_per_task: Some(1),
+            extra_args: vec!["--constraint=big".into()],
+            ..Default::default()
+        };
+        let cpu = BatchJob { device: Device::Cpu, ..job };
+        let r = sbatch_request(&cpu, &config, Some(&overrides));
+        assert!(!r.args.iter().any(|a| a.starts_with("--gres")), "{:?}", r.args);
+        for want in ["--partition=cpu", "--time=1", "--cpus-per-task=1", "--mem=16G", "--account=vision"] {
+            assert!(r.args.iter().any(|a| a == want), "{want} missing from {:?}", r.args);
+        }
+        let extra: Vec<&String> = r.args.iter().filter(|a| a.starts_with("--qos") || a.starts_with("--con")).collect();
+        assert_eq!(extra, ["--qos=normal", "--constraint=big"], "the spec's options come last");
+        assert!(r.script.contains(" --device cpu >/dev/null"), "{}", r.script);
+        let bare = sbatch_request(&cpu, &SlurmConfig::default(), None);
+        assert!(!bare.args.iter().any(|a| a.starts_with("--partition") || a.starts_with("--time")));
+    }
+
+    #[test]
+    fn job_names_tell_homes_apart() {
+        let session: SessionId = "local/emoji/1".parse().unwrap();
+        let (a, b) = (home_tag(Path::new("/tmp/a/.rush")), home_tag(Path::new("/tmp/b/.rush")));
+        assert_eq!(a.len(), 8);
+        assert_ne!(a, b);
+        assert_eq!(a, home_tag(Path::new("/tmp/a/.rush")));
+        assert_eq!(job_name(&session, &a), format!("rush:local/emoji/1@{a}"));
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}
