@@ -85,13 +85,12 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
 /// Parses, validates and expands a spec, and checks its dataset is registered; the error is the user's message.
 async fn check(daemon: &Daemon, key: &str, bytes: &[u8]) -> Result<Vec<Spec>, String> {
     let specs = Spec::load(key, bytes).map_err(|e| e.to_string())?;
-    if let Some(first) = specs.first() {
-        daemon.require_dataset(key, &first.dataset).await.map_err(|e| e.to_string())?;
+    if specs.is_empty() {
+        return Err(format!("{key}: the sweep has no points, so nothing would run"));
     }
-    for spec in &specs[1..] {
-        if spec.dataset != specs[0].dataset {
-            daemon.require_dataset(key, &spec.dataset).await.map_err(|e| e.to_string())?;
-        }
+    let datasets: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
+    for dataset in datasets {
+        daemon.require_dataset(key, dataset).await.map_err(|e| e.to_string())?;
     }
     Ok(specs)
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::executor::{ChildId, kill_stale};
 use super::{Daemon, DaemonError, checkpoints, resolved_spec};
-use crate::core::session::SessionState;
+use crate::core::event::{Event, EventLine};
+use crate::core::session::{SessionId, SessionState};
 use crate::home::SessionDir;
-use crate::store::SessionFilter;
+use crate::store::{MetricRow, SessionFilter};
 
 /// What reconciliation did, for the log and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,6 +38,7 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
         if resume {
             let last = daemon.store.checkpoints(&id).await?.iter().map(|c| c.epoch).max().unwrap_or(0);
             daemon.store.delete_metrics_after(&id, last).await?;
+            restore_epoch_metrics(daemon, &dir, &id, last).await?;
             let reason = if last > 0 {
                 format!("the daemon restarted; resumes from checkpoint {last}")
             } else {
@@ -67,4 +69,56 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
         );
     }
     Ok(report)
+}
+
+/// Epoch metrics of epochs up to `last` that the child reported (in `events.jsonl`) but the store never committed
+/// (the batch in flight when the daemon died): inserted from the file, so a resumed session keeps every epoch's row.
+async fn restore_epoch_metrics(
+    daemon: &Daemon,
+    dir: &SessionDir,
+    id: &SessionId,
+    last: i64,
+) -> Result<(), DaemonError> {
+    let Ok(text) = tokio::fs::read_to_string(dir.events()).await else { return Ok(()) };
+    let have: std::collections::BTreeSet<i64> =
+        daemon.store.metrics(id, Some("val_acc")).await?.iter().map(|m| m.epoch).collect();
+    let mut step = 0u64;
+    let mut found = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Ok(parsed) = EventLine::parse(line) else { continue };
+        match parsed.event {
+            Event::Step { step: s, .. } => step = s,
+            Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait }
+                if (epoch as i64) <= last && !have.contains(&(epoch as i64)) =>
+            {
+                let values = [
+                    ("train_loss", train_loss),
+                    ("train_acc", train_acc),
+                    ("val_loss", val_loss),
+                    ("val_acc", val_acc),
+                    ("epoch_seconds", seconds),
+                    ("epoch_data_wait", data_wait),
+                ];
+                let rows: Vec<MetricRow> = values
+                    .iter()
+                    .map(|(name, value)| MetricRow {
+                        session: id.to_string(),
+                        step: step as i64,
+                        epoch: epoch as i64,
+                        name: name.to_string(),
+                        value: *value,
+                        t: parsed.t,
+                    })
+                    .collect();
+                found.insert(epoch, rows);
+            }
+            _ => {}
+        }
+    }
+    let rows: Vec<MetricRow> = found.into_values().flatten().collect();
+    if !rows.is_empty() {
+        tracing::info!("{id}: restored {} epoch metric rows from events.jsonl", rows.len());
+        daemon.store.insert_metrics(&rows).await?;
+    }
+    Ok(())
 }

@@ -113,12 +113,17 @@ async fn run_inner(
                 Some(Err(_)) | None => events_open = false,
             }
         }
-        while let Some(Ok(line)) = child.log.next().await {
-            let _ = log.write_all(format!("{line}\n").as_bytes()).await;
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
+        while log_open {
+            match child.log.next().await {
+                Some(Ok(line)) => {
+                    let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+                Some(Err(_)) | None => log_open = false,
             }
-            tail.push_back(line);
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;

@@ -87,7 +87,8 @@ impl Store {
         (MetricSink { tx }, task)
     }
 
-    async fn insert_metrics(&self, rows: &[MetricRow]) -> Result<(), StoreError> {
+    /// Inserts rows in one transaction, now (the sink is for the hot path; this is for recovery).
+    pub async fn insert_metrics(&self, rows: &[MetricRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }

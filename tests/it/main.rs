@@ -1,5 +1,7 @@
 //! The integration tests: whole flows through the real binary and real files, one module per area.
 
+mod common;
+mod daemon;
 mod data;
 mod emoji;
 mod slurm;
