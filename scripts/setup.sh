@@ -15,14 +15,18 @@ PY="${PYTHON:-python3}"
 log() { echo "[setup] $*" >&2; }
 
 install_torch() {
-  if [ -f "$VENV/.complete" ]; then return; fi
+  if [ -f "$VENV/.complete" ]; then
+    # Venvs made before pillow was added (the `rush bench decode` reference) get it once.
+    "$VENV/bin/python" -c "import PIL" 2>/dev/null || "$VENV/bin/python" -m pip install -q pillow >&2
+    return
+  fi
   log "installing torch==$TORCH_VERSION into $VENV (about 4.7 GB, once)"
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" safetensors numpy >&2
-  "$VENV/bin/python" -c "import torch, safetensors, numpy; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" >&2
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" safetensors numpy pillow >&2
+  "$VENV/bin/python" -c "import torch, safetensors, numpy, PIL; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" >&2
   touch "$VENV/.complete"
 }
 

@@ -7,6 +7,7 @@
 //!
 //! `core` is pure (no I/O); everything else is an edge around it.
 
+pub mod bench;
 pub mod cli;
 pub mod core;
 pub mod daemon;

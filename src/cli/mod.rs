@@ -38,6 +38,8 @@ pub enum Command {
     Dataset(dataset::Command),
     #[command(flatten)]
     Client(client::Command),
+    /// Speed benchmarks against their references (see BENCHMARKS.md).
+    Bench(crate::bench::Args),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
@@ -47,6 +49,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Trainer(cmd) => trainer::run(&global, cmd),
         Command::Dataset(cmd) => dataset::run(&global, cmd),
         Command::Client(cmd) => client::run(&global, cmd),
+        Command::Bench(args) => crate::bench::run(&global, args),
     }
 }
 

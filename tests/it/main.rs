@@ -1,5 +1,6 @@
 //! The integration tests: whole flows through the real binary and real files, one module per area.
 
+mod bench;
 mod common;
 mod daemon;
 mod data;

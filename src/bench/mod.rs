@@ -1,0 +1,155 @@
+//! `rush bench`: the speed figures of issue 7, each measured side by side with its reference and printed as one table
+//! row (figure, reference, ratio, goal, met). BENCHMARKS.md records the latest run; bench/gpu.sh runs the GPU rows.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args as ClapArgs, Subcommand};
+
+use crate::cli::Global;
+
+pub mod decode;
+pub mod spec_to_start;
+pub mod train_step;
+
+/// The reference scripts, shipped in `bench/` and compiled in so the binary runs them from anywhere.
+pub const PIL_DECODE_PY: &str = include_str!("../../bench/pil_decode.py");
+pub const TORCH_TRAIN_STEP_PY: &str = include_str!("../../bench/torch_train_step.py");
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode + resize + composite of sticker PNGs on one core vs PIL (goal >= 6x).
+    Decode(decode::Args),
+    /// Training steps on inputs already on the device vs PyTorch eager (goal >= 1.0x on a GPU).
+    Train(train_step::Args),
+    /// Spec file saved -> child started with a free slot, through a real daemon (goal <= 1 s).
+    SpecToStart(spec_to_start::Args),
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let row = match args.command {
+        Command::Decode(a) => decode::run(&a)?,
+        Command::Train(a) => train_step::run(&a)?,
+        Command::SpecToStart(a) => spec_to_start::run(global, &a)?,
+    };
+    print!("{}", table(&[row]));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One benchmark's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub name: String,
+    /// rush's figure, with its unit.
+    pub figure: String,
+    /// The reference's figure, with its unit and what it is.
+    pub reference: String,
+    /// rush / reference for throughputs, reference / rush for times: above 1 means rush is faster.
+    pub ratio: Option<f64>,
+    pub goal: String,
+    pub met: Option<bool>,
+}
+
+pub const HEADER: [&str; 6] = ["benchmark", "rush", "reference", "ratio", "goal", "met"];
+
+/// A Markdown table (pasteable into BENCHMARKS.md).
+pub fn table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.figure.clone(),
+                r.reference.clone(),
+                r.ratio.map_or_else(|| "-".to_string(), |x| format!("{x:.2}x")),
+                r.goal.clone(),
+                match r.met {
+                    Some(true) => "yes".to_string(),
+                    Some(false) => "NO".to_string(),
+                    None => "informative only".to_string(),
+                },
+            ]
+        })
+        .collect();
+    let mut width = HEADER.map(str::len);
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(&HEADER.map(String::from));
+    out += &line(&width.map(|w| "-".repeat(w)));
+    for row in &cells {
+        out += &line(row);
+    }
+    out
+}
+
+/// The Python that runs the reference scripts: `--python`, else `$RUSH_PYTHON`, else `python3`.
+pub fn python(flag: Option<&PathBuf>) -> PathBuf {
+    flag.cloned()
+        .or_else(|| std::env::var_os("RUSH_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// Runs a reference script (given as source) with `args`; returns its stdout's last line parsed as JSON.
+pub fn run_reference(python: &std::path::Path, script: &str, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the reference with {}", python.display()))?;
+    anyhow::ensure!(out.status.success(), "the reference script ({}) failed: {}", python.display(), out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("the reference printed {last:?}, not a JSON line"))
+}
+
+/// The median of `values` (sorted in place); `None` when empty.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    (n > 0).then(|| if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns_and_prints_the_ratio() {
+        let row = Row {
+            name: "decode".into(),
+            figure: "100 img/s".into(),
+            reference: "10 img/s".into(),
+            ratio: Some(10.0),
+            goal: ">= 6x".into(),
+            met: Some(true),
+        };
+        let t = table(&[row]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{t}");
+        assert!(lines[2].contains("| 10.00x |") && lines[2].contains("yes"), "{t}");
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+}
