@@ -179,21 +179,32 @@ pub fn read_train(dataset: &Path) -> Result<TrainSet, DataError> {
         ));
     }
 
-    let exists: Vec<bool> = candidates.par_iter().map(|(_, s)| s.path.is_file()).collect();
-    let mut samples = Vec::with_capacity(candidates.len());
-    for ((line, sample), exists) in candidates.into_iter().zip(exists) {
-        if exists {
-            samples.push(sample);
-        } else {
-            let message = format!("image {} is missing", sample.path.display());
-            problems.push(Problem { file: csv_path.clone(), line: Some(line), message });
-        }
-    }
+    let samples = keep_existing(candidates, |s| &s.path, &csv_path, &mut problems);
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     if samples.is_empty() {
         return Err(no_usable_images(dataset, &csv_path, &problems));
     }
     Ok(TrainSet { root: dataset.to_path_buf(), samples, tags, packages, problems })
+}
+
+/// Keeps the rows whose image exists (checked in parallel); a missing image is a problem on its CSV line.
+fn keep_existing<T: Sync>(
+    candidates: Vec<(u64, T)>,
+    path: impl Fn(&T) -> &Path + Sync,
+    csv_path: &Path,
+    problems: &mut Vec<Problem>,
+) -> Vec<T> {
+    let exists: Vec<bool> = candidates.par_iter().map(|(_, row)| path(row).is_file()).collect();
+    let mut kept = Vec::with_capacity(candidates.len());
+    for ((line, row), exists) in candidates.into_iter().zip(exists) {
+        if exists {
+            kept.push(row);
+        } else {
+            let message = format!("image {} is missing", path(&row).display());
+            problems.push(Problem { file: csv_path.to_path_buf(), line: Some(line), message });
+        }
+    }
+    kept
 }
 
 /// Reads the test part (order and images, never labels), sorted by index.
@@ -227,16 +238,7 @@ pub fn read_test(dataset: &Path) -> Result<TestSet, DataError> {
             TestSample { index, package_id: package_id.to_string(), sticker_id: sticker_id.to_string(), path },
         ));
     }
-    let exists: Vec<bool> = candidates.par_iter().map(|(_, s)| s.path.is_file()).collect();
-    let mut samples = Vec::with_capacity(candidates.len());
-    for ((line, sample), exists) in candidates.into_iter().zip(exists) {
-        if exists {
-            samples.push(sample);
-        } else {
-            let message = format!("image {} is missing", sample.path.display());
-            problems.push(Problem { file: csv_path.clone(), line: Some(line), message });
-        }
-    }
+    let mut samples = keep_existing(candidates, |s| &s.path, &csv_path, &mut problems);
     problems.sort_by_key(|p| p.line);
     samples.sort_by_key(|s| s.index);
     if samples.is_empty() {
