@@ -257,6 +257,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stale_child_is_found_by_pid_and_start_time_and_killed() {
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let id = ChildId { pid: sleeper.id(), start: process_start(sleeper.id()) };
+        // A recycled pid (another start time) is left alone.
+        let other = ChildId { pid: id.pid, start: id.start.map(|s| s + 7) };
+        assert!(!kill_stale(other, std::time::Duration::from_secs(1)).await);
+        assert!(is_same_process(id));
+        assert!(kill_stale(id, std::time::Duration::from_secs(5)).await);
+        assert!(!is_same_process(id));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(!kill_stale(id, std::time::Duration::from_secs(1)).await, "gone: nothing to kill");
+    }
+
+    #[tokio::test]
     async fn local_child_gets_its_environment_and_stops_on_term() {
         let dir = tempfile::tempdir().unwrap();
         // A stand-in program that prints its arguments and environment, then sleeps: exercises the plumbing only.

@@ -37,6 +37,12 @@ impl Hub {
         }
     }
 
+    /// How many subscribers a session has now.
+    pub fn subscribers(&self, id: &SessionId) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.get(id).map_or(0, |tx| tx.receiver_count())
+    }
+
     /// Sends the end of a run and drops the channel (subscribers see it closed after the last event).
     pub fn end(&self, id: &SessionId, state: SessionState) {
         let tx = self.channels.lock().unwrap_or_else(|e| e.into_inner()).remove(id);

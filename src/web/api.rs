@@ -541,6 +541,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn events_stream_live_lines_then_the_end() {
+        let (state, _dir) = app().await;
+        let id = queue(&state, 0, Device::Cpu).await;
+        let live = {
+            let state = state.clone();
+            let uri = format!("/api/sessions/{id}/events");
+            tokio::spawn(async move { call(&state, "GET", &uri, None).await })
+        };
+        // Publish once the stream has subscribed.
+        for _ in 0..500 {
+            if state.daemon.live.subscribers(&id) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        state.daemon.live.publish(&id, LiveEvent::Line(r#"{"v":1,"t":0,"event":"finished"}"#.into()));
+        state.daemon.live.end(&id, SessionState::Stopped);
+        let (status, body) = live.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let body = body.as_str().unwrap().to_string();
+        assert!(body.contains("event: event\ndata: {\"v\":1"), "{body}");
+        assert!(body.contains("event: end\ndata: stopped"), "{body}");
+        // A session that ended already answers with its end at once.
+        state.store().transition(&id, SessionState::Stopped, None, None).await.unwrap();
+        let (_, body) = call(&state, "GET", &format!("/api/sessions/{id}/events"), None).await;
+        assert_eq!(body.as_str().unwrap().trim(), "event: end\ndata: stopped");
+    }
+
+    #[tokio::test]
     async fn rm_refuses_active_sessions_and_removes_finished_ones_with_their_files() {
         let (state, _dir) = app().await;
         let id = queue(&state, 0, Device::Cpu).await;

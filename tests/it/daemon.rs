@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, alive, quick_spec, wait_for};
+use crate::common::{Env, alive, quick_spec, rush_exe, wait_for};
 
 const TRAIN_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -268,6 +268,16 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
     });
     let pid = env.session(&id).unwrap()["pid"].as_i64().unwrap() as u32;
     assert!(alive(pid));
+    // `logs -f` follows the log while the session runs and ends by itself when it ends.
+    let follower = std::process::Command::new(rush_exe())
+        .args(["logs", "-f", &id])
+        .env("RUSH_HOME", &env.home)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, followed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(follower.wait_with_output()));
+    std::thread::sleep(Duration::from_millis(500));
     let out = env.ok(&["stop", &id]);
     assert!(out.contains("stopped"), "{out}");
     let s = env.session(&id).unwrap();
@@ -276,6 +286,10 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
     wait_for(Duration::from_secs(10), "the child to be gone", || (!alive(pid)).then_some(()));
     assert!(env.fails(&["stop", &id]).contains("already stopped"));
     assert!(env.ok(&["logs", &id]).contains("stop requested"));
+    let followed = followed.recv_timeout(Duration::from_secs(30)).expect("logs -f ended with the session").unwrap();
+    assert!(followed.status.success());
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(followed.contains("epoch 1/50") && followed.contains("ended"), "{followed}");
 
     // Fork from checkpoint 1 with overrides: the new session starts from those weights.
     let out = env.ok(&["fork", &id, "-c", "1", "-a", "epochs=1", "-m", "forked"]);
