@@ -49,7 +49,7 @@ fn examples_parse_and_expand() {
         assert!(!specs.is_empty(), "{file}");
     }
     let cpu = Spec::parse("cpu", &examples[0].1).unwrap();
-    assert_eq!((cpu.dataset.as_str(), cpu.image_size, cpu.batch_size), ("emoji", 64, 64));
+    assert_eq!((cpu.dataset.as_str(), cpu.image_size, cpu.batch_size), ("emoji", 48, 64));
     assert_eq!(serde_json::to_value(cpu.resources.gpus).unwrap(), 0);
     assert_eq!(serde_json::to_value(cpu.precision).unwrap(), "fp32");
     let gpu = Spec::parse("gpu", &examples[1].1).unwrap();
