@@ -9,6 +9,7 @@ use clap::{Args as ClapArgs, Subcommand};
 use crate::cli::Global;
 
 pub mod decode;
+pub mod ensemble;
 pub mod spec_to_start;
 pub mod train_step;
 
@@ -28,6 +29,8 @@ pub enum Command {
     Decode(decode::Args),
     /// Training steps on inputs already on the device vs PyTorch eager (goal >= 1.0x on a GPU).
     Train(train_step::Args),
+    /// Re-ensembling cached members' test probabilities with `core::ensemble` (goal < 1 s).
+    Ensemble(ensemble::Args),
     /// Spec file saved -> child started with a free slot, through a real daemon (goal <= 1 s).
     SpecToStart(spec_to_start::Args),
 }
@@ -36,6 +39,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let row = match args.command {
         Command::Decode(a) => decode::run(&a)?,
         Command::Train(a) => train_step::run(&a)?,
+        Command::Ensemble(a) => ensemble::run(&a)?,
         Command::SpecToStart(a) => spec_to_start::run(global, &a)?,
     };
     print!("{}", table(&[row]));
