@@ -13,6 +13,14 @@ pub enum Exit {
     Signal(i32),
     /// The executor lost track of it (e.g. waiting failed).
     Unknown,
+    /// Cancelled by the cluster's scheduler at someone's request (`scancel` of a Slurm job): the session is stopped.
+    Cancelled,
+    /// Ended by the cluster before it finished (a Slurm time limit, node failure or preemption): resumable from the
+    /// last checkpoint, like a crash of the machine.
+    Interrupted,
+    /// Still running without this daemon (a Slurm job while the daemon shuts down): the session waits in the queue
+    /// and the next daemon re-attaches to the job.
+    Detached,
 }
 
 /// What the runner saw while the child ran.
@@ -43,12 +51,28 @@ pub fn decide(exit: Exit, seen: &Observed, resume: bool) -> Outcome {
     if seen.stop_requested {
         return done(SessionState::Stopped, Some("stopped by the user".into()));
     }
+    if exit == Exit::Cancelled {
+        return done(SessionState::Stopped, Some("its Slurm job was cancelled (scancel)".into()));
+    }
+    if exit == Exit::Detached {
+        let reason =
+            "the daemon shut down; its Slurm job goes on and the daemon re-attaches to it when it starts again";
+        return done(SessionState::Queued, Some(reason.into()));
+    }
     if exit == Exit::Code(0) && seen.finished {
         return done(SessionState::Succeeded, None);
     }
     if seen.shutdown {
         let state = if resume { SessionState::Queued } else { SessionState::Interrupted };
         return done(state, Some("the daemon shut down while it ran".into()));
+    }
+    if exit == Exit::Interrupted {
+        let why = "the cluster ended its job before it finished (time limit, node failure or preemption)";
+        return if resume {
+            done(SessionState::Queued, Some(format!("{why}; it resumes from its last checkpoint")))
+        } else {
+            done(SessionState::Interrupted, Some(format!("{why} (resume: false)")))
+        };
     }
     let tail = if seen.stderr_tail.is_empty() {
         String::new()
@@ -60,7 +84,9 @@ pub fn decide(exit: Exit, seen: &Observed, resume: bool) -> Outcome {
         (None, Exit::Code(0)) => "the trainer exited without a `finished` event".to_string(),
         (None, Exit::Code(code)) => format!("the trainer exited with code {code}"),
         (None, Exit::Signal(sig)) => format!("the trainer was killed by signal {sig}{}", signal_name(sig)),
-        (None, Exit::Unknown) => "the trainer's exit status was lost".to_string(),
+        (None, Exit::Unknown | Exit::Cancelled | Exit::Interrupted | Exit::Detached) => {
+            "the trainer's exit status was lost".to_string()
+        }
     };
     done(SessionState::Failed, Some(format!("{reason}{tail}")))
 }
@@ -117,5 +143,22 @@ mod tests {
         // A child that finished just as the daemon stopped still succeeded.
         let seen = Observed { shutdown: true, finished: true, ..Default::default() };
         assert_eq!(decide(Exit::Code(0), &seen, true).state, SessionState::Succeeded);
+    }
+
+    #[test]
+    fn cluster_ends_cancel_interrupt_or_detach() {
+        let none = Observed::default();
+        let o = decide(Exit::Cancelled, &none, true);
+        assert_eq!(o.state, SessionState::Stopped);
+        assert!(o.reason.unwrap().contains("scancel"));
+        let o = decide(Exit::Interrupted, &none, true);
+        assert_eq!(o.state, SessionState::Queued);
+        assert!(o.reason.unwrap().contains("resumes from its last checkpoint"));
+        assert_eq!(decide(Exit::Interrupted, &none, false).state, SessionState::Interrupted);
+        // A detached job is re-attached later whatever the spec says about resuming.
+        let seen = Observed { shutdown: true, ..Default::default() };
+        assert_eq!(decide(Exit::Detached, &seen, false).state, SessionState::Queued);
+        let seen = Observed { stop_requested: true, ..Default::default() };
+        assert_eq!(decide(Exit::Cancelled, &seen, true).reason.as_deref(), Some("stopped by the user"));
     }
 }

@@ -11,8 +11,9 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::core::outcome::Exit;
 use crate::core::queue::Device;
-use crate::core::session::{SessionId, SessionState};
+use crate::core::session::SessionId;
 
 /// Slurm text that rush could not read, or a setting Slurm would refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -274,18 +275,29 @@ impl JobStatus {
 }
 
 impl JobVerdict {
-    /// The session state this verdict puts a session in. A completed job is a success only when the trainer said
-    /// `finished`; an interrupted one goes back to the queue when the spec resumes, else it stays interrupted.
-    pub fn session_state(&self, finished: bool, resume: bool) -> SessionState {
+    /// How an ended job reads as the end of a training child, for `core::outcome::decide`: completed is exit 0 (a
+    /// success only with the trainer's `finished` event), failed its exit code or signal, cancelled a stop, and
+    /// interrupted resumable. `None` while the job waits or runs.
+    pub fn exit(&self) -> Option<Exit> {
         match self {
-            JobVerdict::Queued { .. } => SessionState::Queued,
-            JobVerdict::Running => SessionState::Running,
-            JobVerdict::Completed if finished => SessionState::Succeeded,
-            JobVerdict::Completed | JobVerdict::Failed { .. } => SessionState::Failed,
-            JobVerdict::Cancelled => SessionState::Stopped,
-            JobVerdict::Interrupted { .. } if resume => SessionState::Queued,
-            JobVerdict::Interrupted { .. } => SessionState::Interrupted,
+            JobVerdict::Queued { .. } | JobVerdict::Running => None,
+            JobVerdict::Completed => Some(Exit::Code(0)),
+            JobVerdict::Failed { exit: Some(ExitCode { code, signal: 0 }), .. } => Some(Exit::Code(*code)),
+            JobVerdict::Failed { exit: Some(ExitCode { signal, .. }), .. } => Some(Exit::Signal(*signal)),
+            JobVerdict::Failed { exit: None, .. } => Some(Exit::Unknown),
+            JobVerdict::Cancelled => Some(Exit::Cancelled),
+            JobVerdict::Interrupted { .. } => Some(Exit::Interrupted),
         }
+    }
+}
+
+/// Whether a session launched again keeps the job it recorded (`true`: re-attach, it is still its run, or its end is
+/// still to be read) or needs a new one (`false`: the job is unknown to Slurm, or was interrupted and this launch is
+/// the resume). This is what keeps a session from being submitted twice.
+pub fn keeps_recorded_job(status: Option<&JobStatus>) -> bool {
+    match status {
+        None => false,
+        Some(status) => !matches!(status.verdict(), JobVerdict::Interrupted { .. }),
     }
 }
 
@@ -370,8 +382,14 @@ pub struct SlurmConfig {
     pub cpus_per_task: u32,
     /// `--mem`: memory per node, e.g. `16G` (default: the cluster's `DefMemPerCPU`).
     pub memory: Option<String>,
-    /// Whether `resources.gpus: auto` asks Slurm for a GPU (a cluster rush sends work to usually has them).
-    pub gpu_for_auto: bool,
+    /// How many GPU sessions may be submitted at once (running or waiting in Slurm); 0 = the cluster has no GPUs
+    /// (then `resources.gpus: auto` means the CPU, and `1` is refused).
+    pub gpu_jobs: u32,
+    /// How many CPU sessions may be submitted at once.
+    pub cpu_jobs: u32,
+    /// `rush train --device` for every job, e.g. `cpu` on a test cluster whose GPUs are fake (default: the GPU Slurm
+    /// gives the job, else the CPU).
+    pub trainer_device: Option<String>,
     /// More `sbatch` options, each one word as on the command line (`--qos=high`, `--constraint=a100`).
     pub extra_args: Vec<String>,
     /// The rush binary as the compute nodes see it (default: the daemon's own binary, which must then be on a
@@ -389,7 +407,9 @@ impl Default for SlurmConfig {
             time_limit: None,
             cpus_per_task: 2,
             memory: None,
-            gpu_for_auto: true,
+            gpu_jobs: 4,
+            cpu_jobs: 4,
+            trainer_device: None,
             extra_args: vec![],
             rush_exe: None,
             poll_ms: 500,
@@ -430,6 +450,18 @@ impl SlurmConfig {
         overrides.validate("slurm")?;
         if self.poll_ms == 0 || self.poll_ms > 60_000 {
             return Err(invalid("slurm.poll_ms", format!("{} must be in 1..=60000", self.poll_ms)));
+        }
+        if self.gpu_jobs == 0 && self.cpu_jobs == 0 {
+            return Err(invalid("slurm.cpu_jobs", "0 CPU and 0 GPU jobs: nothing could ever run".into()));
+        }
+        if self.gpu_jobs > 1024 || self.cpu_jobs > 1024 {
+            return Err(invalid("slurm.gpu_jobs", "more than 1024 jobs at once".into()));
+        }
+        if let Some(d) = &self.trainer_device {
+            let ok = d == "cpu" || d == "cuda" || d.strip_prefix("cuda:").is_some_and(|i| i.parse::<u32>().is_ok());
+            if !ok {
+                return Err(invalid("slurm.trainer_device", format!("{d:?}: expected cpu, cuda or cuda:N")));
+            }
         }
         Ok(())
     }
@@ -516,6 +548,8 @@ pub fn job_output_pattern(session_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, Copy)]
 pub struct BatchJob<'a> {
     pub session: &'a SessionId,
+    /// Counts the session's submissions from 1 (a resume after a time limit is the next attempt).
+    pub attempt: u32,
     /// Tells this daemon's jobs from another's with the same session ids on the same cluster (see [`job_name`]).
     pub home_tag: &'a str,
     /// The session folder, on a file system the compute nodes share.
@@ -527,10 +561,15 @@ pub struct BatchJob<'a> {
     pub rush_exe: &'a Path,
 }
 
-/// The Slurm job name of a session: `rush:<session id>@<home tag>`, what `squeue` shows and how a restarted daemon
-/// finds a job it submitted but had not recorded.
-pub fn job_name(session: &SessionId, home_tag: &str) -> String {
-    format!("rush:{session}@{home_tag}")
+/// The Slurm job name of a session's attempt: `rush:<session id>#<attempt>@<home tag>`, what `squeue` shows and how a
+/// restarted daemon finds a job it submitted but had not recorded yet.
+pub fn job_name(session: &SessionId, attempt: u32, home_tag: &str) -> String {
+    format!("rush:{session}#{attempt}@{home_tag}")
+}
+
+/// The trainer's stderr in a Slurm job (the daemon follows it into `train.log`, as it pipes a local child's).
+pub fn job_log(session_dir: &Path) -> PathBuf {
+    session_dir.join("slurm-train.log")
 }
 
 /// A short tag for a home folder (the first 8 hex digits of the sha256 of its path).
@@ -549,7 +588,7 @@ pub fn sbatch_request(job: &BatchJob<'_>, config: &SlurmConfig, overrides: Optio
     let (session, device) = (job.session, job.device);
     let mut args = vec![
         "--parsable".to_string(),
-        format!("--job-name={}", job_name(session, job.home_tag)),
+        format!("--job-name={}", job_name(session, job.attempt, job.home_tag)),
         format!("--chdir={}", job.session_dir.display()),
         format!("--output={}", job_output_pattern(job.session_dir).display()),
         "--no-requeue".to_string(),
@@ -568,7 +607,11 @@ pub fn sbatch_request(job: &BatchJob<'_>, config: &SlurmConfig, overrides: Optio
     ];
     args.extend(pairs.into_iter().filter_map(|(flag, value)| value.map(|v| format!("{flag}={v}"))));
     args.extend(config.extra_args.iter().chain(&o.extra_args).cloned());
-    let device_arg = if device == Device::Cpu { " --device cpu" } else { "" };
+    let device_arg = match (device, &config.trainer_device) {
+        (Device::Cpu, _) => " --device cpu".to_string(),
+        (Device::Gpu, Some(d)) => format!(" --device {}", shell_quote(d)),
+        (Device::Gpu, None) => String::new(),
+    };
     let script = format!(
         "#!/bin/sh\n\
          # rush session {session}: one training run as a Slurm batch job (written by the rush daemon).\n\
@@ -661,31 +704,53 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_map_to_session_states() {
+    fn verdicts_map_to_session_states_through_the_outcome() {
+        use crate::core::outcome::{Observed, decide};
+        use crate::core::session::SessionState as S;
         let status = |state| JobStatus { state, reason: None, exit: None };
         let v = |state| status(state).verdict();
-        use SessionState as S;
-        assert_eq!(v(JobState::Pending).session_state(false, true), S::Queued);
+        // What a session becomes when its job ends so, with and without the trainer's `finished` event and resume.
+        let ends = |verdict: JobVerdict, finished: bool, resume: bool| {
+            let seen = Observed { finished, ..Default::default() };
+            decide(verdict.exit().expect("an ended job"), &seen, resume).state
+        };
+        assert_eq!(v(JobState::Pending), JobVerdict::Queued { reason: None });
+        assert_eq!(v(JobState::Pending).exit(), None);
         for st in [JobState::Running, JobState::Configuring, JobState::Completing, JobState::Suspended] {
             assert_eq!(v(st), JobVerdict::Running, "{st}");
+            assert_eq!(v(st).exit(), None);
             assert!(!st.is_final());
         }
-        assert_eq!(v(JobState::Completed).session_state(true, true), S::Succeeded);
-        assert_eq!(v(JobState::Completed).session_state(false, true), S::Failed, "no `finished` event");
-        assert_eq!(v(JobState::Failed).session_state(false, true), S::Failed);
-        assert_eq!(v(JobState::OutOfMemory).session_state(false, true), S::Failed);
-        assert_eq!(v(JobState::Cancelled).session_state(false, true), S::Stopped);
+        assert_eq!(ends(v(JobState::Completed), true, true), S::Succeeded);
+        assert_eq!(ends(v(JobState::Completed), false, true), S::Failed, "no `finished` event");
+        let failed = JobStatus { state: JobState::Failed, reason: None, exit: Some(ExitCode { code: 3, signal: 0 }) };
+        assert_eq!(failed.verdict().exit(), Some(Exit::Code(3)));
+        assert_eq!(ends(failed.verdict(), false, true), S::Failed);
+        assert_eq!(ends(v(JobState::OutOfMemory), false, true), S::Failed);
+        assert_eq!(ends(v(JobState::Cancelled), false, true), S::Stopped);
         for st in [JobState::Timeout, JobState::NodeFail, JobState::Preempted, JobState::BootFail] {
             assert!(matches!(v(st), JobVerdict::Interrupted { .. }), "{st}");
-            assert_eq!(v(st).session_state(false, true), S::Queued, "{st} resumes");
-            assert_eq!(v(st).session_state(false, false), S::Interrupted, "{st} without resume");
+            assert_eq!(ends(v(st), false, true), S::Queued, "{st} resumes");
+            assert_eq!(ends(v(st), false, false), S::Interrupted, "{st} without resume");
             assert!(st.is_final());
         }
         let JobVerdict::Interrupted { reason } = v(JobState::Timeout) else { unreachable!() };
         assert!(reason.contains("time limit"), "{reason}");
         let killed = JobStatus { state: JobState::Failed, reason: None, exit: Some(ExitCode { code: 0, signal: 9 }) };
+        assert_eq!(killed.verdict().exit(), Some(Exit::Signal(9)));
         let JobVerdict::Failed { reason, .. } = killed.verdict() else { unreachable!() };
         assert!(reason.contains("signal 9"), "{reason}");
+    }
+
+    #[test]
+    fn a_recorded_job_is_kept_unless_gone_or_interrupted() {
+        let status = |state| JobStatus { state, reason: None, exit: None };
+        for st in [JobState::Pending, JobState::Running, JobState::Completed, JobState::Failed, JobState::Cancelled] {
+            assert!(keeps_recorded_job(Some(&status(st))), "{st}: re-attach, never submit again");
+        }
+        assert!(!keeps_recorded_job(Some(&status(JobState::Timeout))), "a timed-out job is resumed by a new one");
+        assert!(!keeps_recorded_job(Some(&status(JobState::NodeFail))));
+        assert!(!keeps_recorded_job(None), "Slurm forgot it");
     }
 
     #[test]
@@ -717,6 +782,11 @@ mod tests {
         let e = err(SlurmConfig { extra_args: vec!["qos=high".into()], ..Default::default() });
         assert!(e.contains("slurm.extra_args"), "{e}");
         assert!(err(SlurmConfig { poll_ms: 0, ..Default::default() }).contains("slurm.poll_ms"));
+        assert!(err(SlurmConfig { gpu_jobs: 0, cpu_jobs: 0, ..Default::default() }).contains("slurm.cpu_jobs"));
+        let e = err(SlurmConfig { trainer_device: Some("gpu".into()), ..Default::default() });
+        assert!(e.contains("slurm.trainer_device"), "{e}");
+        let ok = SlurmConfig { trainer_device: Some("cuda:1".into()), ..Default::default() };
+        assert_eq!(ok.validate(), Ok(()));
         let ok = SlurmOverrides { memory: Some("512M".into()), time_limit: Some("1".into()), ..Default::default() };
         assert_eq!(ok.validate("slurm"), Ok(()));
         let yaml = "partition: gpu\ntime_limit: \"2:00:00\"\nextra_args: [--qos=high]\n";
@@ -741,6 +811,7 @@ mod tests {
         };
         let job = BatchJob {
             session: &session,
+            attempt: 2,
             home_tag: "0a1b2c3d",
             session_dir: dir,
             log: &log,
@@ -750,7 +821,7 @@ mod tests {
         let r = sbatch_request(&job, &config, None);
         for want in [
             "--parsable",
-            "--job-name=rush:ann/emoji/3@0a1b2c3d",
+            "--job-name=rush:ann/emoji/3#2@0a1b2c3d",
             "--chdir=/shared/rush/sessions/ann/emoji/3",
             "--output=/shared/rush/sessions/ann/emoji/3/slurm-%j.out",
             "--no-requeue",
@@ -790,6 +861,10 @@ mod tests {
         assert!(r.script.contains(" --device cpu >/dev/null"), "{}", r.script);
         let bare = sbatch_request(&cpu, &SlurmConfig::default(), None);
         assert!(!bare.args.iter().any(|a| a.starts_with("--partition") || a.starts_with("--time")));
+        let fake_gpus = SlurmConfig { trainer_device: Some("cpu".into()), ..Default::default() };
+        let r = sbatch_request(&job, &fake_gpus, None);
+        assert!(r.args.iter().any(|a| a == "--gres=gpu:1"), "the GPU is still asked for: {:?}", r.args);
+        assert!(r.script.contains(" --device 'cpu' >/dev/null"), "{}", r.script);
     }
 
     #[test]
@@ -799,7 +874,7 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_ne!(a, b);
         assert_eq!(a, home_tag(Path::new("/tmp/a/.rush")));
-        assert_eq!(job_name(&session, &a), format!("rush:local/emoji/1@{a}"));
+        assert_eq!(job_name(&session, 1, &a), format!("rush:local/emoji/1#1@{a}"));
     }
 
     #[test]

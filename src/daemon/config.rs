@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::core::queue::SlotKind;
 use crate::core::session::validate_name;
+use crate::core::slurm::SlurmConfig;
 use crate::home::Home;
 
 /// The address bound when neither file nor flag names one.
@@ -24,12 +25,13 @@ pub enum ConfigError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Where sessions run. Only the local worker pool exists today; a Slurm executor (see the README) slots in here.
+/// Where sessions run: the local worker pool, or a Slurm cluster (one batch job per session; see the README).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorKind {
     #[default]
     Local,
+    Slurm,
 }
 
 /// What a config file may say (every field optional; unknown fields are errors).
@@ -47,6 +49,8 @@ pub struct ConfigFile {
     /// Seconds a stopped child gets between SIGTERM and SIGKILL.
     pub stop_grace_secs: Option<u64>,
     pub executor: Option<ExecutorKind>,
+    /// How sessions become Slurm jobs (with `executor: slurm`).
+    pub slurm: Option<SlurmConfig>,
 }
 
 /// Flags given on the command line (`rush daemon ...`).
@@ -71,6 +75,8 @@ pub struct DaemonConfig {
     pub slots: Vec<SlotKind>,
     pub stop_grace: Duration,
     pub executor: ExecutorKind,
+    /// With `executor: slurm`; its `gpu_jobs` and `cpu_jobs` are the slots.
+    pub slurm: SlurmConfig,
 }
 
 impl ConfigFile {
@@ -117,6 +123,13 @@ impl DaemonConfig {
         }
         let mut slots: Vec<SlotKind> = gpus.into_iter().map(SlotKind::Gpu).collect();
         slots.extend((0..cpu_slots).map(SlotKind::Cpu));
+        let executor = file.executor.unwrap_or_default();
+        let slurm = file.slurm.unwrap_or_default();
+        if executor == ExecutorKind::Slurm {
+            slurm.validate().map_err(|e| ConfigError::Invalid { field: "slurm", message: e.to_string() })?;
+            // Slurm places the jobs; a slot here is a session the daemon may have submitted at once.
+            slots = (0..slurm.gpu_jobs).map(SlotKind::Gpu).chain((0..slurm.cpu_jobs).map(SlotKind::Cpu)).collect();
+        }
         Ok(DaemonConfig {
             db: file.db.unwrap_or_else(|| home.db()),
             experiments: flags.experiments.or(file.experiments).unwrap_or_else(|| PathBuf::from("experiments")),
@@ -125,7 +138,8 @@ impl DaemonConfig {
             bind,
             slots,
             stop_grace: Duration::from_secs(file.stop_grace_secs.unwrap_or(10)),
-            executor: file.executor.unwrap_or_default(),
+            executor,
+            slurm,
         })
     }
 
@@ -193,6 +207,23 @@ mod tests {
         let e = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path), ..Default::default() }, 0);
         let e = e.unwrap_err().to_string();
         assert!(e.contains("rush.yaml") && e.contains("experimnets"), "{e}");
+    }
+
+    #[test]
+    fn slurm_executor_takes_its_slots_and_settings_from_its_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rush.yaml");
+        let yaml = "executor: slurm\nslurm: {partition: gpu, gpu_jobs: 2, cpu_jobs: 1, time_limit: \"30\"}\n";
+        std::fs::write(&path, yaml).unwrap();
+        let c = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path.clone()), ..Default::default() }, 0)
+            .unwrap();
+        assert_eq!(c.executor, ExecutorKind::Slurm);
+        assert_eq!(c.slots, vec![SlotKind::Gpu(0), SlotKind::Gpu(1), SlotKind::Cpu(0)]);
+        assert_eq!((c.slurm.partition.as_deref(), c.slurm.time_limit.as_deref()), (Some("gpu"), Some("30")));
+        std::fs::write(&path, "executor: slurm\nslurm: {time_limit: soon}\n").unwrap();
+        let e = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path), ..Default::default() }, 0);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("slurm.time_limit") && e.contains("soon"), "{e}");
     }
 
     #[test]

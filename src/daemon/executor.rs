@@ -32,6 +32,8 @@ pub struct Launch {
     /// The session folder (holds `spec.yaml`).
     pub dir: PathBuf,
     pub slot: SlotKind,
+    /// The daemon's shutdown: a child that outlives the daemon (a Slurm job) detaches instead of stopping.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// How to recognise a child process later: its pid and its start time in clock ticks after boot
@@ -285,8 +287,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let exec = LocalExecutor { program: script };
-        let launch =
-            Launch { session: "local/emoji/1".parse().unwrap(), dir: dir.path().into(), slot: SlotKind::Cpu(0) };
+        let launch = Launch {
+            session: "local/emoji/1".parse().unwrap(),
+            dir: dir.path().into(),
+            slot: SlotKind::Cpu(0),
+            shutdown: Default::default(),
+        };
         let mut child = exec.launch(&launch).unwrap();
         assert!(child.id.start.is_some());
         let line = child.events.next().await.unwrap().unwrap();

@@ -195,7 +195,9 @@ impl Daemon {
                 let deadline = tokio::time::Instant::now() + self.config.stop_grace + Duration::from_secs(10);
                 loop {
                     let row = self.store.session_required(id).await?;
-                    if row.state != SessionState::Running || tokio::time::Instant::now() > deadline {
+                    // A Slurm job waiting in Slurm's queue shows as queued while its runner cancels it.
+                    let ended = row.state.is_terminal() || (row.state == SessionState::Queued && !self.has_runner(id));
+                    if ended || tokio::time::Instant::now() > deadline {
                         return Ok(row.state);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -215,6 +217,10 @@ impl Daemon {
             }
         }
         Err(DaemonError::Conflict(format!("session {id} is changing state; try again")))
+    }
+
+    fn has_runner(&self, id: &SessionId) -> bool {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).running.contains_key(id)
     }
 
     /// Deletes a finished session: its files, then its rows.
@@ -361,10 +367,12 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let config = config.prepare()?;
     let _lock = lock::HomeLock::acquire(config.home.root())?;
     let store = Store::open(&config.db).await?;
-    let executor = Arc::new(
-        executor::LocalExecutor::current_exe()
-            .map_err(|source| DaemonError::Io { path: PathBuf::from("/proc/self/exe"), source })?,
-    );
+    let exe =
+        std::env::current_exe().map_err(|source| DaemonError::Io { path: PathBuf::from("/proc/self/exe"), source })?;
+    let executor: Arc<dyn executor::Executor> = match config.executor {
+        config::ExecutorKind::Local => Arc::new(executor::LocalExecutor { program: exe }),
+        config::ExecutorKind::Slurm => Arc::new(crate::slurm::SlurmExecutor::new(&config, store.clone(), exe).await),
+    };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| DaemonError::Io { path: PathBuf::from(config.bind.to_string()), source })?;

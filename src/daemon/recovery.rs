@@ -25,6 +25,18 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
     let mut report = Report::default();
     for row in daemon.store.sessions_in(SessionState::Running).await? {
         let id = row.id.clone();
+        let slurm = daemon.store.slurm_record(&id).await?;
+        if slurm.attempt > 0 {
+            // Its Slurm job outlives the daemon: queue the session so the executor re-attaches to the job (or finds
+            // it by name) and catches up on its events from where they were read; nothing is killed or resubmitted.
+            let dir = SessionDir::new(daemon.home().session(&id));
+            let read = last_epoch_before(&dir, slurm.events_offset).await;
+            restore_epoch_metrics(daemon, &dir, &id, read).await?;
+            let reason = "the daemon restarted; re-attaching to its Slurm job";
+            daemon.store.transition(&id, SessionState::Queued, None, Some(reason)).await?;
+            report.requeued.push(id.to_string());
+            continue;
+        }
         if let Some(pid) = row.pid.and_then(|p| u32::try_from(p).ok()) {
             let child = ChildId { pid, start: row.pid_start.and_then(|s| u64::try_from(s).ok()) };
             if kill_stale(child, Duration::from_secs(10)).await {
@@ -69,6 +81,20 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
         );
     }
     Ok(report)
+}
+
+/// The last epoch whose `epoch` event lies in the first `offset` bytes of `events.jsonl` (the part already read).
+async fn last_epoch_before(dir: &SessionDir, offset: u64) -> i64 {
+    let Ok(bytes) = tokio::fs::read(dir.events()).await else { return 0 };
+    let read = &bytes[..bytes.len().min(offset as usize)];
+    String::from_utf8_lossy(read)
+        .lines()
+        .filter_map(|line| match EventLine::parse(line).ok()?.event {
+            Event::Epoch { epoch, .. } => Some(epoch as i64),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Epoch metrics of epochs up to `last` that the child reported (in `events.jsonl`) but the store never committed

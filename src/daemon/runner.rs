@@ -54,7 +54,7 @@ async fn run_inner(
     let line = format!("[rush] {id} starting on {slot} at {}\n", crate::store::now());
     let _ = log.write_all(line.as_bytes()).await;
 
-    let launch = Launch { session: id.clone(), dir: dir.root().to_path_buf(), slot };
+    let launch = Launch { session: id.clone(), dir: dir.root().to_path_buf(), slot, shutdown: daemon.shutdown.clone() };
     let mut child = daemon.executor.launch(&launch).map_err(|e| e.to_string())?;
     if let Err(e) = daemon.store.set_child(id, child.id.pid, child.id.start).await {
         tracing::error!("{id}: recording pid: {e}");
@@ -133,6 +133,9 @@ async fn run_inner(
         Exit::Code(c) => format!("exit code {c}"),
         Exit::Signal(s) => format!("signal {s}"),
         Exit::Unknown => "unknown exit".into(),
+        Exit::Cancelled => "cancelled".into(),
+        Exit::Interrupted => "interrupted by the cluster".into(),
+        Exit::Detached => "detached".into(),
     };
     let _ = log.write_all(format!("[rush] {id} ended ({exit_text}): {}\n", decided.state).as_bytes()).await;
     let _ = log.flush().await;

@@ -35,12 +35,18 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
     if queued.is_empty() {
         return Ok(());
     }
-    let slots: Vec<Slot> = {
+    let (slots, leased): (Vec<Slot>, Vec<bool>) = {
         let pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-        daemon.config.slots.iter().zip(&pool.busy).map(|(&kind, who)| Slot { kind, busy: who.is_some() }).collect()
+        let slots =
+            daemon.config.slots.iter().zip(&pool.busy).map(|(&kind, who)| Slot { kind, busy: who.is_some() }).collect();
+        // A queued session can hold a slot: a Slurm job that waits in Slurm's queue has its runner already.
+        (slots, queued.iter().map(|row| pool.running.contains_key(&row.id)).collect())
     };
     let mut waiting = Vec::new();
     for (i, row) in queued.iter().enumerate() {
+        if leased[i] {
+            continue;
+        }
         if let Some(reason) = queue::refusal(row.device, &slots) {
             daemon.store.transition(&row.id, SessionState::Failed, None, Some(&reason)).await?;
             tracing::warn!("session {} refused: {reason}", row.id);

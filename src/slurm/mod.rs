@@ -1,6 +1,8 @@
-//! Running sessions on a Slurm cluster: the edge that talks to Slurm's command-line tools. What their text means and
-//! what to submit is decided in `core::slurm`; this module only runs the commands.
+//! Running sessions on a Slurm cluster: the client over Slurm's command-line tools and the executor that makes each
+//! session one batch job. What Slurm's text means and what to submit is decided in `core::slurm`.
 
 pub mod client;
+pub mod executor;
 
 pub use client::{ClientError, SlurmClient};
+pub use executor::SlurmExecutor;

@@ -19,6 +19,7 @@ pub mod datasets;
 pub mod metrics;
 pub mod pages;
 pub mod sessions;
+pub mod slurm;
 pub mod specs;
 
 pub use checkpoints::CheckpointRow;

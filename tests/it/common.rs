@@ -90,6 +90,11 @@ impl Env {
 
     /// Starts `rush daemon` on an ephemeral port with one CPU slot and waits for its address file.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`Env::start`] with more `rush daemon` arguments (e.g. `--config FILE`).
+    pub fn start_with(&mut self, extra: &[&str]) {
         assert!(self.daemon.is_none(), "a daemon runs already");
         let addr_file = self.home.join("daemon.addr");
         let _ = std::fs::remove_file(&addr_file);
@@ -101,6 +106,7 @@ impl Env {
         let child = Command::new(rush_exe())
             .args(["daemon", "--bind", "127.0.0.1:0", "--user", "tester", "--cpu-slots", "1", "--experiments"])
             .arg(&self.experiments)
+            .args(extra)
             .env("RUSH_HOME", &self.home)
             // Two cores for the whole suite: one intra-op thread per trainer.
             .env("OMP_NUM_THREADS", "1")

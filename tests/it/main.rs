@@ -6,6 +6,7 @@ mod daemon;
 mod data;
 mod emoji;
 mod slurm;
+mod slurm_daemon;
 mod spec;
 mod submit_files;
 mod train;

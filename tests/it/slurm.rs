@@ -130,17 +130,6 @@ async fn slurm_pending_shows_its_reason_and_scancel_cancels() {
 }
 
 #[tokio::test]
-async fn slurm_a_job_past_its_time_limit_times_out() {
-    let c = client();
-    let dir = tempfile::tempdir().unwrap();
-    let id = c.submit(&job(dir.path(), &["--time=1"], "exec sleep 600")).await.unwrap();
-    // Slurm's smallest limit is a minute; the controller notices within about half a minute more.
-    let status = wait_final(&c, id, Duration::from_secs(150)).await;
-    assert_eq!(status.state, JobState::Timeout, "{status:?}");
-    assert!(matches!(status.verdict(), JobVerdict::Interrupted { .. }), "{status:?}");
-}
-
-#[tokio::test]
 async fn slurm_session_request_runs_the_trainer_command_with_its_gpu() {
     let c = client();
     let home = tempfile::tempdir().unwrap();
@@ -162,6 +151,7 @@ async fn slurm_session_request_runs_the_trainer_command_with_its_gpu() {
     let tag = rush::core::slurm::home_tag(home.path());
     let batch = BatchJob {
         session: &session,
+        attempt: 1,
         home_tag: &tag,
         session_dir: &session_dir,
         log: &log,
@@ -171,7 +161,7 @@ async fn slurm_session_request_runs_the_trainer_command_with_its_gpu() {
     let config = SlurmConfig { cpus_per_task: 1, memory: Some("256M".into()), ..Default::default() };
     let request = sbatch_request(&batch, &config, None);
     let id = c.submit(&request).await.unwrap();
-    let found = c.find_by_name(&job_name(&session, &tag)).await.unwrap();
+    let found = c.find_by_name(&job_name(&session, 1, &tag)).await.unwrap();
     assert_eq!(found.iter().map(|(j, _)| *j).collect::<Vec<_>>(), [id], "the job is found by its name");
     let status = wait_final(&c, id, Duration::from_secs(60)).await;
     assert_eq!(status.state, JobState::Completed, "{status:?}");

@@ -282,6 +282,10 @@ pub struct Spec {
     /// `count` sessions with values drawn from `space`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub random: Option<RandomSweep>,
+    /// With the daemon's Slurm executor: this spec's overrides of the daemon's `slurm:` settings (partition,
+    /// account, time limit, CPUs, memory, more sbatch options). Ignored by the local worker pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<crate::core::slurm::SlurmOverrides>,
 }
 
 impl Default for Spec {
@@ -306,6 +310,7 @@ impl Default for Spec {
             priority: 0,
             grid: None,
             random: None,
+            slurm: None,
         }
     }
 }
@@ -406,6 +411,11 @@ impl Spec {
         if self.grid.is_some() && self.random.is_some() {
             return bad("grid", "a spec may have `grid` or `random`, not both".into());
         }
+        if let Some(Err(crate::core::slurm::SlurmError::Invalid { field, message })) =
+            self.slurm.as_ref().map(|o| o.validate("slurm"))
+        {
+            return bad(&field, message);
+        }
         sweep::validate(self, file)
     }
 
@@ -469,6 +479,19 @@ mod tests {
         assert!(e.contains("optimizer.lr"), "{e}");
         let e = Spec::parse("a.yaml", "dataset: ../etc\n").unwrap_err().to_string();
         assert!(e.contains("`dataset`"), "{e}");
+    }
+
+    #[test]
+    fn slurm_overrides_are_parsed_and_checked() {
+        let s = Spec::parse("a.yaml", "dataset: emoji\nslurm: {time_limit: \"1\", memory: 2G, cpus_per_task: 1}\n")
+            .unwrap();
+        let o = s.slurm.unwrap();
+        assert_eq!((o.time_limit.as_deref(), o.memory.as_deref(), o.cpus_per_task), (Some("1"), Some("2G"), Some(1)));
+        let e = Spec::parse("a.yaml", "dataset: emoji\nslurm: {time_limit: soon}\n").unwrap_err().to_string();
+        assert!(e.contains("`slurm.time_limit`") && e.contains("soon"), "{e}");
+        assert!(Spec::parse("a.yaml", "dataset: emoji\nslurm: {qos: high}\n").is_err(), "unknown fields are errors");
+        let plain = Spec::parse("a.yaml", "dataset: emoji\n").unwrap();
+        assert!(!serde_json::to_string(&plain).unwrap().contains("slurm"), "absent overrides leave the hash alone");
     }
 
     #[test]

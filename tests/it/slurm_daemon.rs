@@ -1,0 +1,225 @@
+//! The daemon with `executor: slurm` end to end, against the real single-node cluster of `scripts/slurm-up.sh` (its
+//! `SLURM_CONF` exported by `scripts/test.sh`; without it these tests fail): real `rush train` batch jobs, real
+//! SQLite, the CLI. The cluster's two GPUs are fake, so jobs get them (`--gres=gpu:1`) and train on the CPU.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rush::core::slurm::{JobId, JobState, home_tag, job_name};
+use rush::slurm::SlurmClient;
+
+use crate::common::{Env, block_on, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A daemon on `executor: slurm`, with a tiny synthetic dataset pushed as `synth`.
+fn slurm_env() -> Env {
+    let conf = std::env::var("SLURM_CONF")
+        .expect("SLURM_CONF is not set: start the test cluster with `eval \"$(scripts/slurm-up.sh --env)\"`");
+    assert!(PathBuf::from(&conf).is_file(), "SLURM_CONF={conf} does not exist: run scripts/slurm-up.sh");
+    let mut env = Env::new();
+    let config = env.tmp.path().join("rush.yaml");
+    std::fs::write(
+        &config,
+        "executor: slurm\nslurm:\n  trainer_device: cpu  # the test cluster's GPUs are fake\n  cpus_per_task: 1\n  \
+         memory: 1G\n  gpu_jobs: 3\n  cpu_jobs: 2\n  poll_ms: 200\n",
+    )
+    .unwrap();
+    env.start_with(&["--config", config.to_str().unwrap()]);
+    env.push_synth("synth", 1);
+    env
+}
+
+/// A small spec (baseline CNN at 32 px); `extra` adds fields.
+fn spec(epochs: u32, gpus: u32, extra: &str) -> String {
+    format!(
+        "dataset: synth\nmodel: baseline_cnn\nimage_size: 32\nbatch_size: 32\nepochs: {epochs}\nprecision: fp32\n\
+         optimizer: {{name: adamw, lr: 0.003}}\nschedule: {{name: constant, warmup_epochs: 0}}\n\
+         resources: {{gpus: {gpus}}}\nseed: 3\n{extra}"
+    )
+}
+
+fn queue(env: &Env, name: &str, yaml: &str) -> Vec<String> {
+    let verdict = env.verdict(&env.drop_spec(name, yaml));
+    assert_eq!(verdict["status"], "accepted", "{verdict}");
+    verdict["sessions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// The session's Slurm job id and attempt count, as the store keeps them.
+fn job_of(env: &Env, id: &str) -> (Option<JobId>, i64) {
+    let rows: Vec<(Option<i64>, i64)> =
+        env.db(&format!("SELECT slurm_job, slurm_attempt FROM sessions WHERE id = '{id}'"));
+    (rows[0].0.map(|j| JobId(j as u64)), rows[0].1)
+}
+
+fn train_log(env: &Env, id: &str) -> String {
+    std::fs::read_to_string(env.session_dir(id).join("train.log")).unwrap_or_default()
+}
+
+fn client() -> SlurmClient {
+    SlurmClient::new(None)
+}
+
+/// Epoch-level rows of a session: (metric, epoch, value) for the epoch metrics, checkpoint epochs and event kinds.
+type Rows = (Vec<(String, i64, f64)>, Vec<(String, i64)>, Vec<(i64, String)>, Vec<String>);
+
+fn rows(env: &Env, id: &str) -> Rows {
+    let epoch_metrics = env.db(&format!(
+        "SELECT name, epoch, value FROM metrics WHERE session = '{id}' AND name IN ('val_acc', 'val_loss', \
+         'train_loss', 'train_acc') ORDER BY name, epoch"
+    ));
+    let step_counts = env.db(&format!(
+        "SELECT name, COUNT(*) FROM metrics WHERE session = '{id}' AND name IN ('loss', 'lr') GROUP BY name ORDER BY name"
+    ));
+    let checkpoints = env.db(&format!("SELECT epoch, name FROM checkpoints WHERE session = '{id}' ORDER BY epoch"));
+    let kinds: Vec<(String,)> = env.db(&format!("SELECT kind FROM events WHERE session = '{id}' ORDER BY id"));
+    (epoch_metrics, step_counts, checkpoints, kinds.into_iter().map(|k| k.0).collect())
+}
+
+#[test]
+fn slurm_daemon_runs_a_spec_to_success_with_the_rows_of_a_local_run() {
+    let mut local = Env::new();
+    local.start();
+    local.push_synth("synth", 1);
+    let slurm = slurm_env();
+    let yaml = spec(3, 0, "");
+    let on_slurm = queue(&slurm, "same.yaml", &yaml).remove(0);
+    let on_local = queue(&local, "same.yaml", &yaml).remove(0);
+    let done = slurm.wait_state(&on_slurm, "succeeded", TIMEOUT);
+    let done_local = local.wait_state(&on_local, "succeeded", TIMEOUT);
+    for field in ["state", "epoch", "best_val_acc", "device", "epochs"] {
+        assert_eq!(done[field], done_local[field], "{field}: slurm {done} vs local {done_local}");
+    }
+    let (job, attempt) = job_of(&slurm, &on_slurm);
+    let job = job.expect("the session recorded its job");
+    assert_eq!(attempt, 1);
+    let status = block_on(client().status(job)).unwrap();
+    assert_eq!(status.state, JobState::Completed);
+    let log = train_log(&slurm, &on_slurm);
+    assert!(log.contains(&format!("submitted as Slurm job {job}")) && log.contains("epoch 3/3"), "{log}");
+    // The same store rows as the local run: every epoch's metrics (same seed, same CPU: the same values), step
+    // counts, checkpoints kept, and the events in order.
+    let (a, b) = (rows(&slurm, &on_slurm), rows(&local, &on_local));
+    assert_eq!(a.0.len(), 12, "four epoch metrics for three epochs: {:?}", a.0);
+    assert_eq!(a, b, "slurm rows differ from local rows");
+    assert_eq!(a.3.first().map(String::as_str), Some("started"));
+    assert_eq!(a.3.last().map(String::as_str), Some("finished"));
+    // The same live view: `rush logs` shows what the trainer wrote.
+    let logs = slurm.ok(&["logs", &on_slurm]);
+    assert!(logs.contains("epoch 3/3"), "{logs}");
+}
+
+#[test]
+fn slurm_daemon_gives_gpu_sessions_their_own_gpu_shows_pending_as_queued_and_stop_cancels() {
+    let slurm = slurm_env();
+    // Three sessions asking for one GPU each on a node with two: two run, one waits in Slurm's queue.
+    let ids = queue(&slurm, "gpus.yaml", &spec(500, 1, "grid: {seed: [1, 2, 3]}\n"));
+    assert_eq!(ids.len(), 3);
+    let marker = "CUDA_VISIBLE_DEVICES=";
+    let (gpus, waiting) = wait_for(TIMEOUT, "two sessions on GPUs and one waiting in Slurm", || {
+        let mut gpus = Vec::new();
+        let mut waiting = Vec::new();
+        for id in &ids {
+            let log = train_log(&slurm, id);
+            if let Some(line) = log.lines().find(|l| l.contains(marker)) {
+                gpus.push(line.split(marker).nth(1)?.trim().to_string());
+            }
+            let row = slurm.session(id)?;
+            let reason = row["exit_reason"].as_str().unwrap_or_default().to_string();
+            if row["state"] == "queued" && reason.contains("Resources") {
+                waiting.push((id.clone(), reason));
+            }
+        }
+        (gpus.len() == 2 && waiting.len() == 1).then_some((gpus, waiting))
+    });
+    let mut gpus = gpus;
+    gpus.sort();
+    assert_eq!(gpus, ["0", "1"], "each running session has its own GPU");
+    let (pending, reason) = &waiting[0];
+    let (job, _) = job_of(&slurm, pending);
+    let job = job.expect("the waiting session was submitted");
+    assert!(reason.contains(&format!("waiting in Slurm's queue as job {job}")), "{reason}");
+    assert_eq!(block_on(client().status(job)).unwrap().state, JobState::Pending);
+
+    // `rush stop` is scancel, for running and waiting sessions alike.
+    for id in &ids {
+        slurm.ok(&["stop", id]);
+    }
+    for id in &ids {
+        let row = slurm.wait_state(id, "stopped", Duration::from_secs(60));
+        assert_eq!(row["exit_reason"], "stopped by the user");
+        let (job, attempt) = job_of(&slurm, id);
+        assert_eq!(attempt, 1);
+        let status = block_on(client().status(job.unwrap())).unwrap();
+        assert_eq!(status.state, JobState::Cancelled, "{id}");
+    }
+}
+
+#[test]
+fn slurm_daemon_resumes_a_session_that_reached_its_time_limit() {
+    let slurm = slurm_env();
+    // Slurm's shortest limit is a minute; the session needs longer, so its first job times out.
+    let id = queue(&slurm, "limit.yaml", &spec(1000, 0, "slurm: {time_limit: \"1\"}\ncheckpoints: {keep_best: 1}\n"))
+        .remove(0);
+    let (first, _) = wait_for(TIMEOUT, "the first job", || Some(job_of(&slurm, &id)).filter(|j| j.0.is_some()));
+    let first = first.unwrap();
+    // After the time limit: a second job (attempt 2) that resumes from the last checkpoint.
+    let second = wait_for(TIMEOUT, "a second job after the time limit", || {
+        let (job, attempt) = job_of(&slurm, &id);
+        (attempt == 2).then_some(job).flatten()
+    });
+    assert_ne!(second, first);
+    assert_eq!(block_on(client().status(first)).unwrap().state, JobState::Timeout);
+    let log = train_log(&slurm, &id);
+    assert!(log.contains(&format!("job {first} ended: the Slurm job reached its time limit")), "{log}");
+    let started: Vec<String> = wait_for(TIMEOUT, "the resumed run's started event", || {
+        let rows: Vec<(String,)> =
+            slurm.db(&format!("SELECT body FROM events WHERE session = '{id}' AND kind = 'started' ORDER BY id"));
+        (rows.len() == 2).then(|| rows.into_iter().map(|r| r.0).collect())
+    });
+    let resumed: serde_json::Value = serde_json::from_str(&started[1]).unwrap();
+    assert!(resumed["start_epoch"].as_u64().unwrap() > 1, "the second job resumes from a checkpoint: {resumed}");
+    // The epochs the first job trained are stored once each.
+    let epochs: Vec<(i64, i64)> = slurm
+        .db(&format!("SELECT epoch, COUNT(*) FROM metrics WHERE session = '{id}' AND name = 'val_acc' GROUP BY epoch"));
+    assert!(epochs.iter().all(|e| e.1 == 1), "{epochs:?}");
+    slurm.ok(&["stop", &id]);
+    slurm.wait_state(&id, "stopped", Duration::from_secs(60));
+}
+
+#[test]
+fn slurm_daemon_killed_and_restarted_reattaches_without_submitting_again() {
+    let mut slurm = slurm_env();
+    let epochs = 8;
+    let id = queue(&slurm, "long.yaml", &spec(epochs, 0, "")).remove(0);
+    wait_for(TIMEOUT, "two epochs", || train_log(&slurm, &id).contains("epoch 2/").then_some(()));
+    let (job, _) = job_of(&slurm, &id);
+    let job = job.unwrap();
+    slurm.kill_daemon();
+    // The job goes on without the daemon.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(block_on(client().status(job)).unwrap().state, JobState::Running);
+    let config = slurm.tmp.path().join("rush.yaml");
+    slurm.start_with(&["--config", config.to_str().unwrap()]);
+    let done = slurm.wait_state(&id, "succeeded", TIMEOUT);
+    assert_eq!(done["epoch"], epochs);
+    assert_eq!(job_of(&slurm, &id), (Some(job), 1), "the same job, one attempt");
+    let tag = home_tag(&slurm.home.canonicalize().unwrap());
+    let session = id.parse().unwrap();
+    let named = block_on(client().find_by_name(&job_name(&session, 1, &tag))).unwrap();
+    assert_eq!(named.iter().map(|j| j.0).collect::<Vec<_>>(), [job], "one job carries the session's name");
+    assert!(block_on(client().find_by_name(&job_name(&session, 2, &tag))).unwrap().is_empty(), "no second job");
+    assert!(train_log(&slurm, &id).contains(&format!("re-attached to Slurm job {job}")));
+    // Caught up: every epoch's metrics once, one start and one finish.
+    let val: Vec<(i64, i64)> = slurm.db(&format!(
+        "SELECT epoch, COUNT(*) FROM metrics WHERE session = '{id}' AND name = 'val_acc' GROUP BY epoch ORDER BY epoch"
+    ));
+    let expected: Vec<(i64, i64)> = (1..=epochs as i64).map(|e| (e, 1)).collect();
+    assert_eq!(val, expected);
+    let kinds: Vec<(String, i64)> =
+        slurm.db(&format!("SELECT kind, COUNT(*) FROM events WHERE session = '{id}' GROUP BY kind ORDER BY kind"));
+    let kinds: BTreeSet<(String, i64)> = kinds.into_iter().collect();
+    assert!(kinds.contains(&("started".into(), 1)) && kinds.contains(&("finished".into(), 1)), "{kinds:?}");
+    assert!(kinds.contains(&("epoch".into(), epochs as i64)), "{kinds:?}");
+}
