@@ -47,6 +47,10 @@ pub struct ConfigFile {
     /// Seconds a stopped child gets between SIGTERM and SIGKILL.
     pub stop_grace_secs: Option<u64>,
     pub executor: Option<ExecutorKind>,
+    /// The API token: needed by mutating routes (and by every route unless `public_read`); never logged.
+    pub token: Option<crate::web::auth::Token>,
+    /// Read-only pages and API routes stay open without the token (default: open on loopback, closed beyond it).
+    pub public_read: Option<bool>,
 }
 
 /// Flags given on the command line (`rush daemon ...`).
@@ -58,6 +62,8 @@ pub struct Flags {
     pub bind: Option<String>,
     pub cpu_slots: Option<u32>,
     pub gpus: Option<Vec<u32>>,
+    /// `--token` / `RUSH_TOKEN`: wins over the config file's.
+    pub token: Option<crate::web::auth::Token>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -71,6 +77,8 @@ pub struct DaemonConfig {
     pub slots: Vec<SlotKind>,
     pub stop_grace: Duration,
     pub executor: ExecutorKind,
+    /// Who may do what over HTTP (bind address, token, public reads).
+    pub access: std::sync::Arc<crate::web::auth::Access>,
 }
 
 impl ConfigFile {
@@ -126,6 +134,11 @@ impl DaemonConfig {
             slots,
             stop_grace: Duration::from_secs(file.stop_grace_secs.unwrap_or(10)),
             executor: file.executor.unwrap_or_default(),
+            access: std::sync::Arc::new(crate::web::auth::Access::new(
+                bind,
+                flags.token.or(file.token).as_ref().map(|t| t.expose()),
+                file.public_read.unwrap_or(bind.ip().is_loopback()),
+            )),
         })
     }
 

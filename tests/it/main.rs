@@ -9,3 +9,5 @@ mod slurm;
 mod spec;
 mod submit_files;
 mod train;
+mod web;
+mod web_browser;
