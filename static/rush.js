@@ -3,6 +3,7 @@
 // from escaped templates) are inserted as HTML.
 (function () {
   "use strict";
+  var cmpUpdate = null;
   function throttle(fn, ms) {
     var timer = null, again = false;
     return function () {
@@ -26,7 +27,14 @@
     var es = new EventSource(list.dataset.live);
     var sep = location.search ? "&" : "?";
     var body = list.querySelector("tbody");
-    var reload = throttle(function () { refresh(location.pathname + location.search + sep + "fragment=rows", body); }, 1000);
+    var reload = throttle(function () {
+      // Keep the compare boxes the user ticked across the refresh.
+      var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
+      refresh(location.pathname + location.search + sep + "fragment=rows", body).then(function () {
+        body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
+        if (cmpUpdate) { cmpUpdate(); }
+      });
+    }, 1000);
     es.addEventListener("open", function () { setLive(true); });
     es.addEventListener("error", function () { setLive(false); });
     es.addEventListener("changed", reload);
@@ -91,6 +99,7 @@
       if (b) { b.disabled = n < 2; b.textContent = "Compare" + (n ? " (" + n + ")" : ""); }
     };
     cmp.addEventListener("change", update);
+    cmpUpdate = update;
     update();
   }
 })();

@@ -51,7 +51,10 @@ pub fn routes() -> Router<AppState> {
         .route("/system", get(system_page))
         .route("/metrics", get(prometheus))
         .route("/login", get(login_page).post(login))
-        .route("/static/rush.css", get(|| async { asset("text/css; charset=utf-8", include_str!("../../static/rush.css")) }))
+        .route(
+            "/static/rush.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("../../static/rush.css")) }),
+        )
         .route(
             "/static/rush.js",
             get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../static/rush.js")) }),
@@ -459,9 +462,12 @@ pub async fn session_charts(state: &AppState, id: &SessionId, limit: usize) -> R
     let train_acc = store.metric_series(id, "train_acc", true, limit).await?;
     let val_acc = store.metric_series(id, "val_acc", true, limit).await?;
     let line = |label: &str, key: &str, points, dashed| Series { label: label.into(), key: key.into(), points, dashed };
-    let loss_chart = Chart::new("Loss", "step", "loss")
-        .series(line("train loss", "loss", loss, false))
-        .series(line("val loss (epoch end)", "val_loss", val_loss, true));
+    let loss_chart = Chart::new("Loss", "step", "loss").series(line("train loss", "loss", loss, false)).series(line(
+        "val loss (epoch end)",
+        "val_loss",
+        val_loss,
+        true,
+    ));
     let mut acc_chart = Chart::new("Accuracy", "epoch", "accuracy")
         .series(line("train acc", "train_acc", train_acc, false))
         .series(line("val acc", "val_acc", val_acc, true));
@@ -884,11 +890,7 @@ async fn system_page(State(state): State<AppState>) -> PageResult {
                 name: g.name,
                 util: g.util_percent,
                 mem_percent: if g.memory_total > 0 { g.memory_used * 100 / g.memory_total } else { 0 },
-                memory: format!(
-                    "{} / {}",
-                    view::bytes(g.memory_used as i64),
-                    view::bytes(g.memory_total as i64)
-                ),
+                memory: format!("{} / {}", view::bytes(g.memory_used as i64), view::bytes(g.memory_total as i64)),
                 temperature: g.temperature_c.map(|t| format!("{t} °C")).unwrap_or_default(),
             })
             .collect(),

@@ -150,9 +150,9 @@ pub async fn session_live(
     Path((user, dataset, n)): Path<(String, String, String)>,
     Query(q): Query<LiveQuery>,
 ) -> Result<impl IntoResponse, PageError> {
-    let id: SessionId = format!("{user}/{dataset}/{n}")
-        .parse()
-        .map_err(|e: crate::core::session::SessionError| PageError::from(crate::daemon::DaemonError::Invalid(e.to_string())))?;
+    let id: SessionId = format!("{user}/{dataset}/{n}").parse().map_err(|e: crate::core::session::SessionError| {
+        PageError::from(crate::daemon::DaemonError::Invalid(e.to_string()))
+    })?;
     let first = state.store().session_required(&id).await?;
     let log = SessionDir::new(state.home().session(&id)).log();
     let mut offset = match q.log_offset {

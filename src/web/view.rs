@@ -179,8 +179,12 @@ mod tests {
 
     #[test]
     fn spec_differences() {
-        let a = flatten(&serde_json::json!({"model": "resnet18", "optimizer": {"lr": 0.002, "name": "adamw"}, "epochs": 3, "session": "a"}));
-        let b = flatten(&serde_json::json!({"model": "resnet34", "optimizer": {"lr": 0.002, "name": "adamw"}, "epochs": 3, "session": "b", "seed": 1}));
+        let a = flatten(
+            &serde_json::json!({"model": "resnet18", "optimizer": {"lr": 0.002, "name": "adamw"}, "epochs": 3, "session": "a"}),
+        );
+        let b = flatten(
+            &serde_json::json!({"model": "resnet34", "optimizer": {"lr": 0.002, "name": "adamw"}, "epochs": 3, "session": "b", "seed": 1}),
+        );
         assert_eq!(a.get("optimizer.lr").map(String::as_str), Some("0.002"));
         let d = differing(&[a, b]);
         assert_eq!(

@@ -39,7 +39,12 @@ fn rush() -> Command {
 
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn artifacts() -> PathBuf {
@@ -99,7 +104,17 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let (home, exp, data) = (tmp.path().join("home"), tmp.path().join("exp"), tmp.path().join("synth"));
     run_ok(rush().args(["dataset", "synth", "--out"]).arg(&data).args([
-        "--train", "300", "--test", "60", "--classes", "8", "--width", "48", "--height", "48", "--quiet",
+        "--train",
+        "300",
+        "--test",
+        "60",
+        "--classes",
+        "8",
+        "--width",
+        "48",
+        "--height",
+        "48",
+        "--quiet",
     ]));
     run_ok(rush().arg("--home").arg(&home).args(["dataset", "push", "emoji"]).arg(&data));
 
@@ -184,7 +199,8 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     .await;
     let points = "var p = document.querySelector('#chart-loss polyline'); \
                   return p ? p.getAttribute('points').split(' ').filter(function (s) { return s; }).length : 0";
-    let lines = "return document.getElementById('log').textContent.split('\\n').filter(function (s) { return s; }).length";
+    let lines =
+        "return document.getElementById('log').textContent.split('\\n').filter(function (s) { return s; }).length";
     let (points0, lines0) = (js_number(&c, points).await.unwrap(), js_number(&c, lines).await.unwrap());
     // Without reloading: a marker set now must survive until the new point and line are seen.
     c.execute("window.__notReloaded = true; return 1", vec![]).await.unwrap();
@@ -201,6 +217,11 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     eprintln!("chart points {points0} -> {points1}, log lines {lines0} -> {lines1}");
     screenshot(&c, "dashboard-session-running.png").await;
 
+    let system = reqwest::get(format!("{base}/system")).await.unwrap().text().await.unwrap();
+    assert!(system.contains("cpu0") && system.contains("browser/emoji/1"), "the system page shows what runs where");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rush_sessions{state=\"running\"} 1"), "{metrics}");
+
     // Stop it with the button; the state changes on the page.
     c.find(Locator::Id("stop")).await.unwrap().click().await.unwrap();
     wait_for("the stopped state on the page", Duration::from_secs(60), || async {
@@ -210,7 +231,8 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     })
     .await;
     screenshot(&c, "dashboard-session-stopped.png").await;
-    let api: serde_json::Value = reqwest::get(format!("{base}/api/sessions/browser/emoji/1")).await.unwrap().json().await.unwrap();
+    let api: serde_json::Value =
+        reqwest::get(format!("{base}/api/sessions/browser/emoji/1")).await.unwrap().json().await.unwrap();
     assert!(api.to_string().contains("\"stopped\""), "{api}");
 
     // The other pages, as a person would look at them.
