@@ -889,7 +889,7 @@ async fn system_page(State(state): State<AppState>) -> PageResult {
                 index: g.index,
                 name: g.name,
                 util: g.util_percent,
-                mem_percent: if g.memory_total > 0 { g.memory_used * 100 / g.memory_total } else { 0 },
+                mem_percent: (g.memory_used * 100).checked_div(g.memory_total).unwrap_or(0),
                 memory: format!("{} / {}", view::bytes(g.memory_used as i64), view::bytes(g.memory_total as i64)),
                 temperature: g.temperature_c.map(|t| format!("{t} °C")).unwrap_or_default(),
             })
