@@ -30,8 +30,19 @@ install_torch() {
   touch "$VENV/.complete"
 }
 
+# The dashboard's browser test drives Debian's headless Chromium through chromedriver.
+install_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return; fi
+  log "installing chromium and chromium-driver (Debian packages, for the dashboard's browser test)"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2
+}
+
 install_torch
 "$(dirname "$0")/fetch-npm.sh"  # the emoji dataset's pinned npm tarballs -> $CACHE/npm
+install_browser
 TORCH_DIR="$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 
 if [ "${1:-}" = "--env" ]; then

@@ -196,6 +196,7 @@ fn daemon(global: &Global, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         bind: args.bind,
         cpu_slots: args.cpu_slots,
         gpus: args.gpus,
+        token: global.token.clone().map(crate::web::auth::Token::new),
     };
     let config = DaemonConfig::resolve(global.home.clone(), flags, detected)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;

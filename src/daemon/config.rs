@@ -51,6 +51,10 @@ pub struct ConfigFile {
     pub executor: Option<ExecutorKind>,
     /// How sessions become Slurm jobs (with `executor: slurm`).
     pub slurm: Option<SlurmConfig>,
+    /// The API token: needed by mutating routes (and by every route unless `public_read`); never logged.
+    pub token: Option<crate::web::auth::Token>,
+    /// Read-only pages and API routes stay open without the token (default: open on loopback, closed beyond it).
+    pub public_read: Option<bool>,
 }
 
 /// Flags given on the command line (`rush daemon ...`).
@@ -62,6 +66,8 @@ pub struct Flags {
     pub bind: Option<String>,
     pub cpu_slots: Option<u32>,
     pub gpus: Option<Vec<u32>>,
+    /// `--token` / `RUSH_TOKEN`: wins over the config file's.
+    pub token: Option<crate::web::auth::Token>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -77,6 +83,8 @@ pub struct DaemonConfig {
     pub executor: ExecutorKind,
     /// With `executor: slurm`; its `gpu_jobs` and `cpu_jobs` are the slots.
     pub slurm: SlurmConfig,
+    /// Who may do what over HTTP (bind address, token, public reads).
+    pub access: std::sync::Arc<crate::web::auth::Access>,
 }
 
 impl ConfigFile {
@@ -140,6 +148,11 @@ impl DaemonConfig {
             stop_grace: Duration::from_secs(file.stop_grace_secs.unwrap_or(10)),
             executor,
             slurm,
+            access: std::sync::Arc::new(crate::web::auth::Access::new(
+                bind,
+                flags.token.or(file.token).as_ref().map(|t| t.expose()),
+                file.public_read.unwrap_or(bind.ip().is_loopback()),
+            )),
         })
     }
 

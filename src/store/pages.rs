@@ -198,6 +198,22 @@ impl Store {
         .await?)
     }
 
+    /// A short text that changes whenever the sessions list would: sessions added or removed, started, finished,
+    /// progressing. Polled by the list's live stream.
+    pub async fn activity_fingerprint(&self) -> Result<String, StoreError> {
+        let (count, seq, started, finished): (i64, Option<i64>, Option<f64>, Option<f64>) =
+            sqlx::query_as("SELECT count(*), max(seq), max(started_at), max(finished_at) FROM sessions")
+                .fetch_one(&self.reader)
+                .await?;
+        let active: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(id || ':' || state || ':' || COALESCE(epoch, 0), ',') FROM sessions
+             WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(format!("{count}|{seq:?}|{started:?}|{finished:?}|{}", active.unwrap_or_default()))
+    }
+
     /// Rejected spec files, newest first: (path, error, seen at).
     pub async fn rejected_specs(&self, limit: i64) -> Result<Vec<(String, String, f64)>, StoreError> {
         Ok(sqlx::query_as(

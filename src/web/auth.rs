@@ -25,8 +25,29 @@ use subtle::ConstantTimeEq;
 /// The cookie the browser presents the token in.
 pub const TOKEN_COOKIE: &str = "rush_token";
 
+/// A configured token as read from a config file or flag: kept as given, printed as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+    /// The token itself, for [`Access::new`] only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// The access configuration of one daemon.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Access {
     /// Bound only to a loopback address (127.0.0.0/8, ::1).
     pub loopback: bool,
@@ -255,6 +276,8 @@ mod tests {
         let a = Access::new(addr("0.0.0.0:1"), Some("hunter2-token"), false);
         let s = format!("{a:?}");
         assert!(!s.contains("hunter2") && s.contains("<redacted>"), "{s}");
+        let t = format!("{:?}", Token::new("hunter2-token".into()));
+        assert!(!t.contains("hunter2"), "{t}");
     }
 
     #[test]

@@ -11,6 +11,10 @@ pub mod api;
 pub mod auth;
 pub mod chart;
 pub mod files;
+pub mod gpus;
+pub mod pages;
+pub mod sse;
+pub mod view;
 
 /// What every handler sees: the running daemon (its store, home, config, live events).
 #[derive(Debug, Clone)]
@@ -32,7 +36,12 @@ impl AppState {
     }
 }
 
-/// The whole HTTP app: the JSON API under `/api`.
+/// The whole HTTP app: the JSON API under `/api`, the dashboard's pages, and the access rule over both.
 pub fn router(state: AppState) -> Router {
-    Router::new().nest("/api", api::routes()).with_state(state)
+    let access = state.daemon.config.access.clone();
+    Router::new()
+        .nest("/api", api::routes())
+        .merge(pages::routes())
+        .layer(axum::middleware::from_fn_with_state(access, auth::guard))
+        .with_state(state)
 }

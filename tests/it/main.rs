@@ -10,3 +10,5 @@ mod slurm_daemon;
 mod spec;
 mod submit_files;
 mod train;
+mod web;
+mod web_browser;

@@ -1,0 +1,985 @@
+//! The dashboard's HTML pages (askama templates in `templates/`, escaped by default): sessions, one session with its
+//! charts, log and checkpoints, compare, the ensemble picked from checkpoints, rejected specs, datasets, system, the
+//! token form, `/metrics` for Prometheus, and the two static files. Pages read through the store; the buttons (stop,
+//! fork) go through the daemon, like the JSON API. Live updates are in [`super::sse`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AppState;
+use super::chart::{self, Chart, Series};
+use super::view::{self, Progress};
+use super::{files, gpus, sse};
+use crate::core::metric::MAX_POINTS;
+use crate::core::session::{SessionId, SessionState};
+use crate::daemon::DaemonError;
+use crate::home::SessionDir;
+use crate::store::pages::SessionPageQuery;
+use crate::store::{CheckpointRow, SessionRow, StoreError};
+
+/// Sessions per page of the list.
+pub const PAGE_SIZE: i64 = 50;
+/// Log lines the session page shows before live ones arrive.
+const LOG_TAIL_LINES: usize = 200;
+
+/// The dashboard's routes, merged into the app by [`super::router`].
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/sessions") }))
+        .route("/sessions", get(sessions_page))
+        .route("/sessions/live", get(sse::sessions_live))
+        .route("/sessions/{user}/{dataset}/{n}", get(session_page))
+        .route("/sessions/{user}/{dataset}/{n}/live", get(sse::session_live))
+        .route("/sessions/{user}/{dataset}/{n}/charts/{chart}", get(session_chart))
+        .route("/sessions/{user}/{dataset}/{n}/files/{*path}", get(session_file))
+        .route("/sessions/{user}/{dataset}/{n}/stop", post(stop))
+        .route("/sessions/{user}/{dataset}/{n}/fork", post(fork))
+        .route("/compare", get(compare_page))
+        .route("/ensemble", get(ensemble_page))
+        .route("/specs", get(specs_page))
+        .route("/datasets", get(datasets_page))
+        .route("/system", get(system_page))
+        .route("/metrics", get(prometheus))
+        .route("/login", get(login_page).post(login))
+        .route(
+            "/static/rush.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("../../static/rush.css")) }),
+        )
+        .route(
+            "/static/rush.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../static/rush.js")) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+/// A page that could not be shown: a status and a short message (escaped); internals go to the log.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn not_found(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: message.into() }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownSession(id) => PageError::not_found(format!("unknown session {id}")),
+            e => {
+                tracing::error!("dashboard: {e}");
+                Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "the database could not be read".into() }
+            }
+        }
+    }
+}
+
+impl From<DaemonError> for PageError {
+    fn from(e: DaemonError) -> Self {
+        let api = super::api::ApiError::from(e);
+        Self { status: api.status, message: api.message }
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        tracing::error!("dashboard template: {e}");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "the page could not be drawn".into() }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<!doctype html><meta charset=utf-8><title>{status}</title><link rel=stylesheet href=/static/rush.css>\
+             <main><div class=\"card error\"><h2>{status}</h2><p>{msg}</p><p><a href=\"/sessions\">Sessions</a></p>\
+             </div></main>",
+            status = self.status,
+            msg = chart::escape(&self.message)
+        );
+        (self.status, Html(body)).into_response()
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+fn html(t: &impl Template) -> PageResult {
+    Ok(Html(t.render()?).into_response())
+}
+
+fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, PageError> {
+    let raw = format!("{user}/{dataset}/{n}");
+    raw.parse().map_err(|_| PageError::bad(format!("{raw:?} is not a session id (USER/DATASET/N)")))
+}
+
+/// The header every page shares.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub nav: &'static str,
+    pub user: String,
+    pub addr: String,
+}
+
+impl Chrome {
+    fn new(state: &AppState, nav: &'static str) -> Self {
+        Self { nav, user: state.daemon.config.user.clone(), addr: state.daemon.config.bind.to_string() }
+    }
+}
+
+/// The URL of a session's page.
+pub fn session_url(id: &str) -> String {
+    format!("/sessions/{id}")
+}
+
+fn spec_json(row: &SessionRow) -> Value {
+    serde_json::from_str(&row.spec).unwrap_or(Value::Null)
+}
+
+fn spec_str(spec: &Value, field: &str) -> String {
+    match spec.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// One session as a table row shows it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub id: String,
+    pub url: String,
+    pub state: &'static str,
+    pub dataset: String,
+    pub model: String,
+    pub progress: Progress,
+    pub best: String,
+    pub where_: String,
+    pub memo: String,
+    pub queued: String,
+    pub queued_exact: String,
+}
+
+fn progress_of(row: &SessionRow, now: f64) -> Progress {
+    let running = (row.state == SessionState::Running).then_some(row.started_at).flatten();
+    // Epochs this run trained begin after the last one a previous run finished; without a record of it, the first.
+    view::progress(row.epoch, row.epochs, running, 1, now)
+}
+
+fn where_of(row: &SessionRow, positions: &HashMap<SessionId, usize>) -> String {
+    match row.state {
+        SessionState::Running => row.slot.clone().unwrap_or_default(),
+        SessionState::Queued => positions.get(&row.id).map(|p| format!("queue #{p}")).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+impl SessionView {
+    fn new(row: &SessionRow, positions: &HashMap<SessionId, usize>, now: f64) -> Self {
+        let spec = spec_json(row);
+        let id = row.id.to_string();
+        SessionView {
+            url: session_url(&id),
+            id,
+            state: row.state.as_str(),
+            dataset: row.id.dataset.clone(),
+            model: spec_str(&spec, "model"),
+            progress: progress_of(row, now),
+            best: view::percent(row.best_val_acc),
+            where_: where_of(row, positions),
+            memo: row.memo.clone(),
+            queued: view::ago(now, Some(row.queued_at)),
+            queued_exact: view::datetime(row.queued_at),
+        }
+    }
+}
+
+async fn positions_for(state: &AppState, rows: &[SessionRow]) -> Result<HashMap<SessionId, usize>, PageError> {
+    if rows.iter().any(|r| r.state == SessionState::Queued) {
+        Ok(state.daemon.queue_positions().await?)
+    } else {
+        Ok(HashMap::new())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------- sessions
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionsQuery {
+    #[serde(default)]
+    dataset: String,
+    #[serde(default)]
+    state: String,
+    before: Option<i64>,
+    after: Option<i64>,
+    fragment: Option<String>,
+}
+
+pub struct StatePill {
+    state: &'static str,
+    count: i64,
+    url: String,
+    on: bool,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsTemplate {
+    chrome: Chrome,
+    rows: Vec<SessionView>,
+    total: i64,
+    count_all: i64,
+    dataset: String,
+    state: String,
+    datasets: Vec<String>,
+    state_pills: Vec<StatePill>,
+    all_states_url: String,
+    filter_text: String,
+    newer_url: Option<String>,
+    older_url: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "session_rows.html")]
+struct SessionRowsTemplate {
+    rows: Vec<SessionView>,
+}
+
+fn list_url(dataset: &str, state: &str, cursor: Option<(&str, i64)>) -> String {
+    let mut params: Vec<(&str, String)> = Vec::new();
+    if !dataset.is_empty() {
+        params.push(("dataset", dataset.to_string()));
+    }
+    if !state.is_empty() {
+        params.push(("state", state.to_string()));
+    }
+    if let Some((k, v)) = cursor {
+        params.push((k, v.to_string()));
+    }
+    let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+    if query.is_empty() { "/sessions".into() } else { format!("/sessions?{query}") }
+}
+
+async fn sessions_page(State(state): State<AppState>, Query(q): Query<SessionsQuery>) -> PageResult {
+    let filter_state = match q.state.as_str() {
+        "" => None,
+        s => Some(s.parse::<SessionState>().map_err(PageError::bad)?),
+    };
+    let dataset = (!q.dataset.is_empty()).then(|| q.dataset.clone());
+    let page = state
+        .store()
+        .session_page(&SessionPageQuery {
+            dataset: dataset.clone(),
+            state: filter_state,
+            before: q.before,
+            after: q.after,
+            limit: PAGE_SIZE,
+        })
+        .await?;
+    let positions = positions_for(&state, &page.rows).await?;
+    let now = crate::store::now();
+    let rows: Vec<SessionView> = page.rows.iter().map(|r| SessionView::new(r, &positions, now)).collect();
+    if q.fragment.as_deref() == Some("rows") {
+        return html(&SessionRowsTemplate { rows });
+    }
+    let counts = state.store().session_counts().await?;
+    let state_pills = counts
+        .iter()
+        .map(|(s, c)| StatePill {
+            state: s.as_str(),
+            count: *c,
+            url: list_url(&q.dataset, s.as_str(), None),
+            on: Some(*s) == filter_state,
+        })
+        .collect();
+    let mut filter = Vec::new();
+    if let Some(d) = &dataset {
+        filter.push(format!("dataset {d}"));
+    }
+    if let Some(s) = filter_state {
+        filter.push(format!("status {s}"));
+    }
+    html(&SessionsTemplate {
+        chrome: Chrome::new(&state, "sessions"),
+        rows,
+        total: page.total,
+        count_all: counts.iter().map(|c| c.1).sum(),
+        datasets: state.store().session_datasets().await?,
+        state_pills,
+        all_states_url: list_url(&q.dataset, "", None),
+        filter_text: filter.join(", "),
+        newer_url: page.newer.map(|s| list_url(&q.dataset, &q.state, Some(("after", s)))),
+        older_url: page.older.map(|s| list_url(&q.dataset, &q.state, Some(("before", s)))),
+        dataset: q.dataset,
+        state: q.state,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------- one session
+
+/// A checkpoint row as the table shows it (the `model ls` columns).
+pub struct CheckpointView {
+    name: String,
+    is_best: bool,
+    modified: String,
+    modified_exact: String,
+    elapsed: String,
+    summary: String,
+    size: String,
+    download: Option<String>,
+    member: String,
+}
+
+fn checkpoint_views(row: &SessionRow, checkpoints: &[CheckpointRow], home_dir: &SessionDir) -> Vec<CheckpointView> {
+    let now = crate::store::now();
+    let best = checkpoints.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc)).map(|c| c.epoch);
+    let id = row.id.to_string();
+    checkpoints
+        .iter()
+        .map(|c| {
+            let mut summary = format!("val acc {}", view::percent(Some(c.val_acc)));
+            if let Some(l) = c.val_loss {
+                summary.push_str(&format!(", val loss {}", view::number(l)));
+            }
+            if let Some(l) = c.train_loss {
+                summary.push_str(&format!(", train loss {}", view::number(l)));
+            }
+            // Offer the download only for a file inside the session folder (the safe file route serves no other).
+            let download = std::path::Path::new(&c.path)
+                .strip_prefix(home_dir.root())
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(|rel| format!("{}/files/{rel}", session_url(&id)));
+            CheckpointView {
+                name: c.name.clone(),
+                is_best: Some(c.epoch) == best,
+                modified: view::ago(now, Some(c.created_at)),
+                modified_exact: view::datetime(c.created_at),
+                elapsed: row.started_at.map(|s| view::duration(c.created_at - s)).unwrap_or_default(),
+                summary,
+                size: view::bytes(c.bytes),
+                download,
+                member: format!("{id}:{}", c.name),
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "session.html")]
+struct SessionTemplate {
+    chrome: Chrome,
+    id: String,
+    base: String,
+    live_url: String,
+    state: &'static str,
+    terminal: bool,
+    memo: String,
+    error: Option<String>,
+    dataset: String,
+    dataset_q: String,
+    model: String,
+    progress: Progress,
+    progress_text: String,
+    best: String,
+    where_: String,
+    queued: String,
+    queued_exact: String,
+    started: String,
+    elapsed: String,
+    last_step: String,
+    fork_of: Option<(String, String)>,
+    reason: String,
+    chart_loss: String,
+    chart_accuracy: String,
+    log_tail: String,
+    checkpoints: Vec<CheckpointView>,
+    fork_choices: Vec<String>,
+    spec_text: String,
+}
+
+#[derive(Template)]
+#[template(path = "checkpoint_rows.html")]
+struct CheckpointRowsTemplate {
+    checkpoints: Vec<CheckpointView>,
+}
+
+/// The live summary the session page shows (also sent as the SSE `state` event).
+pub fn progress_text(p: &Progress) -> String {
+    let mut s = format!("epoch {} of {}", p.done, p.total);
+    if !p.eta.is_empty() {
+        s.push_str(" · ");
+        s.push_str(&p.eta);
+    }
+    s
+}
+
+/// The last `lines` lines of a log file and its length (where a live tail continues from).
+pub async fn log_tail(path: &std::path::Path, lines: usize) -> (String, u64) {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return (String::new(), 0) };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return (String::new(), 0);
+    }
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    if (&mut file).take(len - start).read_to_end(&mut buf).await.is_err() {
+        return (String::new(), 0);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    // A window that starts mid-line drops its first, partial line.
+    let text = if start > 0 { text.split_once('\n').map(|(_, rest)| rest).unwrap_or("") } else { &text };
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    (if tail.is_empty() { tail } else { tail + "\n" }, len)
+}
+
+/// The two charts of a session: loss per step (with validation loss at each epoch's end), accuracy per epoch.
+pub async fn session_charts(state: &AppState, id: &SessionId, limit: usize) -> Result<(Chart, Chart), StoreError> {
+    let store = state.store();
+    let loss = store.metric_series(id, "loss", false, limit).await?;
+    let val_loss = store.metric_series(id, "val_loss", false, limit).await?;
+    let train_acc = store.metric_series(id, "train_acc", true, limit).await?;
+    let val_acc = store.metric_series(id, "val_acc", true, limit).await?;
+    let line = |label: &str, key: &str, points, dashed| Series { label: label.into(), key: key.into(), points, dashed };
+    let loss_chart = Chart::new("Loss", "step", "loss").series(line("train loss", "loss", loss, false)).series(line(
+        "val loss (epoch end)",
+        "val_loss",
+        val_loss,
+        true,
+    ));
+    let mut acc_chart = Chart::new("Accuracy", "epoch", "accuracy")
+        .series(line("train acc", "train_acc", train_acc, false))
+        .series(line("val acc", "val_acc", val_acc, true));
+    acc_chart.y_range = Some((0.0, 1.0));
+    Ok((loss_chart, acc_chart))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionQuery {
+    fragment: Option<String>,
+    error: Option<String>,
+}
+
+async fn session_page(
+    State(state): State<AppState>,
+    Path((user, dataset, n)): Path<(String, String, String)>,
+    Query(q): Query<SessionQuery>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    let row = state.store().session_required(&id).await?;
+    let dir = SessionDir::new(state.home().session(&id));
+    let checkpoints = state.store().checkpoints(&id).await?;
+    let views = checkpoint_views(&row, &checkpoints, &dir);
+    if q.fragment.as_deref() == Some("checkpoints") {
+        return html(&CheckpointRowsTemplate { checkpoints: views });
+    }
+    let now = crate::store::now();
+    let positions = positions_for(&state, std::slice::from_ref(&row)).await?;
+    let spec = spec_json(&row);
+    let (loss, acc) = session_charts(&state, &id, MAX_POINTS).await?;
+    let (log, offset) = log_tail(&dir.log(), LOG_TAIL_LINES).await;
+    let spec_text = match tokio::fs::read_to_string(dir.spec()).await {
+        Ok(text) => text,
+        Err(_) => serde_json::to_string_pretty(&spec).unwrap_or_default(),
+    };
+    let last_step = match state.store().last_metric(&id, "loss").await? {
+        Some((step, _, loss)) => format!("step {step} · loss {loss:.4}"),
+        None => String::new(),
+    };
+    let progress = progress_of(&row, now);
+    let elapsed = match (row.started_at, row.finished_at) {
+        (Some(s), Some(f)) => view::duration(f - s),
+        (Some(s), None) if row.state == SessionState::Running => view::duration(now - s),
+        _ => String::new(),
+    };
+    let base = session_url(&id.to_string());
+    html(&SessionTemplate {
+        chrome: Chrome::new(&state, "sessions"),
+        live_url: format!("{base}/live?log_offset={offset}"),
+        id: id.to_string(),
+        state: row.state.as_str(),
+        terminal: row.state.is_terminal(),
+        memo: row.memo.clone(),
+        error: q.error,
+        dataset_q: serde_urlencoded::to_string([("", &id.dataset)])
+            .map(|s| s.trim_start_matches('=').to_string())
+            .unwrap_or_default(),
+        dataset: id.dataset.clone(),
+        model: spec_str(&spec, "model"),
+        progress_text: progress_text(&progress),
+        progress,
+        best: view::percent(row.best_val_acc),
+        where_: where_of(&row, &positions),
+        queued: view::ago(now, Some(row.queued_at)),
+        queued_exact: view::datetime(row.queued_at),
+        started: row.started_at.map(view::datetime).unwrap_or_default(),
+        elapsed,
+        last_step,
+        fork_of: row.fork_of.as_ref().map(|f| {
+            let session = f.rsplit_once(':').map(|(s, _)| s).unwrap_or(f);
+            (session_url(session), f.clone())
+        }),
+        reason: row.exit_reason.clone().unwrap_or_default(),
+        chart_loss: chart::render(&loss),
+        chart_accuracy: chart::render(&acc),
+        log_tail: log,
+        fork_choices: checkpoints.iter().rev().map(|c| c.name.clone()).collect(),
+        checkpoints: views,
+        spec_text,
+        base,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChartQuery {
+    /// At most this many points per line (capped at 1,000).
+    points: Option<usize>,
+}
+
+async fn session_chart(
+    State(state): State<AppState>,
+    Path((user, dataset, n, which)): Path<(String, String, String, String)>,
+    Query(q): Query<ChartQuery>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    state.store().session_required(&id).await?;
+    let limit = q.points.unwrap_or(MAX_POINTS).clamp(2, MAX_POINTS);
+    let (loss, acc) = session_charts(&state, &id, limit).await?;
+    let chart = match which.as_str() {
+        "loss.svg" => loss,
+        "accuracy.svg" => acc,
+        other => return Err(PageError::not_found(format!("no chart {other:?} (loss.svg, accuracy.svg)"))),
+    };
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], chart::render(&chart))
+        .into_response())
+}
+
+async fn session_file(
+    State(state): State<AppState>,
+    Path((user, dataset, n, path)): Path<(String, String, String, String)>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    state.store().session_required(&id).await?;
+    Ok(files::serve(&state.home().session(&id), &path).await)
+}
+
+async fn stop(State(state): State<AppState>, Path((user, dataset, n)): Path<(String, String, String)>) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    let url = session_url(&id.to_string());
+    Ok(match state.daemon.stop_session(&id).await {
+        Ok(_) => Redirect::to(&url).into_response(),
+        Err(e) => back_with_error(&url, &PageError::from(e).message),
+    })
+}
+
+fn back_with_error(url: &str, message: &str) -> Response {
+    let q = serde_urlencoded::to_string([("error", message)]).unwrap_or_default();
+    Redirect::to(&format!("{url}?{q}")).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ForkForm {
+    checkpoint: String,
+    #[serde(default)]
+    args: String,
+    #[serde(default)]
+    memo: String,
+}
+
+async fn fork(
+    State(state): State<AppState>,
+    Path((user, dataset, n)): Path<(String, String, String)>,
+    Form(form): Form<ForkForm>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    let url = session_url(&id.to_string());
+    let memo = (!form.memo.is_empty()).then_some(form.memo.as_str());
+    Ok(match state.daemon.fork(&id, &form.checkpoint, Some(&form.args), memo).await {
+        Ok(new) => Redirect::to(&session_url(&new.to_string())).into_response(),
+        Err(e) => back_with_error(&url, &PageError::from(e).message),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------- compare
+
+#[derive(Template)]
+#[template(path = "compare.html")]
+struct CompareTemplate {
+    chrome: Chrome,
+    ids_text: String,
+    errors: Vec<String>,
+    sessions: Vec<SessionView>,
+    chart_loss: String,
+    chart_val: String,
+    differing: Vec<(String, Vec<String>)>,
+}
+
+/// The values of a repeated query parameter (`s=a&s=b`), plus whitespace/comma separated ones in `ids`.
+fn repeated(raw: Option<&str>, key: &str) -> Vec<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+    pairs
+        .into_iter()
+        .filter(|(k, _)| k == key || k == "ids")
+        .flat_map(|(_, v)| v.split([' ', ',', '\n', '\t']).map(str::to_string).collect::<Vec<_>>())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+async fn compare_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
+    let wanted = repeated(raw.as_deref(), "s");
+    let mut errors = Vec::new();
+    let mut ids = Vec::new();
+    for w in wanted.iter().take(10) {
+        match w.parse::<SessionId>() {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if wanted.len() > 10 {
+        errors.push(format!("{} sessions asked; the first 10 are compared", wanted.len()));
+    }
+    let rows = state.store().sessions_by_id(&ids).await?;
+    for id in &ids {
+        if !rows.iter().any(|r| &r.id == id) {
+            errors.push(format!("unknown session {id}"));
+        }
+    }
+    let now = crate::store::now();
+    let positions = positions_for(&state, &rows).await?;
+    let mut loss = Chart::new("Train loss", "step", "loss");
+    let mut val = Chart::new("Validation accuracy", "epoch", "accuracy");
+    val.y_range = Some((0.0, 1.0));
+    for r in &rows {
+        let label = format!("{} {}", r.id, spec_str(&spec_json(r), "model"));
+        let key = r.id.to_string();
+        let points = state.store().metric_series(&r.id, "loss", false, MAX_POINTS).await?;
+        loss.series.push(Series { label: label.clone(), key: key.clone(), points, dashed: false });
+        let points = state.store().metric_series(&r.id, "val_acc", true, MAX_POINTS).await?;
+        val.series.push(Series { label, key, points, dashed: false });
+    }
+    let flat: Vec<_> = rows.iter().map(|r| view::flatten(&spec_json(r))).collect();
+    html(&CompareTemplate {
+        chrome: Chrome::new(&state, "compare"),
+        ids_text: ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+        errors,
+        sessions: rows.iter().map(|r| SessionView::new(r, &positions, now)).collect(),
+        chart_loss: chart::render(&loss),
+        chart_val: chart::render(&val),
+        differing: if rows.len() > 1 { view::differing(&flat) } else { Vec::new() },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------- ensemble
+
+pub struct MemberView {
+    member: String,
+    session: String,
+    url: String,
+    model: String,
+    name: String,
+    epoch: i64,
+    val_acc: String,
+    val_loss: String,
+    size: String,
+}
+
+#[derive(Template)]
+#[template(path = "ensemble.html")]
+struct EnsembleTemplate {
+    chrome: Chrome,
+    errors: Vec<String>,
+    members: Vec<MemberView>,
+    command: String,
+}
+
+async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
+    let mut errors = Vec::new();
+    let mut members = Vec::new();
+    for m in repeated(raw.as_deref(), "m").into_iter().take(50) {
+        let Some((sid, name)) = m.rsplit_once(':') else {
+            errors.push(format!("{m:?} is not SESSION:CHECKPOINT"));
+            continue;
+        };
+        let Ok(id) = sid.parse::<SessionId>() else {
+            errors.push(format!("{sid:?} is not a session id"));
+            continue;
+        };
+        let Some(row) = state.store().session(&id).await? else {
+            errors.push(format!("unknown session {id}"));
+            continue;
+        };
+        let checkpoints = state.store().checkpoints(&id).await?;
+        let Some(c) = checkpoints.iter().find(|c| c.name == name) else {
+            errors.push(format!("session {id} has no checkpoint {name}"));
+            continue;
+        };
+        members.push(MemberView {
+            member: m.clone(),
+            session: id.to_string(),
+            url: session_url(&id.to_string()),
+            model: spec_str(&spec_json(&row), "model"),
+            name: c.name.clone(),
+            epoch: c.epoch,
+            val_acc: view::percent(Some(c.val_acc)),
+            val_loss: c.val_loss.map(view::number).unwrap_or_default(),
+            size: view::bytes(c.bytes),
+        });
+    }
+    let command = format!("rush submit {}", members.iter().map(|m| m.member.as_str()).collect::<Vec<_>>().join(" "));
+    html(&EnsembleTemplate { chrome: Chrome::new(&state, "sessions"), errors, members, command })
+}
+
+// ---------------------------------------------------------------------------------------------------- specs, datasets
+
+pub struct RejectedView {
+    path: String,
+    error: String,
+    seen: String,
+    seen_exact: String,
+}
+
+#[derive(Template)]
+#[template(path = "specs.html")]
+struct SpecsTemplate {
+    chrome: Chrome,
+    specs: Vec<RejectedView>,
+}
+
+async fn specs_page(State(state): State<AppState>) -> PageResult {
+    let now = crate::store::now();
+    let specs = state
+        .store()
+        .rejected_specs(500)
+        .await?
+        .into_iter()
+        .map(|(path, error, seen)| RejectedView {
+            path,
+            error,
+            seen: view::ago(now, Some(seen)),
+            seen_exact: view::datetime(seen),
+        })
+        .collect();
+    html(&SpecsTemplate { chrome: Chrome::new(&state, "specs"), specs })
+}
+
+pub struct DatasetView {
+    name: String,
+    train: i64,
+    classes: i64,
+    test: i64,
+    registered: String,
+    registered_exact: String,
+    sessions_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "datasets.html")]
+struct DatasetsTemplate {
+    chrome: Chrome,
+    datasets: Vec<DatasetView>,
+}
+
+async fn datasets_page(State(state): State<AppState>) -> PageResult {
+    let now = crate::store::now();
+    let datasets = state
+        .store()
+        .datasets()
+        .await?
+        .into_iter()
+        .map(|d| DatasetView {
+            sessions_url: list_url(&d.name, "", None),
+            train: d.train_images,
+            classes: d.classes,
+            test: d.test_images,
+            registered: view::ago(now, Some(d.registered_at)),
+            registered_exact: view::datetime(d.registered_at),
+            name: d.name,
+        })
+        .collect();
+    html(&DatasetsTemplate { chrome: Chrome::new(&state, "datasets"), datasets })
+}
+
+// ---------------------------------------------------------------------------------------------------- system
+
+pub struct SlotRow {
+    slot: String,
+    session: String,
+    url: Option<String>,
+    state: &'static str,
+    progress: String,
+}
+
+pub struct GpuView {
+    index: u32,
+    name: String,
+    util: u32,
+    mem_percent: u64,
+    memory: String,
+    temperature: String,
+}
+
+#[derive(Template)]
+#[template(path = "system.html")]
+struct SystemTemplate {
+    chrome: Chrome,
+    home: String,
+    experiments: String,
+    queue_depth: i64,
+    slots: Vec<SlotRow>,
+    counts: Vec<(&'static str, i64)>,
+    gpus: Vec<GpuView>,
+    gpu_note: Option<String>,
+}
+
+async fn system_page(State(state): State<AppState>) -> PageResult {
+    let now = crate::store::now();
+    let mut slots = Vec::new();
+    for s in state.daemon.slots() {
+        let row = match s.session.as_deref().and_then(|id| id.parse::<SessionId>().ok()) {
+            Some(id) => state.store().session(&id).await?,
+            None => None,
+        };
+        slots.push(SlotRow {
+            slot: s.slot,
+            url: s.session.as_deref().map(session_url),
+            session: s.session.unwrap_or_default(),
+            state: row.as_ref().map(|r| r.state.as_str()).unwrap_or(""),
+            progress: row.as_ref().map(|r| progress_text(&progress_of(r, now))).unwrap_or_default(),
+        });
+    }
+    let counts = state.store().session_counts().await?;
+    let queue_depth = counts.iter().find(|c| c.0 == SessionState::Queued).map(|c| c.1).unwrap_or(0);
+    let (gpus, gpu_note) = match tokio::task::spawn_blocking(gpus::sample).await {
+        Ok(gpus::GpuReport::Gpus(list)) => (list, None),
+        Ok(gpus::GpuReport::Unavailable(why)) => (Vec::new(), Some(why)),
+        Err(e) => (Vec::new(), Some(format!("GPU probe failed: {e}"))),
+    };
+    html(&SystemTemplate {
+        chrome: Chrome::new(&state, "system"),
+        home: state.home().root().display().to_string(),
+        experiments: state.daemon.config.experiments.display().to_string(),
+        queue_depth,
+        slots,
+        counts: counts.into_iter().map(|(s, c)| (s.as_str(), c)).collect(),
+        gpus: gpus
+            .into_iter()
+            .map(|g| GpuView {
+                index: g.index,
+                name: g.name,
+                util: g.util_percent,
+                mem_percent: (g.memory_used * 100).checked_div(g.memory_total).unwrap_or(0),
+                memory: format!("{} / {}", view::bytes(g.memory_used as i64), view::bytes(g.memory_total as i64)),
+                temperature: g.temperature_c.map(|t| format!("{t} °C")).unwrap_or_default(),
+            })
+            .collect(),
+        gpu_note,
+    })
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+async fn prometheus(State(state): State<AppState>) -> PageResult {
+    use std::fmt::Write;
+    let counts = state.store().session_counts().await?;
+    let rows = state.store().metric_rows_written().await?;
+    let slots = state.daemon.slots();
+    let mut out = String::new();
+    out.push_str("# HELP rush_sessions Sessions by state.\n# TYPE rush_sessions gauge\n");
+    for (s, c) in &counts {
+        let _ = writeln!(out, "rush_sessions{{state=\"{s}\"}} {c}");
+    }
+    let queued = counts.iter().find(|c| c.0 == SessionState::Queued).map(|c| c.1).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP rush_queue_depth Sessions waiting for a slot.\n# TYPE rush_queue_depth gauge\nrush_queue_depth {queued}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rush_metric_rows_written_total Metric rows written to the store.\n\
+         # TYPE rush_metric_rows_written_total counter\nrush_metric_rows_written_total {rows}"
+    );
+    out.push_str("# HELP rush_slot_busy Whether a worker slot runs a session.\n# TYPE rush_slot_busy gauge\n");
+    for s in &slots {
+        let _ = writeln!(out, "rush_slot_busy{{slot=\"{}\"}} {}", label(&s.slot), u8::from(s.session.is_some()));
+    }
+    if let Ok(gpus::GpuReport::Gpus(list)) = tokio::task::spawn_blocking(gpus::sample).await {
+        out.push_str("# HELP rush_gpu_utilization_percent GPU utilisation (NVML).\n");
+        out.push_str("# TYPE rush_gpu_utilization_percent gauge\n");
+        for g in &list {
+            let _ = writeln!(
+                out,
+                "rush_gpu_utilization_percent{{gpu=\"{}\",name=\"{}\"}} {}",
+                g.index,
+                label(&g.name),
+                g.util_percent
+            );
+        }
+        out.push_str("# HELP rush_gpu_memory_used_bytes GPU memory in use (NVML).\n");
+        out.push_str("# TYPE rush_gpu_memory_used_bytes gauge\n");
+        for g in &list {
+            let _ = writeln!(out, "rush_gpu_memory_used_bytes{{gpu=\"{}\"}} {}", g.index, g.memory_used);
+        }
+        out.push_str("# HELP rush_gpu_memory_total_bytes GPU memory installed (NVML).\n");
+        out.push_str("# TYPE rush_gpu_memory_total_bytes gauge\n");
+        for g in &list {
+            let _ = writeln!(out, "rush_gpu_memory_total_bytes{{gpu=\"{}\"}} {}", g.index, g.memory_total);
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------------- login
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginTemplate {
+    chrome: Chrome,
+    failed: bool,
+}
+
+async fn login_page(State(state): State<AppState>) -> PageResult {
+    html(&LoginTemplate { chrome: Chrome::new(&state, ""), failed: false })
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> PageResult {
+    let access: &Arc<super::auth::Access> = &state.daemon.config.access;
+    if access.token_matches(&form.token) && !super::auth::is_cross_site(&headers) {
+        return Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, "/sessions".to_string()), (header::SET_COOKIE, super::auth::token_cookie(&form.token))],
+        )
+            .into_response());
+    }
+    let page = LoginTemplate { chrome: Chrome::new(&state, ""), failed: true }.render()?;
+    Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response())
+}

@@ -1,0 +1,105 @@
+// rush dashboard: live updates over Server-Sent Events. No framework, no build step.
+// Text from the server is inserted with textContent; only the server's own SVG charts and table fragments (rendered
+// from escaped templates) are inserted as HTML.
+(function () {
+  "use strict";
+  var cmpUpdate = null;
+  function throttle(fn, ms) {
+    var timer = null, again = false;
+    return function () {
+      if (timer) { again = true; return; }
+      fn();
+      timer = setTimeout(function () { timer = null; if (again) { again = false; fn(); } }, ms);
+    };
+  }
+  function refresh(url, target) {
+    return fetch(url, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) { if (html !== null && target) { target.innerHTML = html; } });
+  }
+  function setLive(on) {
+    var dot = document.getElementById("live");
+    if (dot) { dot.classList.toggle("on", on); dot.textContent = on ? "live" : "not live"; }
+  }
+
+  // The sessions list: refresh the rows when the daemon reports a change.
+  var list = document.getElementById("sessions");
+  if (list && list.dataset.live) {
+    var es = new EventSource(list.dataset.live);
+    var sep = location.search ? "&" : "?";
+    var body = list.querySelector("tbody");
+    var reload = throttle(function () {
+      // Keep the compare boxes the user ticked across the refresh.
+      var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
+      refresh(location.pathname + location.search + sep + "fragment=rows", body).then(function () {
+        body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
+        if (cmpUpdate) { cmpUpdate(); }
+      });
+    }, 1000);
+    es.addEventListener("open", function () { setLive(true); });
+    es.addEventListener("error", function () { setLive(false); });
+    es.addEventListener("changed", reload);
+  }
+
+  // One session: charts, log tail, state, checkpoints.
+  var page = document.getElementById("session");
+  if (page && page.dataset.live) {
+    var base = page.dataset.base;
+    var charts = {
+      loss: throttle(function () { refresh(base + "/charts/loss.svg", document.getElementById("chart-loss")); }, 1500),
+      accuracy: throttle(function () { refresh(base + "/charts/accuracy.svg", document.getElementById("chart-accuracy")); }, 1500)
+    };
+    var log = document.getElementById("log");
+    var stream = new EventSource(page.dataset.live);
+    stream.addEventListener("open", function () { setLive(true); });
+    stream.addEventListener("error", function () { setLive(false); });
+    stream.addEventListener("step", function (e) {
+      var d = JSON.parse(e.data);
+      var s = document.getElementById("step-now");
+      if (s) { s.textContent = "step " + d.step + " · loss " + Number(d.loss).toFixed(4); }
+      charts.loss();
+    });
+    stream.addEventListener("epoch", function () { charts.accuracy(); charts.loss(); });
+    stream.addEventListener("log", function (e) {
+      if (!log) { return; }
+      var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.appendChild(document.createTextNode(e.data + "\n"));
+      while (log.childNodes.length > 2000) { log.removeChild(log.firstChild); }
+      if (atBottom) { log.scrollTop = log.scrollHeight; }
+    });
+    stream.addEventListener("checkpoint", function () {
+      refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
+    });
+    stream.addEventListener("state", function (e) {
+      var d = JSON.parse(e.data);
+      var badge = document.getElementById("state");
+      if (badge) { badge.className = "badge " + d.state; badge.textContent = d.state; }
+      var bar = document.getElementById("progress-bar");
+      if (bar) { bar.className = "bar " + d.state; bar.firstElementChild.style.width = d.percent + "%"; }
+      var text = document.getElementById("progress-text");
+      if (text) { text.textContent = d.progress; }
+      var best = document.getElementById("best");
+      if (best) { best.textContent = d.best; }
+      var reason = document.getElementById("reason");
+      if (reason) { reason.textContent = d.reason; }
+      var stop = document.getElementById("stop");
+      if (stop) { stop.disabled = d.terminal; }
+    });
+    stream.addEventListener("end", function () {
+      stream.close(); setLive(false); charts.loss(); charts.accuracy();
+      refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
+    });
+  }
+
+  // Compare: at least two sessions chosen before the button works.
+  var cmp = document.getElementById("compare-form");
+  if (cmp) {
+    var update = function () {
+      var n = cmp.querySelectorAll("input[name=s]:checked").length;
+      var b = document.getElementById("compare-button");
+      if (b) { b.disabled = n < 2; b.textContent = "Compare" + (n ? " (" + n + ")" : ""); }
+    };
+    cmp.addEventListener("change", update);
+    cmpUpdate = update;
+    update();
+  }
+})();

@@ -1,0 +1,561 @@
+//! The dashboard through its router (`tower::ServiceExt::oneshot`, no socket): every page and route answers, hostile
+//! names are escaped everywhere, charts stay within the point limit, file routes stay in the session folder, the
+//! token rule holds for every mutating route, and the live streams carry steps, log lines and state changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::StreamExt;
+use tower::ServiceExt;
+
+use rush::core::event::{Event, EventLine};
+use rush::core::queue::Device;
+use rush::core::session::{SessionId, SessionState};
+use rush::daemon::Daemon;
+use rush::daemon::config::{DaemonConfig, Flags};
+use rush::daemon::executor::LocalExecutor;
+use rush::daemon::live::LiveEvent;
+use rush::home::SessionDir;
+use rush::store::{CheckpointRow, DatasetRow, MetricRow, NewSession, Store};
+use rush::web::auth::Access;
+use rush::web::{AppState, router};
+
+const HOSTILE_MEMO: &str = "<script>alert(1)</script>";
+const HOSTILE_SPEC: &str = "exp/\"quo'te\"<b>bold</b>.yaml";
+
+struct Fixture {
+    state: AppState,
+    _dir: tempfile::TempDir,
+    running: SessionId,
+    queued: SessionId,
+}
+
+async fn fixture_with(access: Option<Access>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = Flags {
+        experiments: Some(dir.path().join("exp")),
+        user: Some("tester".into()),
+        cpu_slots: Some(1),
+        gpus: Some(vec![]),
+        ..Default::default()
+    };
+    let mut config =
+        DaemonConfig::resolve(rush::home::Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+    if let Some(a) = access {
+        config.access = Arc::new(a);
+    }
+    let store = Store::open(&config.db).await.unwrap();
+    let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() }));
+    let state = AppState::new(daemon);
+    let store = state.store();
+    store
+        .upsert_dataset(&DatasetRow {
+            name: "emoji".into(),
+            path: "/x".into(),
+            train_images: 300,
+            classes: 8,
+            test_images: 60,
+            registered_at: 1.0,
+        })
+        .await
+        .unwrap();
+    let new = |memo: &str| NewSession {
+        user: "tester".into(),
+        dataset: "emoji".into(),
+        memo: memo.into(),
+        priority: 0,
+        device: Device::Cpu,
+        epochs: 5,
+        fork_of: None,
+    };
+    let home = state.home().clone();
+    let resolved = move |yaml: String| {
+        let home = home.clone();
+        move |id: &SessionId, _: usize| {
+            let spec = rush::core::spec::Spec::parse("test.yaml", &yaml).unwrap();
+            let resolved = rush::core::spec::ResolvedSpec {
+                session: id.to_string(),
+                dataset_path: home.dataset("emoji"),
+                init_from: None,
+                spec,
+            };
+            serde_json::to_string(&resolved).unwrap()
+        }
+    };
+    let yaml = |model: &str, lr: f64| {
+        format!("dataset: emoji\nmodel: {model}\nepochs: 5\noptimizer: {{name: sgd, lr: {lr}}}\n")
+    };
+    let running =
+        store.enqueue(None, &[new(HOSTILE_MEMO)], resolved(yaml("baseline_cnn", 0.1))).await.unwrap().remove(0);
+    let queued = store.enqueue(None, &[new("second")], resolved(yaml("resnet18", 0.01))).await.unwrap().remove(0);
+    store.transition(&running, SessionState::Running, Some("cpu0"), None).await.unwrap();
+    // Metrics: a long loss series with one spike, and two epochs.
+    let rows: Vec<MetricRow> = (0..20_000)
+        .map(|step| MetricRow {
+            session: running.to_string(),
+            step,
+            epoch: step / 10_000 + 1,
+            name: "loss".into(),
+            value: if step == 12_345 { 50.0 } else { 2.0 - step as f64 * 1e-4 },
+            t: 0.0,
+        })
+        .collect();
+    state.daemon.metrics.send(rows);
+    for epoch in 1..=2i64 {
+        let m = |name: &str, value: f64| MetricRow {
+            session: running.to_string(),
+            step: epoch * 10_000,
+            epoch,
+            name: name.into(),
+            value,
+            t: 0.0,
+        };
+        state.daemon.metrics.send(vec![m("train_acc", 0.3 * epoch as f64), m("val_acc", 0.25 * epoch as f64)]);
+        store.set_progress(&running, epoch as u32, 0.25 * epoch as f64).await.unwrap();
+    }
+    state.daemon.metrics.flush().await;
+    // Its folder: a log with a hostile line, a checkpoint, the spec.
+    let sdir = SessionDir::new(state.home().session(&running));
+    std::fs::create_dir_all(sdir.checkpoints()).unwrap();
+    std::fs::write(sdir.log(), "epoch 1 done\n<img src=x onerror=alert(2)>\n").unwrap();
+    std::fs::write(sdir.spec(), "model: baseline_cnn\nmemo: \"<script>alert(1)</script>\"\n").unwrap();
+    std::fs::write(sdir.checkpoint_weights(2), [7u8; 64]).unwrap();
+    store
+        .add_checkpoint(&CheckpointRow {
+            session: running.to_string(),
+            epoch: 2,
+            name: "2".into(),
+            path: sdir.checkpoint_weights(2).display().to_string(),
+            val_acc: 0.5,
+            val_loss: Some(1.2),
+            train_loss: Some(1.1),
+            bytes: 64,
+            created_at: rush::store::now(),
+        })
+        .await
+        .unwrap();
+    store.reject_spec(HOSTILE_SPEC, "h1", "field `model`: unknown model \"<svg onload=alert(3)>\"").await.unwrap();
+    Fixture { state, _dir: dir, running, queued }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(None).await
+}
+
+async fn request(state: &AppState, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
+    let (status, _, body) = request(state, Request::get(uri).body(Body::empty()).unwrap()).await;
+    (status, body)
+}
+
+fn form_post(uri: &str, form: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut req = Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Body::from(form.to_string())).unwrap()
+}
+
+fn assert_escaped(page: &str, body: &str) {
+    for raw in [HOSTILE_MEMO, "<img src=x", "<svg onload", "<b>bold</b>"] {
+        assert!(!body.contains(raw), "{page}: raw {raw:?} in the page");
+    }
+}
+
+#[tokio::test]
+async fn every_page_answers_and_escapes_hostile_input() {
+    let f = fixture().await;
+    let s = &f.state;
+    let id = f.running.to_string();
+    let q = f.queued.to_string();
+    let pages = [
+        "/sessions".to_string(),
+        "/sessions?fragment=rows".into(),
+        "/sessions?dataset=emoji&state=running".into(),
+        format!("/sessions/{id}"),
+        format!("/sessions/{id}?fragment=checkpoints"),
+        format!("/sessions/{q}"),
+        format!("/compare?s={id}&s={q}"),
+        format!("/ensemble?m={id}:2"),
+        "/specs".into(),
+        "/datasets".into(),
+        "/system".into(),
+        "/login".into(),
+    ];
+    for page in &pages {
+        let (status, body) = get(s, page).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {body}");
+        assert_escaped(page, &body);
+    }
+    let (_, list) = get(s, "/sessions").await;
+    assert!(list.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "the memo is shown, escaped");
+    assert!(list.contains(&id) && list.contains(&q) && list.contains("badge running") && list.contains("queue #1"));
+    assert!(list.contains("2/5"), "progress: epoch 2 of 5");
+    let (_, one) = get(s, &format!("/sessions/{id}")).await;
+    assert!(one.contains("&#60;img src=x onerror=alert(2)&#62;"), "log lines are escaped");
+    assert!(one.contains("<svg class=\"chart\""), "charts are inline SVG");
+    assert!(one.contains("50.00%") && one.contains("val acc 50.00%"), "best val acc and the checkpoint summary");
+    assert!(one.contains(&format!("value=\"{id}:2\"")), "a choice box per checkpoint for the ensemble builder");
+    assert!(one.contains(&format!("/sessions/{id}/live?log_offset=")), "live updates are wired");
+    let (_, specs) = get(s, "/specs").await;
+    assert!(specs.contains("exp/&#34;quo&#39;te&#34;&#60;b&#62;bold&#60;/b&#62;.yaml"), "{specs}");
+    assert!(specs.contains("&#60;svg onload=alert(3)&#62;"));
+    let (_, cmp) = get(s, &format!("/compare?s={id}&s={q}")).await;
+    assert!(cmp.contains("optimizer.lr") && cmp.contains("resnet18"), "the differing spec fields");
+    let (_, ens) = get(s, &format!("/ensemble?m={id}:2&m=tester/emoji/99:1")).await;
+    assert!(ens.contains(&format!("rush submit {id}:2")) && ens.contains("unknown session tester/emoji/99"));
+    let (_, ds) = get(s, "/datasets").await;
+    assert!(ds.contains(">emoji<") && ds.contains(">300<"));
+    let (_, sys) = get(s, "/system").await;
+    // No scheduler runs in this fixture, so the slot is idle (the browser test sees a session on it).
+    assert!(sys.contains("cpu0") && sys.contains("idle"), "the slots");
+    assert!(sys.contains("NVML") || sys.contains("gpu0"), "the GPU probe says something either way");
+
+    for (uri, ctype) in [("/static/rush.css", "text/css"), ("/static/rush.js", "text/javascript")] {
+        let (status, headers, body) = request(s, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers["content-type"].to_str().unwrap().starts_with(ctype) && body.len() > 500);
+    }
+    let (status, headers, _) = request(s, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/sessions"));
+    assert_eq!(get(s, "/sessions/tester/emoji/77").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = get(s, "/sessions/%3Cb%3E/emoji/1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.contains("<b>"), "error pages escape too: {body}");
+    assert_eq!(get(s, "/sessions?state=bogus").await.0, StatusCode::BAD_REQUEST);
+}
+
+fn polyline_counts(svg: &str) -> Vec<usize> {
+    svg.split("points=\"").skip(1).map(|rest| rest.split('"').next().unwrap_or("").split(' ').count()).collect()
+}
+
+#[tokio::test]
+async fn charts_are_downsampled_to_the_limit_and_keep_spikes() {
+    let f = fixture().await;
+    let base = format!("/sessions/{}", f.running);
+    let (status, headers, svg) =
+        request(&f.state, Request::get(format!("{base}/charts/loss.svg")).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "image/svg+xml");
+    let counts = polyline_counts(&svg);
+    assert!(counts[0] <= 1000 && counts[0] >= 500, "20,000 steps drawn as {counts:?}");
+    // The spike (50 against values near 1) must still be drawn: the highest point sits near the plot's top (y = 34
+    // of a 222 px plot), far above all others.
+    let ys: Vec<f64> = svg
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|p| p.split_once(',').unwrap().1.parse().unwrap())
+        .collect();
+    let top = ys.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(top < 50.0, "the spike survived downsampling (highest point at y = {top})");
+    assert_eq!(ys.iter().filter(|y| **y < 150.0).count(), 1, "one spike, one point up there");
+    let (_, svg) = get(&f.state, &format!("{base}/charts/loss.svg?points=40")).await;
+    assert!(polyline_counts(&svg)[0] <= 40);
+    let (_, svg) = get(&f.state, &format!("{base}/charts/loss.svg?points=1000000")).await;
+    assert!(polyline_counts(&svg)[0] <= 1000, "the cap cannot be lifted");
+    let (_, acc) = get(&f.state, &format!("{base}/charts/accuracy.svg")).await;
+    assert_eq!(polyline_counts(&acc), vec![2, 2], "train and val accuracy per epoch");
+    assert_eq!(get(&f.state, &format!("{base}/charts/other.svg")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn file_routes_stay_in_the_session_folder() {
+    let f = fixture().await;
+    let base = format!("/sessions/{}", f.running);
+    let (status, log) = get(&f.state, &format!("{base}/files/train.log")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(log.contains("epoch 1 done"));
+    let (status, headers, body) =
+        request(&f.state, Request::get(format!("{base}/files/checkpoints/2.safetensors")).body(Body::empty()).unwrap())
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    assert_eq!(body.len(), 64);
+    let dir = f.state.home().session(&f.running);
+    std::os::unix::fs::symlink(f.state.home().db(), dir.join("db.log")).unwrap();
+    for bad in
+        ["../../../../rush.db", "..%2F..%2F..%2F..%2Frush.db", "%2Fetc%2Fpasswd", "db.log", "checkpoints/../../x"]
+    {
+        let (status, body) = get(&f.state, &format!("{base}/files/{bad}")).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+            "{bad}: {status} {}",
+            &body[..body.len().min(100)]
+        );
+        assert!(!body.contains("SQLite format"), "{bad} leaked the database");
+    }
+}
+
+#[tokio::test]
+async fn stop_and_fork_buttons_go_through_the_daemon() {
+    let f = fixture().await;
+    let q = f.queued.to_string();
+    let (status, headers, _) = request(&f.state, form_post(&format!("/sessions/{q}/stop"), "", &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], format!("/sessions/{q}").as_str());
+    assert_eq!(f.state.store().session_required(&f.queued).await.unwrap().state, SessionState::Stopped);
+    // Stopping again is refused, and the reason comes back to the page, escaped.
+    let (_, headers, _) = request(&f.state, form_post(&format!("/sessions/{q}/stop"), "", &[])).await;
+    let back = headers["location"].to_str().unwrap().to_string();
+    assert!(back.starts_with(&format!("/sessions/{q}?error=")), "{back}");
+    let (_, page) = get(&f.state, &back).await;
+    assert!(page.contains("already stopped"), "the error is shown");
+    // A fork from a checkpoint that does not exist says so.
+    let id = f.running.to_string();
+    let (_, headers, _) =
+        request(&f.state, form_post(&format!("/sessions/{id}/fork"), "checkpoint=9&args=&memo=%3Cb%3E", &[])).await;
+    let back = headers["location"].to_str().unwrap().to_string();
+    let (_, page) = get(&f.state, &back).await;
+    assert!(page.contains("has no checkpoint 9"), "{back}");
+}
+
+#[tokio::test]
+async fn mutating_routes_need_the_token_beyond_loopback() {
+    let bind: std::net::SocketAddr = "0.0.0.0:8470".parse().unwrap();
+    let f = fixture_with(Some(Access::new(bind, Some("s3cret-token"), false))).await;
+    let id = f.queued.to_string();
+    let mutating = [
+        ("POST", format!("/api/sessions/{id}/stop")),
+        ("POST", format!("/api/sessions/{id}/fork")),
+        ("DELETE", format!("/api/sessions/{id}")),
+        ("DELETE", format!("/api/sessions/{id}/checkpoints/1")),
+        ("POST", "/api/datasets/emoji".to_string()),
+        ("POST", format!("/sessions/{id}/stop")),
+        ("POST", format!("/sessions/{id}/fork")),
+    ];
+    for (method, uri) in &mutating {
+        for auth in [None, Some("Bearer wrong"), Some("Bearer s3cret-tokenX"), Some("Basic s3cret-token")] {
+            let mut req = Request::builder().method(*method).uri(uri).header("content-type", "application/json");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let (status, _, body) = request(&f.state, req.body(Body::from("{}")).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {auth:?}");
+            assert!(!body.contains("s3cret"), "the token is never echoed");
+        }
+    }
+    assert_eq!(f.state.store().session_required(&f.queued).await.unwrap().state, SessionState::Queued);
+    // Reads are closed too (public_read is off): the API says 401, a browser is sent to the form.
+    let (status, _, _) = request(&f.state, Request::get("/api/sessions").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, _) =
+        request(&f.state, Request::get("/sessions").header("accept", "text/html").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    // The right token works, by header ...
+    let req = Request::get("/api/sessions").header("authorization", "Bearer s3cret-token").body(Body::empty()).unwrap();
+    assert_eq!(request(&f.state, req).await.0, StatusCode::OK);
+    // ... and through the login form's cookie, which then lets the stop button work.
+    let (status, _, _) = request(&f.state, form_post("/login", "token=nope", &[])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, _) = request(&f.state, form_post("/login", "token=s3cret-token", &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    assert!(headers["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    let (status, _, _) =
+        request(&f.state, form_post(&format!("/sessions/{id}/stop"), "", &[("cookie", &cookie)])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(f.state.store().session_required(&f.queued).await.unwrap().state, SessionState::Stopped);
+
+    // Beyond loopback without a token, nothing mutates; public reads stay open when configured.
+    let f = fixture_with(Some(Access::new(bind, None, true))).await;
+    assert_eq!(get(&f.state, "/sessions").await.0, StatusCode::OK);
+    for (method, uri) in &mutating {
+        let uri = uri.replace(&id, &f.queued.to_string());
+        let req = Request::builder().method(*method).uri(&uri).body(Body::empty()).unwrap();
+        assert_eq!(request(&f.state, req).await.0, StatusCode::FORBIDDEN, "{method} {uri}");
+    }
+    // On loopback (the default) a cross-site form post is refused, a same-site one accepted.
+    let f = fixture().await;
+    let uri = format!("/sessions/{}/stop", f.queued);
+    let evil = [("origin", "http://evil.example"), ("host", "127.0.0.1:8470")];
+    assert_eq!(request(&f.state, form_post(&uri, "", &evil)).await.0, StatusCode::FORBIDDEN);
+    let same = [("origin", "http://127.0.0.1:8470"), ("host", "127.0.0.1:8470")];
+    assert_eq!(request(&f.state, form_post(&uri, "", &same)).await.0, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn prometheus_metrics() {
+    let f = fixture().await;
+    let (status, headers, body) = request(&f.state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(body.contains("rush_sessions{state=\"running\"} 1"), "{body}");
+    assert!(body.contains("rush_sessions{state=\"queued\"} 1"));
+    assert!(body.contains("rush_queue_depth 1"));
+    assert!(body.contains("rush_metric_rows_written_total 20004"), "{body}");
+    assert!(body.contains("rush_slot_busy{slot=\"cpu0\"} 0"));
+    assert!(body.contains("# TYPE rush_metric_rows_written_total counter"));
+}
+
+#[tokio::test]
+async fn the_sessions_list_pages_through_many_sessions() {
+    let f = fixture().await;
+    let new = NewSession {
+        user: "tester".into(),
+        dataset: "synth".into(),
+        memo: String::new(),
+        priority: 0,
+        device: Device::Cpu,
+        epochs: 1,
+        fork_of: None,
+    };
+    f.state.store().enqueue(None, &vec![new; 120], |_, _| "{}".into()).await.unwrap();
+    let mut url = "/sessions?dataset=synth".to_string();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let (status, body) = get(&f.state, &url).await;
+        assert_eq!(status, StatusCode::OK);
+        for row in body.split("<tr data-id=\"").skip(1) {
+            assert!(seen.insert(row.split('"').next().unwrap().to_string()), "a session shown twice");
+        }
+        match body.split("href=\"").find_map(|h| h.split_once("\">Older").map(|(u, _)| u.replace("&#38;", "&"))) {
+            Some(next) => url = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 120, "every synth session once, 50 a page");
+    assert!(seen.iter().all(|s| s.starts_with("tester/synth/")));
+}
+
+/// Reads SSE frames from a streaming body until `want` has been seen (or the time is up); returns all text read.
+async fn read_until(
+    body: &mut (impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    want: &str,
+) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains(want) {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => panic!("{want:?} never came; got {text:?}"),
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn the_session_stream_carries_steps_log_lines_and_the_end() {
+    let f = fixture().await;
+    let id = f.running.clone();
+    let log = SessionDir::new(f.state.home().session(&id)).log();
+    let offset = std::fs::metadata(&log).unwrap().len();
+    let resp = router(f.state.clone())
+        .oneshot(Request::get(format!("/sessions/{id}/live?log_offset={offset}")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body().into_data_stream();
+    let first = read_until(&mut body, "event: state").await;
+    assert!(first.contains("\"state\":\"running\""), "{first}");
+    assert!(!first.contains("epoch 1 done"), "lines before the offset are not sent again");
+    let step = EventLine::new(
+        Event::Step { step: 20_001, epoch: 3, loss: 0.75, lr: 0.1, img_per_s: 10.0, data_wait: 0.0 },
+        rush::store::now(),
+    );
+    f.state.daemon.live.publish(&id, LiveEvent::Line(step.to_json().into()));
+    let got = read_until(&mut body, "event: step").await;
+    assert!(got.contains("\"step\":20001"), "{got}");
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"epoch 3 <started>\n").unwrap();
+    let got = read_until(&mut body, "epoch 3 <started>").await;
+    assert!(got.contains("event: log"));
+    f.state.store().transition(&id, SessionState::Stopped, None, Some("stopped by the test")).await.unwrap();
+    f.state.daemon.live.end(&id, SessionState::Stopped);
+    let got = read_until(&mut body, "event: end").await;
+    assert!(got.contains("\"state\":\"stopped\"") && got.contains("stopped by the test"), "{got}");
+}
+
+#[tokio::test]
+async fn the_sessions_stream_says_when_the_list_changes() {
+    let f = fixture().await;
+    let resp =
+        router(f.state.clone()).oneshot(Request::get("/sessions/live").body(Body::empty()).unwrap()).await.unwrap();
+    let mut body = resp.into_body().into_data_stream();
+    // Let the stream take its first fingerprint, then change the list.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.state.store().transition(&f.queued, SessionState::Stopped, None, None).await.unwrap();
+    read_until(&mut body, "event: changed").await;
+}
+
+/// The measurement for the dashboard's speed: the sessions page with 10,000 sessions and a chart over a million
+/// points. Prints figures; asserts no timings. Run with
+/// `cargo test --release --test it web::bench_ -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_sessions_page_and_million_point_chart() {
+    let f = fixture().await;
+    let new = NewSession {
+        user: "tester".into(),
+        dataset: "bench".into(),
+        memo: "a memo of ordinary length for the table".into(),
+        priority: 0,
+        device: Device::Cpu,
+        epochs: 30,
+        fork_of: None,
+    };
+    let spec = f.state.store().session_required(&f.running).await.unwrap().spec;
+    let t = std::time::Instant::now();
+    let ids = f.state.store().enqueue(None, &vec![new; 10_000], |_, _| spec.clone()).await.unwrap();
+    for id in &ids {
+        f.state.store().transition(id, SessionState::Running, Some("cpu0"), None).await.unwrap();
+        f.state.store().transition(id, SessionState::Succeeded, None, None).await.unwrap();
+    }
+    println!("10,000 sessions stored in {:.1} s", t.elapsed().as_secs_f64());
+    let target = ids[0].clone();
+    let t = std::time::Instant::now();
+    for chunk in 0..50i64 {
+        let rows: Vec<MetricRow> = (chunk * 20_000..(chunk + 1) * 20_000)
+            .map(|step| MetricRow {
+                session: target.to_string(),
+                step,
+                epoch: step / 33_334 + 1,
+                name: "loss".into(),
+                value: (step as f64 * 0.001).sin() + if step == 777_777 { 40.0 } else { 2.0 },
+                t: 0.0,
+            })
+            .collect();
+        f.state.daemon.metrics.send(rows);
+    }
+    f.state.daemon.metrics.flush().await;
+    println!("1,000,000 metric rows written in {:.1} s", t.elapsed().as_secs_f64());
+    let time = |uri: String| {
+        let state = f.state.clone();
+        async move {
+            let mut best = f64::MAX;
+            let mut body = String::new();
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                let (status, b) = get(&state, &uri).await;
+                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(status, StatusCode::OK, "{uri}");
+                body = b;
+            }
+            (best, body)
+        }
+    };
+    let (ms, _) = time("/sessions".into()).await;
+    println!("GET /sessions (first page of 10,002): {ms:.1} ms");
+    let (ms, _) = time("/sessions?dataset=bench&state=succeeded".into()).await;
+    println!("GET /sessions?dataset=bench&state=succeeded: {ms:.1} ms");
+    let seq = f.state.store().session_required(&ids[5000]).await.unwrap().seq;
+    let (ms, body) = time(format!("/sessions?before={seq}")).await;
+    println!("GET /sessions?before=... (page 100): {ms:.1} ms ({} rows)", body.matches("<tr data-id").count());
+    let (ms, svg) = time(format!("/sessions/{target}/charts/loss.svg")).await;
+    println!("GET loss.svg over 1,000,000 points: {ms:.1} ms, {} points drawn", polyline_counts(&svg)[0]);
+    let (ms, _) = time(format!("/sessions/{target}")).await;
+    println!("GET the session page (both charts, log, checkpoints): {ms:.1} ms");
+}
