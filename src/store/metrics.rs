@@ -10,6 +10,38 @@ use crate::core::session::SessionId;
 /// The most rows one transaction takes.
 const MAX_BATCH: usize = 20_000;
 
+/// Rows per INSERT statement (at most 7 bound values each: under SQLite's limit of 32,766).
+const ROWS_PER_INSERT: usize = 4_000;
+
+/// The bucket widths (in steps) of the min/max rollups that charts of long series read (migration 0005).
+pub const ROLLUP_WIDTHS: [i64; 2] = [32, 1024];
+
+/// One rollup bucket: the extremes of the values that fell in it and how many there were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bucket {
+    lo: f64,
+    hi: f64,
+    n: i64,
+}
+
+type BucketKey<'a> = (&'a str, &'a str, i64, i64);
+
+/// The rows' contribution to every rollup bucket, in a stable order. Non-finite values stay out of the extremes (a
+/// NaN would poison every later min/max); a bucket of nothing but them is not written.
+fn rollup(rows: &[MetricRow]) -> Vec<(BucketKey<'_>, Bucket)> {
+    let mut buckets: std::collections::BTreeMap<BucketKey<'_>, Bucket> = std::collections::BTreeMap::new();
+    for r in rows.iter().filter(|r| r.value.is_finite()) {
+        for width in ROLLUP_WIDTHS {
+            let key = (r.session.as_str(), r.name.as_str(), width, r.step.div_euclid(width));
+            let b = buckets.entry(key).or_insert(Bucket { lo: r.value, hi: r.value, n: 0 });
+            b.lo = b.lo.min(r.value);
+            b.hi = b.hi.max(r.value);
+            b.n += 1;
+        }
+    }
+    buckets.into_iter().collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct MetricRow {
     pub session: String,
@@ -87,22 +119,34 @@ impl Store {
         (MetricSink { tx }, task)
     }
 
-    /// Inserts rows in one transaction, now (the sink is for the hot path; this is for recovery).
+    /// Inserts rows in one transaction, now (the sink is for the hot path; this is for recovery), with their rollups.
     pub async fn insert_metrics(&self, rows: &[MetricRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut tx = self.writer.begin().await?;
-        for r in rows {
-            sqlx::query("INSERT INTO metrics (session, step, epoch, name, value, t) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(&r.session)
-                .bind(r.step)
-                .bind(r.epoch)
-                .bind(&r.name)
-                .bind(r.value)
-                .bind(r.t)
-                .execute(&mut *tx)
-                .await?;
+        // Many rows per statement: one round trip through sqlx per row was the ingest's cost.
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::new("INSERT INTO metrics (session, step, epoch, name, value, t) ");
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.session).push_bind(r.step).push_bind(r.epoch).push_bind(&r.name).push_bind(r.value);
+                b.push_bind(r.t);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        let rollups = rollup(rows);
+        for chunk in rollups.chunks(ROWS_PER_INSERT) {
+            let mut upsert =
+                sqlx::QueryBuilder::new("INSERT INTO metric_rollups (session, name, width, bucket, lo, hi, n) ");
+            upsert.push_values(chunk, |mut b, ((session, name, width, bucket), r)| {
+                b.push_bind(*session).push_bind(*name).push_bind(*width).push_bind(*bucket);
+                b.push_bind(r.lo).push_bind(r.hi).push_bind(r.n);
+            });
+            upsert.push(
+                " ON CONFLICT (session, name, width, bucket) DO UPDATE SET lo = min(lo, excluded.lo), \
+                 hi = max(hi, excluded.hi), n = n + excluded.n",
+            );
+            upsert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -128,13 +172,46 @@ impl Store {
         Ok(rows)
     }
 
-    /// Drops metrics of epochs after `epoch`: a resumed session trains them again.
+    /// Deletes the metrics of epochs after `epoch` (a resumed session redoes them) and rebuilds the rollup buckets
+    /// those rows touched. Returns the number of metric rows deleted.
     pub async fn delete_metrics_after(&self, id: &SessionId, epoch: i64) -> Result<u64, StoreError> {
+        let session = id.to_string();
+        let mut tx = self.writer.begin().await?;
+        let firsts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, min(step) FROM metrics WHERE session = ? AND epoch > ? GROUP BY name")
+                .bind(&session)
+                .bind(epoch)
+                .fetch_all(&mut *tx)
+                .await?;
         let done = sqlx::query("DELETE FROM metrics WHERE session = ? AND epoch > ?")
-            .bind(id.to_string())
+            .bind(&session)
             .bind(epoch)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        for (name, first) in firsts {
+            for width in ROLLUP_WIDTHS {
+                let bucket = first.div_euclid(width);
+                sqlx::query("DELETE FROM metric_rollups WHERE session = ? AND name = ? AND width = ? AND bucket >= ?")
+                    .bind(&session)
+                    .bind(&name)
+                    .bind(width)
+                    .bind(bucket)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO metric_rollups (session, name, width, bucket, lo, hi, n)
+                     SELECT session, name, ?3, step / ?3, min(value), max(value), count(*) FROM metrics
+                      WHERE session = ?1 AND name = ?2 AND step >= ?4 GROUP BY step / ?3",
+                )
+                .bind(&session)
+                .bind(&name)
+                .bind(width)
+                .bind(bucket * width)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

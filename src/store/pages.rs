@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::metrics::ROLLUP_WIDTHS;
 use super::{SessionRow, Store, StoreError};
 use crate::core::metric::{self, Point};
 use crate::core::session::{SessionId, SessionState};
@@ -147,6 +148,10 @@ impl Store {
             .fetch_one(&self.reader)
             .await?;
         let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(Vec::new()) };
+        let width = metric::bucket_width(lo as f64, hi as f64, limit);
+        if !per_epoch && width > ROLLUP_WIDTHS[0] {
+            return self.rolled_up_series(&session, name, lo, width, limit).await;
+        }
         let rows = if per_epoch || ((hi - lo) as usize) < limit {
             sqlx::query(&format!(
                 "SELECT {x} AS x, value FROM metrics WHERE session = ? AND name = ? ORDER BY step, rowid"
@@ -156,8 +161,8 @@ impl Store {
             .fetch_all(&self.reader)
             .await?
         } else {
-            let width = metric::bucket_width(lo as f64, hi as f64, limit);
-            // SQLite takes a bare column from the row that holds a lone min() or max(): the step of each extreme.
+            // At most 32 x limit/2 rows (longer series read the rollups). SQLite takes a bare column from the row
+            // that holds a lone min() or max(): the step of each extreme.
             sqlx::query(
                 "SELECT x, value FROM (
                      SELECT (step - ?3) / ?4 AS b, step AS x, min(value) AS value
@@ -184,6 +189,51 @@ impl Store {
             }
         }
         // The SQL already kept within `limit`; this keeps the promise whatever the data (repeated steps, say).
+        Ok(metric::downsample(&points, limit))
+    }
+
+    /// A long series from the widest rollup whose buckets still give `limit / 2` groups of `width` steps: each group
+    /// becomes its minimum and maximum, drawn at the group's first step (one pixel wide at chart scale).
+    async fn rolled_up_series(
+        &self,
+        session: &str,
+        name: &str,
+        lo: i64,
+        width: i64,
+        limit: usize,
+    ) -> Result<Vec<Point>, StoreError> {
+        let level = ROLLUP_WIDTHS.iter().copied().filter(|w| *w <= width).max().unwrap_or(ROLLUP_WIDTHS[0]);
+        // Groups are whole buckets of the level, so no bucket is split between two groups.
+        let group = width.div_euclid(level).max(1) * level;
+        let buckets: Vec<(i64, f64, f64)> = sqlx::query_as(
+            "SELECT bucket, lo, hi FROM metric_rollups WHERE session = ? AND name = ? AND width = ? ORDER BY bucket",
+        )
+        .bind(session)
+        .bind(name)
+        .bind(level)
+        .fetch_all(&self.reader)
+        .await?;
+        let origin = lo.div_euclid(level) * level;
+        // (group, its first step, lowest, highest) of the group being filled.
+        let mut groups: Vec<(i64, i64, f64, f64)> = Vec::new();
+        for (bucket, b_lo, b_hi) in buckets {
+            let start = bucket * level;
+            let g = (start - origin).div_euclid(group);
+            match groups.last_mut() {
+                Some((last, _, lo, hi)) if *last == g => {
+                    *lo = lo.min(b_lo);
+                    *hi = hi.max(b_hi);
+                }
+                _ => groups.push((g, start.max(lo), b_lo, b_hi)),
+            }
+        }
+        let mut points = Vec::with_capacity(groups.len() * 2);
+        for (_, x, lo, hi) in groups {
+            points.push(Point::new(x as f64, lo));
+            if hi != lo {
+                points.push(Point::new(x as f64, hi));
+            }
+        }
         Ok(metric::downsample(&points, limit))
     }
 
@@ -321,8 +371,13 @@ mod tests {
         let loss = store.metric_series(&id, "loss", false, 1000).await.unwrap();
         assert!(loss.len() <= 1000 && loss.len() > 500, "{}", loss.len());
         assert!(loss.windows(2).all(|w| w[0].x <= w[1].x));
-        assert!(loss.iter().any(|p| p.x == 31_337.0 && p.y == 99.0), "the spike must survive");
+        // Read from the 32-step rollups: the spike keeps its value and lands within one group of its step.
+        assert!(loss.iter().any(|p| p.y == 99.0 && (p.x - 31_337.0).abs() <= 128.0), "the spike must survive");
+        assert_eq!(loss.iter().filter(|p| p.y > 2.0).count(), 1);
+        let lowest = loss.iter().map(|p| p.y).fold(f64::MAX, f64::min);
+        assert_eq!(lowest, 1.0);
         assert_eq!(loss.first().map(|p| p.x), Some(0.0));
+        assert!(loss.last().is_some_and(|p| p.x > 49_000.0));
         let acc = store.metric_series(&id, "val_acc", true, 1000).await.unwrap();
         assert_eq!(
             acc.iter().map(|p| (p.x, p.y)).collect::<Vec<_>>(),
@@ -331,5 +386,44 @@ mod tests {
         assert!(store.metric_series(&id, "nothing", false, 1000).await.unwrap().is_empty());
         assert_eq!(store.metric_rows_written().await.unwrap(), 50_005);
         assert_eq!(store.last_metric(&id, "loss").await.unwrap().map(|r| r.0), Some(49_999));
+
+        // A resume drops epochs 4 and 5 (the spike with them); the rollups follow the rows.
+        assert_eq!(store.delete_metrics_after(&id, 3).await.unwrap(), 20_002);
+        let loss = store.metric_series(&id, "loss", false, 1000).await.unwrap();
+        assert!(loss.iter().all(|p| p.y < 2.0 && p.x < 30_000.0), "{:?}", loss.last());
+        assert!(loss.last().is_some_and(|p| p.x > 29_000.0));
+        // Steps written again after the resume are rolled up afresh, not on top of the dropped ones.
+        sink.send(vec![MetricRow {
+            session: id.to_string(),
+            step: 30_010,
+            epoch: 4,
+            name: "loss".into(),
+            value: 7.0,
+            t: 0.0,
+        }]);
+        sink.flush().await;
+        let loss = store.metric_series(&id, "loss", false, 1000).await.unwrap();
+        assert_eq!(loss.iter().filter(|p| p.y > 2.0).map(|p| p.y).collect::<Vec<_>>(), vec![7.0]);
+    }
+
+    #[tokio::test]
+    async fn a_million_point_series_reads_the_1024_step_rollups() {
+        let (store, _dir) = temp_store().await;
+        let id = queue(&store, "emoji", 1).await.remove(0);
+        let rows: Vec<MetricRow> = (0..1_000_000)
+            .map(|step| MetricRow {
+                session: id.to_string(),
+                step,
+                epoch: 1,
+                name: "loss".into(),
+                value: if step == 777_777 { -5.0 } else { (step % 1000) as f64 },
+                t: 0.0,
+            })
+            .collect();
+        store.insert_metrics(&rows).await.unwrap();
+        let loss = store.metric_series(&id, "loss", false, 1000).await.unwrap();
+        assert!(loss.len() <= 1000 && loss.len() > 500, "{}", loss.len());
+        assert!(loss.iter().any(|p| p.y == -5.0 && (p.x - 777_777.0).abs() <= 4096.0), "the dip must survive");
+        assert_eq!(loss.iter().map(|p| p.y).fold(f64::MIN, f64::max), 999.0);
     }
 }

@@ -273,6 +273,7 @@ impl Store {
         let key = id.to_string();
         for sql in [
             "DELETE FROM metrics WHERE session = ?",
+            "DELETE FROM metric_rollups WHERE session = ?",
             "DELETE FROM checkpoints WHERE session = ?",
             "DELETE FROM events WHERE session = ?",
         ] {
