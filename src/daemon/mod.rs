@@ -49,6 +49,7 @@ use crate::store::{DatasetRow, MetricSink, NewSession, SessionRow, Store, StoreE
 pub mod checkpoints;
 pub mod config;
 pub mod datasets;
+pub mod ensembles;
 pub mod executor;
 pub mod follow;
 pub mod intake;
@@ -57,6 +58,7 @@ pub mod lock;
 pub mod recovery;
 pub mod runner;
 pub mod scheduler;
+pub mod submissions;
 pub mod watcher;
 
 pub use config::DaemonConfig;
@@ -78,6 +80,9 @@ pub enum DaemonError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Lock(String),
+    /// The user has used every submission of the day.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl From<SpecError> for DaemonError {
@@ -91,6 +96,10 @@ impl From<SpecError> for DaemonError {
 struct Pool {
     busy: Vec<Option<SessionId>>,
     running: HashMap<SessionId, CancellationToken>,
+    /// The submission (by id) holding each slot; a slot is free when neither a session nor a submission holds it.
+    submissions: Vec<Option<i64>>,
+    /// A submission waits for a slot: the scheduler leaves the next free slot to it (submissions are short).
+    submission_waiting: bool,
 }
 
 /// A slot and the session on it, for `/api/info` and the dashboard.
@@ -111,6 +120,8 @@ pub struct Daemon {
     executor: Arc<dyn executor::Executor>,
     pool: Mutex<Pool>,
     wake: Notify,
+    /// Wakes the submission worker (a submission was queued or a slot freed).
+    submission_wake: Notify,
     runners: TaskTracker,
 }
 
@@ -125,7 +136,12 @@ impl Daemon {
     /// Nothing is watched or scheduled until [`Daemon::start`].
     pub fn new(config: DaemonConfig, store: Store, executor: Arc<dyn executor::Executor>) -> Arc<Daemon> {
         let (metrics, _writer) = store.metric_writer();
-        let pool = Pool { busy: vec![None; config.slots.len()], running: HashMap::new() };
+        let pool = Pool {
+            busy: vec![None; config.slots.len()],
+            running: HashMap::new(),
+            submissions: vec![None; config.slots.len()],
+            submission_waiting: false,
+        };
         Arc::new(Daemon {
             config,
             store,
@@ -135,6 +151,7 @@ impl Daemon {
             executor,
             pool: Mutex::new(pool),
             wake: Notify::new(),
+            submission_wake: Notify::new(),
             runners: TaskTracker::new(),
         })
     }
@@ -147,12 +164,14 @@ impl Daemon {
     pub fn start(self: &Arc<Self>) -> Result<(), DaemonError> {
         watcher::start(self.clone())?;
         tokio::spawn(scheduler::run(self.clone()));
+        self.runners.spawn(submissions::run(self.clone()));
         Ok(())
     }
 
     /// Wakes the scheduler (after a session was queued or a slot freed).
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.submission_wake.notify_one();
     }
 
     /// Cancels everything and waits for every runner to record its session's state, then flushes metrics.
@@ -169,8 +188,14 @@ impl Daemon {
         self.config
             .slots
             .iter()
-            .zip(&pool.busy)
-            .map(|(kind, who)| SlotView { slot: kind.to_string(), session: who.as_ref().map(|s| s.to_string()) })
+            .zip(pool.busy.iter().zip(&pool.submissions))
+            .map(|(kind, (who, submission))| SlotView {
+                slot: kind.to_string(),
+                session: who
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .or_else(|| submission.map(|id| format!("submission {id}"))),
+            })
             .collect()
     }
 
