@@ -133,6 +133,11 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     let dry_npy = env.home.join(format!("submissions/{dry_id}/predictions.npy"));
     let dry_predictions = numpy_load(&dry_npy, 200);
 
+    // Flip test-time augmentation runs the whole path too.
+    let flip = env.ok(&["submit", "-t", b, "last", "--tta", "flip"]);
+    assert!(flip.contains("on 200 test samples"), "{flip}");
+    assert_eq!(api_json(&env, &format!("/submissions/{}", submission_id(&flip)))["tta"], "flip");
+
     // Each session, then their ensemble (verbose shows the members and timings).
     let one = env.ok(&["submit", a, "best"]);
     let out = env.cli(&["submit", "-v", b, "last"]);
@@ -193,6 +198,24 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         assert!((line["private_score"].as_f64().unwrap() - q).abs() < 1e-12, "{line}");
     }
     assert!(env.ok(&["dataset", "board", "synth", "--private"]).contains("Private"));
+
+    // The board page and the builder (members from the cache, a weight each), escaped by askama.
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    let page = |path: &str| reqwest::blocking::get(format!("http://{}{path}", addr.trim())).unwrap().text().unwrap();
+    let board_page = page("/datasets/synth/board");
+    assert!(
+        board_page.contains(&format!("{:.4}", expected[&ids[0]].0))
+            && !board_page.contains("<th class=\"num\">Private")
+    );
+    assert!(page("/datasets/synth/board?private=true").contains("Private"));
+    let builder = page(&format!(
+        "/ensemble?m={a}:{}",
+        api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"]
+    ));
+    assert!(
+        builder.contains("class=\"weight\"") && builder.contains("Cached checkpoints of") && builder.contains(b),
+        "{builder}"
+    );
 
     // The .npy downloads as written.
     let bytes = api(&env, &format!("/submissions/{}/predictions.npy", ids[2])).bytes().unwrap();
