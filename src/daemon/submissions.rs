@@ -45,7 +45,12 @@ impl Daemon {
         }
         let mut members = Vec::with_capacity(request.members.len());
         for m in &request.members {
-            let epoch = self.resolve_checkpoint(&m.session, m.checkpoint).await?;
+            let epoch = match (self.resolve_checkpoint(&m.session, m.checkpoint).await, m.checkpoint) {
+                (Ok(epoch), _) => epoch,
+                // a checkpoint whose probabilities are cached needs no weights: retention may have deleted them
+                (Err(_), CheckpointRef::Epoch(e)) if cached(self.home(), &m.session, e, request.tta) => e,
+                (Err(e), _) => return Err(e),
+            };
             members.push(StoredMember {
                 session: m.session.to_string(),
                 checkpoint: m.checkpoint.to_string(),
@@ -398,7 +403,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("a submission task crashed: {e}"))
 }
 
-/// The cached probabilities of `home` are complete for a checkpoint when both splits are there.
+/// Whether a checkpoint's probabilities are cached for both splits.
 pub fn cached(home: &Home, session: &SessionId, epoch: u32, tta: Tta) -> bool {
     [CacheSplit::Test, CacheSplit::Valid].into_iter().all(|split| {
         let key = CacheKey { session: session.clone(), epoch, split, tta };

@@ -108,7 +108,7 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let device = device::choose(opts.device.as_deref(), cuda_visible.as_deref(), device::CudaView::probe())?;
     // Inference always autocasts to bf16 on CUDA; the CPU runs fp32.
-    let ex = device::prepare(device, Precision::Bf16);
+    let ex = device::prepare(device, if device.is_cuda() { Precision::Bf16 } else { Precision::Fp32 });
 
     let vs = VarStore::new(device);
     let model = models::build(spec.model, &vs);

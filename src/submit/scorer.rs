@@ -125,4 +125,30 @@ mod tests {
         npy::write_i64(&predictions, &values[..199]).unwrap();
         assert!(score_file(&home, "toy", &predictions, true, 30).is_err());
     }
+
+    /// `cargo test --release --lib bench_scorer -- --ignored --nocapture`: score a prediction file of 138,343 stickers
+    /// (AI RUSH's test set) against its hidden labels, reading both from disk, and print the time per 1,000.
+    #[test]
+    #[ignore]
+    fn bench_scorer_at_airush_scale() {
+        let n = 138_343usize;
+        let mut csv = String::from("index,tags\n");
+        for i in 0..n {
+            csv.push_str(&format!("{i},\"{},{}\"\n", (i * 7) % 350, (i * 11) % 350));
+        }
+        let (dir, home) = setup(&csv);
+        let predictions = dir.path().join("p.npy");
+        let values: Vec<i64> = (0..n).map(|i| if i % 3 == 0 { ((i * 7) % 350) as i64 } else { 349 }).collect();
+        npy::write_i64(&predictions, &values).unwrap();
+        let start = std::time::Instant::now();
+        let scored = score_file(&home, "toy", &predictions, false, 30).unwrap();
+        let seconds = start.elapsed().as_secs_f64();
+        let Scored::Full(s) = scored else { panic!("not full") };
+        assert!((s.overall - (n.div_ceil(3) as f64 / n as f64)).abs() < 1e-3, "{s:?}");
+        println!(
+            "score {n} predictions against the hidden labels: {:.1} ms ({:.3} ms per 1,000 test images)",
+            seconds * 1e3,
+            seconds * 1e6 / n as f64
+        );
+    }
 }

@@ -284,6 +284,12 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     assert!(refused.contains("4 of 4 submissions allowed per day") && refused.contains("resets"), "{refused}");
     // dry runs are not limited
     env.ok(&["submit", "-t", a, "last"]);
+    // a cached checkpoint still submits after retention (here `model rm`) deleted its weights
+    let epoch = api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"].as_u64().unwrap();
+    env.ok(&["model", "rm", a, &epoch.to_string()]);
+    let after = env.ok(&["submit", "-t", &format!("{a}:{epoch}")]);
+    let after = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&after))), 200);
+    assert_eq!(after, dry_predictions);
 
     // No test labels where a session or a client can see them: not in any session file, not in the arguments of the
     // inference children, not in the probability cache, not in any API answer.
