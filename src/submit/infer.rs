@@ -186,8 +186,7 @@ impl Predictor {
     /// Probabilities of `samples` (key, image path), row-major `(samples, NUM_TAGS)` f32.
     fn predict(&self, samples: &[(String, PathBuf)], bad: &AtomicUsize) -> Result<Vec<f32>, InferError> {
         let (size, side) = (self.size, self.size as usize);
-        let mut out = Vec::with_capacity(samples.len() * NUM_TAGS);
-        for chunk in samples.chunks(BATCH) {
+        let decode = |chunk: &[(String, PathBuf)]| -> Vec<u8> {
             let images: Vec<Vec<u8>> = chunk
                 .par_iter()
                 .map(|(_, path)| match crate::data::image::load_rgb(path, size) {
@@ -200,14 +199,31 @@ impl Predictor {
                     }
                 })
                 .collect();
-            let pixels: Vec<u8> = images.concat();
-            let probs = catch_unwind(AssertUnwindSafe(|| self.forward(&pixels, chunk.len())))
-                .map_err(|payload| InferError::Torch(panic_message(payload)))??;
-            if probs.len() != chunk.len() * NUM_TAGS {
-                let message = format!("{} probabilities for a batch of {}", probs.len(), chunk.len());
-                return Err(InferError::Torch(message));
+            images.concat()
+        };
+        let mut out = Vec::with_capacity(samples.len() * NUM_TAGS);
+        // the next batches decode on another thread while the model runs on this one
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(2);
+            scope.spawn(move || {
+                for chunk in samples.chunks(BATCH) {
+                    if tx.send((chunk.len(), decode(chunk))).is_err() {
+                        return;
+                    }
+                }
+            });
+            for (n, pixels) in rx {
+                let probs = catch_unwind(AssertUnwindSafe(|| self.forward(&pixels, n)))
+                    .map_err(|payload| InferError::Torch(panic_message(payload)))??;
+                if probs.len() != n * NUM_TAGS {
+                    return Err(InferError::Torch(format!("{} probabilities for a batch of {n}", probs.len())));
+                }
+                out.extend(probs);
             }
-            out.extend(probs);
+            Ok(())
+        })?;
+        if out.len() != samples.len() * NUM_TAGS {
+            return Err(InferError::Torch(format!("{} rows predicted of {}", out.len() / NUM_TAGS, samples.len())));
         }
         Ok(out)
     }
