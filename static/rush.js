@@ -143,7 +143,10 @@
       fetch("/api/submissions", {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
-      }).then(function (r) { return r.json(); }).then(function (answer) {
+      }).then(function (r) { return r.text(); }).then(function (text) {
+        // errors from the token guard are plain text; the API's are {"error": ...}
+        var answer;
+        try { answer = JSON.parse(text); } catch (e) { answer = { error: text }; }
         result.textContent = answer.error ? answer.error :
           "submission " + answer.id + " queued; its score appears on the board of " + answer.dataset;
       }).catch(function () { result.textContent = "the daemon did not answer"; })

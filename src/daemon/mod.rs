@@ -17,6 +17,9 @@
 //!   events directly), append its stderr to `train.log`, fan events out to live subscribers ([`live::Hub`]), apply
 //!   checkpoint retention, and record the final state when the child ends. Then the slot is freed and the scheduler
 //!   woken.
+//! - **Submission worker** (one task, [`submissions`]): takes the oldest queued submission, leases a free slot (while
+//!   it waits the scheduler starts no session), runs `rush infer` children for uncached members, mixes, writes the
+//!   `.npy` and has the scorer score it. [`ensembles`] answers the builder and `ensemble auto` from the cache.
 //! - **Metric writer** (one task): commits metric rows in one transaction per batch; steps never wait on it.
 //! - **HTTP** (axum, [`crate::web::router`]): reads the store; mutations (stop, rm, fork, model rm, dataset register)
 //!   call methods of [`Daemon`], so the daemon stays the database's only writer.
