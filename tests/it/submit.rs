@@ -139,7 +139,32 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     assert_eq!(api_json(&env, &format!("/submissions/{}", submission_id(&flip)))["tta"], "flip");
 
     // Each session, then their ensemble (verbose shows the members and timings).
-    let one = env.ok(&["submit", a, "best"]);
+    // While the first one runs, its `rush infer` child is caught: its command line and environment name neither the
+    // labels, the database nor the home.
+    let submitting = Command::new(rush_exe())
+        .args(["submit", a, "best"])
+        .env("RUSH_HOME", &env.home)
+        .env_remove("RUSH_URL")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let daemon_pid = env.daemon_pid().to_string();
+    let (cmdline, environ) = wait_for(Duration::from_secs(120), "the rush infer child", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_string();
+            let cmdline = String::from_utf8_lossy(&std::fs::read(p.path().join("cmdline")).ok()?).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&std::fs::read(p.path().join("environ")).ok()?).to_string();
+            (parent == daemon_pid && cmdline.contains(" infer ")).then_some((cmdline, environ))
+        })
+    });
+    for (what, text) in [("command line", &cmdline), ("environment", &environ)] {
+        assert!(!text.contains("labels") && !text.contains("rush.db"), "the infer child's {what} names them: {text}");
+    }
+    assert!(!environ.contains("RUSH_HOME") && cmdline.contains("--device cpu"), "{cmdline}");
+    let out = submitting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let one = String::from_utf8_lossy(&out.stdout).to_string();
     let out = env.cli(&["submit", "-v", b, "last"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let two = String::from_utf8_lossy(&out.stdout).to_string();
