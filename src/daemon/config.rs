@@ -265,6 +265,23 @@ mod tests {
     }
 
     #[test]
+    fn submission_settings_have_defaults_and_are_checked() {
+        let c = DaemonConfig::resolve(Home::new("/h"), Flags::default(), 0).unwrap();
+        assert_eq!((c.submissions_per_day, c.public_percent), (DEFAULT_SUBMISSIONS_PER_DAY, 30));
+        assert!(c.reveal_private.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rush.yaml");
+        std::fs::write(&path, "submissions_per_day: 2\npublic_percent: 25\nreveal_private: [emoji]\n").unwrap();
+        let c = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path.clone()), ..Default::default() }, 0)
+            .unwrap();
+        assert_eq!((c.submissions_per_day, c.public_percent), (2, 25));
+        assert_eq!(c.reveal_private, vec!["emoji".to_string()]);
+        std::fs::write(&path, "public_percent: 100\n").unwrap();
+        let e = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path), ..Default::default() }, 0);
+        assert!(e.unwrap_err().to_string().starts_with("public_percent:"));
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let bad = |flags: Flags| DaemonConfig::resolve(Home::new("/h"), flags, 0).unwrap_err().to_string();
         assert!(bad(Flags { bind: Some("nowhere".into()), ..Default::default() }).starts_with("bind:"));
