@@ -102,4 +102,55 @@
     cmpUpdate = update;
     update();
   }
+  // The ensemble builder: the validation accuracy of the mix as the weights change (from cached probabilities), and
+  // the submit button. Answers are shown with textContent.
+  var builder = document.getElementById("builder");
+  var accOut = document.getElementById("mix-acc");
+  if (builder && accOut && builder.dataset.dataset) {
+    var dataset = builder.dataset.dataset;
+    var inputs = builder.querySelectorAll("input.weight");
+    var note = document.getElementById("mix-note");
+    var flip = document.getElementById("mix-flip");
+    var members = function () {
+      return Array.prototype.map.call(inputs, function (i) {
+        return { session: i.dataset.session, epoch: i.dataset.epoch, weight: parseFloat(i.value) || 0 };
+      });
+    };
+    var evaluate = throttle(function () {
+      var list = members().map(function (m) { return m.session + ":" + m.epoch + ":" + m.weight; }).join(",");
+      var url = "/api/datasets/" + encodeURIComponent(dataset) + "/ensemble?members=" + encodeURIComponent(list) +
+        "&tta=" + (flip && flip.checked ? "flip" : "none");
+      fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (body) {
+        if (body.error) { accOut.textContent = "–"; note.textContent = body.error; return; }
+        accOut.textContent = (100 * body.val_acc).toFixed(2) + "%";
+        note.textContent = "on " + body.rows + " validation samples; members alone: " +
+          body.singles.map(function (x) { return (100 * x).toFixed(2) + "%"; }).join(", ");
+      }).catch(function () { note.textContent = "the daemon did not answer"; });
+    }, 300);
+    builder.addEventListener("input", evaluate);
+    if (flip) { flip.addEventListener("change", evaluate); }
+    evaluate();
+    var submit = document.getElementById("mix-submit");
+    var result = document.getElementById("mix-result");
+    var dry = document.getElementById("mix-dry");
+    submit.addEventListener("click", function () {
+      var body = {
+        members: members().map(function (m) { return { session: m.session, checkpoint: String(m.epoch), weight: m.weight }; }),
+        tta: flip && flip.checked ? "flip" : "none",
+        dry_run: !!(dry && dry.checked)
+      };
+      submit.disabled = true;
+      fetch("/api/submissions", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
+      }).then(function (r) { return r.text(); }).then(function (text) {
+        // errors from the token guard are plain text; the API's are {"error": ...}
+        var answer;
+        try { answer = JSON.parse(text); } catch (e) { answer = { error: text }; }
+        result.textContent = answer.error ? answer.error :
+          "submission " + answer.id + " queued; its score appears on the board of " + answer.dataset;
+      }).catch(function () { result.textContent = "the daemon did not answer"; })
+        .then(function () { submit.disabled = false; });
+    });
+  }
 })();

@@ -14,6 +14,7 @@ use crate::store::{SpecRow, SpecStatus};
 use crate::web::api::{Changed, CheckpointView, ForkRequest, Info, SessionView};
 
 pub mod http;
+pub mod submit;
 pub mod table;
 
 use http::Api;
@@ -146,6 +147,9 @@ pub enum EnsembleCommand {
         dataset: String,
         #[arg(long, default_value_t = 10)]
         max_members: usize,
+        /// Test-time augmentation of the cached probabilities to select from: `flip`.
+        #[arg(long)]
+        tta: Option<String>,
         /// Submit the chosen ensemble.
         #[arg(long)]
         submit: bool,
@@ -168,7 +172,12 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
             change(global, "DELETE", &format!("/sessions/{}/checkpoints/{checkpoint}", id(&session)?))
         }
         Command::Spec(SpecCommand::Schema) => super::spec::schema(),
-        Command::Submit(_) | Command::Ensemble(_) => bail!("this command is not built yet"),
+        Command::Submit(a) => {
+            submit::submit(global, &a.targets, a.weights.as_deref(), a.tta.as_deref(), a.test, a.verbose)
+        }
+        Command::Ensemble(EnsembleCommand::Auto { dataset, max_members, tta, submit, json }) => {
+            submit::auto(global, &dataset, max_members, tta.as_deref(), submit, json)
+        }
     }
 }
 

@@ -104,7 +104,7 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Ls { json } => registry::ls(global, json),
         Command::Push { name, path, r#move } => registry::push(global, &name, &path, r#move),
         Command::Build(args) => build(args),
-        cmd => anyhow::bail!("`rush dataset {}` is not built yet", name(&cmd)),
+        Command::Board { dataset, private, json } => super::client::submit::board(global, &dataset, private, json),
     }
 }
 
@@ -164,14 +164,4 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Synth(_) => "synth",
-        Command::Build(_) => "build",
-        Command::Ls { .. } => "ls",
-        Command::Push { .. } => "push",
-        Command::Board { .. } => "board",
-    }
 }

@@ -1,4 +1,4 @@
-//! `rush train` (the child the daemon starts) and `rush doctor` (what libtorch and CUDA look like here).
+//! `rush train` (the child the daemon starts), `rush infer` (the child a submission job starts) and `rush doctor` (what libtorch and CUDA look like here).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,26 @@ pub enum Command {
         /// The session folder holding `spec.yaml`.
         session_dir: PathBuf,
         /// `cpu`, `cuda` or `cuda:N` (default: the GPU in CUDA_VISIBLE_DEVICES, else the CPU).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Class probabilities of one checkpoint on the test and validation splits (a submission job runs this).
+    #[command(hide = true)]
+    Infer {
+        /// The session folder holding `spec.yaml` and `checkpoints/`.
+        session_dir: PathBuf,
+        /// The checkpoint's epoch.
+        #[arg(long)]
+        epoch: u32,
+        /// Where `test.npy`, `valid.npy` and `infer.json` go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Test-time augmentation: `none` or `flip`.
+        #[arg(long, default_value = "none")]
+        tta: String,
+        /// Only the dry-run sample of the test split.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         device: Option<String>,
     },
@@ -35,6 +55,16 @@ pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(_) => Ok(ExitCode::FAILURE),
             }
+        }
+        Command::Infer { session_dir, epoch, out, tta, dry_run, device } => {
+            let tta = tta.parse().context("--tta")?;
+            let opts = crate::submit::infer::InferOptions { session_dir, epoch, out, tta, dry_run, device };
+            let report = crate::submit::infer::run(&opts).context("rush infer")?;
+            eprintln!(
+                "rush infer: epoch {} on {}: {} test + {} validation rows in {:.1} s",
+                report.epoch, report.device, report.test_rows, report.valid_rows, report.seconds
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { json } => {
             let report = crate::train::doctor::report();

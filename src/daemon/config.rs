@@ -15,6 +15,9 @@ use crate::home::Home;
 /// The address bound when neither file nor flag names one.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8470";
 
+/// Ranked submissions per user per UTC day when the config file does not say.
+pub const DEFAULT_SUBMISSIONS_PER_DAY: u32 = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path}: {message}")]
@@ -55,6 +58,12 @@ pub struct ConfigFile {
     pub token: Option<crate::web::auth::Token>,
     /// Read-only pages and API routes stay open without the token (default: open on loopback, closed beyond it).
     pub public_read: Option<bool>,
+    /// Ranked submissions each user may make per UTC day (dry runs are free); default [`DEFAULT_SUBMISSIONS_PER_DAY`].
+    pub submissions_per_day: Option<u32>,
+    /// The share of the test set the board's public score covers, 1..99 (default 30).
+    pub public_percent: Option<u8>,
+    /// Datasets whose boards show (and rank by) private scores to everyone, e.g. after a deadline.
+    pub reveal_private: Option<Vec<String>>,
 }
 
 /// Flags given on the command line (`rush daemon ...`).
@@ -85,6 +94,12 @@ pub struct DaemonConfig {
     pub slurm: SlurmConfig,
     /// Who may do what over HTTP (bind address, token, public reads).
     pub access: std::sync::Arc<crate::web::auth::Access>,
+    /// The per-user daily limit on ranked submissions.
+    pub submissions_per_day: u32,
+    /// The board's public share of each test set, in percent.
+    pub public_percent: u8,
+    /// Datasets whose private scores are revealed.
+    pub reveal_private: Vec<String>,
 }
 
 impl ConfigFile {
@@ -138,7 +153,17 @@ impl DaemonConfig {
             // Slurm places the jobs; a slot here is a session the daemon may have submitted at once.
             slots = (0..slurm.gpu_jobs).map(SlotKind::Gpu).chain((0..slurm.cpu_jobs).map(SlotKind::Cpu)).collect();
         }
+        let public_percent = file.public_percent.unwrap_or(crate::core::score::DEFAULT_PUBLIC_PERCENT);
+        if !(1..=99).contains(&public_percent) {
+            return Err(ConfigError::Invalid {
+                field: "public_percent",
+                message: format!("{public_percent} is outside 1..99"),
+            });
+        }
         Ok(DaemonConfig {
+            submissions_per_day: file.submissions_per_day.unwrap_or(DEFAULT_SUBMISSIONS_PER_DAY),
+            public_percent,
+            reveal_private: file.reveal_private.unwrap_or_default(),
             db: file.db.unwrap_or_else(|| home.db()),
             experiments: flags.experiments.or(file.experiments).unwrap_or_else(|| PathBuf::from("experiments")),
             home,
@@ -237,6 +262,23 @@ mod tests {
         let e = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path), ..Default::default() }, 0);
         let e = e.unwrap_err().to_string();
         assert!(e.contains("slurm.time_limit") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn submission_settings_have_defaults_and_are_checked() {
+        let c = DaemonConfig::resolve(Home::new("/h"), Flags::default(), 0).unwrap();
+        assert_eq!((c.submissions_per_day, c.public_percent), (DEFAULT_SUBMISSIONS_PER_DAY, 30));
+        assert!(c.reveal_private.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rush.yaml");
+        std::fs::write(&path, "submissions_per_day: 2\npublic_percent: 25\nreveal_private: [emoji]\n").unwrap();
+        let c = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path.clone()), ..Default::default() }, 0)
+            .unwrap();
+        assert_eq!((c.submissions_per_day, c.public_percent), (2, 25));
+        assert_eq!(c.reveal_private, vec!["emoji".to_string()]);
+        std::fs::write(&path, "public_percent: 100\n").unwrap();
+        let e = DaemonConfig::resolve(Home::new("/h"), Flags { config: Some(path), ..Default::default() }, 0);
+        assert!(e.unwrap_err().to_string().starts_with("public_percent:"));
     }
 
     #[test]

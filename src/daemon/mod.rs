@@ -17,6 +17,9 @@
 //!   events directly), append its stderr to `train.log`, fan events out to live subscribers ([`live::Hub`]), apply
 //!   checkpoint retention, and record the final state when the child ends. Then the slot is freed and the scheduler
 //!   woken.
+//! - **Submission worker** (one task, [`submissions`]): takes the oldest queued submission, leases a free slot (while
+//!   it waits the scheduler starts no session), runs `rush infer` children for uncached members, mixes, writes the
+//!   `.npy` and has the scorer score it. [`ensembles`] answers the builder and `ensemble auto` from the cache.
 //! - **Metric writer** (one task): commits metric rows in one transaction per batch; steps never wait on it.
 //! - **HTTP** (axum, [`crate::web::router`]): reads the store; mutations (stop, rm, fork, model rm, dataset register)
 //!   call methods of [`Daemon`], so the daemon stays the database's only writer.
@@ -49,6 +52,7 @@ use crate::store::{DatasetRow, MetricSink, NewSession, SessionRow, Store, StoreE
 pub mod checkpoints;
 pub mod config;
 pub mod datasets;
+pub mod ensembles;
 pub mod executor;
 pub mod follow;
 pub mod intake;
@@ -57,6 +61,7 @@ pub mod lock;
 pub mod recovery;
 pub mod runner;
 pub mod scheduler;
+pub mod submissions;
 pub mod watcher;
 
 pub use config::DaemonConfig;
@@ -78,6 +83,9 @@ pub enum DaemonError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Lock(String),
+    /// The user has used every submission of the day.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl From<SpecError> for DaemonError {
@@ -91,6 +99,10 @@ impl From<SpecError> for DaemonError {
 struct Pool {
     busy: Vec<Option<SessionId>>,
     running: HashMap<SessionId, CancellationToken>,
+    /// The submission (by id) holding each slot; a slot is free when neither a session nor a submission holds it.
+    submissions: Vec<Option<i64>>,
+    /// A submission waits for a slot: the scheduler leaves the next free slot to it (submissions are short).
+    submission_waiting: bool,
 }
 
 /// A slot and the session on it, for `/api/info` and the dashboard.
@@ -111,6 +123,8 @@ pub struct Daemon {
     executor: Arc<dyn executor::Executor>,
     pool: Mutex<Pool>,
     wake: Notify,
+    /// Wakes the submission worker (a submission was queued or a slot freed).
+    submission_wake: Notify,
     runners: TaskTracker,
 }
 
@@ -125,7 +139,12 @@ impl Daemon {
     /// Nothing is watched or scheduled until [`Daemon::start`].
     pub fn new(config: DaemonConfig, store: Store, executor: Arc<dyn executor::Executor>) -> Arc<Daemon> {
         let (metrics, _writer) = store.metric_writer();
-        let pool = Pool { busy: vec![None; config.slots.len()], running: HashMap::new() };
+        let pool = Pool {
+            busy: vec![None; config.slots.len()],
+            running: HashMap::new(),
+            submissions: vec![None; config.slots.len()],
+            submission_waiting: false,
+        };
         Arc::new(Daemon {
             config,
             store,
@@ -135,6 +154,7 @@ impl Daemon {
             executor,
             pool: Mutex::new(pool),
             wake: Notify::new(),
+            submission_wake: Notify::new(),
             runners: TaskTracker::new(),
         })
     }
@@ -147,12 +167,14 @@ impl Daemon {
     pub fn start(self: &Arc<Self>) -> Result<(), DaemonError> {
         watcher::start(self.clone())?;
         tokio::spawn(scheduler::run(self.clone()));
+        self.runners.spawn(submissions::run(self.clone()));
         Ok(())
     }
 
     /// Wakes the scheduler (after a session was queued or a slot freed).
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.submission_wake.notify_one();
     }
 
     /// Cancels everything and waits for every runner to record its session's state, then flushes metrics.
@@ -169,8 +191,14 @@ impl Daemon {
         self.config
             .slots
             .iter()
-            .zip(&pool.busy)
-            .map(|(kind, who)| SlotView { slot: kind.to_string(), session: who.as_ref().map(|s| s.to_string()) })
+            .zip(pool.busy.iter().zip(&pool.submissions))
+            .map(|(kind, (who, submission))| SlotView {
+                slot: kind.to_string(),
+                session: who
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .or_else(|| submission.map(|id| format!("submission {id}"))),
+            })
             .collect()
     }
 

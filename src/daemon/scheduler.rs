@@ -37,8 +37,17 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
     }
     let (slots, leased): (Vec<Slot>, Vec<bool>) = {
         let pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let slots =
-            daemon.config.slots.iter().zip(&pool.busy).map(|(&kind, who)| Slot { kind, busy: who.is_some() }).collect();
+        let slots = daemon
+            .config
+            .slots
+            .iter()
+            .zip(pool.busy.iter().zip(&pool.submissions))
+            .map(|(&kind, (who, submission))| Slot { kind, busy: who.is_some() || submission.is_some() })
+            .collect();
+        if pool.submission_waiting {
+            // A waiting submission takes the next free slot; sessions start on the tick after it.
+            return Ok(());
+        }
         // A queued session can hold a slot: a Slurm job that waits in Slurm's queue has its runner already.
         (slots, queued.iter().map(|row| pool.running.contains_key(&row.id)).collect())
     };

@@ -21,12 +21,14 @@ pub mod pages;
 pub mod sessions;
 pub mod slurm;
 pub mod specs;
+pub mod submissions;
 
 pub use checkpoints::CheckpointRow;
 pub use datasets::DatasetRow;
 pub use metrics::{MetricRow, MetricSink};
 pub use sessions::{NewSession, SessionFilter, SessionRow};
 pub use specs::{SpecRow, SpecStatus};
+pub use submissions::{NewSubmission, ScoredSubmission, StoredMember, SubmissionRow, SubmissionState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

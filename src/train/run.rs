@@ -81,13 +81,13 @@ pub fn run(opts: &TrainOptions) -> Result<(), TrainError> {
 }
 
 /// Inputs in [0, 255] become `(x / 255 - mean) / std` per channel (ImageNet statistics), as `x * scale + shift`.
-struct Normalizer {
+pub(crate) struct Normalizer {
     scale: Tensor,
     shift: Tensor,
 }
 
 impl Normalizer {
-    fn new(device: Device) -> Self {
+    pub(crate) fn new(device: Device) -> Self {
         let mean = [0.485f32, 0.456, 0.406];
         let std = [0.229f32, 0.224, 0.225];
         let scale: Vec<f32> = std.iter().map(|s| 1.0 / (255.0 * s)).collect();
@@ -101,7 +101,7 @@ impl Normalizer {
 
     /// uint8 `[n, H, W, 3]` on the host -> normalised float `[n, 3, H, W]` on the device: NHWC strides (channels-last)
     /// when the execution wants them, else contiguous NCHW.
-    fn input(&self, images: &Tensor, ex: &Execution) -> Tensor {
+    pub(crate) fn input(&self, images: &Tensor, ex: &Execution) -> Tensor {
         let x = to_device(images, ex.device).to_kind(Kind::Float).permute([0, 3, 1, 2]);
         let x = x * &self.scale + &self.shift;
         if ex.channels_last { x } else { x.contiguous() }

@@ -62,6 +62,7 @@ impl From<DaemonError> for ApiError {
                 StatusCode::CONFLICT
             }
             DaemonError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DaemonError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => {
                 tracing::error!("API: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -207,6 +208,7 @@ pub fn routes() -> Router<AppState> {
         .route("/specs", get(specs))
         .route("/datasets", get(datasets))
         .route("/datasets/{name}", post(register_dataset))
+        .merge(super::submissions::routes())
 }
 
 fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, ApiError> {

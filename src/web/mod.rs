@@ -14,6 +14,7 @@ pub mod files;
 pub mod gpus;
 pub mod pages;
 pub mod sse;
+pub mod submissions;
 pub mod view;
 
 /// What every handler sees: the running daemon (its store, home, config, live events).

@@ -48,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ensemble", get(ensemble_page))
         .route("/specs", get(specs_page))
         .route("/datasets", get(datasets_page))
+        .route("/datasets/{name}/board", get(board_page))
         .route("/system", get(system_page))
         .route("/metrics", get(prometheus))
         .route("/login", get(login_page).post(login))
@@ -705,6 +706,14 @@ pub struct MemberView {
     size: String,
 }
 
+/// A checkpoint with cached probabilities, offered to the builder.
+pub struct CachedView {
+    member: String,
+    add_url: String,
+    tta: String,
+    val_acc: String,
+}
+
 #[derive(Template)]
 #[template(path = "ensemble.html")]
 struct EnsembleTemplate {
@@ -712,12 +721,19 @@ struct EnsembleTemplate {
     errors: Vec<String>,
     members: Vec<MemberView>,
     command: String,
+    /// The dataset of the members (or `?d=`), whose cache is offered.
+    dataset: String,
+    cached: Vec<CachedView>,
 }
 
+/// The ensemble builder: the members chosen on session pages or from the cached checkpoints of the dataset, a weight
+/// each, the validation accuracy of the mix (asked of `/api/datasets/{d}/ensemble` as the weights change) and a submit
+/// button (`POST /api/submissions`, behind the token like every mutating route).
 async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
     let mut errors = Vec::new();
     let mut members = Vec::new();
-    for m in repeated(raw.as_deref(), "m").into_iter().take(50) {
+    let chosen = repeated(raw.as_deref(), "m");
+    for m in chosen.iter().take(50) {
         let Some((sid, name)) = m.rsplit_once(':') else {
             errors.push(format!("{m:?} is not SESSION:CHECKPOINT"));
             continue;
@@ -748,7 +764,96 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
         });
     }
     let command = format!("rush submit {}", members.iter().map(|m| m.member.as_str()).collect::<Vec<_>>().join(" "));
-    html(&EnsembleTemplate { chrome: Chrome::new(&state, "sessions"), errors, members, command })
+    let asked: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let dataset = members
+        .first()
+        .and_then(|m| m.session.parse::<SessionId>().ok())
+        .map(|id| id.dataset)
+        .or_else(|| asked.into_iter().find(|(k, _)| k == "d").map(|(_, v)| v))
+        .unwrap_or_default();
+    let mut cached = Vec::new();
+    if !dataset.is_empty() {
+        match state.daemon.cached_checkpoints(&dataset).await {
+            Ok(list) => {
+                for c in list {
+                    let member = format!("{}:{}", c.session, c.epoch);
+                    if chosen.contains(&member) {
+                        continue;
+                    }
+                    let mut params: Vec<(&str, &str)> = chosen.iter().map(|m| ("m", m.as_str())).collect();
+                    params.push(("m", &member));
+                    cached.push(CachedView {
+                        add_url: format!("/ensemble?{}", serde_urlencoded::to_string(&params).unwrap_or_default()),
+                        member,
+                        tta: c.tta.to_string(),
+                        val_acc: view::percent(c.val_acc),
+                    });
+                }
+            }
+            Err(e) => errors.push(format!("cached checkpoints of {dataset}: {e}")),
+        }
+    }
+    html(&EnsembleTemplate { chrome: Chrome::new(&state, "sessions"), errors, members, command, dataset, cached })
+}
+
+#[derive(Template)]
+#[template(path = "board.html")]
+struct BoardTemplate {
+    chrome: Chrome,
+    board: super::submissions::BoardView,
+    lines: Vec<BoardLineRow>,
+    private_url: String,
+}
+
+pub struct BoardLineRow {
+    rank: usize,
+    id: i64,
+    members: Vec<(String, String, String)>,
+    public: String,
+    private: String,
+    submitted: String,
+    submitted_exact: String,
+    user: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct BoardQuery {
+    #[serde(default)]
+    private: bool,
+}
+
+/// A dataset's board: rank, members, public score (private once revealed), when and who.
+async fn board_page(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<BoardQuery>,
+) -> PageResult {
+    state.daemon.require_dataset("the board", &name).await.map_err(|e| PageError::not_found(e.to_string()))?;
+    let board = super::submissions::board_view(&state, &name, q.private)
+        .await
+        .map_err(|e| PageError { status: e.status, message: e.message })?;
+    let now = crate::store::now();
+    let lines = board
+        .lines
+        .iter()
+        .map(|l| BoardLineRow {
+            rank: l.rank,
+            id: l.id,
+            members: l
+                .sessions
+                .iter()
+                .zip(&l.checkpoints)
+                .map(|(s, c)| (s.clone(), session_url(s), c.clone()))
+                .collect(),
+            public: format!("{:.4}", l.public_score),
+            private: l.private_score.map(|p| format!("{p:.4}")).unwrap_or_default(),
+            submitted: view::ago(now, Some(l.submitted_at)),
+            submitted_exact: view::datetime(l.submitted_at),
+            user: l.user.clone(),
+        })
+        .collect();
+    let private_url = format!("/datasets/{name}/board?private=true");
+    html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines, private_url })
 }
 
 // ---------------------------------------------------------------------------------------------------- specs, datasets
@@ -792,6 +897,7 @@ pub struct DatasetView {
     registered: String,
     registered_exact: String,
     sessions_url: String,
+    board_url: String,
 }
 
 #[derive(Template)]
@@ -810,6 +916,7 @@ async fn datasets_page(State(state): State<AppState>) -> PageResult {
         .into_iter()
         .map(|d| DatasetView {
             sessions_url: list_url(&d.name, "", None),
+            board_url: format!("/datasets/{}/board", d.name),
             train: d.train_images,
             classes: d.classes,
             test: d.test_images,

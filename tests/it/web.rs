@@ -187,6 +187,7 @@ async fn every_page_answers_and_escapes_hostile_input() {
         format!("/ensemble?m={id}:2"),
         "/specs".into(),
         "/datasets".into(),
+        "/datasets/emoji/board".into(),
         "/system".into(),
         "/login".into(),
     ];
@@ -333,6 +334,7 @@ async fn mutating_routes_need_the_token_beyond_loopback() {
         ("DELETE", format!("/api/sessions/{id}")),
         ("DELETE", format!("/api/sessions/{id}/checkpoints/1")),
         ("POST", "/api/datasets/emoji".to_string()),
+        ("POST", "/api/submissions".to_string()),
         ("POST", format!("/sessions/{id}/stop")),
         ("POST", format!("/sessions/{id}/fork")),
     ];

@@ -1,0 +1,181 @@
+//! `rush submit`, `rush ensemble auto` and `rush dataset board`: queue a submission and wait for its score, pick an
+//! ensemble from the probability cache, show a dataset's board. All through the daemon's API.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::http::Api;
+use super::table;
+use crate::cli::Global;
+use crate::core::checkpoint::CheckpointRef;
+use crate::daemon::ensembles::AutoEnsemble;
+use crate::store::SubmissionState;
+use crate::submit::{MemberRef, Submission, Tta};
+use crate::web::submissions::{BoardView, SubmissionView};
+
+/// How long `submit` waits for the score before giving up (the submission goes on in the daemon).
+const WAIT: Duration = Duration::from_secs(6 * 3600);
+
+/// `rush submit [-t] [-v] SESSION CHECKPOINT` or `rush submit S:C [S:C ...] [--weights ...] [--tta flip]`.
+pub fn submit(
+    global: &Global,
+    targets: &[String],
+    weights: Option<&[f64]>,
+    tta: Option<&str>,
+    dry_run: bool,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let tta: Tta = tta.unwrap_or("none").parse()?;
+    let request = Submission::from_args(targets, weights, tta, dry_run)?;
+    let api = Api::connect(global)?;
+    send(&api, &request, verbose)
+}
+
+/// Queues `request`, waits for it and prints the score.
+fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCode> {
+    let queued: SubmissionView = api.post("/submissions", request)?;
+    let id = queued.id;
+    if verbose {
+        eprintln!("submission {id} queued on {}:", queued.dataset);
+        for m in &queued.members {
+            eprintln!("  {}:{} (epoch {}) weight {}", m.session, m.checkpoint, m.epoch, m.weight);
+        }
+    }
+    let started = Instant::now();
+    let mut last = queued.state;
+    let done = loop {
+        let s: SubmissionView = api.get(&format!("/submissions/{id}"))?;
+        if verbose && s.state != last {
+            eprintln!(
+                "submission {id}: {}{}",
+                s.state,
+                s.slot.as_deref().map(|x| format!(" in {x}")).unwrap_or_default()
+            );
+            last = s.state;
+        }
+        if s.state.is_terminal() {
+            break s;
+        }
+        if started.elapsed() > WAIT {
+            bail!("submission {id} is still {} after {:?}; see `rush dataset board {}`", s.state, WAIT, s.dataset);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if done.state == SubmissionState::Failed {
+        bail!("submission {id} failed: {}", done.error.as_deref().unwrap_or("no reason recorded"));
+    }
+    let score = done.public_score.unwrap_or(0.0);
+    let samples = done.samples.unwrap_or(0);
+    if done.dry_run {
+        println!("submission {id} (dry run, not ranked): accuracy {score:.4} on {samples} test samples");
+    } else {
+        println!("submission {id}: public score {score:.4} ({} test stickers)", samples);
+    }
+    if verbose {
+        eprintln!(
+            "inference {:.2} s, mixing and scoring {:.2} s; predictions: {}",
+            done.infer_seconds.unwrap_or(0.0),
+            done.score_seconds.unwrap_or(0.0),
+            done.download.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush ensemble auto -d DATASET [--max-members N] [--tta flip] [--submit]`.
+pub fn auto(
+    global: &Global,
+    dataset: &str,
+    max_members: usize,
+    tta: Option<&str>,
+    submit: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tta: Tta = tta.unwrap_or("none").parse()?;
+    let api = Api::connect(global)?;
+    let chosen: AutoEnsemble =
+        api.get(&format!("/datasets/{dataset}/ensemble/auto?max_members={max_members}&tta={tta}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&chosen)?);
+    } else {
+        println!(
+            "greedy selection over {} cached checkpoints of {dataset} ({} validation samples):",
+            chosen.candidates, chosen.valid_rows
+        );
+        let rows: Vec<Vec<String>> = chosen
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("{}:{}", m.session, m.epoch),
+                    m.count.to_string(),
+                    format!("{:.4}", m.weight),
+                    format!("{:.4}", m.val_acc),
+                ]
+            })
+            .collect();
+        print!("{}", table::render(&["Member", "Count", "Weight", "Val acc alone"], &rows));
+        println!(
+            "ensemble val_acc {:.4}; best single {} {:.4}; gain {:+.4}",
+            chosen.val_acc, chosen.best_single, chosen.best_single_acc, chosen.gain
+        );
+    }
+    if !submit {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let members = chosen
+        .members
+        .iter()
+        .map(|m| {
+            Ok(MemberRef {
+                session: m.session.parse().with_context(|| format!("member {}", m.session))?,
+                checkpoint: CheckpointRef::Epoch(m.epoch),
+                weight: m.weight,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let request = Submission { members, tta, dry_run: false };
+    request.validate()?;
+    send(&api, &request, false)
+}
+
+/// `rush dataset board DATASET [-j] [--private]`.
+pub fn board(global: &Global, dataset: &str, private: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let board: BoardView = api.get(&format!("/datasets/{dataset}/board?private={private}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&board)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = crate::store::now();
+    let mut header = vec!["Rank", "Id", "Session(s)", "Checkpoint(s)", "Public"];
+    if board.revealed {
+        header.push("Private");
+    }
+    header.extend(["Submitted", "User"]);
+    let rows: Vec<Vec<String>> = board
+        .lines
+        .iter()
+        .map(|l| {
+            let mut row = vec![
+                l.rank.to_string(),
+                l.id.to_string(),
+                l.sessions.join(" "),
+                l.checkpoints.join(" "),
+                format!("{:.4}", l.public_score),
+            ];
+            if board.revealed {
+                row.push(l.private_score.map(|p| format!("{p:.4}")).unwrap_or_default());
+            }
+            row.extend([table::ago(l.submitted_at, now), l.user.clone()]);
+            row
+        })
+        .collect();
+    print!("{}", table::render(&header, &rows));
+    if !board.revealed {
+        println!("(public scores on {}% of the test set; private scores hidden)", board.public_percent);
+    }
+    Ok(ExitCode::SUCCESS)
+}

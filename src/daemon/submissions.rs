@@ -1,0 +1,412 @@
+//! Submission jobs: queue a request (checked, checkpoints resolved, the daily limit applied), then the submission
+//! worker runs each in a worker slot like a session: `rush infer` children for the members whose probabilities are not
+//! cached yet (their output goes into the probability cache), the weighted mix (`core::ensemble::Mix`), the
+//! `predictions.npy` beside the submission, and the scorer, which alone reads the hidden labels.
+//!
+//! One submission runs at a time. While it waits for a slot the scheduler starts no new session, so a short
+//! submission never starves behind a long queue of sessions. A daemon shutdown puts a running submission back in the
+//! queue; so does a restart (`requeue_running_submissions`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Daemon, DaemonError};
+use crate::core::checkpoint::{CheckpointRef, resolve};
+use crate::core::ensemble::{Mix, Probs};
+use crate::core::queue::SlotKind;
+use crate::core::score::{self, DailyLimit};
+use crate::core::session::SessionId;
+use crate::data::layout::read_test;
+use crate::home::Home;
+use crate::store::{NewSubmission, ScoredSubmission, StoredMember, SubmissionRow};
+use crate::submit::infer::{self, InferReport};
+use crate::submit::probs::{self, CacheKey, CacheSplit};
+use crate::submit::scorer::{self, Scored};
+use crate::submit::{Submission, Tta, npy};
+
+/// How often a waiting submission looks for a free slot, and the worker for queued submissions.
+const POLL: Duration = Duration::from_millis(250);
+
+impl Daemon {
+    /// Checks and queues a submission; returns its row. Refused: unknown sessions or checkpoints, a dataset without
+    /// hidden labels, or a user who has used the day's submissions (dry runs are never limited).
+    pub async fn queue_submission(&self, request: &Submission) -> Result<SubmissionRow, DaemonError> {
+        request.validate().map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        let dataset = request.dataset().to_string();
+        self.require_dataset("the submission", &dataset).await?;
+        if !scorer::has_labels(self.home(), &dataset) {
+            return Err(DaemonError::Invalid(format!(
+                "dataset {dataset} has no hidden test labels, so nothing can be scored (push it from a folder holding \
+                 test/test_labels.csv)"
+            )));
+        }
+        let mut members = Vec::with_capacity(request.members.len());
+        for m in &request.members {
+            let epoch = match (self.resolve_checkpoint(&m.session, m.checkpoint).await, m.checkpoint) {
+                (Ok(epoch), _) => epoch,
+                // a checkpoint whose probabilities are cached needs no weights: retention may have deleted them
+                (Err(_), CheckpointRef::Epoch(e)) if cached(self.home(), &m.session, e, request.tta) => e,
+                (Err(e), _) => return Err(e),
+            };
+            members.push(StoredMember {
+                session: m.session.to_string(),
+                checkpoint: m.checkpoint.to_string(),
+                epoch,
+                weight: m.weight,
+            });
+        }
+        let user = request.members[0].session.user.clone();
+        let now = time::OffsetDateTime::now_utc();
+        let (start, end) = score::utc_day(now);
+        let day = (start.unix_timestamp() as f64, end.unix_timestamp() as f64);
+        let new = NewSubmission {
+            dataset,
+            user: user.clone(),
+            members,
+            tta: request.tta.to_string(),
+            dry_run: request.dry_run,
+            created_at: crate::store::now(),
+        };
+        let limit = DailyLimit { per_day: self.config.submissions_per_day };
+        let id = self
+            .store
+            .add_submission(&new, day, |used| limit.check(&user, used, now))
+            .await?
+            .map_err(|e| DaemonError::Limit(e.to_string()))?;
+        self.submission_wake.notify_one();
+        self.store.submission(id).await?.ok_or_else(|| DaemonError::NotFound(format!("submission {id} vanished")))
+    }
+
+    /// The epoch a checkpoint name (`7`, `best`, `last`) of a session means now.
+    pub async fn resolve_checkpoint(&self, id: &SessionId, checkpoint: CheckpointRef) -> Result<u32, DaemonError> {
+        self.store.session(id).await?.ok_or_else(|| DaemonError::NotFound(format!("unknown session {id}")))?;
+        let rows = self.store.checkpoints(id).await?;
+        let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
+        resolve(checkpoint, &infos).map_err(|_| {
+            let saved: Vec<String> = rows.iter().map(|r| r.epoch.to_string()).collect();
+            let saved = if saved.is_empty() { "none".to_string() } else { saved.join(", ") };
+            DaemonError::NotFound(format!("session {id} has no checkpoint {checkpoint} (saved: {saved})"))
+        })
+    }
+}
+
+/// The submission worker: takes the oldest queued submission, waits for a slot, runs it, records the outcome.
+pub async fn run(daemon: Arc<Daemon>) {
+    match daemon.store.requeue_running_submissions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{n} interrupted submission(s) queued again"),
+        Err(e) => tracing::error!("submissions: {e}"),
+    }
+    loop {
+        if daemon.shutdown.is_cancelled() {
+            break;
+        }
+        match daemon.store.next_queued_submission().await {
+            Ok(Some(row)) => run_one(&daemon, row).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!("submissions: {e}"),
+        }
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => break,
+            _ = daemon.submission_wake.notified() => {}
+            _ = tokio::time::sleep(POLL * 8) => {}
+        }
+    }
+}
+
+/// Leases a slot for `row`, runs it and frees the slot.
+async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
+    let Some((index, slot)) = lease(daemon, row.id).await else { return };
+    let id = row.id;
+    let outcome = match daemon.store.start_submission(id, &slot.to_string(), crate::store::now()).await {
+        Ok(()) => Some(execute(daemon, &row, slot).await),
+        Err(e) => {
+            tracing::error!("submission {id}: {e}");
+            None
+        }
+    };
+    let now = crate::store::now();
+    let recorded = match outcome {
+        Some(Ok(scored)) => {
+            tracing::info!("submission {id} scored: public {:.4}", scored.public_score);
+            daemon.store.score_submission(id, &scored, now).await
+        }
+        Some(Err(JobEnd::Interrupted)) => daemon.store.requeue_submission(id).await,
+        Some(Err(JobEnd::Failed(reason))) => {
+            tracing::warn!("submission {id} failed: {reason}");
+            daemon.store.fail_submission(id, &reason, now).await
+        }
+        None => Ok(()),
+    };
+    if let Err(e) = recorded {
+        tracing::error!("submission {id}: recording the outcome: {e}");
+    }
+    {
+        let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.submissions.get(index).copied().flatten() == Some(id) {
+            pool.submissions[index] = None;
+        }
+    }
+    daemon.wake.notify_one();
+}
+
+/// Waits for a free slot (a GPU first) and holds it for submission `id`; `None` on shutdown.
+async fn lease(daemon: &Daemon, id: i64) -> Option<(usize, SlotKind)> {
+    loop {
+        {
+            let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let free = |i: &usize| pool.busy[*i].is_none() && pool.submissions[*i].is_none();
+            let n = daemon.config.slots.len();
+            let gpu = (0..n).filter(free).find(|&i| matches!(daemon.config.slots[i], SlotKind::Gpu(_)));
+            if let Some(i) = gpu.or_else(|| (0..n).find(free)) {
+                pool.submissions[i] = Some(id);
+                pool.submission_waiting = false;
+                return Some((i, daemon.config.slots[i]));
+            }
+            pool.submission_waiting = true;
+        }
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => {
+                daemon.pool.lock().unwrap_or_else(|e| e.into_inner()).submission_waiting = false;
+                return None;
+            }
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// How a job ended without a score.
+#[derive(Debug)]
+enum JobEnd {
+    /// The daemon is shutting down: queue it again.
+    Interrupted,
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for JobEnd {
+    fn from(e: E) -> Self {
+        JobEnd::Failed(e.to_string())
+    }
+}
+
+/// The test split's sample keys (`package_id/sticker_id`) in `test_order.csv` order, and the order digests of all of
+/// them and of the dry-run sample.
+struct TestOrder {
+    rows: usize,
+    digest: String,
+    dry_digest: String,
+}
+
+fn test_order(dataset: &Path) -> Result<TestOrder, String> {
+    let test = read_test(dataset).map_err(|e| format!("reading the test split: {e}"))?;
+    let keys: Vec<String> = test.samples.iter().map(|s| format!("{}/{}", s.package_id, s.sticker_id)).collect();
+    let dry: Vec<&str> = score::dry_run_indices(keys.len()).into_iter().map(|i| keys[i].as_str()).collect();
+    Ok(TestOrder {
+        rows: keys.len(),
+        digest: probs::order_digest(keys.iter().map(String::as_str)),
+        dry_digest: probs::order_digest(dry),
+    })
+}
+
+/// Runs one submission: inference where needed, the mix, the `.npy`, the score.
+async fn execute(daemon: &Arc<Daemon>, row: &SubmissionRow, slot: SlotKind) -> Result<ScoredSubmission, JobEnd> {
+    let home = daemon.home().clone();
+    let dir = home.submission(row.id);
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tta: Tta = row.tta.parse()?;
+    let dataset_path = home.dataset(&row.dataset);
+    let order = blocking(move || test_order(&dataset_path)).await??;
+
+    // distinct checkpoints, their weights summed
+    let mut weights: BTreeMap<(SessionId, u32), f64> = BTreeMap::new();
+    for m in &row.members {
+        let session: SessionId = m.session.parse()?;
+        *weights.entry((session, m.epoch)).or_default() += m.weight;
+    }
+    let infer_started = Instant::now();
+    let mut members: Vec<Probs> = Vec::with_capacity(weights.len());
+    for (k, (session, epoch)) in weights.keys().enumerate() {
+        let job = MemberJob { daemon, row, slot, tta, session, epoch: *epoch, out: dir.join(format!("infer-{k}")) };
+        members.push(job.probs(&order).await?);
+    }
+    let infer_seconds = infer_started.elapsed().as_secs_f64();
+
+    let score_started = Instant::now();
+    let weights: Vec<f64> = weights.into_values().collect();
+    let predictions_path = dir.join("predictions.npy");
+    let (dataset, dry_run, percent, path) =
+        (row.dataset.clone(), row.dry_run, daemon.config.public_percent, predictions_path.clone());
+    let scored = blocking(move || -> Result<Scored, String> {
+        let refs: Vec<&Probs> = members.iter().collect();
+        let predictions = Mix::new(&refs, &weights).map_err(|e| e.to_string())?.predict();
+        npy::write_i64(&path, &predictions).map_err(|e| e.to_string())?;
+        scorer::score_file(&home, &dataset, &path, dry_run, percent).map_err(|e| e.to_string())
+    })
+    .await??;
+    let score_seconds = score_started.elapsed().as_secs_f64();
+    let (public_score, private_score, samples) = match scored {
+        Scored::Full(s) => (s.public, Some(s.private), (s.n_public + s.n_private) as i64),
+        Scored::DryRun { accuracy, samples } => (accuracy, None, samples as i64),
+    };
+    Ok(ScoredSubmission {
+        public_score,
+        private_score,
+        samples,
+        npy_path: predictions_path.display().to_string(),
+        infer_seconds,
+        score_seconds,
+    })
+}
+
+/// One member's test probabilities for a submission: from the cache, or from a `rush infer` child.
+struct MemberJob<'a> {
+    daemon: &'a Arc<Daemon>,
+    row: &'a SubmissionRow,
+    slot: SlotKind,
+    tta: Tta,
+    session: &'a SessionId,
+    epoch: u32,
+    out: PathBuf,
+}
+
+impl MemberJob<'_> {
+    fn key(&self, split: CacheSplit) -> CacheKey {
+        CacheKey { session: self.session.clone(), epoch: self.epoch, split, tta: self.tta }
+    }
+
+    async fn probs(&self, order: &TestOrder) -> Result<Probs, JobEnd> {
+        let home = self.daemon.home().clone();
+        let (test_key, valid_key) = (self.key(CacheSplit::Test), self.key(CacheSplit::Valid));
+        let cached = {
+            let (home, key, digest) = (home.clone(), test_key.clone(), order.digest.clone());
+            let valid = valid_key.clone();
+            blocking(move || -> Option<Probs> {
+                // a stale or damaged entry is computed again
+                let has_valid = matches!(probs::meta(&home, &valid), Ok(Some(_)));
+                probs::read(&home, &key, &digest).ok().flatten().filter(|_| has_valid)
+            })
+            .await?
+        };
+        if let Some(p) = cached {
+            if !self.row.dry_run {
+                return Ok(p);
+            }
+            let rows = score::dry_run_indices(order.rows);
+            let classes = p.classes();
+            let data: Vec<f32> = rows.iter().flat_map(|&r| p.row(r).iter().copied()).collect();
+            return Ok(Probs::new(rows.len(), classes, data)?);
+        }
+        let report = self.infer().await?;
+        let expected = if self.row.dry_run { &order.dry_digest } else { &order.digest };
+        if report.test_order != *expected {
+            return Err(JobEnd::Failed(format!(
+                "{}:{}: inference saw another test order than the daemon ({} rows; the dataset changed?)",
+                self.session, self.epoch, report.test_rows
+            )));
+        }
+        let out = self.out.clone();
+        let dry_run = self.row.dry_run;
+        let test = blocking(move || -> Result<Probs, String> {
+            let read = |name: &str| -> Result<Probs, String> {
+                let (rows, classes, values) = npy::read_f16_matrix(&out.join(name)).map_err(|e| e.to_string())?;
+                Probs::new(rows, classes, values).map_err(|e| format!("{}: {e}", out.join(name).display()))
+            };
+            let test = read("test.npy")?;
+            if !dry_run {
+                // into the cache: validation first, so a test entry always has its validation beside it
+                let valid = read("valid.npy")?;
+                probs::write(&home, &valid_key, &report.valid_order, &valid).map_err(|e| e.to_string())?;
+                probs::write(&home, &test_key, &report.test_order, &test).map_err(|e| e.to_string())?;
+                let _ = std::fs::remove_file(out.join("valid.npy"));
+                let _ = std::fs::remove_file(out.join("test.npy"));
+            }
+            Ok(test)
+        })
+        .await??;
+        Ok(test)
+    }
+
+    /// Runs `rush infer` for this member in the job's slot; its stderr goes to `infer.log` in the submission folder.
+    async fn infer(&self) -> Result<InferReport, JobEnd> {
+        let session_dir = self.daemon.home().session(self.session);
+        let program = std::env::current_exe().map_err(|e| format!("locating the rush binary: {e}"))?;
+        tokio::fs::create_dir_all(&self.out).await.map_err(|e| format!("{}: {e}", self.out.display()))?;
+        let log_path = self.out.parent().unwrap_or(&self.out).join("infer.log");
+        let mut args: Vec<String> = vec![
+            "infer".into(),
+            session_dir.display().to_string(),
+            "--epoch".into(),
+            self.epoch.to_string(),
+            "--out".into(),
+            self.out.display().to_string(),
+            "--tta".into(),
+            self.tta.to_string(),
+        ];
+        if self.row.dry_run {
+            args.push("--dry-run".into());
+        }
+        let mut cmd = tokio::process::Command::new(&program);
+        match self.slot {
+            SlotKind::Gpu(i) => {
+                cmd.env("CUDA_VISIBLE_DEVICES", i.to_string());
+            }
+            SlotKind::Cpu(_) => {
+                cmd.env("CUDA_VISIBLE_DEVICES", "");
+                args.extend(["--device".into(), "cpu".into()]);
+            }
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        {
+            use std::io::Write;
+            let _ = writeln!(log, "[rush] {} in {}: rush {}", self.session, self.slot, args.join(" "));
+        }
+        cmd.args(&args)
+            .env_remove("RUSH_HOME")
+            .env_remove("RUSH_URL")
+            .env_remove("RUSH_TOKEN")
+            .current_dir(&self.out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", program.display()))?;
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(|e| format!("waiting for rush infer: {e}"))?,
+            _ = self.daemon.shutdown.cancelled() => {
+                let _ = child.kill().await;
+                return Err(JobEnd::Interrupted);
+            }
+        };
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(JobEnd::Failed(format!(
+                "inference of {}:{} failed ({status}): {}",
+                self.session,
+                self.epoch,
+                tail.join(" | ")
+            )));
+        }
+        Ok(infer::read_report(&self.out)?)
+    }
+}
+
+/// Runs blocking work (file reads, mixing) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("a submission task crashed: {e}"))
+}
+
+/// Whether a checkpoint's probabilities are cached for both splits.
+pub fn cached(home: &Home, session: &SessionId, epoch: u32, tta: Tta) -> bool {
+    [CacheSplit::Test, CacheSplit::Valid].into_iter().all(|split| {
+        let key = CacheKey { session: session.clone(), epoch, split, tta };
+        matches!(probs::meta(home, &key), Ok(Some(_)))
+    })
+}

@@ -1,0 +1,300 @@
+//! The JSON API of submissions, the board and ensembles (merged under `/api` by [`super::api::routes`]):
+//!
+//! `POST /submissions` (a [`Submission`]; mutating, so behind the token like stop and fork), `GET /submissions?dataset=`,
+//! `GET /submissions/{id}`, `GET /submissions/{id}/predictions.npy`, `GET /datasets/{name}/board?private=`,
+//! `GET /datasets/{name}/cache` (cached checkpoints with validation accuracy),
+//! `GET /datasets/{name}/ensemble?members=S:E:W,...&tta=` (validation accuracy of a mix) and
+//! `GET /datasets/{name}/ensemble/auto?max_members=&tta=` (greedy selection).
+//!
+//! Private scores appear only where revealed (`private=true`, or the dataset listed in the daemon's
+//! `reveal_private`). Nothing here reads or returns test labels or their path: only scores.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::api::ApiError;
+use crate::core::score::{self, Reveal};
+use crate::daemon::ensembles::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
+use crate::store::{StoredMember, SubmissionRow, SubmissionState};
+use crate::submit::{Submission, Tta};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A submission as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmissionView {
+    pub id: i64,
+    pub dataset: String,
+    pub user: String,
+    pub members: Vec<StoredMember>,
+    pub tta: String,
+    pub dry_run: bool,
+    pub state: SubmissionState,
+    /// The public score (a dry run: its accuracy on the dry-run sample).
+    pub public_score: Option<f64>,
+    /// Only when revealed.
+    pub private_score: Option<f64>,
+    /// Test stickers predicted.
+    pub samples: Option<i64>,
+    pub error: Option<String>,
+    pub slot: Option<String>,
+    pub created: f64,
+    pub started: Option<f64>,
+    pub finished: Option<f64>,
+    pub infer_seconds: Option<f64>,
+    pub score_seconds: Option<f64>,
+    /// The prediction file's download path, once written.
+    pub download: Option<String>,
+}
+
+impl SubmissionView {
+    pub fn new(row: SubmissionRow, revealed: bool) -> Self {
+        SubmissionView {
+            download: row.npy_path.as_ref().map(|_| format!("/api/submissions/{}/predictions.npy", row.id)),
+            id: row.id,
+            dataset: row.dataset,
+            user: row.user,
+            members: row.members,
+            tta: row.tta,
+            dry_run: row.dry_run,
+            state: row.state,
+            public_score: row.public_score,
+            private_score: if revealed { row.private_score } else { None },
+            samples: row.samples,
+            error: row.error,
+            slot: row.slot,
+            created: row.created_at,
+            started: row.started_at,
+            finished: row.finished_at,
+            infer_seconds: row.infer_seconds,
+            score_seconds: row.score_seconds,
+        }
+    }
+}
+
+/// One line of the board.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoardLineView {
+    pub rank: usize,
+    pub id: i64,
+    pub sessions: Vec<String>,
+    pub checkpoints: Vec<String>,
+    pub weights: Vec<f64>,
+    pub tta: String,
+    pub public_score: f64,
+    /// Only when revealed.
+    pub private_score: Option<f64>,
+    pub submitted_at: f64,
+    pub user: String,
+}
+
+/// A dataset's board.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoardView {
+    pub dataset: String,
+    /// Private scores shown and ranked by.
+    pub revealed: bool,
+    pub public_percent: u8,
+    pub lines: Vec<BoardLineView>,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/submissions", get(list).post(create))
+        .route("/submissions/{id}", get(one))
+        .route("/submissions/{id}/predictions.npy", get(download))
+        .route("/datasets/{name}/board", get(board))
+        .route("/datasets/{name}/cache", get(cache))
+        .route("/datasets/{name}/ensemble", get(evaluate))
+        .route("/datasets/{name}/ensemble/auto", get(auto))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RevealQuery {
+    #[serde(default)]
+    private: bool,
+    dataset: Option<String>,
+}
+
+/// Whether `dataset`'s private scores are shown: asked for, or revealed by the daemon's configuration.
+pub fn revealed(state: &AppState, dataset: &str, asked: bool) -> bool {
+    asked || state.daemon.config.reveal_private.iter().any(|d| d == dataset)
+}
+
+async fn create(State(state): State<AppState>, Json(request): Json<Submission>) -> ApiResult<SubmissionView> {
+    let row = state.daemon.queue_submission(&request).await?;
+    Ok(Json(SubmissionView::new(row, false)))
+}
+
+async fn list(State(state): State<AppState>, Query(q): Query<RevealQuery>) -> ApiResult<Vec<SubmissionView>> {
+    let rows = state.store().submissions(q.dataset.as_deref()).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| {
+                let shown = revealed(&state, &r.dataset, q.private);
+                SubmissionView::new(r, shown)
+            })
+            .collect(),
+    ))
+}
+
+async fn row(state: &AppState, id: i64) -> Result<SubmissionRow, ApiError> {
+    state
+        .store()
+        .submission(id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no submission {id}")))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<RevealQuery>,
+) -> ApiResult<SubmissionView> {
+    let r = row(&state, id).await?;
+    let shown = revealed(&state, &r.dataset, q.private);
+    Ok(Json(SubmissionView::new(r, shown)))
+}
+
+/// The prediction file, as `submission-<id>.npy`.
+async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
+    let r = match row(&state, id).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    // always the file in the submission's own folder, never a path from elsewhere
+    let path = state.home().submission(r.id).join("predictions.npy");
+    match (r.npy_path.is_some(), tokio::fs::read(&path).await) {
+        (true, Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"submission-{id}.npy\"")),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        _ => ApiError::new(StatusCode::NOT_FOUND, format!("submission {id} has no prediction file (yet)"))
+            .into_response(),
+    }
+}
+
+/// The ranked submissions of a dataset, ordered as `core::score::board` decides.
+pub async fn board_view(state: &AppState, dataset: &str, asked: bool) -> Result<BoardView, ApiError> {
+    let rows = state.store().ranked_submissions(dataset).await?;
+    let shown = revealed(state, dataset, asked);
+    let entries = rows
+        .into_iter()
+        .map(|r| score::Scored {
+            id: r.id,
+            submitted_at: time::OffsetDateTime::from_unix_timestamp_nanos((r.created_at * 1e9) as i128)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            public: r.public_score.unwrap_or(0.0),
+            private: r.private_score.unwrap_or(0.0),
+            meta: r,
+        })
+        .collect();
+    let lines = score::board(entries, if shown { Reveal::Private } else { Reveal::Public })
+        .into_iter()
+        .map(|l| BoardLineView {
+            rank: l.rank,
+            id: l.id,
+            sessions: l.meta.members.iter().map(|m| m.session.clone()).collect(),
+            checkpoints: l.meta.members.iter().map(|m| m.epoch.to_string()).collect(),
+            weights: l.meta.members.iter().map(|m| m.weight).collect(),
+            tta: l.meta.tta.clone(),
+            public_score: l.public,
+            private_score: l.private,
+            submitted_at: l.meta.created_at,
+            user: l.meta.user.clone(),
+        })
+        .collect();
+    Ok(BoardView {
+        dataset: dataset.to_string(),
+        revealed: shown,
+        public_percent: state.daemon.config.public_percent,
+        lines,
+    })
+}
+
+async fn board(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RevealQuery>,
+) -> ApiResult<BoardView> {
+    state.daemon.require_dataset("the board", &name).await?;
+    Ok(Json(board_view(&state, &name, q.private).await?))
+}
+
+async fn cache(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Vec<CachedCheckpoint>> {
+    state.daemon.require_dataset("the cache", &name).await?;
+    Ok(Json(state.daemon.cached_checkpoints(&name).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct MixQuery {
+    /// `SESSION:EPOCH:WEIGHT,...`
+    members: String,
+    tta: Option<String>,
+}
+
+fn tta(text: Option<&str>) -> Result<Tta, ApiError> {
+    text.unwrap_or("none")
+        .parse()
+        .map_err(|e: crate::submit::SubmitError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Parses `SESSION:EPOCH:WEIGHT,...` (the weight may be left out: 1).
+pub fn parse_mix(text: &str) -> Result<Vec<MixMember>, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let mut parts = item.trim().split(':');
+            let (Some(session), Some(epoch)) = (parts.next(), parts.next()) else {
+                return Err(format!("{item:?}: expected SESSION:EPOCH:WEIGHT"));
+            };
+            let session = session.parse().map_err(|e| format!("{item:?}: {e}"))?;
+            let epoch = epoch.parse().map_err(|_| format!("{item:?}: epoch {epoch:?} is not a number"))?;
+            let weight = match parts.next() {
+                Some(w) => w.parse().map_err(|_| format!("{item:?}: weight {w:?} is not a number"))?,
+                None => 1.0,
+            };
+            if parts.next().is_some() {
+                return Err(format!("{item:?}: expected SESSION:EPOCH:WEIGHT"));
+            }
+            Ok(MixMember { session, epoch, weight })
+        })
+        .collect()
+}
+
+async fn evaluate(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<MixQuery>,
+) -> ApiResult<MixEval> {
+    let members = parse_mix(&q.members).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let tta = tta(q.tta.as_deref())?;
+    Ok(Json(state.daemon.evaluate_mix(&name, &members, tta).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct AutoQuery {
+    max_members: Option<usize>,
+    tta: Option<String>,
+}
+
+async fn auto(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<AutoQuery>,
+) -> ApiResult<AutoEnsemble> {
+    state.daemon.require_dataset("ensemble auto", &name).await?;
+    let tta = tta(q.tta.as_deref())?;
+    Ok(Json(state.daemon.auto_ensemble(&name, q.max_members.unwrap_or(10), tta).await?))
+}

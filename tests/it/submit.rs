@@ -1,0 +1,370 @@
+//! Submissions end to end on the CPU: a real daemon trains two tiny sessions on synthetic data, `rush submit` scores
+//! each and their ensemble through `rush infer` children, the board lists them with scores this test recomputes from
+//! the `.npy` files and the hidden labels, the daily limit refuses the next, private scores stay hidden until revealed,
+//! `ensemble auto` picks from the probability cache, and no route, command or file a session sees holds the labels.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rush::core::ensemble::Probs;
+use rush::core::score::{BoardSplit, Part};
+use rush::core::session::SessionId;
+use rush::home::Home;
+use rush::submit::Tta;
+use rush::submit::probs::{self, CacheKey, CacheSplit};
+
+use crate::common::{Env, quick_spec, rush_exe, wait_for};
+
+const TRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+const TEST_IMAGES: usize = 240;
+
+/// The first tag of each test sticker, from the hidden labels file (read here, independently of the scorer).
+fn hidden_labels(path: &Path) -> Vec<i64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut rows: Vec<(usize, i64)> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (index, tags) = l.split_once(',').unwrap();
+            let first = tags.trim_matches('"').split(',').next().unwrap();
+            (index.parse().unwrap(), first.trim().parse().unwrap())
+        })
+        .collect();
+    rows.sort();
+    rows.into_iter().map(|r| r.1).collect()
+}
+
+/// Loads predictions with Python and numpy (a real client), checking dtype, shape and range; returns them.
+fn numpy_load(path: &Path, n: usize) -> Vec<i64> {
+    let python = std::env::var("RUSH_PYTHON").expect("RUSH_PYTHON must name a Python with numpy");
+    let script = r#"
+import sys
+import numpy as np
+a = np.load(sys.argv[1])
+n = int(sys.argv[2])
+assert a.dtype == np.int64, a.dtype
+assert a.shape == (n,), a.shape
+assert ((a >= 0) & (a < 350)).all(), (a.min(), a.max())
+print(" ".join(str(int(x)) for x in a))
+"#;
+    let out = Command::new(python).arg("-c").arg(script).arg(path).arg(n.to_string()).output().unwrap();
+    assert!(out.status.success(), "numpy: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect()
+}
+
+fn accuracy(predictions: &[i64], labels: &[i64], keep: impl Fn(usize) -> bool) -> f64 {
+    let (mut right, mut total) = (0, 0);
+    for (i, (p, l)) in predictions.iter().zip(labels).enumerate() {
+        if keep(i) {
+            total += 1;
+            right += usize::from(p == l);
+        }
+    }
+    right as f64 / total as f64
+}
+
+fn api(env: &Env, path: &str) -> reqwest::blocking::Response {
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    reqwest::blocking::get(format!("http://{}/api{path}", addr.trim())).unwrap()
+}
+
+fn api_json(env: &Env, path: &str) -> serde_json::Value {
+    let resp = api(env, path);
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    resp.json().unwrap()
+}
+
+/// `submission N: public score X` / `submission N (dry run...)`: the id.
+fn submission_id(stdout: &str) -> i64 {
+    let rest = stdout.trim().strip_prefix("submission ").unwrap_or_else(|| panic!("{stdout}"));
+    rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
+    let mut env = Env::new();
+    let config = env.tmp.path().join("rush.yaml");
+    std::fs::write(&config, "submissions_per_day: 4\n").unwrap();
+    env.start_with(&["--config", config.to_str().unwrap()]);
+
+    let src = env.tmp.path().join("src-synth");
+    let out = Command::new(rush_exe())
+        .args(["dataset", "synth", "--out"])
+        .arg(&src)
+        .args(["--train", "300", "--test", &TEST_IMAGES.to_string(), "--classes", "6", "--width", "40"])
+        .args(["--height", "40", "--quiet", "--seed", "3", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.ok(&["dataset", "push", "synth", src.to_str().unwrap()]);
+    let labels_path = env.home.join("labels/synth/test_labels.csv");
+    let labels = hidden_labels(&labels_path);
+    assert_eq!(labels.len(), TEST_IMAGES);
+
+    // Nothing to submit before training: an unknown session is refused with its name.
+    assert!(env.fails(&["submit", "tester/synth/1", "best"]).contains("tester/synth/1"));
+
+    env.drop_spec("a.yaml", &quick_spec("synth", 2, "seed: 1\n"));
+    env.drop_spec("b.yaml", &quick_spec("synth", 2, "seed: 2\n"));
+    let (a, b) = ("tester/synth/1", "tester/synth/2");
+    wait_for(Duration::from_secs(30), "two sessions", || env.session(b));
+    env.wait_state(a, "succeeded", TRAIN_TIMEOUT);
+    env.wait_state(b, "succeeded", TRAIN_TIMEOUT);
+
+    // A dry run: exactly 200 test samples, not ranked.
+    let dry = env.ok(&["submit", "-t", a, "best"]);
+    assert!(dry.contains("dry run") && dry.contains("on 200 test samples"), "{dry}");
+    let dry_id = submission_id(&dry);
+    let dry_npy = env.home.join(format!("submissions/{dry_id}/predictions.npy"));
+    let dry_predictions = numpy_load(&dry_npy, 200);
+
+    // Flip test-time augmentation runs the whole path too.
+    let flip = env.ok(&["submit", "-t", b, "last", "--tta", "flip"]);
+    assert!(flip.contains("on 200 test samples"), "{flip}");
+    assert_eq!(api_json(&env, &format!("/submissions/{}", submission_id(&flip)))["tta"], "flip");
+
+    // Each session, then their ensemble (verbose shows the members and timings).
+    // While the first one runs, its `rush infer` child is caught: its command line and environment name neither the
+    // labels, the database nor the home.
+    let submitting = Command::new(rush_exe())
+        .args(["submit", a, "best"])
+        .env("RUSH_HOME", &env.home)
+        .env_remove("RUSH_URL")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let daemon_pid = env.daemon_pid().to_string();
+    let (cmdline, environ) = wait_for(Duration::from_secs(120), "the rush infer child", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_string();
+            let cmdline = String::from_utf8_lossy(&std::fs::read(p.path().join("cmdline")).ok()?).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&std::fs::read(p.path().join("environ")).ok()?).to_string();
+            (parent == daemon_pid && cmdline.contains(" infer ")).then_some((cmdline, environ))
+        })
+    });
+    for (what, text) in [("command line", &cmdline), ("environment", &environ)] {
+        assert!(!text.contains("labels") && !text.contains("rush.db"), "the infer child's {what} names them: {text}");
+    }
+    assert!(!environ.contains("RUSH_HOME") && cmdline.contains("--device cpu"), "{cmdline}");
+    let out = submitting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let one = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = env.cli(&["submit", "-v", b, "last"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let two = String::from_utf8_lossy(&out.stdout).to_string();
+    let verbose = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(verbose.contains("tester/synth/2:last (epoch 2)") && verbose.contains("inference"), "{verbose}");
+    let ensemble_target = [format!("{a}:best"), format!("{b}:last")];
+    let three = env.ok(&["submit", &ensemble_target[0], &ensemble_target[1], "--weights", "1,2"]);
+    let ids: Vec<i64> = [&one, &two, &three].iter().map(|s| submission_id(s)).collect();
+
+    // The dry run predicted the dry-run rows of the full prediction of the same checkpoint.
+    let single = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", ids[0])), TEST_IMAGES);
+    let dry_rows: Vec<i64> = (0..200).map(|k| single[k * TEST_IMAGES / 200]).collect();
+    assert_eq!(dry_predictions, dry_rows);
+
+    // An ensemble of a checkpoint with itself is that checkpoint (a dry run from the cache, no inference).
+    let itself = env.ok(&["submit", "-t", &format!("{a}:best"), &format!("{a}:best"), "--weights", "0.3,0.7"]);
+    let itself = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&itself))), 200);
+    assert_eq!(itself, dry_predictions);
+
+    // The board: three entries, each score recomputed here from its .npy and the hidden labels.
+    let split = BoardSplit::new("synth", TEST_IMAGES, 30).unwrap();
+    let public = |i: usize| split.part(i) == Part::Public;
+    let mut expected = std::collections::HashMap::new();
+    for (id, stdout) in ids.iter().zip([&one, &two, &three]) {
+        let predictions = numpy_load(&env.home.join(format!("submissions/{id}/predictions.npy")), TEST_IMAGES);
+        let (p, q) = (accuracy(&predictions, &labels, public), accuracy(&predictions, &labels, |i| !public(i)));
+        assert!(stdout.contains(&format!("public score {p:.4}")), "{stdout} (expected {p:.4})");
+        expected.insert(*id, (p, q));
+    }
+    let board = env.json(&["dataset", "board", "synth", "-j"]);
+    let lines = board["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "{board}");
+    assert_eq!(board["revealed"], false);
+    let mut last = f64::INFINITY;
+    for (rank, line) in lines.iter().enumerate() {
+        let id = line["id"].as_i64().unwrap();
+        let (p, _) = expected[&id];
+        assert_eq!(line["rank"], rank + 1);
+        assert!((line["public_score"].as_f64().unwrap() - p).abs() < 1e-12, "{line}");
+        assert!(line["private_score"].is_null(), "private score shown before the reveal: {line}");
+        assert!(line["public_score"].as_f64().unwrap() <= last);
+        last = line["public_score"].as_f64().unwrap();
+        assert_eq!(line["user"], "tester");
+    }
+    let ensemble_line = lines.iter().find(|l| l["id"] == ids[2]).unwrap();
+    assert_eq!(ensemble_line["sessions"], serde_json::json!([a, b]));
+    let table = env.ok(&["dataset", "board", "synth"]);
+    assert!(table.contains("Rank") && table.contains("Public") && !table.contains("Private"), "{table}");
+    assert!(api_json(&env, &format!("/submissions/{}", ids[0]))["private_score"].is_null());
+
+    // Revealed: the private scores, as recomputed.
+    let revealed = env.json(&["dataset", "board", "synth", "--private", "-j"]);
+    assert_eq!(revealed["revealed"], true);
+    for line in revealed["lines"].as_array().unwrap() {
+        let (_, q) = expected[&line["id"].as_i64().unwrap()];
+        assert!((line["private_score"].as_f64().unwrap() - q).abs() < 1e-12, "{line}");
+    }
+    assert!(env.ok(&["dataset", "board", "synth", "--private"]).contains("Private"));
+
+    // The board page and the builder (members from the cache, a weight each), escaped by askama.
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    let page = |path: &str| reqwest::blocking::get(format!("http://{}{path}", addr.trim())).unwrap().text().unwrap();
+    let board_page = page("/datasets/synth/board");
+    assert!(
+        board_page.contains(&format!("{:.4}", expected[&ids[0]].0))
+            && !board_page.contains("<th class=\"num\">Private")
+    );
+    assert!(page("/datasets/synth/board?private=true").contains("Private"));
+    let builder = page(&format!(
+        "/ensemble?m={a}:{}",
+        api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"]
+    ));
+    assert!(
+        builder.contains("class=\"weight\"") && builder.contains("Cached checkpoints of") && builder.contains(b),
+        "{builder}"
+    );
+
+    // The .npy downloads as written.
+    let bytes = api(&env, &format!("/submissions/{}/predictions.npy", ids[2])).bytes().unwrap();
+    assert_eq!(
+        &bytes[..],
+        &std::fs::read(env.home.join(format!("submissions/{}/predictions.npy", ids[2]))).unwrap()[..]
+    );
+
+    // ensemble auto on a constructed cache: a's and b's cached validation probabilities replaced by two members that
+    // err on different samples (a right on the even rows, b on the odd ones), so the pair beats either alone.
+    let home = Home::new(&env.home);
+    let cached = api_json(&env, "/datasets/synth/cache");
+    assert_eq!(cached.as_array().unwrap().len(), 2, "{cached}");
+    let valid_labels = {
+        let set = rush::data::layout::read_train(&env.home.join("datasets/synth")).unwrap();
+        let split = rush::data::split::split_by_package(&set, 0.1, 1);
+        split.valid.iter().map(|&i| set.samples[i].label() as usize).collect::<Vec<_>>()
+    };
+    for (k, entry) in cached.as_array().unwrap().iter().enumerate() {
+        let key = CacheKey {
+            session: entry["session"].as_str().unwrap().parse::<SessionId>().unwrap(),
+            epoch: entry["epoch"].as_u64().unwrap() as u32,
+            split: CacheSplit::Valid,
+            tta: Tta::None,
+        };
+        let meta = probs::meta(&home, &key).unwrap().unwrap();
+        assert_eq!(meta.rows, valid_labels.len());
+        let mut values = vec![0.0f32; meta.rows * 350];
+        for (row, &label) in valid_labels.iter().enumerate() {
+            let wrong = (label + 1) % 350;
+            let right_here = row % 2 == k;
+            values[row * 350 + label] = if right_here { 0.9 } else { 0.4 };
+            values[row * 350 + wrong] = if right_here { 0.1 } else { 0.6 };
+        }
+        probs::write(&home, &key, &meta.order, &Probs::new(meta.rows, 350, values).unwrap()).unwrap();
+    }
+    let auto = env.json(&["ensemble", "auto", "-d", "synth", "--max-members", "4", "-j"]);
+    assert_eq!(auto["candidates"], 2);
+    assert_eq!(auto["val_acc"], 1.0, "{auto}");
+    assert!(auto["gain"].as_f64().unwrap() > 0.4, "{auto}");
+    let members = auto["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{auto}");
+    assert!(members.iter().all(|m| m["weight"] == 0.5), "{auto}");
+    let printed = env.ok(&["ensemble", "auto", "-d", "synth", "--submit"]);
+    assert!(
+        printed.contains("gain +0.") && printed.contains("Weight") && printed.contains("public score"),
+        "{printed}"
+    );
+    assert_eq!(api_json(&env, "/datasets/synth/board")["lines"].as_array().unwrap().len(), 4);
+    // The builder's live number: the same mix evaluated from the cache.
+    let mix = api_json(
+        &env,
+        &format!(
+            "/datasets/synth/ensemble?members={}:{}:1,{}:{}:1",
+            cached[0]["session"].as_str().unwrap(),
+            cached[0]["epoch"],
+            cached[1]["session"].as_str().unwrap(),
+            cached[1]["epoch"]
+        ),
+    );
+    assert_eq!(mix["val_acc"], 1.0, "{mix}");
+    assert!(mix["singles"].as_array().unwrap().iter().all(|s| s.as_f64().unwrap() < 0.6), "{mix}");
+
+    // The daily limit: the fifth ranked submission of the day is refused, with why and when it resets.
+    let refused = env.fails(&["submit", a, "last"]);
+    assert!(refused.contains("4 of 4 submissions allowed per day") && refused.contains("resets"), "{refused}");
+    // dry runs are not limited
+    env.ok(&["submit", "-t", a, "last"]);
+    // a cached checkpoint still submits after retention (here `model rm`) deleted its weights
+    let epoch = api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"].as_u64().unwrap();
+    env.ok(&["model", "rm", a, &epoch.to_string()]);
+    let after = env.ok(&["submit", "-t", &format!("{a}:{epoch}")]);
+    let after = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&after))), 200);
+    assert_eq!(after, dry_predictions);
+
+    // No test labels where a session or a client can see them: not in any session file, not in the arguments of the
+    // inference children, not in the probability cache, not in any API answer.
+    let needles = ["test_labels", "/labels/"];
+    let sessions = files_under(&env.home.join("sessions"));
+    assert!(!sessions.is_empty());
+    for file in
+        sessions.iter().chain(&files_under(&env.home.join("cache"))).chain(&files_under(&env.home.join("submissions")))
+    {
+        if file.extension().is_some_and(|e| e == "npy" || e == "safetensors") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).to_string();
+        for needle in &needles {
+            assert!(!text.contains(needle), "{} names the labels: {needle}", file.display());
+        }
+    }
+    let infer_log = std::fs::read_to_string(env.home.join(format!("submissions/{}/infer.log", ids[0]))).unwrap();
+    assert!(infer_log.contains("rush infer") && infer_log.contains("--device cpu"), "{infer_log}");
+    let mut routes = vec![
+        "/info".to_string(),
+        "/sessions?all=true".into(),
+        "/datasets".into(),
+        "/submissions".into(),
+        "/submissions?private=true".into(),
+        "/datasets/synth/board?private=true".into(),
+        "/datasets/synth/cache".into(),
+        "/datasets/synth/ensemble/auto".into(),
+    ];
+    for id in [a, b] {
+        routes.push(format!("/sessions/{id}"));
+        routes.push(format!("/sessions/{id}/checkpoints"));
+        routes.push(format!("/sessions/{id}/logs"));
+    }
+    for id in &ids {
+        routes.push(format!("/submissions/{id}?private=true"));
+    }
+    for route in &routes {
+        let text = api(&env, route).text().unwrap();
+        for needle in &needles {
+            assert!(!text.contains(needle), "GET /api{route} names the labels: {text}");
+        }
+    }
+
+    // The figure: inference and scoring time per 1,000 test images on the CPU (one uncached checkpoint).
+    let s = api_json(&env, &format!("/submissions/{}", ids[1]));
+    let (infer, score) = (s["infer_seconds"].as_f64().unwrap(), s["score_seconds"].as_f64().unwrap());
+    println!(
+        "figure: submission of one uncached checkpoint on the CPU: inference {infer:.2} s ({TEST_IMAGES} test + \
+         validation images), mixing + .npy + scoring {score:.3} s; {:.2} s per 1,000 test images",
+        (infer + score) * 1000.0 / TEST_IMAGES as f64
+    );
+}
