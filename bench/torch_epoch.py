@@ -120,7 +120,7 @@ def main():
             torch.cuda.synchronize()
         epochs.append({"images": images, "seconds": time.perf_counter() - start, "data_wait": waited})
     print(json.dumps({"epochs": epochs, "workers": a.workers, "torch": torch.__version__,
-                      "loss": float(loss), "classes": NUM_TAGS}))
+                      "loss": float(loss.detach()), "classes": NUM_TAGS}))
 
 
 if __name__ == "__main__":
