@@ -36,19 +36,22 @@ echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -
 
 rows=()
 header=""
+LOG="$(mktemp)"  # every run's stderr; the tail of a failed run's is printed
+echo "stderr of every run: $LOG"
+failed() { echo "--- $1 failed or timed out; its last lines:" >&2; tail -n 8 "$LOG" >&2; }
 bench() { # label, then rush bench train arguments
   local label="$1"; shift
   local out rc
   out="$(timeout --kill-after=10 "$PER_RUN" "$RUSH" bench train --device cuda --size 128 --batch 256 \
-    --steps "$STEPS" --warmup 10 "$@" 2>/dev/null)"
+    --steps "$STEPS" --warmup 10 "$@" 2>>"$LOG")"
   rc=$?
   if [ $rc -eq 0 ]; then
     [ -n "$header" ] || header="$(printf '%s\n' "$out" | grep '^|' | head -2)"
     rows+=("$(printf '%s\n' "$out" | grep '^|' | tail -1)")
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    rows+=("| $label | timed out after ${PER_RUN}s | | | | NO |")
+    failed "$label"; rows+=("| $label | timed out after ${PER_RUN}s | | | | NO |")
   else
-    rows+=("| $label | failed (exit $rc) | | | | NO |")
+    failed "$label"; rows+=("| $label | failed (exit $rc) | | | | NO |")
   fi
 }
 
@@ -56,14 +59,14 @@ epoch() { # label, then rush bench epoch arguments; two rows (first epoch, later
   local label="$1"; shift
   local out rc
   out="$(timeout --kill-after=10 "$EPOCH_RUN" "$RUSH" bench epoch --device cuda --dataset "$DATA" --size 128 \
-    --batch 256 --epochs 2 --reference-images "$REF_IMAGES" "$@" 2>/dev/null)"
+    --batch 256 --epochs 2 --reference-images "$REF_IMAGES" "$@" 2>>"$LOG")"
   rc=$?
   if [ $rc -eq 0 ]; then
     while IFS= read -r row; do rows+=("$row"); done < <(printf '%s\n' "$out" | grep '^|' | tail -n +3)
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    rows+=("| $label | timed out after ${EPOCH_RUN}s | | | | NO |")
+    failed "$label"; rows+=("| $label | timed out after ${EPOCH_RUN}s | | | | NO |")
   else
-    rows+=("| $label | failed (exit $rc) | | | | NO |")
+    failed "$label"; rows+=("| $label | failed (exit $rc) | | | | NO |")
   fi
 }
 
@@ -84,7 +87,7 @@ epoch "epoch resnet50 bf16" --model resnet50 --precision bf16
 epoch "epoch resnet18 bf16" --model resnet18 --precision bf16
 if [ "${RUSH_BENCH_CPU:-0}" = 1 ]; then
   for cmd in ingest dashboard; do
-    out="$(timeout 300 "$RUSH" bench "$cmd" 2>/dev/null)" && while IFS= read -r row; do rows+=("$row"); done \
+    out="$(timeout 300 "$RUSH" bench "$cmd" 2>>"$LOG")" && while IFS= read -r row; do rows+=("$row"); done \
       < <(printf '%s\n' "$out" | grep '^|' | tail -n +3)
   done
 fi

@@ -71,7 +71,8 @@ pub struct BadImages {
 const REPORT_EACH: usize = 20;
 
 impl BadImages {
-    fn is_bad(&self, index: usize) -> bool {
+    /// Whether `index` failed to decode.
+    pub fn is_bad(&self, index: usize) -> bool {
         self.failed.lock().map(|m| m.contains_key(&index)).unwrap_or(false)
     }
 

@@ -83,8 +83,20 @@ pub fn free_memory(device: Device) -> Option<u64> {
 
 fn cuda_free() -> Option<u64> {
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    // SAFETY: a NUL-terminated name looked up among the libraries already loaded (libtorch_cuda brings libcudart).
-    let ptr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr()) };
+    // SAFETY: NUL-terminated names looked up among the libraries already loaded (libtorch_cuda brings libcudart);
+    // RTLD_NOLOAD only returns a handle to a library that is loaded already, so nothing new is loaded here.
+    let mut ptr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr()) };
+    for lib in [c"libcudart.so.13", c"libcudart.so.12", c"libcudart.so"] {
+        if !ptr.is_null() {
+            break;
+        }
+        // SAFETY: as above.
+        let handle = unsafe { libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if !handle.is_null() {
+            // SAFETY: as above; the handle stays valid (the library stays loaded by libtorch).
+            ptr = unsafe { libc::dlsym(handle, c"cudaMemGetInfo".as_ptr()) };
+        }
+    }
     if ptr.is_null() {
         return None;
     }
@@ -95,6 +107,17 @@ fn cuda_free() -> Option<u64> {
         f(&mut free, &mut total)
     };
     (status == 0).then_some(free as u64)
+}
+
+/// A small host tensor on `device` without a sync: on CUDA through pinned memory with an asynchronous copy (a copy
+/// from pageable memory would wait for the GPU to finish its queue, every step); elsewhere as it is.
+fn upload(t: Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        let kind = t.kind();
+        t.pin_memory(device).to_device_(device, kind, true, false)
+    } else {
+        t
+    }
 }
 
 /// The dataset on the device.
@@ -165,7 +188,7 @@ impl ResidentImages {
             return None;
         }
         let idx: Vec<i64> = kept.iter().map(|k| k.0 as i64).collect();
-        let idx = Tensor::from_slice(&idx).to_device(self.device);
+        let idx = upload(Tensor::from_slice(&idx), self.device);
         let raw = self.images.index_select(0, &idx);
         let images = match augment {
             None => raw,
@@ -188,7 +211,7 @@ impl ResidentImages {
                     t[row * NUM_TAGS + tag as usize] = 1.0;
                 }
             }
-            Tensor::from_slice(&t).view([kept.len() as i64, NUM_TAGS as i64]).to_device(self.device)
+            upload(Tensor::from_slice(&t).view([kept.len() as i64, NUM_TAGS as i64]), self.device)
         });
         Some(Batch { images, labels: self.labels.index_select(0, &idx), targets, len: kept.len() })
     }
@@ -212,18 +235,18 @@ pub fn apply_on_device(raw: &Tensor, draws: &[Draw]) -> Tensor {
             let (cx, cy) = ((x0 + w / 2.0) / s * 2.0 - 1.0, (y0 + h / 2.0) / s * 2.0 - 1.0);
             theta.extend([(w / s * mirror) as f32, 0.0, cx as f32, 0.0, (h / s) as f32, cy as f32]);
         }
-        let theta = Tensor::from_slice(&theta).view([n, 2, 3]).to_device(device);
+        let theta = upload(Tensor::from_slice(&theta).view([n, 2, 3]), device);
         let grid = Tensor::affine_grid_generator(&theta, [n, 3, side, side], false);
         // interpolation 0 = bilinear, padding 1 = border.
         x = x.contiguous().grid_sampler(&grid, 0, 1, false).round().clamp(0.0, 255.0);
     } else if draws.iter().any(|d| d.flip) {
         let mask: Vec<bool> = draws.iter().map(|d| d.flip).collect();
-        let mask = Tensor::from_slice(&mask).view([n, 1, 1, 1]).to_device(device);
+        let mask = upload(Tensor::from_slice(&mask).view([n, 1, 1, 1]), device);
         x = x.flip([3]).where_self(&mask, &x);
     }
     if draws.iter().any(|d| d.jitter.is_some()) {
         let factors: Vec<f32> = draws.iter().flat_map(|d| d.jitter.unwrap_or([1.0; 3])).collect();
-        let f = Tensor::from_slice(&factors).view([n, 3]).to_device(device);
+        let f = upload(Tensor::from_slice(&factors).view([n, 3]), device);
         let factor = |i: i64| f.select(1, i).view([n, 1, 1, 1]);
         let gray = |v: &Tensor| (v.select(1, 0) * 0.299 + v.select(1, 1) * 0.587 + v.select(1, 2) * 0.114).unsqueeze(1);
         let v = &x * factor(0);

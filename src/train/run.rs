@@ -364,6 +364,11 @@ fn open_cache(
             for (index, message) in report.failures {
                 bad.record(index, message);
             }
+            // A reused file knows its undecodable images too (without the decoder's message).
+            for (index, sample) in samples.iter().enumerate().filter(|(i, _)| !cache.is_ok(*i) && !bad.is_bad(*i)) {
+                let (path, file) = (sample.path.display(), file.display());
+                bad.record(index, format!("{path}: could not be decoded when the image cache {file} was built"));
+            }
             Some(Arc::new(cache))
         }
         Err(e) => {
