@@ -137,6 +137,13 @@ pub fn dataset_cache_dir(dataset: &Path) -> Option<PathBuf> {
     Some(base.join("images").join(format!("{name}-{}", &hex::encode(digest)[..12])))
 }
 
+/// The cache file of one split of a dataset at `side`: `<dataset_cache_dir>/<split>-<side>.rgb` (`train` for the
+/// training stickers in CSV order, as `rush train` uses it; `test` for the test stickers in `test_order.csv` order, for
+/// inference). `None` when caching is off.
+pub fn cache_file(dataset: &Path, split: &str, side: u32) -> Option<PathBuf> {
+    dataset_cache_dir(dataset).map(|dir| dir.join(format!("{split}-{side}.rgb")))
+}
+
 impl ImageCache {
     /// Opens `file` when it holds exactly `paths` at `side`; otherwise decodes them all (on `pool`) into a new file that
     /// replaces it atomically.
@@ -424,6 +431,7 @@ mod tests {
         if std::env::var_os("RUSH_IMAGE_CACHE").is_none() {
             let got = dataset_cache_dir(&ds).unwrap();
             assert!(got.ends_with("home/cache/images/emoji"), "{}", got.display());
+            assert_eq!(cache_file(&ds, "test", 128).unwrap(), got.join("test-128.rgb"));
         }
     }
 }

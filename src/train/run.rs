@@ -339,11 +339,10 @@ fn open_cache(
     pool: &rayon::ThreadPool,
     bad: &BadImages,
 ) -> Option<Arc<ImageCache>> {
-    let Some(dir) = cache::dataset_cache_dir(dataset) else {
+    let Some(file) = cache::cache_file(dataset, "train", side) else {
         eprintln!("rush train: image cache off (RUSH_IMAGE_CACHE=off); decoding every image every epoch");
         return None;
     };
-    let file = dir.join(format!("train-{side}.rgb"));
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     match ImageCache::open_or_build(&file, &paths, side, pool) {
         Ok((cache, report)) => {
