@@ -78,7 +78,24 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class BaselineCnn(nn.Module):
+    """rush's baseline_cnn: five (3x3 stride-2 conv, 256 channels, ReLU, BatchNorm) blocks, a 1x1 conv, global pool."""
+
+    def __init__(self, classes=NUM_TAGS):
+        super().__init__()
+        blocks, cin = [], 3
+        for _ in range(5):
+            blocks += [nn.Conv2d(cin, 256, 3, 2, 1), nn.ReLU(), nn.BatchNorm2d(256)]
+            cin = 256
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(256, classes, 1)
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.head(self.blocks(x)), 1), 1)
+
+
 MODELS = {
+    "baseline_cnn": lambda: BaselineCnn(),
     "resnet18": lambda: ResNet(BasicBlock, [2, 2, 2, 2]),
     "resnet34": lambda: ResNet(BasicBlock, [3, 4, 6, 3]),
     "resnet50": lambda: ResNet(Bottleneck, [3, 4, 6, 3]),

@@ -8,14 +8,17 @@ use clap::{Args as ClapArgs, Subcommand};
 
 use crate::cli::Global;
 
+pub mod dashboard;
 pub mod decode;
 pub mod ensemble;
+pub mod epoch;
 pub mod spec_to_start;
 pub mod train_step;
 
 /// The reference scripts, shipped in `bench/` and compiled in so the binary runs them from anywhere.
 pub const PIL_DECODE_PY: &str = include_str!("../../bench/pil_decode.py");
 pub const TORCH_TRAIN_STEP_PY: &str = include_str!("../../bench/torch_train_step.py");
+pub const TORCH_EPOCH_PY: &str = include_str!("../../bench/torch_epoch.py");
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -33,16 +36,26 @@ pub enum Command {
     Ensemble(ensemble::Args),
     /// Spec file saved -> child started with a free slot, through a real daemon (goal <= 1 s).
     SpecToStart(spec_to_start::Args),
+    /// End-to-end training epochs on sticker PNGs vs a PyTorch DataLoader pipeline (first and later epochs).
+    Epoch(epoch::Args),
+    /// Metric ingest into the store while the dashboard serves (goal >= 500,000 points/s), and the chart of a
+    /// 1,000,000-point series (goal <= 50 ms).
+    Ingest(dashboard::IngestArgs),
+    /// The sessions page's p99 at 10,000 sessions with 100 SSE clients connected (goal <= 50 ms).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let row = match args.command {
-        Command::Decode(a) => decode::run(&a)?,
-        Command::Train(a) => train_step::run(&a)?,
-        Command::Ensemble(a) => ensemble::run(&a)?,
-        Command::SpecToStart(a) => spec_to_start::run(global, &a)?,
+    let rows = match args.command {
+        Command::Decode(a) => vec![decode::run(&a)?],
+        Command::Train(a) => vec![train_step::run(&a)?],
+        Command::Ensemble(a) => vec![ensemble::run(&a)?],
+        Command::SpecToStart(a) => vec![spec_to_start::run(global, &a)?],
+        Command::Epoch(a) => epoch::run(&a)?,
+        Command::Ingest(a) => dashboard::ingest(&a)?,
+        Command::Dashboard(a) => dashboard::dashboard(&a)?,
     };
-    print!("{}", table(&[row]));
+    print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -117,6 +130,34 @@ pub fn run_reference(python: &std::path::Path, script: &str, args: &[String]) ->
         .output()
         .with_context(|| format!("running the reference with {}", python.display()))?;
     anyhow::ensure!(out.status.success(), "the reference script ({}) failed: {}", python.display(), out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("the reference printed {last:?}, not a JSON line"))
+}
+
+/// Runs a reference script that imports others: `main` and `files` ((name, source) pairs) are written to a temporary
+/// folder and `main` runs from there with `args`; returns its stdout's last line parsed as JSON.
+pub fn run_reference_files(
+    python: &std::path::Path,
+    main: (&str, &str),
+    files: &[(&str, &str)],
+    args: &[String],
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let dir = std::env::temp_dir().join(format!("rush-bench-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, source) in files.iter().chain([&main]) {
+        std::fs::write(dir.join(name), source).with_context(|| format!("writing {}", dir.join(name).display()))?;
+    }
+    let out = std::process::Command::new(python)
+        .arg(dir.join(main.0))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} with {}", main.0, python.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    anyhow::ensure!(out.status.success(), "the reference {} ({}) failed: {}", main.0, python.display(), out.status);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     serde_json::from_str(last).with_context(|| format!("the reference printed {last:?}, not a JSON line"))

@@ -46,14 +46,14 @@ pub struct Args {
     pub python: Option<PathBuf>,
 }
 
-fn parse_model(s: &str) -> Result<ModelName, String> {
+pub(super) fn parse_model(s: &str) -> Result<ModelName, String> {
     ModelName::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
         let names: Vec<&str> = ModelName::ALL.iter().map(|m| m.as_str()).collect();
         format!("unknown model {s:?}; one of {}", names.join(", "))
     })
 }
 
-fn parse_precision(s: &str) -> Result<Precision, String> {
+pub(super) fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
         "fp32" => Ok(Precision::Fp32),
         "bf16" => Ok(Precision::Bf16),

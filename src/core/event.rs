@@ -53,8 +53,12 @@ pub enum Event {
         val_loss: f64,
         val_acc: f64,
         seconds: f64,
+        /// Share of the training time spent waiting for batches, 0..1.
         #[serde(default)]
         data_wait: f64,
+        /// Seconds the training steps waited for batches (absent in lines from older children).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_wait_s: Option<f64>,
     },
     /// A checkpoint was written (atomically) and is ready.
     Checkpoint { name: String, path: String, epoch: u32, val_acc: f64, bytes: u64 },
@@ -130,6 +134,29 @@ mod tests {
         );
         let json = line.to_json();
         assert!(json.contains("\"v\":1") && json.contains("\"event\":\"checkpoint\""), "{json}");
+        assert_eq!(EventLine::parse(&json).unwrap(), line);
+    }
+
+    #[test]
+    fn epoch_lines_without_data_wait_seconds_still_parse() {
+        let old = r#"{"v":1,"t":1,"event":"epoch","epoch":1,"train_loss":1,"train_acc":0.5,"val_loss":1,"val_acc":0.5,"seconds":2}"#;
+        let Event::Epoch { data_wait, data_wait_s, .. } = EventLine::parse(old).unwrap().event else { panic!() };
+        assert_eq!((data_wait, data_wait_s), (0.0, None));
+        let line = EventLine::new(
+            Event::Epoch {
+                epoch: 1,
+                train_loss: 1.0,
+                train_acc: 0.5,
+                val_loss: 1.0,
+                val_acc: 0.5,
+                seconds: 2.0,
+                data_wait: 0.25,
+                data_wait_s: Some(0.5),
+            },
+            1.0,
+        );
+        let json = line.to_json();
+        assert!(json.contains("\"data_wait_s\":0.5"), "{json}");
         assert_eq!(EventLine::parse(&json).unwrap(), line);
     }
 

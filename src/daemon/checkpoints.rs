@@ -175,6 +175,7 @@ mod tests {
                     val_acc: 0.4,
                     seconds: 1.0,
                     data_wait: 0.0,
+                    data_wait_s: None,
                 },
                 9.0,
             ),

@@ -114,7 +114,7 @@ async fn restore_epoch_metrics(
         let Ok(parsed) = EventLine::parse(line) else { continue };
         match parsed.event {
             Event::Step { step: s, .. } => step = s,
-            Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait }
+            Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait, .. }
                 if (epoch as i64) <= last && !have.contains(&(epoch as i64)) =>
             {
                 let values = [

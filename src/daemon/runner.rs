@@ -215,16 +215,18 @@ async fn handle_line(
             ]);
             return;
         }
-        Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait } => {
+        Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait, data_wait_s } => {
             let s = state.step;
-            daemon.metrics.send(vec![
+            let mut rows = vec![
                 metric(s, *epoch, "train_loss", *train_loss),
                 metric(s, *epoch, "train_acc", *train_acc),
                 metric(s, *epoch, "val_loss", *val_loss),
                 metric(s, *epoch, "val_acc", *val_acc),
                 metric(s, *epoch, "epoch_seconds", *seconds),
                 metric(s, *epoch, "epoch_data_wait", *data_wait),
-            ]);
+            ];
+            rows.extend(data_wait_s.map(|w| metric(s, *epoch, "epoch_data_wait_s", w)));
+            daemon.metrics.send(rows);
             state.losses.insert(*epoch, (*train_loss, *val_loss));
             daemon.store.set_progress(id, *epoch, *val_acc).await
         }

@@ -1,6 +1,7 @@
 //! The AI RUSH data layout: reading it (train, test, tags, packages), splitting by package, decoding images, and
 //! writing it (the synthetic generator and the emoji-art builder).
 
+pub mod cache;
 pub mod emoji;
 pub mod image;
 pub mod layout;

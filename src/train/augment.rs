@@ -84,10 +84,8 @@ fn resample(src: &[u8], side: usize, window: Window, flip: bool) -> Vec<u8> {
     out
 }
 
-/// Brightness, contrast and saturation factors each in [1 - s, 1 + s], applied in that order.
-fn jitter(img: &mut [u8], strength: f64, rng: &mut impl Rng) {
-    let mut factor = || rng.random_range((1.0 - strength).max(0.0)..=1.0 + strength) as f32;
-    let (b, c, s) = (factor(), factor(), factor());
+/// Brightness, contrast and saturation factors (each drawn in [1 - s, 1 + s]), applied in that order.
+fn jitter(img: &mut [u8], [b, c, s]: [f32; 3]) {
     let gray = |r: f32, g: f32, b: f32| 0.299 * r + 0.587 * g + 0.114 * b;
     let pixels = img.len() / 3;
     let mean = img.chunks_exact(3).map(|p| gray(f32::from(p[0]), f32::from(p[1]), f32::from(p[2]))).sum::<f32>()
@@ -105,16 +103,46 @@ fn jitter(img: &mut [u8], strength: f64, rng: &mut impl Rng) {
     }
 }
 
+/// One image's random choices: drawn on the host from its seeded RNG, then applied here (to bytes) or on the device
+/// (`train::resident`, to a batch with tensor ops), so both paths see the same crops, flips and jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    /// Crop window (x, y, w, h) in source pixels; `None` keeps the whole image.
+    pub window: Option<[f64; 4]>,
+    pub flip: bool,
+    /// Brightness, contrast, saturation factors; `None` without colour jitter.
+    pub jitter: Option<[f32; 3]>,
+}
+
+/// Draws an image's augmentation as `spec` asks (the RNG order is: flip, crop window, jitter factors).
+pub fn draw(side: usize, spec: &Augment, rng: &mut impl Rng) -> Draw {
+    let flip = spec.hflip && rng.random_bool(0.5);
+    let window = spec.random_resized_crop.map(|scale| {
+        let w = crop_window(side as f64, scale, rng);
+        [w.x, w.y, w.w, w.h]
+    });
+    let jitter = (spec.color_jitter > 0.0).then(|| {
+        let s = spec.color_jitter;
+        let mut factor = || rng.random_range((1.0 - s).max(0.0)..=1.0 + s) as f32;
+        [factor(), factor(), factor()]
+    });
+    Draw { window, flip, jitter }
+}
+
 /// Augments a `side`-square RGB image as `spec` asks.
 pub fn apply(img: Vec<u8>, side: usize, spec: &Augment, rng: &mut impl Rng) -> Vec<u8> {
-    let flip = spec.hflip && rng.random_bool(0.5);
-    let mut out = match spec.random_resized_crop {
-        Some(scale) => resample(&img, side, crop_window(side as f64, scale, rng), flip),
-        None if flip => resample(&img, side, Window { x: 0.0, y: 0.0, w: side as f64, h: side as f64 }, true),
+    apply_draw(img, side, &draw(side, spec, rng))
+}
+
+/// Applies drawn choices to a `side`-square RGB image.
+pub fn apply_draw(img: Vec<u8>, side: usize, d: &Draw) -> Vec<u8> {
+    let mut out = match d.window {
+        Some([x, y, w, h]) => resample(&img, side, Window { x, y, w, h }, d.flip),
+        None if d.flip => resample(&img, side, Window { x: 0.0, y: 0.0, w: side as f64, h: side as f64 }, true),
         None => img,
     };
-    if spec.color_jitter > 0.0 {
-        jitter(&mut out, spec.color_jitter, rng);
+    if let Some(factors) = d.jitter {
+        jitter(&mut out, factors);
     }
     out
 }
@@ -181,7 +209,10 @@ mod tests {
     #[test]
     fn jitter_keeps_gray_gray_and_white_near_white_at_low_strength() {
         let mut img = vec![200u8; 4 * 4 * 3];
-        jitter(&mut img, 0.1, &mut rng(1));
+        let spec = Augment { random_resized_crop: None, hflip: false, color_jitter: 0.1 };
+        let factors = draw(4, &spec, &mut rng(1)).jitter.unwrap();
+        assert!(factors.iter().all(|f| (0.9..=1.1).contains(f)), "{factors:?}");
+        jitter(&mut img, factors);
         for p in img.chunks_exact(3) {
             assert!(p[0] == p[1] && p[1] == p[2], "{p:?}");
             assert!((180..=220).contains(&p[0]), "{p:?}");

@@ -1,6 +1,8 @@
-//! Batches for the training loop: a producer thread decodes each batch's images in parallel (a rayon pool; alpha
-//! composited on white by `data::image::load_rgb`), augments them, packs uint8 tensors and sends them through a
-//! bounded channel, so the next few batches are ready while the model trains. The loop measures how long it waits.
+//! Batches for the training loop: a producer thread takes each batch's images from the decoded-image cache
+//! (`data::cache`; without one it decodes them with `data::image::load_rgb`), augments them in parallel (a rayon
+//! pool), packs uint8 tensors and sends them through a bounded channel, so the next few batches are ready while the
+//! model trains. The loop measures how long it waits. (`train::resident` is the other source: the whole dataset on
+//! the device, augmented there.)
 //!
 //! Everything random is drawn from seeds derived from (run seed, epoch, position), so an epoch's batches do not depend
 //! on thread timing or on whether the run was resumed. An image that fails to decode is skipped and counted, reported
@@ -17,6 +19,7 @@ use rayon::prelude::*;
 use tch::{Device, Tensor};
 
 use crate::core::spec::Augment;
+use crate::data::cache::ImageCache;
 use crate::data::layout::{NUM_TAGS, Sample};
 use crate::train::augment;
 
@@ -68,11 +71,13 @@ pub struct BadImages {
 const REPORT_EACH: usize = 20;
 
 impl BadImages {
-    fn is_bad(&self, index: usize) -> bool {
+    /// Whether `index` failed to decode.
+    pub fn is_bad(&self, index: usize) -> bool {
         self.failed.lock().map(|m| m.contains_key(&index)).unwrap_or(false)
     }
 
-    fn record(&self, index: usize, message: String) {
+    /// Records a failure (reported on stderr, up to a few one by one).
+    pub fn record(&self, index: usize, message: String) {
         if let Ok(mut m) = self.failed.lock() {
             if m.len() < REPORT_EACH {
                 eprintln!("rush train: skipping an image that cannot be decoded: {message}");
@@ -102,6 +107,8 @@ pub struct LoaderSpec {
     pub prefetch: usize,
     /// Base of the per-image augmentation seeds ([`augment_seed`]).
     pub seed: u64,
+    /// Decoded images of `samples` (same order) at `image_size`; without it each image is decoded from its PNG.
+    pub cache: Option<Arc<ImageCache>>,
 }
 
 /// One batch on the host: uint8 images `[n, S, S, 3]` (HWC), labels `[n]` (the first tag), and for BCE targets
@@ -112,6 +119,24 @@ pub struct Batch {
     pub labels: Tensor,
     pub targets: Option<Tensor>,
     pub len: usize,
+}
+
+/// Where the training loop takes an epoch's batches from: the streaming [`Loader`] or the device-resident dataset
+/// (`train::resident`). Both count the time the loop spends waiting for them.
+pub trait BatchSource {
+    /// The next batch, or `None` at the end of the epoch.
+    fn next_batch(&mut self) -> Option<Batch>;
+    /// Total time the caller spent waiting in [`BatchSource::next_batch`].
+    fn waited(&self) -> Duration;
+}
+
+impl BatchSource for Loader {
+    fn next_batch(&mut self) -> Option<Batch> {
+        Loader::next_batch(self)
+    }
+    fn waited(&self) -> Duration {
+        Loader::waited(self)
+    }
 }
 
 /// A running producer; dropping it stops the thread.
@@ -209,13 +234,23 @@ fn decode(
         return None;
     }
     let sample = samples.get(index)?;
-    match crate::data::image::load_rgb(&sample.path, spec.image_size) {
+    let loaded = match &spec.cache {
+        Some(cache) => cache.image(index).map(<[u8]>::to_vec).ok_or_else(|| {
+            format!(
+                "{}: could not be decoded when the image cache {} was built",
+                sample.path.display(),
+                cache.path().display()
+            )
+        }),
+        None => crate::data::image::load_rgb(&sample.path, spec.image_size).map_err(|e| e.to_string()),
+    };
+    match loaded {
         Ok(img) => Some(match &spec.augment {
             Some(aug) => augment::apply(img, side, aug, &mut augment::rng(augment::mix_seed(&[spec.seed, position]))),
             None => img,
         }),
-        Err(e) => {
-            bad.record(index, e.to_string());
+        Err(message) => {
+            bad.record(index, message);
             None
         }
     }

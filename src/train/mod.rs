@@ -5,7 +5,8 @@
 //!
 //! - [`run`]: the loop (resume, epochs, validation, checkpoints, failures as `failed` events);
 //! - [`models`]: the baseline CNN, ResNet-18/34/50, EfficientNet-B0, all with 350 outputs;
-//! - [`loader`] and [`augment`]: parallel decoding, augmentation and prefetching of batches;
+//! - [`loader`] and [`augment`]: batches from the decoded-image cache (`data::cache`), augmented in parallel and
+//!   prefetched; [`resident`]: the whole uint8 dataset on the device, augmented there with tensor ops;
 //! - [`optim`]: SGD / AdamW over parameters held in one flat buffer, with state we can save exactly;
 //! - [`checkpoint`]: the per-epoch files, written atomically;
 //! - [`device`]: CPU or GPU, bf16 autocast, channels-last; [`doctor`]: what libtorch and CUDA look like here.
@@ -20,6 +21,7 @@ pub mod events;
 pub mod loader;
 pub mod models;
 pub mod optim;
+pub mod resident;
 pub mod run;
 
 /// Options of `rush train` beyond the session folder.

@@ -6,11 +6,16 @@
 //! global step, and the optimizer state is saved exactly. So with one intra-op thread, a run stopped after epoch k and
 //! resumed ends with the same weights, bit for bit, as a run that never stopped.
 //!
-//! GPU syncs: losses and accuracy counts accumulate on the device and are read only every few steps (every step on
-//! the CPU, where reading costs nothing), which is also when a NaN/inf loss is noticed.
+//! Syncs: losses and accuracy counts accumulate on the device and are read only once per logging window (every few
+//! steps; no `.item()` per step), which is also when a NaN/inf loss is noticed.
+//!
+//! Data: the images come from the dataset's decoded-image cache (`data::cache`, built on first use), streamed by
+//! `train::loader`, or, when the uint8 dataset fits on the device, from `train::resident` (uploaded once, augmented
+//! there). The time the steps wait for batches is reported per epoch.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +25,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::core::event::Event;
 use crate::core::schedule::learning_rate;
 use crate::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
+use crate::data::cache::{self, ImageCache};
 use crate::data::layout::{DataError, Sample, read_train};
 use crate::data::split::split_by_package;
 use crate::home::SessionDir;
@@ -27,9 +33,10 @@ use crate::train::TrainOptions;
 use crate::train::checkpoint::{self, CheckpointIoError, CheckpointMeta, Progress};
 use crate::train::device::{self, DeviceError, Execution};
 use crate::train::events::{EventSink, finite};
-use crate::train::loader::{self, BadImages, Batch, Loader, LoaderSpec};
+use crate::train::loader::{self, BadImages, Batch, BatchSource, Loader, LoaderSpec};
 use crate::train::models;
 use crate::train::optim::{FlatParams, OptimError, Optimizer};
+use crate::train::resident::{self, ResidentEpoch, ResidentImages, ResidentMode};
 
 /// Why a run stopped early; the `failed` event carries this text.
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +106,9 @@ impl Normalizer {
         }
     }
 
-    /// uint8 `[n, H, W, 3]` on the host -> normalised float `[n, 3, H, W]` on the device: NHWC strides (channels-last)
-    /// when the execution wants them, else contiguous NCHW.
+    /// `[n, H, W, 3]` in 0..255 (uint8 on the host, or already on the device from `train::resident`) -> normalised
+    /// float `[n, 3, H, W]` on the device: NHWC strides (channels-last) when the execution wants them, else contiguous
+    /// NCHW.
     pub(crate) fn input(&self, images: &Tensor, ex: &Execution) -> Tensor {
         let x = to_device(images, ex.device).to_kind(Kind::Float).permute([0, 3, 1, 2]);
         let x = x * &self.scale + &self.shift;
@@ -227,6 +235,10 @@ struct Trainer<'a> {
     norm: Normalizer,
     pool: Arc<rayon::ThreadPool>,
     bad: Arc<BadImages>,
+    /// The decoded images of `samples` at the spec's size (`None` when the cache cannot be used: decode per epoch).
+    cache: Option<Arc<ImageCache>>,
+    /// The same images on the device, when they fit there.
+    resident: Option<Rc<ResidentImages>>,
     steps_per_epoch: u64,
     total_steps: u64,
     /// Steps between `step` events.
@@ -280,13 +292,19 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
     let total_steps = steps_per_epoch * u64::from(spec.epochs);
     // A few hundred `step` events per run; on the GPU never a host read every step.
     let log_every = (total_steps / 300).max(if device.is_cuda() { 10 } else { 1 });
-    let sync_every = if device.is_cuda() { log_every } else { 1 };
+    // Host reads of the running sums only every `log_every` steps: one sync per logging window, never per step.
+    let sync_every = log_every;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("rush-decode-{i}"))
         .build()
         .map_err(|e| TrainError::Torch(format!("cannot start decode threads: {e}")))?;
+
+    let pool = Arc::new(pool);
+    let bad = Arc::new(BadImages::default());
+    let cache = open_cache(&resolved.dataset_path, &samples, spec.image_size, &pool, &bad);
+    let resident = cache.as_ref().and_then(|cache| place_on_device(cache, &samples, &spec, device));
 
     let mut trainer = Trainer {
         session,
@@ -300,14 +318,100 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
         flat,
         optimizer,
         norm: Normalizer::new(device),
-        pool: Arc::new(pool),
-        bad: Arc::new(BadImages::default()),
+        pool,
+        bad,
+        cache,
+        resident,
         steps_per_epoch,
         total_steps,
         log_every,
         sync_every,
     };
     trainer.run(sink)
+}
+
+/// The dataset's decoded-image cache at `side`, reused or built now (`data::cache`); images that fail to decode are
+/// recorded as bad. `None` (and a log line) when it cannot be used: the loader then decodes every epoch.
+fn open_cache(
+    dataset: &std::path::Path,
+    samples: &[Sample],
+    side: u32,
+    pool: &rayon::ThreadPool,
+    bad: &BadImages,
+) -> Option<Arc<ImageCache>> {
+    let Some(file) = cache::cache_file(dataset, "train", side) else {
+        eprintln!("rush train: image cache off (RUSH_IMAGE_CACHE=off); decoding every image every epoch");
+        return None;
+    };
+    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
+    match ImageCache::open_or_build(&file, &paths, side, pool) {
+        Ok((cache, report)) => {
+            if let Some(reason) = &report.rebuilt_because {
+                eprintln!("rush train: image cache {} was rebuilt: {reason}", file.display());
+            }
+            if report.built {
+                eprintln!(
+                    "rush train: image cache {}: decoded {} images at {side} px in {:.1} s ({:.0} img/s)",
+                    file.display(),
+                    report.decoded,
+                    report.seconds,
+                    report.decoded as f64 / report.seconds.max(1e-9)
+                );
+            } else {
+                eprintln!("rush train: image cache {}: reused ({} images)", file.display(), cache.len());
+            }
+            for (index, message) in report.failures {
+                bad.record(index, message);
+            }
+            // A reused file knows its undecodable images too (without the decoder's message).
+            for (index, sample) in samples.iter().enumerate().filter(|(i, _)| !cache.is_ok(*i) && !bad.is_bad(*i)) {
+                let (path, file) = (sample.path.display(), file.display());
+                bad.record(index, format!("{path}: could not be decoded when the image cache {file} was built"));
+            }
+            Some(Arc::new(cache))
+        }
+        Err(e) => {
+            eprintln!("rush train: image cache unusable ({e}); decoding every image every epoch");
+            None
+        }
+    }
+}
+
+/// Uploads the cached images to the device when they fit there (`train::resident`); logs the choice.
+fn place_on_device(cache: &ImageCache, samples: &[Sample], spec: &Spec, device: Device) -> Option<Rc<ResidentImages>> {
+    let mode = match ResidentMode::parse(std::env::var("RUSH_DEVICE_DATA").ok().as_deref()) {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("rush train: {e}; using auto");
+            ResidentMode::Auto
+        }
+    };
+    let needed = ResidentImages::bytes(cache.len(), spec.image_size);
+    let (yes, why) = resident::decide(mode, device.is_cuda(), needed, resident::free_memory(device));
+    if !yes {
+        eprintln!("rush train: data: streaming from the image cache ({why})");
+        return None;
+    }
+    let started = Instant::now();
+    match guarded(spec, || ResidentImages::upload(cache, samples, device)) {
+        Ok(Ok(images)) => {
+            eprintln!(
+                "rush train: data: {} images on {} ({why}; uploaded in {:.1} s), augmented there",
+                cache.len(),
+                device::name(device),
+                started.elapsed().as_secs_f64()
+            );
+            Some(Rc::new(images))
+        }
+        Ok(Err(e)) => {
+            eprintln!("rush train: data: upload to {} failed ({e}); streaming instead", device::name(device));
+            None
+        }
+        Err(e) => {
+            eprintln!("rush train: data: upload to {} failed ({e}); streaming instead", device::name(device));
+            None
+        }
+    }
 }
 
 impl Trainer<'_> {
@@ -389,7 +493,7 @@ impl Trainer<'_> {
         });
         for epoch in start_epoch..=spec.epochs {
             let started = Instant::now();
-            let (train, data_wait) = self.train_epoch(epoch, sink)?;
+            let (train, waited, data_wait) = self.train_epoch(epoch, sink)?;
             let valid = self.validate()?;
             if !valid.loss().is_finite() {
                 let (value, at) = (nan_or_inf(valid.loss()), format!("the end of epoch {epoch}"));
@@ -397,13 +501,15 @@ impl Trainer<'_> {
             }
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
-                "rush train: epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {seconds:.1} s, data \
-                 wait {:.0}%",
+                "rush train: epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {seconds:.1} s, \
+                 {:.0} img/s, data wait {:.2} s ({:.0}%)",
                 spec.epochs,
                 train.loss(),
                 train.acc(),
                 valid.loss(),
                 valid.acc(),
+                train.images as f64 / seconds.max(1e-9),
+                waited.as_secs_f64(),
                 data_wait * 100.0
             );
             sink.emit(Event::Epoch {
@@ -414,6 +520,7 @@ impl Trainer<'_> {
                 val_acc: valid.acc(),
                 seconds,
                 data_wait,
+                data_wait_s: Some(waited.as_secs_f64()),
             });
             let bytes = self.save_checkpoint(epoch, &train, &valid)?;
             best = best.max(valid.acc());
@@ -432,9 +539,21 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    fn loader(&self, batches: Vec<Vec<usize>>, augment: bool, seed: u64) -> Loader {
+    /// The epoch's batches: from the device-resident dataset when there is one, else streamed by the loader.
+    fn loader(&self, batches: Vec<Vec<usize>>, augment: bool, seed: u64) -> Box<dyn BatchSource> {
         let spec = self.spec();
-        Loader::spawn(
+        if let Some(resident) = &self.resident {
+            return Box::new(ResidentEpoch::new(
+                resident.clone(),
+                self.samples.clone(),
+                batches,
+                augment.then(|| spec.augment.clone()),
+                seed,
+                spec.loss.name == LossName::Bce,
+                self.ex.channels_last,
+            ));
+        }
+        Box::new(Loader::spawn(
             self.samples.clone(),
             batches,
             LoaderSpec {
@@ -444,14 +563,15 @@ impl Trainer<'_> {
                 pin_for: self.ex.device.is_cuda().then_some(self.ex.device),
                 prefetch: 4,
                 seed,
+                cache: self.cache.clone(),
             },
             self.pool.clone(),
             self.bad.clone(),
-        )
+        ))
     }
 
-    /// Trains one epoch; returns its totals and the share of time spent waiting for data.
-    fn train_epoch(&mut self, epoch: u32, sink: &mut EventSink) -> Result<(Totals, f64), TrainError> {
+    /// Trains one epoch; returns its totals, the time spent waiting for data and that time's share.
+    fn train_epoch(&mut self, epoch: u32, sink: &mut EventSink) -> Result<(Totals, Duration, f64), TrainError> {
         let spec = self.spec().clone();
         tch::manual_seed(crate::train::augment::mix_seed(&[spec.seed, u64::from(epoch), 3]) as i64);
         let batches = loader::epoch_batches(&self.train_idx, spec.batch_size as usize, spec.seed, epoch);
@@ -503,7 +623,7 @@ impl Trainer<'_> {
         }
         let read = guarded(&spec, || acc.take())?;
         epoch_totals.add(read);
-        Ok((epoch_totals, share(loader.waited(), epoch_start.elapsed())))
+        Ok((epoch_totals, loader.waited(), share(loader.waited(), epoch_start.elapsed())))
     }
 
     /// Forward, loss, backward, update. Returns the (detached) batch loss and the count of correct top-1 predictions,

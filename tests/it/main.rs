@@ -8,6 +8,7 @@ mod emoji;
 mod slurm;
 mod slurm_daemon;
 mod spec;
+mod speed;
 mod submit;
 mod submit_files;
 mod train;

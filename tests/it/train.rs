@@ -172,12 +172,13 @@ fn event_stream_parses_and_follows_the_schema() {
                 last_step = *step;
                 steps_this_epoch += 1;
             }
-            Event::Epoch { epoch: ep, train_loss, train_acc, val_loss, val_acc, seconds, data_wait } => {
+            Event::Epoch { epoch: ep, train_loss, train_acc, val_loss, val_acc, seconds, data_wait, data_wait_s } => {
                 assert_eq!(*ep, epoch + 1);
                 assert!(steps_this_epoch > 0, "epoch {ep} without steps");
                 assert!(train_loss.is_finite() && val_loss.is_finite() && *seconds > 0.0);
                 assert!((0.0..=1.0).contains(train_acc) && (0.0..=1.0).contains(val_acc));
                 assert!((0.0..=1.0).contains(data_wait));
+                assert!(data_wait_s.is_some_and(|w| (0.0..=*seconds).contains(&w)), "{data_wait_s:?}");
                 assert_eq!(last_step, u64::from(*ep) * steps_per_epoch);
                 epoch = *ep;
                 steps_this_epoch = 0;
