@@ -25,7 +25,7 @@ pub mod specs;
 pub use checkpoints::CheckpointRow;
 pub use datasets::DatasetRow;
 pub use metrics::{MetricRow, MetricSink};
-pub use sessions::{NewSession, SessionFilter, SessionRow};
+pub use sessions::{NewSession, Queued, SessionFilter, SessionRow};
 pub use specs::{SpecRow, SpecStatus};
 
 #[derive(Debug, thiserror::Error)]
