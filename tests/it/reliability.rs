@@ -19,6 +19,11 @@ fn soak() -> bool {
 
 /// Starts `rush daemon` with our own bind address, slots and environment (`Env::start` fixes one CPU slot).
 fn start_daemon(env: &mut Env, bind: &str, cpu_slots: u32, vars: &[(&str, &str)]) {
+    start_daemon_limited(env, bind, cpu_slots, vars, None);
+}
+
+/// [`start_daemon`], with an address-space limit (RLIMIT_AS, bytes) that the daemon and its children inherit.
+fn start_daemon_limited(env: &mut Env, bind: &str, cpu_slots: u32, vars: &[(&str, &str)], address_space: Option<u64>) {
     assert!(env.daemon.is_none(), "a daemon runs already");
     let addr_file = env.home.join("daemon.addr");
     let _ = std::fs::remove_file(&addr_file);
@@ -38,6 +43,19 @@ fn start_daemon(env: &mut Env, bind: &str, cpu_slots: u32, vars: &[(&str, &str)]
         .stderr(log);
     for (k, v) in vars {
         cmd.env(k, v);
+    }
+    if let Some(limit) = address_space {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     env.daemon = Some(cmd.spawn().expect("start rush daemon"));
     wait_for(Duration::from_secs(60), "daemon.addr", || {
@@ -316,12 +334,15 @@ fn sigkill_cycles_of_the_daemon_lose_no_committed_metric_and_sessions_resume() {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// With two slots, one session trains throughout while, on the other slot, a child is SIGKILLed, a run diverges to
-/// NaN, and a dataset loses its images mid-run: each fails with its reason, the slot is freed for the next, and the
-/// first session is unaffected (same child, still running, then stopped by us).
+/// NaN, a run runs out of memory, and a dataset loses its images mid-run: each fails with its reason, the slot is
+/// freed for the next, and the first session is unaffected (same child, still running, then stopped by us).
 #[test]
-fn a_child_killed_diverging_or_losing_its_dataset_fails_alone_and_frees_its_slot() {
+fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_frees_its_slot() {
+    /// The daemon and its children live under this address-space limit (each maps about 3.2 GiB, mostly libtorch),
+    /// so a batch too big for it fails to allocate instead of swapping the machine.
+    const ADDRESS_SPACE: u64 = 5 << 30;
     let mut env = Env::new();
-    start_daemon(&mut env, "127.0.0.1:0", 2, &[]);
+    start_daemon_limited(&mut env, "127.0.0.1:0", 2, &[], Some(ADDRESS_SPACE));
     env.push_synth("cf", 31);
     env.push_synth("gone", 32);
     let drop = |name: &str, yaml: String| -> String {
@@ -351,6 +372,24 @@ fn a_child_killed_diverging_or_losing_its_dataset_fails_alone_and_frees_its_slot
     let failed = env.wait_state(&nan, "failed", TRAIN_TIMEOUT);
     let reason = failed["exit_reason"].as_str().unwrap();
     assert!(reason.contains("NaN") && reason.contains("optimizer.lr"), "{reason}");
+
+    // Out of memory: the first convolution's output at this size (260 x 256 x 128 x 128 floats, 4.4 GB) cannot be allocated.
+    let oom = drop(
+        "oom.yaml",
+        quick_spec("cf", 1, "")
+            .replace("image_size: 32", "image_size: 256")
+            .replace("batch_size: 32", "batch_size: 512"),
+    );
+    let failed = env.wait_state(&oom, "failed", TRAIN_TIMEOUT);
+    let reason = failed["exit_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("out of memory with batch_size 512") && reason.contains("can't allocate memory"),
+        "{reason}"
+    );
+    // Its first line (the trainer's own; the runner appends the stderr tail below it) carries no C++ stack.
+    let first = reason.lines().next().unwrap();
+    assert!(!first.contains("frame #"), "{first}");
+    eprintln!("figure: out of memory reason: {first}");
 
     // A dataset whose images disappear after the first epoch.
     let orphan = drop("orphan.yaml", quick_spec("gone", 200, ""));
