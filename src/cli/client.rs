@@ -250,7 +250,11 @@ fn run_session(
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
-                SpecStatus::Rejected => bail!("{}", row.error.as_deref().unwrap_or("the spec was rejected")),
+                SpecStatus::Rejected => {
+                    // The file was ours, not the user's: leave no refused spec behind to be read again later.
+                    let _ = std::fs::remove_file(&path);
+                    bail!("{}", row.error.as_deref().unwrap_or("the spec was rejected"))
+                }
             }
         }
         if std::time::Instant::now() > deadline {

@@ -310,6 +310,17 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Invalid(format!("dataset inspection crashed: {e}")))??;
         self.store.upsert_dataset(&row).await?;
+        // Specs dropped before their dataset existed were refused; read the ones still on disk again.
+        for path in self.store.forget_rejections(&unregistered(name), |p| std::path::Path::new(p).is_file()).await? {
+            let path = PathBuf::from(path);
+            match intake::intake_file(self, &path).await {
+                Ok(intake::Intake::Queued(ids)) if !ids.is_empty() => {
+                    tracing::info!("{}: dataset {name} registered, spec queued again", path.display())
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{}: reading again after registering {name}: {e}", path.display()),
+            }
+        }
         Ok(row)
     }
 
@@ -321,8 +332,8 @@ impl Daemon {
         let known: Vec<String> = self.store.datasets().await?.into_iter().map(|d| d.name).collect();
         let known = if known.is_empty() { "none yet".to_string() } else { known.join(", ") };
         Err(DaemonError::Invalid(format!(
-            "{source}: field `dataset`: {dataset:?} is not a registered dataset (registered: {known}; add one with \
-             `rush dataset push NAME PATH`)"
+            "{source}: {} (registered: {known}; add one with `rush dataset push NAME PATH`)",
+            unregistered(dataset)
         )))
     }
 
@@ -338,6 +349,11 @@ impl Daemon {
             fork_of,
         }
     }
+}
+
+/// The part of a spec's rejection that says its dataset is not registered (found again when it is).
+fn unregistered(dataset: &str) -> String {
+    format!("field `dataset`: {dataset:?} is not a registered dataset")
 }
 
 fn unknown(id: &SessionId) -> DaemonError {

@@ -54,6 +54,27 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Forgets the rejections whose error contains `needle` and whose file `still_there` says exists, so the next
+    /// intake reads those files again (a spec refused for a missing dataset gets another chance once the dataset is
+    /// registered). Returns their paths.
+    pub async fn forget_rejections(
+        &self,
+        needle: &str,
+        still_there: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, path FROM specs WHERE status = 'rejected' AND instr(error, ?) > 0")
+                .bind(needle)
+                .fetch_all(&self.writer)
+                .await?;
+        let mut paths = Vec::new();
+        for (id, path) in rows.into_iter().filter(|(_, p)| still_there(p)) {
+            sqlx::query("DELETE FROM specs WHERE id = ?").bind(id).execute(&self.writer).await?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+
     /// Records a rejected spec file with its error (once per content).
     pub async fn reject_spec(&self, path: &str, hash: &str, error: &str) -> Result<(), StoreError> {
         sqlx::query(

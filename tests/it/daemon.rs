@@ -208,6 +208,12 @@ fn bad_specs_are_rejected_with_their_message_and_a_good_one_still_runs() {
     // `rush run` reports a rejection as an error, non-zero.
     let e = env.fails(&["run", "-d", "nosuch"]);
     assert!(e.contains("not a registered dataset"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&env.experiments)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with("run-"))
+        .collect();
+    assert!(left.is_empty(), "`rush run` left its refused spec behind: {left:?}");
 
     // Editor temp files, a touch and a re-save of the same content queue nothing.
     std::fs::write(env.experiments.join(".good.yaml.swp"), "dataset: ok\n").unwrap();
@@ -252,6 +258,17 @@ fn bad_specs_are_rejected_with_their_message_and_a_good_one_still_runs() {
     for id in [changed[0]["sessions"][0].as_str().unwrap(), run_ids[0].as_str()] {
         env.ok(&["stop", id]);
     }
+
+    // The spec refused for a dataset not yet registered is read again once it is: nothing the user dropped is lost.
+    let missing = env.experiments.join("missing.yaml");
+    env.push_synth("nosuch", 4);
+    let rows = wait_for(Duration::from_secs(30), "missing.yaml read again", || {
+        let rows = env.spec_rows(&missing);
+        (rows.len() == 1 && rows[0]["status"] == "accepted").then_some(rows)
+    });
+    let late = rows[0]["sessions"][0].as_str().unwrap();
+    assert!(late.contains("/nosuch/") && env.session(late).is_some(), "{late}");
+    env.ok(&["stop", late]);
 }
 
 #[test]

@@ -1,14 +1,18 @@
 //! The emoji-art dataset built for real from the pinned npm tarballs (scripts/setup.sh fetches them; when they are
 //! missing these tests fail, they never skip): counts per style, decodable PNGs, 350 multilingual tags, splits by
-//! family, byte-identical rebuilds, and the CLI's `--styles`, `--force` and missing-tarball behaviour.
+//! family, byte-identical rebuilds, the CLI's `--styles`, `--force` and missing-tarball behaviour, and a short
+//! training run on the built data that ends above chance on the validation style.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rush::core::event::{Event, EventLine};
+use rush::core::spec::{ResolvedSpec, Spec};
 use rush::data::emoji::{self, BuildOptions, BuildReport, Recipe, Split};
 use rush::data::image::load_rgb;
 use rush::data::layout::{SplitName, read_test, read_test_labels, read_train};
+use rush::data::split::split_by_package;
 
 /// Small enough for CI: the whole build at 32 px takes a few seconds on 2 cores.
 const SIZE: u32 = 32;
@@ -279,4 +283,77 @@ fn missing_tarballs_fail_naming_the_file_and_the_fix() {
 
     let run = rush(&["dataset", "build", "emoji", "--out", out.to_str().unwrap(), "--styles", "apple"]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("unknown style `apple`"));
+}
+
+/// Learning on the built data, measured where the task measures it: on an art style (fxemoji, the `valid` family)
+/// that the model never saw. Two training styles and the validation style at 32 px keep it to about a minute.
+#[test]
+fn training_on_the_built_data_ends_above_chance_on_the_validation_style() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("emoji-32");
+    let build = rush(&[
+        "dataset",
+        "build",
+        "emoji",
+        "--out",
+        data.to_str().unwrap(),
+        "--size",
+        "32",
+        "--styles",
+        "noto,emojione,fxemoji",
+        "--quiet",
+        "--tarballs",
+        tarballs().to_str().unwrap(),
+    ]);
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+
+    // Chance as shared/CONTRACT.md defines it, from the validation split the trainer uses.
+    let set = read_train(&data).unwrap_or_else(|e| panic!("{e}"));
+    let split = split_by_package(&set, 0.1, 0);
+    let valid_styles: BTreeSet<&str> = split.valid.iter().map(|&i| set.samples[i].package_id.as_str()).collect();
+    assert_eq!(valid_styles, BTreeSet::from(["fxemoji"]), "packages.tsv names the validation style");
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for &i in &split.valid {
+        *counts.entry(set.samples[i].label()).or_default() += 1;
+    }
+    let majority = *counts.values().max().unwrap() as f64 / split.valid.len() as f64;
+    let chance = (1.0 / counts.len() as f64).max(majority);
+
+    let session = tmp.path().join("session");
+    std::fs::create_dir(&session).unwrap();
+    let yaml = "dataset: emoji\nmodel: baseline_cnn\nimage_size: 32\nbatch_size: 64\nepochs: 3\nseed: 0\n\
+                optimizer: {name: adamw, lr: 0.003, weight_decay: 0.05}\nschedule: {name: cosine, warmup_epochs: 0.5}\n\
+                augment: {random_resized_crop: [0.7, 1.0], hflip: true}\nprecision: fp32\nresources: {gpus: 0}\n";
+    let resolved = ResolvedSpec {
+        session: "test/emoji/1".into(),
+        dataset_path: data.clone(),
+        init_from: None,
+        spec: Spec::parse("emoji.yaml", yaml).unwrap_or_else(|e| panic!("{e}")),
+    };
+    std::fs::write(session.join("spec.yaml"), resolved.to_yaml().unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_rush"))
+        .arg("train")
+        .arg(&session)
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .env("OMP_NUM_THREADS", "1")
+        .env_remove("RUSH_HOME")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "rush train failed:\n{}", String::from_utf8_lossy(&run.stderr));
+    let best = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|l| match EventLine::parse(l).unwrap_or_else(|e| panic!("{e}")).event {
+            Event::Epoch { val_acc, .. } => Some(val_acc),
+            _ => None,
+        })
+        .fold(0.0, f64::max);
+    println!(
+        "emoji 32 px: {} train / {} valid images, {} valid classes, chance {chance:.4}, best val_acc {best:.4}, {:.0} s",
+        split.train.len(),
+        split.valid.len(),
+        counts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(best >= 3.0 * chance, "best val_acc {best:.4} is not 3 x chance {chance:.4}");
 }
