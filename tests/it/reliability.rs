@@ -765,6 +765,20 @@ fn a_daemon_beyond_loopback_guards_every_route_escapes_names_and_hides_labels() 
         assert!(matches!(status, 400 | 404), "{bad}: {status}\n{body}");
         assert!(!body.contains("SQLite format") && !body.contains("root:") && !body.contains(&labels_text), "{bad}");
     }
+    // Names in paths are validated: no dataset or session outside its folder, even with the token.
+    for (method, path) in [
+        ("POST", "/api/datasets/%2E%2E"),
+        ("POST", "/api/datasets/..%2Flabels"),
+        ("GET", "/api/sessions/..%2F..%2F/x/1"),
+        ("DELETE", "/api/sessions/tester/..%2F..%2Flabels/1"),
+        ("GET", "/sessions/tester/%2E%2E/1/files/rush.db"),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = with(client.request(m, format!("{base}{path}"))).send().unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{method} {path}: {status}");
+    }
+    assert!(env.home.join("labels/acc/test_labels.csv").is_file() && env.home.join("rush.db").is_file());
     for link in ["labels-link.csv", "db-link", "etc-link"] {
         std::fs::remove_file(sdir.join(link)).unwrap();
     }
