@@ -50,6 +50,10 @@ pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Train { session_dir, device } => {
             let opts = crate::train::TrainOptions { session_dir, device };
+            // A file-size limit (RLIMIT_FSIZE, as a full quota is often enforced) must surface as an error that names
+            // the checkpoint being written (EFBIG), not as a silent kill by SIGXFSZ.
+            // SAFETY: setting a signal's disposition to "ignore" before any other thread is started.
+            unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
             // The failure is already on stderr and in the event stream as `failed`.
             match crate::train::run::run(&opts) {
                 Ok(()) => Ok(ExitCode::SUCCESS),

@@ -204,7 +204,7 @@ impl Daemon {
 
     /// Queue positions (1 = next to run) of the queued sessions among `rows`, computed over the whole queue.
     pub async fn queue_positions(&self) -> Result<HashMap<SessionId, usize>, DaemonError> {
-        let queued = self.store.sessions_in(SessionState::Queued).await?;
+        let queued = self.store.queue().await?;
         let waiting: Vec<Waiting<usize>> = queued
             .iter()
             .enumerate()

@@ -31,7 +31,8 @@ pub async fn run(daemon: Arc<Daemon>) {
 
 /// One round: refuse what can never run here, then start what fits in the free slots.
 pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
-    let queued = daemon.store.sessions_in(SessionState::Queued).await?;
+    // The light queue (no specs, off the writer); a session's full row is read only when it gets a slot.
+    let queued = daemon.store.queue().await?;
     if queued.is_empty() {
         return Ok(());
     }
@@ -67,7 +68,11 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
         if daemon.shutdown.is_cancelled() {
             break;
         }
-        let row = &queued[a.key];
+        let row = match daemon.store.session(&queued[a.key].id).await? {
+            Some(row) if row.state == SessionState::Queued => row,
+            // Stopped or removed since the queue was read.
+            _ => continue,
+        };
         let kind = slots[a.slot].kind;
         let stop = CancellationToken::new();
         {
@@ -83,7 +88,6 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
             continue;
         }
         let d = daemon.clone();
-        let row = row.clone();
         let slot_index = a.slot;
         daemon.runners.spawn(async move {
             let id = row.id.clone();

@@ -26,7 +26,7 @@ pub mod submissions;
 pub use checkpoints::CheckpointRow;
 pub use datasets::DatasetRow;
 pub use metrics::{MetricRow, MetricSink};
-pub use sessions::{NewSession, SessionFilter, SessionRow};
+pub use sessions::{NewSession, Queued, SessionFilter, SessionRow};
 pub use specs::{SpecRow, SpecStatus};
 pub use submissions::{NewSubmission, ScoredSubmission, StoredMember, SubmissionRow, SubmissionState};
 

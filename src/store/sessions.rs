@@ -35,6 +35,15 @@ pub struct SessionRow {
     pub best_val_acc: Option<f64>,
 }
 
+/// A queued session as ordering needs it (no spec): see [`Store::queue`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub id: SessionId,
+    pub priority: i32,
+    pub seq: i64,
+    pub device: Device,
+}
+
 impl<'r> sqlx::FromRow<'r, SqliteRow> for SessionRow {
     fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
         let decode =
@@ -176,6 +185,27 @@ impl Store {
     }
 
     /// Sessions in a state, in queue order.
+    /// The queue in FIFO order, without the specs, read from the reader pool: the scheduler ticks and every queue
+    /// position shown read it, so with thousands queued it must neither hold the writer nor copy every spec.
+    pub async fn queue(&self) -> Result<Vec<Queued>, StoreError> {
+        let rows: Vec<(String, i32, i64, String)> =
+            sqlx::query_as("SELECT id, priority, seq, device FROM sessions WHERE state = 'queued' ORDER BY seq")
+                .fetch_all(&self.reader)
+                .await?;
+        let decode =
+            |column: &str, e: String| sqlx::Error::ColumnDecode { index: column.to_string(), source: e.into() };
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, priority, seq, device) in rows {
+            out.push(Queued {
+                id: id.parse().map_err(|e: crate::core::session::SessionError| decode("id", e.to_string()))?,
+                priority,
+                seq,
+                device: device.parse().map_err(|e| decode("device", e))?,
+            });
+        }
+        Ok(out)
+    }
+
     pub async fn sessions_in(&self, state: SessionState) -> Result<Vec<SessionRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM sessions WHERE state = ? ORDER BY seq")
             .bind(state.as_str())

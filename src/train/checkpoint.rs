@@ -64,11 +64,21 @@ fn write_atomic(
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    write(&tmp)?;
-    let file = File::open(&tmp).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    let bytes = file.metadata().map_err(io_err(&tmp))?.len();
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    let written = write(&tmp).and_then(|()| {
+        let file = File::open(&tmp).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        let bytes = file.metadata().map_err(io_err(&tmp))?.len();
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        Ok(bytes)
+    });
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // A full disk or a size limit: leave no partial file behind (the previous checkpoints are untouched).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
     Ok(bytes)
 }

@@ -60,7 +60,7 @@ pub enum TrainError {
          schedule.warmup_epochs"
     )]
     NonFinite { what: &'static str, value: &'static str, at: String },
-    #[error("CUDA out of memory with batch_size {batch_size} at image_size {image_size}: lower batch_size ({message})")]
+    #[error("out of memory with batch_size {batch_size} at image_size {image_size}: lower batch_size ({message})")]
     OutOfMemory { batch_size: u32, image_size: u32, message: String },
     #[error("libtorch error: {0}")]
     Torch(String),
@@ -142,18 +142,29 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Runs a piece of tensor work, turning libtorch's panics (tch panics on C++ errors) into errors, with CUDA
-/// out-of-memory named as such.
+/// Runs a piece of tensor work, turning libtorch's panics (tch panics on C++ errors) into errors, with out-of-memory
+/// (CUDA's, or the CPU allocator's) named as such.
 fn guarded<T>(spec: &Spec, f: impl FnOnce() -> T) -> Result<T, TrainError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let message = panic_message(payload);
-        if message.contains("out of memory") {
-            let first = message.lines().next().unwrap_or_default().chars().take(300).collect();
-            TrainError::OutOfMemory { batch_size: spec.batch_size, image_size: spec.image_size, message: first }
-        } else {
-            TrainError::Torch(message.chars().take(2000).collect())
+        match out_of_memory(&message) {
+            Some(summary) => {
+                TrainError::OutOfMemory { batch_size: spec.batch_size, image_size: spec.image_size, message: summary }
+            }
+            None => TrainError::Torch(message.chars().take(2000).collect()),
         }
     })
+}
+
+/// libtorch's own sentence when an allocation failed (without the C++ stack that follows it), if one did.
+fn out_of_memory(message: &str) -> Option<String> {
+    const MARKERS: [&str; 3] = ["CUDA out of memory", "DefaultCPUAllocator: ", "out of memory"];
+    let at = MARKERS.iter().find_map(|m| message.find(m))?;
+    let rest = &message[at..];
+    // tch's panic prints the C++ message escaped (`\n` as two characters) or with real line breaks.
+    let end = rest.find("\\n").into_iter().chain(rest.find('\n')).min().unwrap_or(rest.len());
+    let sentence = &rest[..end];
+    (sentence.contains("memory")).then(|| sentence.chars().take(300).collect())
 }
 
 /// Device-side running sums, read on the host every few steps.
@@ -690,5 +701,27 @@ impl Trainer<'_> {
         };
         checkpoint::save_meta(&self.session.checkpoint_meta(epoch), &meta)?;
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_memory;
+
+    #[test]
+    fn allocation_failures_are_named_without_the_stack() {
+        let cpu = "called `Result::unwrap()` on an `Err` value: Torch(\"[enforce fail at alloc_cpu.cpp:127] err == 0. \
+                   DefaultCPUAllocator: can't allocate memory: you tried to allocate 4362076160 bytes. Error code 12 \
+                   (Cannot allocate memory)\\nframe #0: c10::ThrowEnforceNotMet(char const*)";
+        assert_eq!(
+            out_of_memory(cpu).as_deref(),
+            Some(
+                "DefaultCPUAllocator: can't allocate memory: you tried to allocate 4362076160 bytes. Error code 12 \
+                 (Cannot allocate memory)"
+            )
+        );
+        let cuda = "Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB\nframe #0: x";
+        assert_eq!(out_of_memory(cuda).as_deref(), Some("CUDA out of memory. Tried to allocate 2.00 GiB"));
+        assert_eq!(out_of_memory("shape mismatch: [2, 3] vs [3, 2]"), None);
     }
 }

@@ -5,6 +5,7 @@ mod common;
 mod daemon;
 mod data;
 mod emoji;
+mod reliability;
 mod slurm;
 mod slurm_daemon;
 mod spec;

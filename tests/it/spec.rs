@@ -195,10 +195,9 @@ fn billion_laughs(depth: usize, width: usize, indent: &str) -> String {
     s
 }
 
-/// Each generated spec must be refused (every case is bad by construction); none may panic.
-#[test]
-fn a_generated_corpus_of_hostile_specs_is_refused() {
-    let started = Instant::now();
+/// The generated corpus of hostile specs, as (kind, bytes): every case is bad by construction (for a daemon, bad with
+/// the dataset `emoji` registered). Also dropped into a running daemon by `reliability::hostile_specs_*`.
+pub fn hostile_corpus() -> Vec<(String, Vec<u8>)> {
     let mut corpus: Vec<(String, Vec<u8>)> = vec![];
     let mut add = |kind: &str, bytes: Vec<u8>| corpus.push((kind.to_string(), bytes));
     let sources: Vec<(String, String)> = examples()
@@ -364,7 +363,14 @@ fn a_generated_corpus_of_hostile_specs_is_refused() {
             add("NUL bytes", format!("dataset: emoji\nmemo: a{}b\n", "\0".repeat(i + 1)).into_bytes());
         }
     }
+    corpus
+}
 
+/// Each generated spec must be refused (every case is bad by construction); none may panic.
+#[test]
+fn a_generated_corpus_of_hostile_specs_is_refused() {
+    let started = Instant::now();
+    let corpus = hostile_corpus();
     let total = corpus.len();
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     let mut accepted = vec![];
