@@ -342,7 +342,9 @@ fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_
     /// so a batch too big for it fails to allocate instead of swapping the machine.
     const ADDRESS_SPACE: u64 = 5 << 30;
     let mut env = Env::new();
-    start_daemon_limited(&mut env, "127.0.0.1:0", 2, &[], Some(ADDRESS_SPACE));
+    // Without the decoded-image cache, so the children read the PNGs every epoch: with it (the default) a run whose
+    // images vanish mid-run goes on from the decoded copy, and the failure below could not happen.
+    start_daemon_limited(&mut env, "127.0.0.1:0", 2, &[("RUSH_IMAGE_CACHE", "off")], Some(ADDRESS_SPACE));
     env.push_synth("cf", 31);
     env.push_synth("gone", 32);
     let drop = |name: &str, yaml: String| -> String {
@@ -497,6 +499,7 @@ const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/sessions/{user}/{dataset}/{n}/fork"),
     ("DELETE", "/api/sessions/{user}/{dataset}/{n}/checkpoints/{checkpoint}"),
     ("POST", "/api/datasets/{name}"),
+    ("POST", "/api/submissions"),
     ("POST", "/sessions/{user}/{dataset}/{n}/stop"),
     ("POST", "/sessions/{user}/{dataset}/{n}/fork"),
     // Where the browser presents the token; its handler checks it (tested below).
@@ -514,7 +517,9 @@ fn declared_mutating_routes() -> BTreeSet<(String, String)> {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let text = text.split("#[cfg(test)]").next().unwrap();
-        let prefix = if path.ends_with("api.rs") { "/api" } else { "" };
+        // api.rs and submissions.rs are nested under /api (see src/web/mod.rs and api::routes).
+        let api = ["api.rs", "submissions.rs"].iter().any(|f| path.ends_with(f));
+        let prefix = if api { "/api" } else { "" };
         for chunk in text.split(".route(").skip(1) {
             let Some(route) = chunk.trim_start().strip_prefix('"').and_then(|r| r.split('"').next()) else { continue };
             let end = chunk.find("\n        .").unwrap_or(chunk.len()).min(chunk.find(";\n").unwrap_or(chunk.len()));
@@ -539,6 +544,11 @@ fn every_mutating_route_is_listed() {
     assert!(missing.is_empty(), "mutating routes not covered by the access test: {missing:?}");
     let stale: Vec<_> = listed.difference(&declared).collect();
     assert!(stale.is_empty(), "listed routes the web layer no longer declares: {stale:?}");
+}
+
+/// A dry-run submission of a session's last checkpoint, as `POST /api/submissions` takes it.
+fn dry_run(session: &str) -> serde_json::Value {
+    serde_json::json!({"members": [{"session": session, "checkpoint": "last", "weight": 1.0}], "tta": "none", "dry_run": true})
 }
 
 /// Sends one raw HTTP/1.1 request (the path exactly as given, no client normalising `..`); returns status and body.
@@ -656,7 +666,9 @@ fn a_daemon_beyond_loopback_guards_every_route_escapes_names_and_hides_labels() 
             if let Some(t) = token {
                 rb = rb.bearer_auth(t);
             }
-            if body_json {
+            if pattern.ends_with("/submissions") {
+                rb = rb.json(&dry_run(&done_id));
+            } else if body_json {
                 rb = rb.json(&serde_json::json!({"checkpoint": "1"}));
             } else if pattern.ends_with("/fork") {
                 rb = rb.form(&[("checkpoint", "1")]);
@@ -681,6 +693,7 @@ fn a_daemon_beyond_loopback_guards_every_route_escapes_names_and_hides_labels() 
         assert!(status < 400, "{status}: {}", r.text().unwrap_or_default());
     };
     ok(with(client.post(format!("{base}/api/datasets/acc"))).send().unwrap());
+    ok(with(client.post(format!("{base}/api/submissions"))).json(&dry_run(&done_id)).send().unwrap());
     ok(with(client.post(format!("{base}{}", fill("/api/sessions/{user}/{dataset}/{n}/fork", &done_id))))
         .json(&serde_json::json!({"checkpoint": "1", "args": "epochs=100"}))
         .send()
