@@ -793,7 +793,7 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
             Err(e) => errors.push(format!("cached checkpoints of {dataset}: {e}")),
         }
     }
-    html(&EnsembleTemplate { chrome: Chrome::new(&state, "sessions"), errors, members, command, dataset, cached })
+    html(&EnsembleTemplate { chrome: Chrome::new(&state, "ensemble"), errors, members, command, dataset, cached })
 }
 
 #[derive(Template)]
