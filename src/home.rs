@@ -1,8 +1,22 @@
-//! The rush home folder (`RUSH_HOME`, default `./.rush`): where every file of a daemon lives. Paths only, no I/O.
+//! The rush home folder (`RUSH_HOME`, default `./.rush`): where every file of a daemon lives; and the machine-wide
+//! cache (`RUSH_CACHE`). Paths only, no I/O.
 
 use std::path::{Path, PathBuf};
 
 use crate::core::session::SessionId;
+
+/// The machine-wide cache shared by every home and clone: `${RUSH_CACHE:-$HOME/.cache/rush}` (the set-up script's
+/// torch venv and npm tarballs, and decoded images of datasets outside a home).
+pub fn machine_cache() -> PathBuf {
+    match std::env::var_os("RUSH_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".cache")
+            .join("rush"),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {

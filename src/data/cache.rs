@@ -125,14 +125,7 @@ pub fn dataset_cache_dir(dataset: &Path) -> Option<PathBuf> {
             return Some(home.join("cache").join("images").join(name));
         }
     }
-    let base = match std::env::var_os("RUSH_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join(".cache")
-            .join("rush"),
-    };
+    let base = crate::home::machine_cache();
     let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
     Some(base.join("images").join(format!("{name}-{}", &hex::encode(digest)[..12])))
 }

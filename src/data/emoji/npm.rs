@@ -10,15 +10,7 @@ use super::recipe::npm_name_version;
 
 /// Where the set-up script puts the tarballs: `${RUSH_CACHE:-$HOME/.cache/rush}/npm`.
 pub fn default_cache_dir() -> PathBuf {
-    let cache = match std::env::var_os("RUSH_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join(".cache")
-            .join("rush"),
-    };
-    cache.join("npm")
+    crate::home::machine_cache().join("npm")
 }
 
 /// The file `npm pack` writes: `@scope/name@1.2.3` -> `scope-name-1.2.3.tgz`.
