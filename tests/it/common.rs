@@ -165,6 +165,16 @@ impl Env {
         path
     }
 
+    /// Drops a spec file and returns the id of the (first) session it queued; panics with the daemon's message when
+    /// the spec was rejected.
+    pub fn queue(&self, name: &str, yaml: &str) -> String {
+        let verdict = self.verdict(&self.drop_spec(name, yaml));
+        match verdict["sessions"][0].as_str() {
+            Some(id) => id.to_string(),
+            None => panic!("{name} queued nothing: {verdict}"),
+        }
+    }
+
     /// The session as `ps -a -j` shows it.
     pub fn session(&self, id: &str) -> Option<serde_json::Value> {
         let list = self.json(&["ps", "-a", "-j"]);

@@ -230,8 +230,7 @@ fn bad_specs_are_rejected_with_their_message_and_a_good_one_still_runs() {
     drop(f);
 
     // A GPU asked of a daemon without one: refused with a clear reason, never run on the CPU.
-    let gpu = env.drop_spec("gpu.yaml", &quick_spec("ok", 1, "").replace("gpus: auto", "gpus: 1"));
-    let gpu_id = env.verdict(&gpu)["sessions"][0].as_str().unwrap().to_string();
+    let gpu_id = env.queue("gpu.yaml", &quick_spec("ok", 1, "").replace("gpus: auto", "gpus: 1"));
     let refused = env.wait_state(&gpu_id, "failed", Duration::from_secs(30));
     assert!(refused["exit_reason"].as_str().unwrap().contains("needs a GPU"), "{refused}");
 
@@ -276,8 +275,7 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
     let mut env = Env::new();
     env.start();
     env.push_synth("st", 4);
-    let spec = env.drop_spec("long.yaml", &quick_spec("st", 50, ""));
-    let id = env.verdict(&spec)["sessions"][0].as_str().unwrap().to_string();
+    let id = env.queue("long.yaml", &quick_spec("st", 50, ""));
     env.wait_state(&id, "running", TRAIN_TIMEOUT);
     wait_for(TRAIN_TIMEOUT, "the first checkpoint", || {
         let m = env.json(&["model", "ls", &id, "-j"]);
@@ -327,8 +325,7 @@ fn a_killed_daemon_restarts_and_the_session_resumes_from_its_last_checkpoint() {
     let mut env = Env::new();
     env.start();
     env.push_synth("cr", 5);
-    let spec = env.drop_spec("crash.yaml", &quick_spec("cr", 4, "checkpoints: {keep_best: 1, keep_last: true}\n"));
-    let id = env.verdict(&spec)["sessions"][0].as_str().unwrap().to_string();
+    let id = env.queue("crash.yaml", &quick_spec("cr", 4, "checkpoints: {keep_best: 1, keep_last: true}\n"));
     let last = wait_for(TRAIN_TIMEOUT, "checkpoint 2", || {
         let m = env.json(&["model", "ls", &id, "-j"]);
         let top = m.as_array().unwrap().iter().filter_map(|c| c["epoch"].as_i64()).max()?;
@@ -369,8 +366,7 @@ fn a_killed_daemon_restarts_and_the_session_resumes_from_its_last_checkpoint() {
     assert_eq!(check[0].0, "ok");
 
     // SIGTERM while a session runs: the child is stopped cleanly and the session is queued again to resume.
-    let spec = env.drop_spec("term.yaml", &quick_spec("cr", 50, ""));
-    let id = env.verdict(&spec)["sessions"][0].as_str().unwrap().to_string();
+    let id = env.queue("term.yaml", &quick_spec("cr", 50, ""));
     env.wait_state(&id, "running", TRAIN_TIMEOUT);
     let pid = wait_for(Duration::from_secs(30), "a pid", || env.session(&id)?["pid"].as_i64()) as u32;
     let took = env.stop_daemon();

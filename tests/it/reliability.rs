@@ -223,13 +223,8 @@ fn sigkill_cycles_of_the_daemon_lose_no_committed_metric_and_sessions_resume() {
     start_daemon(&mut env, "127.0.0.1:0", 2, &[]);
     env.push_synth("kc", 21);
     let extra = "checkpoints: {keep_best: 1, keep_last: true}\n";
-    let ids: Vec<String> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            let spec = env.drop_spec(&format!("{n}.yaml"), &quick_spec("kc", epochs, extra));
-            env.verdict(&spec)["sessions"][0].as_str().unwrap().to_string()
-        })
-        .collect();
+    let ids: Vec<String> =
+        ["a", "b"].iter().map(|n| env.queue(&format!("{n}.yaml"), &quick_spec("kc", epochs, extra))).collect();
     let last_ckpt = |env: &Env, id: &str| -> i64 {
         let rows: Vec<(Option<i64>,)> = env.db(&format!("SELECT MAX(epoch) FROM checkpoints WHERE session = '{id}'"));
         rows[0].0.unwrap_or(0)
@@ -347,16 +342,12 @@ fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_
     start_daemon_limited(&mut env, "127.0.0.1:0", 2, &[("RUSH_IMAGE_CACHE", "off")], Some(ADDRESS_SPACE));
     env.push_synth("cf", 31);
     env.push_synth("gone", 32);
-    let drop = |name: &str, yaml: String| -> String {
-        let spec = env.drop_spec(name, &yaml);
-        env.verdict(&spec)["sessions"][0].as_str().unwrap().to_string()
-    };
-    let steady = drop("steady.yaml", quick_spec("cf", 200, ""));
+    let steady = env.queue("steady.yaml", &quick_spec("cf", 200, ""));
     env.wait_state(&steady, "running", TRAIN_TIMEOUT);
     let steady_pid = wait_for(Duration::from_secs(30), "a pid", || env.session(&steady)?["pid"].as_i64());
 
     // A child SIGKILLed (as the OOM killer would).
-    let victim = drop("victim.yaml", quick_spec("cf", 200, ""));
+    let victim = env.queue("victim.yaml", &quick_spec("cf", 200, ""));
     env.wait_state(&victim, "running", TRAIN_TIMEOUT);
     let pid = wait_for(Duration::from_secs(30), "a pid", || env.session(&victim)?["pid"].as_i64()) as u32;
     // SAFETY: signalling the training child this test's daemon started.
@@ -366,9 +357,9 @@ fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_
     assert!(reason.contains("signal 9") && reason.contains("SIGKILL"), "{reason}");
 
     // A diverging run: NaN.
-    let nan = drop(
+    let nan = env.queue(
         "nan.yaml",
-        quick_spec("cf", 20, "")
+        &quick_spec("cf", 20, "")
             .replace("{name: adamw, lr: 0.003}", "{name: sgd, lr: 10, momentum: 0.9, weight_decay: 0}"),
     );
     let failed = env.wait_state(&nan, "failed", TRAIN_TIMEOUT);
@@ -376,9 +367,9 @@ fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_
     assert!(reason.contains("NaN") && reason.contains("optimizer.lr"), "{reason}");
 
     // Out of memory: the first convolution's output at this size (260 x 256 x 128 x 128 floats, 4.4 GB) cannot be allocated.
-    let oom = drop(
+    let oom = env.queue(
         "oom.yaml",
-        quick_spec("cf", 1, "")
+        &quick_spec("cf", 1, "")
             .replace("image_size: 32", "image_size: 256")
             .replace("batch_size: 32", "batch_size: 512"),
     );
@@ -394,7 +385,7 @@ fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_
     eprintln!("figure: out of memory reason: {first}");
 
     // A dataset whose images disappear after the first epoch.
-    let orphan = drop("orphan.yaml", quick_spec("gone", 200, ""));
+    let orphan = env.queue("orphan.yaml", &quick_spec("gone", 200, ""));
     wait_for(TRAIN_TIMEOUT, "the first epoch", || {
         let m: Vec<(i64,)> =
             env.db(&format!("SELECT COUNT(*) FROM metrics WHERE session = '{orphan}' AND name = 'val_acc'"));
@@ -408,7 +399,7 @@ fn a_child_killed_diverging_out_of_memory_or_losing_its_dataset_fails_alone_and_
     assert!(log.contains("cannot be decoded"), "{log}");
 
     // The slot is free again: the next session starts on it.
-    let next = drop("next.yaml", quick_spec("cf", 1, ""));
+    let next = env.queue("next.yaml", &quick_spec("cf", 1, ""));
     env.wait_state(&next, "succeeded", TRAIN_TIMEOUT);
     // The steady session never noticed: same child, still running, its epochs counting up.
     let s = env.session(&steady).unwrap();
@@ -438,8 +429,7 @@ fn a_full_disk_under_a_checkpoint_fails_clearly_and_keeps_the_previous_one() {
     let mut env = Env::new();
     env.start();
     env.push_synth("df", 41);
-    let spec = env.drop_spec("full.yaml", &quick_spec("df", 50, "checkpoints: {keep_best: 5, keep_last: true}\n"));
-    let id = env.verdict(&spec)["sessions"][0].as_str().unwrap().to_string();
+    let id = env.queue("full.yaml", &quick_spec("df", 50, "checkpoints: {keep_best: 5, keep_last: true}\n"));
     env.wait_state(&id, "running", TRAIN_TIMEOUT);
     let pid = wait_for(Duration::from_secs(30), "a pid", || env.session(&id)?["pid"].as_i64()) as libc::pid_t;
     let dir = env.session_dir(&id);
@@ -879,8 +869,7 @@ fn ten_thousand_specs_at_once_are_each_queued_once_and_a_hundred_clients_get_ans
     let mut env = Env::new();
     env.start();
     env.push_synth("ld", 61);
-    let trainer = env.drop_spec("trainer.yaml", &quick_spec("ld", 500, ""));
-    let trainer = env.verdict(&trainer)["sessions"][0].as_str().unwrap().to_string();
+    let trainer = env.queue("trainer.yaml", &quick_spec("ld", 500, ""));
     env.wait_state(&trainer, "running", TRAIN_TIMEOUT);
     let base = base_url(&env);
 
