@@ -125,9 +125,11 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.writer.begin().await?;
-        // Many rows per statement: one round trip through sqlx per row was the ingest's cost.
+        // Many rows per statement: one round trip through sqlx per row was the ingest's cost. OR IGNORE: a replayed
+        // (session, name, step) keeps its first row (migration 0006).
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::new("INSERT INTO metrics (session, step, epoch, name, value, t) ");
+            let mut insert =
+                sqlx::QueryBuilder::new("INSERT OR IGNORE INTO metrics (session, step, epoch, name, value, t) ");
             insert.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.session).push_bind(r.step).push_bind(r.epoch).push_bind(&r.name).push_bind(r.value);
                 b.push_bind(r.t);
@@ -238,6 +240,10 @@ mod tests {
         assert_eq!(store.metrics(&id, None).await.unwrap().len(), 2000);
         assert_eq!(store.delete_metrics_after(&id, 1).await.unwrap(), 1000);
         assert!(store.metrics(&id, Some("lr")).await.unwrap().iter().all(|r| r.epoch == 1));
+        // A row sent again (a line replayed after a crash) is stored once (migration 0006).
+        sink.send(vec![row(3, 1, "loss"), row(3, 1, "loss")]);
+        sink.flush().await;
+        assert_eq!(store.metrics(&id, Some("loss")).await.unwrap().iter().filter(|r| r.step == 3).count(), 1);
         drop(sink);
         task.await.unwrap();
     }
