@@ -115,20 +115,6 @@ pub fn spec_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Reads every spec file under the experiments folder (start-up, and after notify lost events).
-pub async fn scan(daemon: &Daemon) {
-    let root = daemon.config.experiments.clone();
-    let files = tokio::task::spawn_blocking(move || spec_files(&root)).await.unwrap_or_default();
-    for path in files {
-        if daemon.shutdown.is_cancelled() {
-            return;
-        }
-        if let Err(e) = intake_file(daemon, &path).await {
-            tracing::error!("{}: {e}", path.display());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
