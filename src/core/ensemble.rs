@@ -42,6 +42,21 @@ pub enum EnsembleError {
     InitExceedsCandidates { init_best: usize, candidates: usize },
 }
 
+/// Checks an ensemble's weights: one per member, each finite and not negative, not all zero. Returns their sum.
+pub fn check_weights(members: usize, weights: &[f64]) -> Result<f64, EnsembleError> {
+    if weights.len() != members {
+        return Err(EnsembleError::WeightCount { members, weights: weights.len() });
+    }
+    if let Some((index, &value)) = weights.iter().enumerate().find(|(_, w)| !w.is_finite() || **w < 0.0) {
+        return Err(EnsembleError::BadWeight { index, value });
+    }
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return Err(EnsembleError::ZeroWeights);
+    }
+    Ok(total)
+}
+
 /// Class probabilities of one checkpoint on one split: `rows` samples x `classes` classes, row-major f32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probs {
@@ -133,16 +148,7 @@ impl<'a> Mix<'a> {
                 });
             }
         }
-        if weights.len() != members.len() {
-            return Err(EnsembleError::WeightCount { members: members.len(), weights: weights.len() });
-        }
-        if let Some((index, &value)) = weights.iter().enumerate().find(|(_, w)| !w.is_finite() || **w < 0.0) {
-            return Err(EnsembleError::BadWeight { index, value });
-        }
-        let total: f64 = weights.iter().sum();
-        if total <= 0.0 {
-            return Err(EnsembleError::ZeroWeights);
-        }
+        let total = check_weights(members.len(), weights)?;
         Ok(Self { members: members.to_vec(), weights: weights.iter().map(|w| (w / total) as f32).collect() })
     }
 

@@ -17,6 +17,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::core::checkpoint::CheckpointRef;
+use crate::core::ensemble::{EnsembleError, check_weights};
 use crate::core::session::SessionId;
 
 /// Test-time augmentation: average the probabilities of each image and its horizontal mirror.
@@ -59,12 +60,9 @@ pub enum SubmitError {
     MixedForms(Vec<String>),
     #[error("{target:?}: {reason}")]
     BadMember { target: String, reason: String },
-    #[error("{members} members but {weights} weights: give one weight per member")]
-    WeightCount { members: usize, weights: usize },
-    #[error("weight {index} is {value}: weights must be finite and not negative")]
-    BadWeight { index: usize, value: f64 },
-    #[error("the weights sum to zero: at least one weight must be positive")]
-    ZeroWeights,
+    /// The weights broke `core::ensemble`'s rules (one per member, finite, not negative, not all zero).
+    #[error(transparent)]
+    Weights(#[from] EnsembleError),
     #[error("members come from datasets {0:?}: an ensemble is scored on one dataset's test set")]
     MixedDatasets(Vec<String>),
     #[error("unknown test-time augmentation {0:?}: expected `flip`")]
@@ -132,9 +130,7 @@ impl Submission {
             Some(w) => w.to_vec(),
             None => vec![1.0; pairs.len()],
         };
-        if weights.len() != pairs.len() {
-            return Err(SubmitError::WeightCount { members: pairs.len(), weights: weights.len() });
-        }
+        check_weights(pairs.len(), &weights)?;
         let mut members = Vec::with_capacity(pairs.len());
         for ((target, session, checkpoint), weight) in pairs.into_iter().zip(&weights) {
             let bad = |reason: String| SubmitError::BadMember { target: target.clone(), reason };
@@ -153,13 +149,8 @@ impl Submission {
         if self.members.is_empty() {
             return Err(SubmitError::NoMembers);
         }
-        if let Some((index, m)) = self.members.iter().enumerate().find(|(_, m)| !m.weight.is_finite() || m.weight < 0.0)
-        {
-            return Err(SubmitError::BadWeight { index, value: m.weight });
-        }
-        if self.members.iter().map(|m| m.weight).sum::<f64>() <= 0.0 {
-            return Err(SubmitError::ZeroWeights);
-        }
+        let weights: Vec<f64> = self.members.iter().map(|m| m.weight).collect();
+        check_weights(weights.len(), &weights)?;
         let mut datasets: Vec<String> = self.members.iter().map(|m| m.session.dataset.clone()).collect();
         datasets.sort();
         datasets.dedup();
@@ -244,13 +235,16 @@ mod tests {
         assert!(bad.to_string().contains("local/emoji/3:0"), "{bad}");
         assert_eq!(
             err(&["a/emoji/1:1", "a/emoji/2:1"], Some(&[1.0])),
-            SubmitError::WeightCount { members: 2, weights: 1 }
+            SubmitError::Weights(EnsembleError::WeightCount { members: 2, weights: 1 })
         );
         assert_eq!(
             err(&["a/emoji/1:1", "a/emoji/2:1"], Some(&[1.0, -1.0])),
-            SubmitError::BadWeight { index: 1, value: -1.0 }
+            SubmitError::Weights(EnsembleError::BadWeight { index: 1, value: -1.0 })
         );
-        assert_eq!(err(&["a/emoji/1:1", "a/emoji/2:1"], Some(&[0.0, 0.0])), SubmitError::ZeroWeights);
+        assert_eq!(
+            err(&["a/emoji/1:1", "a/emoji/2:1"], Some(&[0.0, 0.0])),
+            SubmitError::Weights(EnsembleError::ZeroWeights)
+        );
         assert_eq!(
             err(&["a/emoji/1:1", "a/synth/2:1", "a/emoji/3:1"], None),
             SubmitError::MixedDatasets(vec!["emoji".into(), "synth".into()])
