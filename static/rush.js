@@ -116,6 +116,23 @@
         return { session: i.dataset.session, epoch: i.dataset.epoch, weight: parseFloat(i.value) || 0 };
       });
     };
+    // The same submission from the command line, kept in step with the weights and boxes.
+    var command = document.getElementById("mix-command");
+    var dryBox = document.getElementById("mix-dry");
+    var showCommand = function () {
+      if (!command) { return; }
+      var ms = members();
+      var text = "rush submit " + ms.map(function (m) { return m.session + ":" + m.epoch; }).join(" ");
+      if (ms.some(function (m) { return m.weight !== 1; })) {
+        text += " --weights " + ms.map(function (m) { return String(m.weight); }).join(",");
+      }
+      if (flip && flip.checked) { text += " --tta flip"; }
+      if (dryBox && dryBox.checked) { text += " -t"; }
+      command.textContent = text;
+    };
+    builder.addEventListener("input", showCommand);
+    if (flip) { flip.addEventListener("change", showCommand); }
+    if (dryBox) { dryBox.addEventListener("change", showCommand); }
     var evaluate = throttle(function () {
       var list = members().map(function (m) { return m.session + ":" + m.epoch + ":" + m.weight; }).join(",");
       var url = "/api/datasets/" + encodeURIComponent(dataset) + "/ensemble?members=" + encodeURIComponent(list) +

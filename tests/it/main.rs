@@ -1,6 +1,7 @@
 //! The integration tests: whole flows through the real binary and real files, one module per area.
 
 mod bench;
+mod browser;
 mod common;
 mod daemon;
 mod data;

@@ -303,6 +303,21 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     );
     assert_eq!(mix["val_acc"], 1.0, "{mix}");
     assert!(mix["singles"].as_array().unwrap().iter().all(|s| s.as_f64().unwrap() < 0.6), "{mix}");
+    // The same builder in a real browser: its live number, a weight change, and its Submit button.
+    let chosen: Vec<(String, u64)> = (0..2)
+        .map(|k| (cached[k]["session"].as_str().unwrap().to_string(), cached[k]["epoch"].as_u64().unwrap()))
+        .collect();
+    let alone = mix["singles"][1].as_f64().unwrap();
+    let from_page = builder_in_a_browser(&env, &chosen, alone);
+    let submitted = wait_for(Duration::from_secs(120), "the builder's dry run to be scored", || {
+        let s = api_json(&env, &format!("/submissions/{from_page}"));
+        (s["state"] == "scored").then_some(s)
+    });
+    assert_eq!(submitted["dry_run"], true, "{submitted}");
+    assert_eq!(submitted["samples"], 200, "{submitted}");
+    let weights: Vec<f64> =
+        submitted["members"].as_array().unwrap().iter().map(|m| m["weight"].as_f64().unwrap()).collect();
+    assert_eq!(weights, vec![0.0, 1.0], "{submitted}");
 
     // The daily limit: the fifth ranked submission of the day is refused, with why and when it resets.
     let refused = env.fails(&["submit", a, "last"]);
@@ -367,4 +382,65 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
          validation images), mixing + .npy + scoring {score:.3} s; {:.2} s per 1,000 test images",
         (infer + score) * 1000.0 / TEST_IMAGES as f64
     );
+}
+
+/// Opens the ensemble builder on `members` (session, epoch) in headless Chromium: the mix's validation accuracy
+/// appears (1.0 for the constructed pair), follows the first weight set to 0 (then it is the second member's, `alone`),
+/// and "dry run" + Submit queues a submission, whose id the page prints and this returns.
+fn builder_in_a_browser(env: &Env, members: &[(String, u64)], alone: f64) -> i64 {
+    use crate::browser::{Browser, js_string, screenshot, wait_for};
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    let query: Vec<String> = members.iter().map(|(s, e)| format!("m={s}:{e}")).collect();
+    let url = format!("http://{}/ensemble?{}", addr.trim(), query.join("&"));
+    let members = members.to_vec();
+    let profile = env.tmp.path().join("chromium-profile");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let browser = Browser::start(&profile).await;
+        let c = &browser.client;
+        c.goto(&url).await.unwrap();
+        let accuracy = "var a = document.getElementById('mix-acc'); return a ? a.textContent : ''";
+        let percent = |text: String| text.strip_suffix('%').and_then(|p| p.parse::<f64>().ok());
+        let shown = wait_for("the mix's accuracy on the page", Duration::from_secs(30), || async {
+            js_string(c, accuracy).await.and_then(percent)
+        })
+        .await;
+        assert!((shown - 100.0).abs() < 1e-9, "the page shows {shown}% for a mix the API scores 1.0");
+        let note = js_string(c, "return document.getElementById('mix-note').textContent").await.unwrap();
+        assert!(note.contains("validation samples") && note.contains("members alone"), "{note}");
+        screenshot(c, "dashboard-ensemble-builder.png").await;
+
+        c.execute(
+            "var w = document.querySelectorAll('input.weight')[0]; w.value = '0'; \
+             w.dispatchEvent(new Event('input', {bubbles: true})); return 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let want = 100.0 * alone;
+        let changed = wait_for("the accuracy to follow the weight", Duration::from_secs(30), || async {
+            js_string(c, accuracy).await.and_then(percent).filter(|p| (p - want).abs() < 0.006)
+        })
+        .await;
+        eprintln!("builder: mix 100.00%, second member alone {changed:.2}%");
+
+        // The command line shown follows the weights and the boxes.
+        let command = "return document.getElementById('mix-command').textContent";
+        c.execute("document.getElementById('mix-dry').click(); return 1", vec![]).await.unwrap();
+        let targets: Vec<String> = members.iter().map(|(s, e)| format!("{s}:{e}")).collect();
+        let want = format!("rush submit {} --weights 0,1 -t", targets.join(" "));
+        assert_eq!(js_string(c, command).await.as_deref(), Some(want.as_str()));
+
+        c.execute("document.getElementById('mix-submit').click(); return 1", vec![]).await.unwrap();
+        let result = wait_for("the submit button's answer", Duration::from_secs(30), || async {
+            js_string(c, "return document.getElementById('mix-result').textContent").await.filter(|t| !t.is_empty())
+        })
+        .await;
+        c.clone().close().await.unwrap();
+        result
+            .strip_prefix("submission ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("the page said {result:?}"))
+    })
 }

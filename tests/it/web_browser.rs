@@ -1,37 +1,14 @@
-//! The dashboard in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`, installed by
-//! `scripts/setup.sh`) drives the real daemon with a real training child. It opens the sessions page, follows the
-//! running session, sees a chart point and a log line arrive over SSE, clicks stop and sees the state change.
-//! Screenshots are kept as artifacts (`$RUSH_ARTIFACTS`, else the cargo target's tmp dir). Without the browser the
-//! test fails; it never skips.
+//! The dashboard in a real browser (see `browser`): headless Chromium drives the real daemon with a real training
+//! child. It opens the sessions page, follows the running session, sees a chart point and a log line arrive over SSE,
+//! clicks stop and sees the state change. Screenshots are kept as artifacts.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A child process stopped when the test ends, however it ends: SIGTERM first (the daemon shuts down cleanly),
-/// SIGKILL after a few seconds.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::browser::{Browser, Guard, js_number, js_string, screenshot, wait_for};
 
 fn rush() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rush"))
@@ -47,60 +24,12 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-fn artifacts() -> PathBuf {
-    let dir = std::env::var_os("RUSH_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn js_number(c: &Client, script: &str) -> Option<i64> {
-    c.execute(script, vec![]).await.ok()?.as_i64()
-}
-
-async fn js_string(c: &Client, script: &str) -> Option<String> {
-    c.execute(script, vec![]).await.ok()?.as_str().map(str::to_string)
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    std::fs::write(artifacts().join(name), png).unwrap();
-}
-
 fn daemon_log(tmp: &Path) -> String {
     std::fs::read_to_string(tmp.join("daemon.log")).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
-    for tool in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: install Debian's chromium and chromium-driver (scripts/setup.sh does); this test never \
-             skips"
-        );
-    }
     let tmp = tempfile::tempdir().unwrap();
     let (home, exp, data) = (tmp.path().join("home"), tmp.path().join("exp"), tmp.path().join("synth"));
     run_ok(rush().args(["dataset", "synth", "--out"]).arg(&data).args([
@@ -144,78 +73,46 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     )
     .unwrap();
 
-    let port = free_port();
-    let _driver = Guard(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let profile = tmp.path().join("chromium-profile");
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--window-size=1400,1100",
-                     format!("--user-data-dir={}", profile.display())],
-        }),
-    );
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let c = wait_for("chromedriver", Duration::from_secs(30), || {
-        let caps = caps.clone();
-        let webdriver = webdriver.clone();
-        async move {
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps)
-                .connect(&webdriver)
-                .await
-                .ok()
-        }
-    })
-    .await;
+    let browser = Browser::start(&tmp.path().join("chromium-profile")).await;
+    let c = &browser.client;
 
     // The sessions page shows the session, and its live refresh shows it running.
     c.goto(&format!("{base}/sessions")).await.unwrap();
     let row = "document.querySelector('tr[data-id=\"browser/emoji/1\"] .badge')";
     let state = wait_for("the session to run (shown on the sessions page)", Duration::from_secs(120), || async {
-        js_string(&c, &format!("return {row} ? {row}.textContent : ''")).await.filter(|s| s == "running")
+        js_string(c, &format!("return {row} ? {row}.textContent : ''")).await.filter(|s| s == "running")
     })
     .await;
     assert_eq!(state, "running", "{}", daemon_log(tmp.path()));
-    let memo = js_string(&c, "return document.querySelector('tr[data-id=\"browser/emoji/1\"] .memo').innerHTML").await;
+    let memo = js_string(c, "return document.querySelector('tr[data-id=\"browser/emoji/1\"] .memo').innerHTML").await;
     assert_eq!(memo.as_deref(), Some("live &lt;b&gt;browser&lt;/b&gt; test"), "the memo is escaped");
-    screenshot(&c, "dashboard-sessions.png").await;
+    screenshot(c, "dashboard-sessions.png").await;
 
     // Follow it.
     c.find(Locator::Css("a[href=\"/sessions/browser/emoji/1\"]")).await.unwrap().click().await.unwrap();
     wait_for("the live stream", Duration::from_secs(30), || async {
-        js_number(&c, "return document.querySelector('#live.on') ? 1 : 0").await.filter(|n| *n == 1)
+        js_number(c, "return document.querySelector('#live.on') ? 1 : 0").await.filter(|n| *n == 1)
     })
     .await;
     let points = "var p = document.querySelector('#chart-loss polyline'); \
                   return p ? p.getAttribute('points').split(' ').filter(function (s) { return s; }).length : 0";
     let lines =
         "return document.getElementById('log').textContent.split('\\n').filter(function (s) { return s; }).length";
-    let (points0, lines0) = (js_number(&c, points).await.unwrap(), js_number(&c, lines).await.unwrap());
+    let (points0, lines0) = (js_number(c, points).await.unwrap(), js_number(c, lines).await.unwrap());
     // Without reloading: a marker set now must survive until the new point and line are seen.
     c.execute("window.__notReloaded = true; return 1", vec![]).await.unwrap();
     let points1 = wait_for("a new chart point over SSE", Duration::from_secs(90), || async {
-        js_number(&c, points).await.filter(|n| *n > points0)
+        js_number(c, points).await.filter(|n| *n > points0)
     })
     .await;
     let lines1 = wait_for("a new log line over SSE", Duration::from_secs(90), || async {
-        js_number(&c, lines).await.filter(|n| *n > lines0)
+        js_number(c, lines).await.filter(|n| *n > lines0)
     })
     .await;
     let marker = c.execute("return window.__notReloaded === true", vec![]).await.unwrap();
     assert_eq!(marker, serde_json::Value::Bool(true), "the page was not reloaded");
     eprintln!("chart points {points0} -> {points1}, log lines {lines0} -> {lines1}");
-    screenshot(&c, "dashboard-session-running.png").await;
+    screenshot(c, "dashboard-session-running.png").await;
 
     let system = reqwest::get(format!("{base}/system")).await.unwrap().text().await.unwrap();
     assert!(system.contains("cpu0") && system.contains("browser/emoji/1"), "the system page shows what runs where");
@@ -225,12 +122,12 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     // Stop it with the button; the state changes on the page.
     c.find(Locator::Id("stop")).await.unwrap().click().await.unwrap();
     wait_for("the stopped state on the page", Duration::from_secs(60), || async {
-        js_string(&c, "var b = document.getElementById('state'); return b ? b.textContent : ''")
+        js_string(c, "var b = document.getElementById('state'); return b ? b.textContent : ''")
             .await
             .filter(|s| s == "stopped")
     })
     .await;
-    screenshot(&c, "dashboard-session-stopped.png").await;
+    screenshot(c, "dashboard-session-stopped.png").await;
     let api: serde_json::Value =
         reqwest::get(format!("{base}/api/sessions/browser/emoji/1")).await.unwrap().json().await.unwrap();
     assert!(api.to_string().contains("\"stopped\""), "{api}");
@@ -238,8 +135,8 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     // The other pages, as a person would look at them.
     for (path, name) in [("/system", "dashboard-system.png"), ("/datasets", "dashboard-datasets.png")] {
         c.goto(&format!("{base}{path}")).await.unwrap();
-        screenshot(&c, name).await;
+        screenshot(c, name).await;
     }
-    c.close().await.unwrap();
+    c.clone().close().await.unwrap();
     drop(daemon);
 }
