@@ -48,7 +48,7 @@ pub enum Command {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let rows = match args.command {
         Command::Decode(a) => vec![decode::run(&a)?],
-        Command::Train(a) => vec![train_step::run(&a)?],
+        Command::Train(a) => train_step::run(&a)?,
         Command::Ensemble(a) => vec![ensemble::run(&a)?],
         Command::SpecToStart(a) => vec![spec_to_start::run(global, &a)?],
         Command::Epoch(a) => epoch::run(&a)?,

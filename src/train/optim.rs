@@ -212,6 +212,11 @@ pub struct Optimizer {
     state: State,
     /// Updates taken so far (AdamW's bias correction).
     steps: i64,
+    /// 0-d tensors on the parameters' device holding the weight decay and the step's `-lr`: tch's `addcmul_` takes no
+    /// scalar factor, and these make `x += a * y` one pass over the flat buffer with no temporary. `-lr` is set with
+    /// `fill_` (a kernel, no host sync) each step.
+    weight_decay: Tensor,
+    neg_lr: Tensor,
 }
 
 impl Optimizer {
@@ -220,7 +225,10 @@ impl Optimizer {
             OptimizerName::Sgd => State::Sgd { momentum: flat.zeros_like() },
             OptimizerName::Adamw => State::AdamW { exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like() },
         };
-        Self { spec: spec.clone(), state, steps: 0 }
+        let device = flat.data.device();
+        let weight_decay = Tensor::full([], spec.weight_decay, (Kind::Float, device));
+        let neg_lr = Tensor::zeros([], (Kind::Float, device));
+        Self { spec: spec.clone(), state, steps: 0, weight_decay, neg_lr }
     }
 
     pub fn steps(&self) -> i64 {
@@ -231,11 +239,13 @@ impl Optimizer {
     pub fn step(&mut self, flat: &mut FlatParams, lr: f64) {
         let wd = self.spec.weight_decay;
         self.steps += 1;
+        let (weight_decay, mut neg_lr) = (&self.weight_decay, self.neg_lr.shallow_clone());
         tch::no_grad(|| match &mut self.state {
             State::Sgd { momentum } => {
+                // In place, no temporaries: g += wd * p; buf = m * buf + g; p += -lr * (buf, or g + m * buf).
                 let mut g = flat.grad.shallow_clone();
                 if wd != 0.0 {
-                    let _ = g.g_add_(&(&flat.data * wd));
+                    let _ = g.addcmul_(&flat.data, weight_decay);
                 }
                 let m = self.spec.momentum;
                 let update = if m != 0.0 {
@@ -249,7 +259,8 @@ impl Optimizer {
                 } else {
                     g
                 };
-                let _ = flat.data.g_sub_(&(update * lr));
+                let _ = neg_lr.fill_(-lr);
+                let _ = flat.data.addcmul_(&update, &neg_lr);
             }
             State::AdamW { exp_avg, exp_avg_sq } => {
                 let g = &flat.grad;
@@ -394,6 +405,31 @@ mod tests {
             let got = w.double_value(&[0]);
             let want = reference(&s, 2.0, &grads, s.lr);
             assert!((got - want).abs() < 1e-6, "{s:?}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn sgd_matches_tch_per_tensor_sgd_on_a_model() {
+        use tch::nn::OptimizerConfig;
+        let s = spec(OptimizerName::Sgd, 0.1, 5e-4, 0.9, false);
+        let (ours, net) = model();
+        let (theirs, twin) = model();
+        let mut flat = FlatParams::new(&ours, false).unwrap();
+        let mut opt = Optimizer::new(&s, &flat);
+        let mut reference =
+            nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 5e-4, nesterov: false }.build(&theirs, 0.1).unwrap();
+        let x = Tensor::randn([2, 3, 6, 6], (Kind::Float, Device::Cpu));
+        for _ in 0..3 {
+            flat.zero_grad();
+            net.forward(&x).square().sum(Kind::Float).backward();
+            opt.step(&mut flat, 0.1);
+            reference.zero_grad();
+            twin.forward(&x).square().sum(Kind::Float).backward();
+            reference.step();
+        }
+        let theirs = theirs.variables();
+        for (name, ours) in ours.variables() {
+            assert!(ours.allclose(&theirs[&name], 1e-5, 1e-6, false), "{name} differs from tch's SGD");
         }
     }
 
