@@ -857,6 +857,32 @@ fn the_default_bind_is_loopback() {
     assert!(rush::daemon::config::DEFAULT_BIND.parse::<std::net::SocketAddr>().unwrap().ip().is_loopback());
 }
 
+/// A spec written in place (not renamed into place) by a writer that pauses mid-file: its first part is a valid spec
+/// of its own, yet only the whole file, read after the writer closes it, is queued.
+#[test]
+fn a_spec_written_in_place_is_read_once_the_writer_closes_it() {
+    let mut env = Env::new();
+    env.start();
+    env.push_synth("ip", 5);
+    let path = env.experiments.join("in-place.yaml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(quick_spec("ip", 1, "").as_bytes()).unwrap();
+    file.flush().unwrap();
+    // Longer than the watcher's debounce and than a scan's freshness window.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(env.spec_rows(&path).is_empty(), "a file still open for writing was read: {:?}", env.spec_rows(&path));
+    file.write_all(b"memo: the whole file\n").unwrap();
+    drop(file);
+    let verdict = env.verdict(&path);
+    assert_eq!(verdict["status"], "accepted", "{verdict}");
+    // Nothing more arrives later (a second read of the same content is skipped).
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = env.spec_rows(&path);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let id = rows[0]["sessions"][0].as_str().unwrap();
+    assert_eq!(env.session(id).unwrap()["memo"], "the whole file");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 6. Load
 // ---------------------------------------------------------------------------------------------------------------
