@@ -263,7 +263,7 @@ struct Predictor {
     feeder: Feeder,
 }
 
-/// A batch of HWC uint8 images on its way to the model: (images, pixels).
+/// A batch of HWC uint8 images on its way to the model: (how many, their pixels back to back).
 type Pixels = (usize, Vec<u8>);
 
 impl Predictor {
