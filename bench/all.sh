@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md from one command: the CPU rows here (decode, train step, epoch, ingest, dashboard,
-# re-ensembling, spec-to-start; sized to take a minute or two each on a 2-core machine), then, when a GPU is visible,
-# bench/gpu.sh (the GPU rows, rush and the PyTorch references back to back). Prints one Markdown table at the end.
+# re-ensembling, spec-to-start, scoring a 5-member ensemble; sized to take a minute or two each on a 2-core machine),
+# then, when a GPU is visible, bench/gpu.sh (the GPU rows, rush and the PyTorch references back to back). Prints one
+# Markdown table at the end.
 #
 # Usage (from the repository root, after `cargo build --release`):
 #   bench/all.sh [path/to/rush]       # default: $CARGO_TARGET_DIR/release/rush, else target/release/rush
@@ -38,9 +39,7 @@ run "ingest" bench ingest
 run "dashboard" bench dashboard
 run "ensemble" bench ensemble
 run "spec-to-start" bench spec-to-start
-if "$RUSH" bench --help 2>/dev/null | grep -q '^ *score'; then
-  run "score" bench score
-fi
+run "score" bench score --device cpu
 
 echo
 echo "| benchmark | rush | reference | ratio | goal | met |"

@@ -6,6 +6,8 @@
 #   - end-to-end epochs on synthetic 370x320 sticker PNGs (`rush bench epoch`: rush with its decoded-image cache and
 #     device-resident data vs a PyTorch DataLoader + PIL pipeline with one worker per core): ResNet-50 and ResNet-18
 #     bf16 at 128 px, first epoch and the later one (goals 9,000 and 25,000 img/s after the first epoch);
+#   - scoring 138,343 synthetic test stickers with a 5-model ResNet-50 ensemble through a real daemon, `rush submit`
+#     until the board lists it (`rush bench score`, goal <= 60 s);
 #   - dashboard rows need no GPU but run here too when RUSH_BENCH_CPU=1 (ingest, sessions page).
 # Each run is under `timeout`, so the whole script stays within about 5 minutes on an H200; a run that times out or
 # fails prints a row saying so.
@@ -13,9 +15,18 @@
 # Usage (from the repository root, after `cargo build --release`):
 #   bench/gpu.sh [path/to/rush]       # default: $CARGO_TARGET_DIR/release/rush, else target/release/rush
 # Environment: RUSH_PYTHON (a python with torch and pillow; set by `scripts/setup.sh --env`, or the GPU machine's
-# /opt/torch/.venv/bin/python), STEPS (default 50), PER_RUN (seconds per step run, default 40), IMAGES (stickers for
-# the epoch rows, default 100000), REF_IMAGES (stickers per reference epoch, default 30000), EPOCH_RUN (seconds per
-# epoch run, default 150), DATA (a folder for the synthetic stickers, default a temp folder).
+# /opt/torch/.venv/bin/python), STEPS (default 50), WARMUP (warm-up steps, default 10), PER_RUN (seconds per step run,
+# default 40), IMAGES (stickers for the epoch rows, default 100000), REF_IMAGES (stickers per reference epoch, default
+# 30000), EPOCH_RUN (seconds per epoch run, default 150), DATA (a folder for the synthetic stickers, default a temp
+# folder, removed at the end), SCORE_RUN (seconds for the score run, default 240), LOG (the file collecting every
+# run's stderr, default a temp file).
+# The same script runs on the CPU at toy sizes (tests/it/speed.rs does): DEVICE (default cuda), COMPILE=0 (skip the
+# torch.compile row), MODELS (default "resnet18 resnet50": the step rows run each in each of PRECISIONS, default
+# "fp32 bf16"; the epoch rows run each, last first; torch.compile uses the last), SIZE (default 128), BATCH (default
+# 256), SCORE_MODEL (default resnet50), SCORE_SIZE (default 128), SCORE_TEST (default 138343), SCORE_MEMBERS
+# (default 5), e.g.
+#   DEVICE=cpu COMPILE=0 MODELS="baseline_cnn resnet18" SIZE=32 BATCH=16 STEPS=2 WARMUP=1 IMAGES=200 REF_IMAGES=100 \
+#     SCORE_MODEL=baseline_cnn SCORE_SIZE=32 SCORE_TEST=200 SCORE_MEMBERS=3 bench/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${LIBTORCH:-}" ] && [ -z "${RUSH_PYTHON:-}" ] && [ -x scripts/setup.sh ]; then eval "$(scripts/setup.sh --env)"; fi
@@ -30,61 +41,77 @@ PER_RUN="${PER_RUN:-40}"
 IMAGES="${IMAGES:-100000}"
 REF_IMAGES="${REF_IMAGES:-30000}"
 EPOCH_RUN="${EPOCH_RUN:-150}"
+WARMUP="${WARMUP:-10}"
+DEVICE="${DEVICE:-cuda}"
+COMPILE="${COMPILE:-1}"
+MODELS="${MODELS:-resnet18 resnet50}"
+PRECISIONS="${PRECISIONS:-fp32 bf16}"
+SIZE="${SIZE:-128}"
+BATCH="${BATCH:-256}"
+SCORE_RUN="${SCORE_RUN:-240}"
+SCORE_MODEL="${SCORE_MODEL:-resnet50}"
+SCORE_SIZE="${SCORE_SIZE:-128}"
+SCORE_TEST="${SCORE_TEST:-138343}"
+SCORE_MEMBERS="${SCORE_MEMBERS:-5}"
 [ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release first)" >&2; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ), steps $STEPS"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ), $DEVICE, steps $STEPS"
 
 rows=()
 header=""
-LOG="$(mktemp)"  # every run's stderr; the tail of a failed run's is printed
+LOG="${LOG:-$(mktemp)}"  # every run's stderr; the tail of a failed run's is printed
 echo "stderr of every run: $LOG"
 failed() { echo "--- $1 failed or timed out; its last lines:" >&2; tail -n 8 "$LOG" >&2; }
-bench() { # label, then rush bench train arguments
-  local label="$1"; shift
+# label, seconds, then rush arguments: the run's table rows (all of them, or a row saying it failed or timed out)
+run() {
+  local label="$1" limit="$2"; shift 2
   local out rc
-  out="$(timeout --kill-after=10 "$PER_RUN" "$RUSH" bench train --device cuda --size 128 --batch 256 \
-    --steps "$STEPS" --warmup 10 "$@" 2>>"$LOG")"
+  out="$(timeout --kill-after=10 "$limit" "$RUSH" "$@" 2>>"$LOG")"
   rc=$?
   if [ $rc -eq 0 ]; then
     [ -n "$header" ] || header="$(printf '%s\n' "$out" | grep '^|' | head -2)"
-    rows+=("$(printf '%s\n' "$out" | grep '^|' | tail -1)")
-  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    failed "$label"; rows+=("| $label | timed out after ${PER_RUN}s | | | | NO |")
-  else
-    failed "$label"; rows+=("| $label | failed (exit $rc) | | | | NO |")
-  fi
-}
-
-epoch() { # label, then rush bench epoch arguments; two rows (first epoch, later epochs)
-  local label="$1"; shift
-  local out rc
-  out="$(timeout --kill-after=10 "$EPOCH_RUN" "$RUSH" bench epoch --device cuda --dataset "$DATA" --size 128 \
-    --batch 256 --epochs 2 --reference-images "$REF_IMAGES" "$@" 2>>"$LOG")"
-  rc=$?
-  if [ $rc -eq 0 ]; then
     while IFS= read -r row; do rows+=("$row"); done < <(printf '%s\n' "$out" | grep '^|' | tail -n +3)
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    failed "$label"; rows+=("| $label | timed out after ${EPOCH_RUN}s | | | | NO |")
+    failed "$label"; rows+=("| $label | timed out after ${limit}s | | | | NO |")
   else
     failed "$label"; rows+=("| $label | failed (exit $rc) | | | | NO |")
   fi
 }
+bench() { # label, then rush bench train arguments
+  local label="$1"; shift
+  run "$label" "$PER_RUN" bench train --device "$DEVICE" --size "$SIZE" --batch "$BATCH" --steps "$STEPS" \
+    --warmup "$WARMUP" "$@"
+}
+epoch() { # label, then rush bench epoch arguments; two rows (first epoch, later epochs)
+  local label="$1"; shift
+  run "$label" "$EPOCH_RUN" bench epoch --device "$DEVICE" --dataset "$DATA" --size "$SIZE" --batch "$BATCH" \
+    --epochs 2 --reference-images "$REF_IMAGES" "$@"
+}
 
-bench "resnet18 fp32" --model resnet18 --precision fp32
-bench "resnet18 bf16" --model resnet18 --precision bf16
-bench "resnet50 fp32" --model resnet50 --precision fp32
-bench "resnet50 bf16" --model resnet50 --precision bf16
-PER_RUN=$((PER_RUN * 3)) bench "resnet50 bf16 vs torch.compile" --model resnet50 --precision bf16 --compile
+for model in $MODELS; do
+  for precision in $PRECISIONS; do bench "$model $precision" --model "$model" --precision "$precision"; done
+  last="$model"
+done
+if [ "$COMPILE" != 0 ]; then
+  PER_RUN=$((PER_RUN * 3)) bench "$last bf16 vs torch.compile" --model "$last" --precision bf16 --compile
+fi
 
-DATA="${DATA:-$(mktemp -d)/stickers}"
+if [ -z "${DATA:-}" ]; then
+  scratch="$(mktemp -d)"
+  trap 'rm -rf "$scratch"' EXIT
+  DATA="$scratch/stickers"
+fi
 if [ ! -f "$DATA/train/train_data/train_with_valid_tags.csv" ]; then
   start=$(date +%s)
   timeout 120 "$RUSH" dataset synth --out "$DATA" --train "$IMAGES" --test 0 --valid-fraction 0.02 --quiet \
     || echo "synth of $IMAGES stickers failed or timed out" >&2
   echo "synthesised $IMAGES stickers in $(( $(date +%s) - start )) s"
 fi
-epoch "epoch resnet50 bf16" --model resnet50 --precision bf16
-epoch "epoch resnet18 bf16" --model resnet18 --precision bf16
+for model in $(printf '%s\n' $MODELS | tac); do
+  epoch "epoch $model bf16" --model "$model" --precision bf16
+done
+run "score $SCORE_TEST test stickers, $SCORE_MEMBERS x $SCORE_MODEL" "$SCORE_RUN" bench score --device "$DEVICE" \
+  --model "$SCORE_MODEL" --size "$SCORE_SIZE" --test "$SCORE_TEST" --members "$SCORE_MEMBERS"
 if [ "${RUSH_BENCH_CPU:-0}" = 1 ]; then
   for cmd in ingest dashboard; do
     out="$(timeout 300 "$RUSH" bench "$cmd" 2>>"$LOG")" && while IFS= read -r row; do rows+=("$row"); done \
@@ -96,4 +123,5 @@ echo
 [ -n "$header" ] && printf '%s\n' "$header" || printf "| benchmark | rush | reference | ratio | goal | met |\n|---|---|---|---|---|---|\n"
 printf '%s\n' "${rows[@]}"
 echo "goals: train steps ratio >= 1.0x, resnet50 bf16 >= 11,600 img/s; epochs after the first >= 9,000 img/s"
-echo "(resnet50) and >= 25,000 img/s (resnet18); the epoch rows' ratio is rush vs the PyTorch DataLoader pipeline"
+echo "(resnet50) and >= 25,000 img/s (resnet18); the epoch rows' ratio is rush vs the PyTorch DataLoader pipeline;"
+echo "scoring 138,343 test stickers with 5 x resnet50 <= 60 s"

@@ -2,13 +2,13 @@
 //! one free CPU slot; a spec file is saved into its experiments folder and the clock runs until `/api/sessions` shows
 //! that session running with a child pid. Repeated (each session stopped before the next spec), median reported.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::Row;
+use super::daemon::{Daemon, rush};
 use crate::cli::Global;
 use crate::cli::client::http::Api;
 use crate::core::session::SessionState;
@@ -51,7 +51,14 @@ fn measure(global: &Global, args: &Args, tmp: &Path) -> anyhow::Result<Row> {
     let source = tmp.join("synth");
     std::fs::create_dir_all(&experiments).with_context(|| format!("creating {}", experiments.display()))?;
     rush(&exe, &home, &["dataset", "synth", "--out"], Some(&source), &tiny_synth())?;
-    let daemon = Daemon::start(&exe, &home, &experiments, tmp)?;
+    let daemon = Daemon::start(
+        &exe,
+        &home,
+        &experiments,
+        tmp,
+        &["--cpu-slots".into(), "1".into()],
+        &[("OMP_NUM_THREADS", "1")],
+    )?;
     rush(&exe, &home, &["dataset", "push", "bench"], Some(&source), &[])?;
     let api = Api::connect(&Global {
         home: crate::home::Home::new(&home),
@@ -123,91 +130,4 @@ fn spec(memo: &str) -> String {
          precision: fp32\noptimizer: {{name: adamw, lr: 0.003}}\nschedule: {{name: constant, warmup_epochs: 0}}\n\
          resources: {{gpus: 0}}\n"
     )
-}
-
-/// Runs `rush --home HOME ARGS PATH EXTRA` to completion.
-fn rush(exe: &Path, home: &Path, args: &[&str], path: Option<&Path>, extra: &[String]) -> anyhow::Result<()> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("--home").arg(home).args(args);
-    if let Some(p) = path {
-        cmd.arg(p);
-    }
-    let out = cmd.args(extra).env_remove("RUSH_URL").stdin(Stdio::null()).output().context("running rush")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "rush {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-/// The daemon under test; stopped (SIGTERM, then killed) when dropped.
-struct Daemon {
-    child: Option<Child>,
-    url: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(exe: &Path, home: &Path, experiments: &Path, tmp: &Path) -> anyhow::Result<Self> {
-        let log = tmp.join("daemon.log");
-        let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(exe)
-            .arg("--home")
-            .arg(home)
-            .args(["daemon", "--bind", "127.0.0.1:0", "--user", "bench", "--cpu-slots", "1", "--experiments"])
-            .arg(experiments)
-            .env_remove("RUSH_URL")
-            .env("OMP_NUM_THREADS", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().context("daemon log")?)
-            .stderr(file)
-            .spawn()
-            .context("starting rush daemon")?;
-        let mut daemon = Daemon { child: Some(child), url: String::new(), log };
-        let addr_file = crate::home::Home::new(home).daemon_addr_file();
-        let started = Instant::now();
-        loop {
-            if let Ok(addr) = std::fs::read_to_string(&addr_file)
-                && !addr.trim().is_empty()
-            {
-                daemon.url = format!("http://{}", addr.trim());
-                return Ok(daemon);
-            }
-            if let Some(c) = daemon.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                anyhow::bail!("rush daemon exited with {status}; see {}", daemon.log.display());
-            }
-            anyhow::ensure!(started.elapsed() < PATIENCE, "rush daemon did not write {}", addr_file.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.terminate()
-    }
-
-    fn terminate(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        // SAFETY: plain kill(2) on the pid of a child we started and have not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let asked = Instant::now();
-        while asked.elapsed() < Duration::from_secs(30) {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.kill()?;
-        child.wait()?;
-        anyhow::bail!("rush daemon ignored SIGTERM for 30 s; killed it")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.terminate();
-    }
 }

@@ -11,6 +11,10 @@
 //! header promises (truncated, foreign, unfinished) is rebuilt too, and the report says why. A build decodes in
 //! parallel into a temporary file in the same folder and renames it into place, so readers (other sessions) only ever
 //! see complete files; a published file is never written again (a rebuild replaces it by a new inode).
+//!
+//! A build can hand each run of images to the caller as soon as it is decoded ([`ImageCache::open_or_build_with`]), so
+//! `rush infer` predicts while the cache of a test split is being built; [`ImageCache::open_existing`] only reuses a
+//! current file and never builds one (a subset of a split, such as the validation images, is not worth a build).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -50,6 +54,48 @@ pub struct CacheReport {
     /// Images that failed to decode during this build: (list index, error naming the file).
     pub failures: Vec<(usize, String)>,
     pub seconds: f64,
+}
+
+/// Images a build decodes between two calls of its `on_decoded` callback (a multiple of `rush infer`'s batch).
+pub const BUILD_CHUNK: usize = 1024;
+
+/// A run of images a build has just written, in list order (see [`ImageCache::open_or_build_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Decoded<'a> {
+    /// List index of the first image of the run.
+    pub first: usize,
+    side: u32,
+    images: &'a [u8],
+    status: &'a [u8],
+}
+
+impl<'a> Decoded<'a> {
+    /// Images in the run.
+    pub fn len(&self) -> usize {
+        self.status.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.status.is_empty()
+    }
+
+    /// Image `k` of the run (list index `first + k`), or `None` when it failed to decode.
+    pub fn image(&self, k: usize) -> Option<&'a [u8]> {
+        if self.status.get(k) != Some(&OK) {
+            return None;
+        }
+        let n = image_bytes(self.side);
+        self.images.get(k * n..(k + 1) * n)
+    }
+}
+
+/// Why [`ImageCache::open_existing`] did not open a file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unusable {
+    #[error("no cache file yet")]
+    Absent,
+    #[error("{0}")]
+    Because(String),
 }
 
 /// A complete, read-only cache file, memory-mapped.
@@ -146,6 +192,41 @@ impl ImageCache {
         side: u32,
         pool: &rayon::ThreadPool,
     ) -> Result<(Self, CacheReport), CacheError> {
+        Self::open_or_build_inner(file, paths, side, pool, paths.len().max(1), &mut |_| {})
+    }
+
+    /// [`ImageCache::open_or_build`], calling `on_decoded` with each run of [`BUILD_CHUNK`] images (in list order, on
+    /// the calling thread) as a build writes them. Not called when the file is reused: read it then. When the build
+    /// fails part way, the runs already handed over were decoded correctly; the error says why the file is missing.
+    pub fn open_or_build_with(
+        file: &Path,
+        paths: &[PathBuf],
+        side: u32,
+        pool: &rayon::ThreadPool,
+        on_decoded: &mut dyn FnMut(Decoded<'_>),
+    ) -> Result<(Self, CacheReport), CacheError> {
+        Self::open_or_build_inner(file, paths, side, pool, BUILD_CHUNK, on_decoded)
+    }
+
+    /// Opens `file` only when it is complete and holds exactly `paths` at `side`; never builds.
+    pub fn open_existing(
+        file: &Path,
+        paths: &[PathBuf],
+        side: u32,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Self, Unusable> {
+        let expected = pool.install(|| fingerprint(paths, side));
+        Self::open(file, paths.len(), side, &expected)
+    }
+
+    fn open_or_build_inner(
+        file: &Path,
+        paths: &[PathBuf],
+        side: u32,
+        pool: &rayon::ThreadPool,
+        chunk: usize,
+        on_decoded: &mut dyn FnMut(Decoded<'_>),
+    ) -> Result<(Self, CacheReport), CacheError> {
         let started = Instant::now();
         let expected = pool.install(|| fingerprint(paths, side));
         let rebuilt_because = match Self::open(file, paths.len(), side, &expected) {
@@ -156,7 +237,7 @@ impl ImageCache {
             Err(Unusable::Absent) => None,
             Err(Unusable::Because(reason)) => Some(reason),
         };
-        let failures = build(file, paths, side, &expected, pool)?;
+        let failures = build(file, paths, side, &expected, pool, chunk, on_decoded)?;
         let cache = match Self::open(file, paths.len(), side, &expected) {
             Ok(cache) => cache,
             Err(Unusable::Absent) => {
@@ -250,18 +331,16 @@ impl ImageCache {
     }
 }
 
-enum Unusable {
-    Absent,
-    Because(String),
-}
-
-/// Decodes `paths` into a temporary file beside `file`, then renames it into place. Returns the failures.
+/// Decodes `paths` into a temporary file beside `file`, `chunk` images at a time (each run handed to `on_decoded`),
+/// then renames it into place. Returns the failures.
 fn build(
     file: &Path,
     paths: &[PathBuf],
     side: u32,
     fingerprint: &[u8; 32],
     pool: &rayon::ThreadPool,
+    chunk: usize,
+    on_decoded: &mut dyn FnMut(Decoded<'_>),
 ) -> Result<Vec<(usize, String)>, CacheError> {
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -279,32 +358,44 @@ fn build(
         let (head, images) = map.split_at_mut(images_offset);
         let status = &mut head[HEADER..HEADER + count];
         let n = image_bytes(side);
-        let mut failures: Vec<(usize, String)> = pool.install(|| {
-            images
-                .par_chunks_mut(n.max(1))
-                .zip(status.par_iter_mut())
-                .zip(paths.par_iter())
-                .enumerate()
-                .map_init(Vec::new, |buf, (i, ((dst, st), path))| {
-                    match crate::data::image::load_rgb_into(path, side, buf) {
-                        Ok(()) if buf.len() == dst.len() => {
-                            dst.copy_from_slice(buf);
-                            *st = OK;
-                            None
+        let chunk = chunk.max(1);
+        let mut failures: Vec<(usize, String)> = Vec::new();
+        let mut first = 0;
+        while first < count {
+            let last = (first + chunk).min(count);
+            let (run_images, run_status) = (&mut images[first * n..last * n], &mut status[first..last]);
+            failures.extend(pool.install(|| {
+                run_images
+                    .par_chunks_mut(n.max(1))
+                    .zip(run_status.par_iter_mut())
+                    .zip(paths[first..last].par_iter())
+                    .enumerate()
+                    .map_init(Vec::new, |buf, (k, ((dst, st), path))| {
+                        let i = first + k;
+                        match crate::data::image::load_rgb_into(path, side, buf) {
+                            Ok(()) if buf.len() == dst.len() => {
+                                dst.copy_from_slice(buf);
+                                *st = OK;
+                                None
+                            }
+                            Ok(()) => {
+                                *st = BAD;
+                                let message =
+                                    format!("{}: decoded to {} bytes, not {}", path.display(), buf.len(), dst.len());
+                                Some((i, message))
+                            }
+                            Err(e) => {
+                                *st = BAD;
+                                Some((i, e.to_string()))
+                            }
                         }
-                        Ok(()) => {
-                            *st = BAD;
-                            Some((i, format!("{}: decoded to {} bytes, not {}", path.display(), buf.len(), dst.len())))
-                        }
-                        Err(e) => {
-                            *st = BAD;
-                            Some((i, e.to_string()))
-                        }
-                    }
-                })
-                .flatten()
-                .collect()
-        });
+                    })
+                    .flatten()
+                    .collect::<Vec<_>>()
+            }));
+            on_decoded(Decoded { first, side, images: &images[first * n..last * n], status: &status[first..last] });
+            first = last;
+        }
         failures.sort_by_key(|f| f.0);
         head[..8].copy_from_slice(MAGIC);
         head[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -414,6 +505,39 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_build_hands_over_each_run_in_order_and_a_reuse_hands_over_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = images(dir.path(), 4);
+        let broken = dir.path().join("broken.png");
+        std::fs::write(&broken, b"not a png").unwrap();
+        paths.insert(2, broken);
+        let file = dir.path().join("c.rgb");
+        assert_eq!(ImageCache::open_existing(&file, &paths, 6, &pool()).unwrap_err(), Unusable::Absent);
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut seen: Vec<Option<Vec<u8>>> = Vec::new();
+        let (cache, report) = ImageCache::open_or_build_inner(&file, &paths, 6, &pool(), 2, &mut |d| {
+            runs.push((d.first, d.len()));
+            seen.extend((0..d.len()).map(|k| d.image(k).map(<[u8]>::to_vec)));
+        })
+        .unwrap();
+        assert!(report.built && report.failures.len() == 1 && report.failures[0].0 == 2, "{report:?}");
+        assert_eq!(runs, vec![(0, 2), (2, 2), (4, 1)]);
+        assert_eq!(seen.len(), 5);
+        for (i, got) in seen.iter().enumerate() {
+            assert_eq!(got.as_deref(), cache.image(i), "image {i}");
+        }
+        assert!(seen[2].is_none() && seen[3].is_some());
+        drop(cache);
+        let mut called = false;
+        let (_, report) = ImageCache::open_or_build_with(&file, &paths, 6, &pool(), &mut |_| called = true).unwrap();
+        assert!(!report.built && !called);
+        let reused = ImageCache::open_existing(&file, &paths, 6, &pool()).unwrap();
+        assert_eq!(reused.image(4).map(<[u8]>::to_vec), seen[4]);
+        let changed = ImageCache::open_existing(&file, &paths[..4], 6, &pool()).unwrap_err();
+        assert!(changed.to_string().contains("changed"), "{changed}");
     }
 
     #[test]

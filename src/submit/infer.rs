@@ -9,10 +9,19 @@
 //!
 //! Output, in `--out`: `test.npy` (and `valid.npy` unless a dry run), `(rows, 350)` `<f2` probabilities, and
 //! `infer.json` ([`InferReport`]) written last: with it the folder is complete.
+//!
+//! Images come from the decoded-image cache (`data::cache`) under the training's policy (`RUSH_IMAGE_CACHE=DIR|off`,
+//! same folders): the test split from `test-<size>.rgb`, built by the first member that needs it while it predicts
+//! (each run of decoded images is predicted as it arrives) and read by every later member of any submission; the
+//! validation split from the training cache `train-<size>.rgb` that `rush train` built, when it is there. A dry run or
+//! a missing training cache decodes just the images it needs (a subset never builds a whole split's cache); the cache
+//! off, or unusable, means decoding as before. The pixels are the same either way (the cache holds what
+//! `data::image::load_rgb` returns) and so are the batches, so the probabilities do not depend on the source.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -25,6 +34,7 @@ use super::npy::{self, NpyError};
 use super::probs::order_digest;
 use crate::core::score::dry_run_indices;
 use crate::core::spec::{Precision, ResolvedSpec, SpecError};
+use crate::data::cache::{self, Decoded, ImageCache};
 use crate::data::layout::{DataError, NUM_TAGS, read_test, read_train};
 use crate::data::split::split_by_package;
 use crate::home::SessionDir;
@@ -93,6 +103,39 @@ pub struct InferReport {
     pub bad_images: usize,
     pub device: String,
     pub seconds: f64,
+    /// Where the test images came from.
+    #[serde(default)]
+    pub test_images: Option<ImageSource>,
+    /// Where the validation images came from (absent on a dry run).
+    #[serde(default)]
+    pub valid_images: Option<ImageSource>,
+}
+
+/// How a split's images were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageOrigin {
+    /// From a cache file that was already there (nothing decoded).
+    Reused,
+    /// From a cache file this run built while predicting.
+    Built,
+    /// Decoded from the PNGs, no cache file involved.
+    Decoded,
+}
+
+/// One split's image source, as `infer.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    pub origin: ImageOrigin,
+    /// The cache file read (or built); absent when decoded.
+    pub file: Option<PathBuf>,
+    /// Why a cache file was rebuilt, or why the images were decoded instead of read from one.
+    pub note: Option<String>,
+    /// Images decoded from PNG by this run.
+    pub decoded: usize,
+    /// Seconds spent opening (fingerprinting) or building the cache file, overlapped with prediction when building.
+    pub seconds: f64,
 }
 
 /// Runs inference as asked and writes the output folder.
@@ -113,37 +156,57 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let vs = VarStore::new(device);
     let model = models::build(spec.model, &vs);
     checkpoint::load_weights(&vs, &session.checkpoint_weights(opts.epoch))?;
-    let predictor = Predictor { model, ex, norm: Normalizer::new(device), size: spec.image_size, tta: opts.tta };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rush-decode-{i}"))
+        .build()
+        .map_err(|e| InferError::Torch(format!("cannot start decode threads: {e}")))?;
+    let predictor = Predictor {
+        model,
+        ex,
+        norm: Normalizer::new(device),
+        tta: opts.tta,
+        feeder: Feeder { size: spec.image_size, pool },
+    };
 
     std::fs::create_dir_all(&opts.out).map_err(|source| InferError::Io { path: opts.out.clone(), source })?;
     let bad = AtomicUsize::new(0);
+    let side = spec.image_size;
 
     let test = read_test(&resolved.dataset_path)?;
-    let mut test_samples: Vec<(String, PathBuf)> =
+    let all_test: Vec<(String, PathBuf)> =
         test.samples.iter().map(|s| (format!("{}/{}", s.package_id, s.sticker_id), s.path.clone())).collect();
-    if opts.dry_run {
-        let all = std::mem::take(&mut test_samples);
-        test_samples = dry_run_indices(all.len()).into_iter().map(|i| all[i].clone()).collect();
-    }
-    let test_probs = predictor.predict(&test_samples, &bad)?;
+    let (test_samples, test_source) = match cache::cache_file(&resolved.dataset_path, "test", side) {
+        None => (all_test, Plan::Decode(CACHE_OFF.into())),
+        Some(file) if !opts.dry_run => (all_test, Plan::Build(file)),
+        Some(file) => {
+            // a dry run reads the full test cache when one is there, and decodes its sample otherwise
+            let rows = dry_run_indices(all_test.len());
+            let plan = predictor.feeder.reuse(&file, &all_test, rows.clone(), "a dry run builds no test cache");
+            (rows.into_iter().map(|i| all_test[i].clone()).collect(), plan)
+        }
+    };
+    let (test_probs, test_images) = predictor.predict(&test_samples, test_source, &bad)?;
     npy::write_f16_matrix(&opts.out.join("test.npy"), test_samples.len(), NUM_TAGS, &test_probs)?;
 
-    let (mut valid_rows, mut valid_order) = (0, String::new());
+    let (mut valid_rows, mut valid_order, mut valid_images) = (0, String::new(), None);
     if !opts.dry_run {
         let set = read_train(&resolved.dataset_path)?;
         let split = split_by_package(&set, spec.valid_fraction, spec.seed);
-        let valid: Vec<(String, PathBuf)> = split
-            .valid
-            .iter()
-            .map(|&i| {
-                let s = &set.samples[i];
-                (format!("{}/{}", s.package_id, s.sticker_id), s.path.clone())
-            })
-            .collect();
-        let valid_probs = predictor.predict(&valid, &bad)?;
+        let all_train: Vec<(String, PathBuf)> =
+            set.samples.iter().map(|s| (format!("{}/{}", s.package_id, s.sticker_id), s.path.clone())).collect();
+        let valid: Vec<(String, PathBuf)> = split.valid.iter().map(|&i| all_train[i].clone()).collect();
+        // the training cache holds every training sticker in CSV order, as `rush train` built it
+        let plan = match cache::cache_file(&resolved.dataset_path, "train", side) {
+            None => Plan::Decode(CACHE_OFF.into()),
+            Some(file) => predictor.feeder.reuse(&file, &all_train, split.valid.clone(), "no training run built it"),
+        };
+        let (valid_probs, source) = predictor.predict(&valid, plan, &bad)?;
         npy::write_f16_matrix(&opts.out.join("valid.npy"), valid.len(), NUM_TAGS, &valid_probs)?;
         valid_rows = valid.len();
         valid_order = order_digest(valid.iter().map(|(k, _)| k.as_str()));
+        valid_images = Some(source);
     }
 
     let report = InferReport {
@@ -158,6 +221,8 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
         bad_images: bad.load(Ordering::Relaxed),
         device: device::name(device),
         seconds: started.elapsed().as_secs_f64(),
+        test_images: Some(test_images),
+        valid_images,
     };
     let path = opts.out.join(REPORT);
     let json = serde_json::to_vec_pretty(&report)
@@ -173,64 +238,73 @@ pub fn read_report(out: &Path) -> Result<InferReport, InferError> {
     serde_json::from_slice(&bytes).map_err(|e| InferError::Report { path, message: e.to_string() })
 }
 
+/// Why images were decoded when the cache is off.
+const CACHE_OFF: &str = "image cache off (RUSH_IMAGE_CACHE=off)";
+
+/// Bad images named on stderr (the rest are only counted).
+const NAMED_BAD: usize = 20;
+
+/// Where one split's images will come from.
+enum Plan {
+    /// Decode the PNGs (why).
+    Decode(String),
+    /// Build this cache file of exactly the samples while predicting (or reuse it when it is current).
+    Build(PathBuf),
+    /// Rows of a current cache file: sample `k` is cached image `rows[k]`.
+    Cached { cache: ImageCache, rows: Vec<usize>, seconds: f64 },
+}
+
 /// A loaded model and how to feed it.
 struct Predictor {
     model: Box<dyn ModuleT>,
     ex: Execution,
     norm: Normalizer,
-    size: u32,
     tta: Tta,
+    feeder: Feeder,
 }
 
+/// A batch of HWC uint8 images on its way to the model: (how many, their pixels back to back).
+type Pixels = (usize, Vec<u8>);
+
 impl Predictor {
-    /// Probabilities of `samples` (key, image path), row-major `(samples, NUM_TAGS)` f32.
-    fn predict(&self, samples: &[(String, PathBuf)], bad: &AtomicUsize) -> Result<Vec<f32>, InferError> {
-        let (size, side) = (self.size, self.size as usize);
-        let decode = |chunk: &[(String, PathBuf)]| -> Vec<u8> {
-            let images: Vec<Vec<u8>> = chunk
-                .par_iter()
-                .map(|(_, path)| match crate::data::image::load_rgb(path, size) {
-                    Ok(img) => img,
-                    Err(e) => {
-                        if bad.fetch_add(1, Ordering::Relaxed) < 20 {
-                            eprintln!("rush infer: {}: {e}; predicting from a blank image", path.display());
-                        }
-                        vec![255u8; side * side * 3]
-                    }
-                })
-                .collect();
-            images.concat()
-        };
+    /// Probabilities of `samples` (key, image path), row-major `(samples, NUM_TAGS)` f32, and where the images came
+    /// from. The batches are always `samples.chunks(BATCH)`, whatever the source.
+    fn predict(
+        &self,
+        samples: &[(String, PathBuf)],
+        plan: Plan,
+        bad: &AtomicUsize,
+    ) -> Result<(Vec<f32>, ImageSource), InferError> {
         let mut out = Vec::with_capacity(samples.len() * NUM_TAGS);
-        // the next batches decode on another thread while the model runs on this one
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(2);
-            scope.spawn(move || {
-                for chunk in samples.chunks(BATCH) {
-                    if tx.send((chunk.len(), decode(chunk))).is_err() {
-                        return;
+        let feeder = &self.feeder;
+        // the next batches are read or decoded on another thread while the model runs on this one
+        let source = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Pixels>(2);
+            let producer = scope.spawn(move || feeder.produce(samples, plan, bad, &tx));
+            let consumed = (|| {
+                for (n, pixels) in rx {
+                    let probs = catch_unwind(AssertUnwindSafe(|| self.forward(&pixels, n)))
+                        .map_err(|payload| InferError::Torch(panic_message(payload)))??;
+                    if probs.len() != n * NUM_TAGS {
+                        return Err(InferError::Torch(format!("{} probabilities for a batch of {n}", probs.len())));
                     }
+                    out.extend(probs);
                 }
-            });
-            for (n, pixels) in rx {
-                let probs = catch_unwind(AssertUnwindSafe(|| self.forward(&pixels, n)))
-                    .map_err(|payload| InferError::Torch(panic_message(payload)))??;
-                if probs.len() != n * NUM_TAGS {
-                    return Err(InferError::Torch(format!("{} probabilities for a batch of {n}", probs.len())));
-                }
-                out.extend(probs);
-            }
-            Ok(())
+                Ok(())
+            })();
+            let source = producer.join().map_err(|payload| InferError::Torch(panic_message(payload)));
+            consumed?;
+            source
         })?;
         if out.len() != samples.len() * NUM_TAGS {
             return Err(InferError::Torch(format!("{} rows predicted of {}", out.len() / NUM_TAGS, samples.len())));
         }
-        Ok(out)
+        Ok((out, source))
     }
 
     /// One batch of uint8 HWC pixels -> softmax probabilities (averaged with the mirror under flip TTA).
     fn forward(&self, pixels: &[u8], n: usize) -> Result<Vec<f32>, InferError> {
-        let side = self.size as i64;
+        let side = self.feeder.size as i64;
         tch::no_grad(|| {
             let host = Tensor::from_slice(pixels).view([n as i64, side, side, 3]);
             let x = self.norm.input(&host, &self.ex);
@@ -244,6 +318,244 @@ impl Predictor {
             let p = p.to_device(tch::Device::Cpu).contiguous().view([-1]);
             Vec::<f32>::try_from(&p).map_err(|e| InferError::Torch(e.to_string()))
         })
+    }
+}
+
+/// Reads or decodes the images of a split for a [`Predictor`], on its own threads.
+struct Feeder {
+    size: u32,
+    /// Decodes and fingerprints images.
+    pool: rayon::ThreadPool,
+}
+
+impl Feeder {
+    fn image_bytes(&self) -> usize {
+        cache::image_bytes(self.size)
+    }
+
+    /// Reads `rows` of `file` (a cache of `all`) when it is current; else decodes, saying why (`absent`: no file).
+    fn reuse(&self, file: &Path, all: &[(String, PathBuf)], rows: Vec<usize>, absent: &str) -> Plan {
+        let started = Instant::now();
+        let paths: Vec<PathBuf> = all.iter().map(|(_, p)| p.clone()).collect();
+        match ImageCache::open_existing(file, &paths, self.size, &self.pool) {
+            Ok(cache) => Plan::Cached { cache, rows, seconds: started.elapsed().as_secs_f64() },
+            Err(cache::Unusable::Absent) => Plan::Decode(format!("{}: absent ({absent})", file.display())),
+            Err(cache::Unusable::Because(why)) => Plan::Decode(format!("{}: not used ({why})", file.display())),
+        }
+    }
+
+    /// Sends `samples`' images in batches of [`BATCH`] as `plan` says; returns what it did. Stops early (quietly)
+    /// when the model side has given up.
+    fn produce(
+        &self,
+        samples: &[(String, PathBuf)],
+        plan: Plan,
+        bad: &AtomicUsize,
+        tx: &SyncSender<Pixels>,
+    ) -> ImageSource {
+        match plan {
+            Plan::Decode(note) => {
+                eprintln!("rush infer: decoding {} images ({note})", samples.len());
+                self.send_decoded(samples, bad, tx);
+                ImageSource {
+                    origin: ImageOrigin::Decoded,
+                    file: None,
+                    note: Some(note),
+                    decoded: samples.len(),
+                    seconds: 0.0,
+                }
+            }
+            Plan::Cached { cache, rows, seconds } => {
+                eprintln!("rush infer: {} images from the image cache {}", rows.len(), cache.path().display());
+                self.send_cached(&cache, samples, &rows, bad, tx);
+                ImageSource {
+                    origin: ImageOrigin::Reused,
+                    file: Some(cache.path().to_path_buf()),
+                    note: None,
+                    decoded: 0,
+                    seconds,
+                }
+            }
+            Plan::Build(file) => {
+                let paths: Vec<PathBuf> = samples.iter().map(|(_, p)| p.clone()).collect();
+                let mut batch =
+                    Batcher { tx, size: self.image_bytes(), pixels: Vec::new(), images: 0, sent: 0, open: true };
+                let built =
+                    ImageCache::open_or_build_with(&file, &paths, self.size, &self.pool, &mut |run: Decoded<'_>| {
+                        for k in 0..run.len() {
+                            match run.image(k) {
+                                Some(image) => batch.push(image),
+                                None => {
+                                    bad.fetch_add(1, Ordering::Relaxed);
+                                    batch.push_blank();
+                                }
+                            }
+                        }
+                    });
+                match built {
+                    Ok((_, report)) if report.built => {
+                        batch.flush();
+                        for (index, message) in report.failures.iter().take(NAMED_BAD) {
+                            eprintln!("rush infer: image {index}: {message}; predicting from a blank image");
+                        }
+                        let note = report.rebuilt_because.map(|why| format!("rebuilt: {why}"));
+                        eprintln!(
+                            "rush infer: image cache {}: decoded {} images at {} px while predicting, in {:.1} s{}",
+                            file.display(),
+                            report.decoded,
+                            self.size,
+                            report.seconds,
+                            note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+                        );
+                        ImageSource {
+                            origin: ImageOrigin::Built,
+                            file: Some(file),
+                            note,
+                            decoded: report.decoded,
+                            seconds: report.seconds,
+                        }
+                    }
+                    Ok((cache, report)) => {
+                        eprintln!("rush infer: image cache {}: reused ({} images)", file.display(), cache.len());
+                        let rows: Vec<usize> = (0..samples.len()).collect();
+                        self.send_cached(&cache, samples, &rows, bad, tx);
+                        ImageSource {
+                            origin: ImageOrigin::Reused,
+                            file: Some(file),
+                            note: None,
+                            decoded: 0,
+                            seconds: report.seconds,
+                        }
+                    }
+                    Err(e) => {
+                        // what was handed over is good; decode the rest
+                        batch.flush();
+                        let rest = batch.sent.min(samples.len());
+                        let note = format!("image cache unusable ({e}); decoded instead");
+                        eprintln!("rush infer: {note}");
+                        if batch.open {
+                            self.send_decoded(&samples[rest..], bad, tx);
+                        }
+                        ImageSource {
+                            origin: ImageOrigin::Decoded,
+                            file: None,
+                            note: Some(note),
+                            decoded: samples.len(),
+                            seconds: 0.0,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes `samples` batch by batch (in parallel) and sends them; a failed image is blank (white) and counted.
+    fn send_decoded(&self, samples: &[(String, PathBuf)], bad: &AtomicUsize, tx: &SyncSender<Pixels>) {
+        let (size, n) = (self.size, self.image_bytes());
+        for chunk in samples.chunks(BATCH) {
+            let images: Vec<Vec<u8>> = self.pool.install(|| {
+                chunk
+                    .par_iter()
+                    .map(|(_, path)| match crate::data::image::load_rgb(path, size) {
+                        Ok(img) if img.len() == n => img,
+                        Ok(img) => {
+                            note_bad(bad, &format!("{}: decoded to {} bytes, not {n}", path.display(), img.len()));
+                            vec![255u8; n]
+                        }
+                        Err(e) => {
+                            note_bad(bad, &e.to_string());
+                            vec![255u8; n]
+                        }
+                    })
+                    .collect()
+            });
+            if tx.send((chunk.len(), images.concat())).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends cached image `rows[k]` for sample `k`; an image the cache marks undecodable is blank (white) and counted.
+    fn send_cached(
+        &self,
+        cache: &ImageCache,
+        samples: &[(String, PathBuf)],
+        rows: &[usize],
+        bad: &AtomicUsize,
+        tx: &SyncSender<Pixels>,
+    ) {
+        let n = self.image_bytes();
+        for (chunk, keys) in rows.chunks(BATCH).zip(samples.chunks(BATCH)) {
+            let mut pixels = Vec::with_capacity(chunk.len() * n);
+            for (&row, (_, path)) in chunk.iter().zip(keys) {
+                match cache.image(row) {
+                    Some(image) => pixels.extend_from_slice(image),
+                    None => {
+                        let file = cache.path().display();
+                        note_bad(
+                            bad,
+                            &format!("{}: could not be decoded when the image cache {file} was built", path.display()),
+                        );
+                        pixels.resize(pixels.len() + n, 255);
+                    }
+                }
+            }
+            if tx.send((chunk.len(), pixels)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Collects a build's decoded images into batches of [`BATCH`] and sends each full one.
+struct Batcher<'a> {
+    tx: &'a SyncSender<Pixels>,
+    /// Bytes per image.
+    size: usize,
+    pixels: Vec<u8>,
+    images: usize,
+    /// Images sent so far.
+    sent: usize,
+    /// False once the model side stopped listening.
+    open: bool,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, image: &[u8]) {
+        self.pixels.extend_from_slice(image);
+        self.added();
+    }
+
+    fn push_blank(&mut self) {
+        self.pixels.resize(self.pixels.len() + self.size, 255);
+        self.added();
+    }
+
+    fn added(&mut self) {
+        self.images += 1;
+        if self.images == BATCH {
+            self.flush();
+        }
+    }
+
+    /// Sends what is collected (a last, partial batch).
+    fn flush(&mut self) {
+        if self.images == 0 {
+            return;
+        }
+        let pixels = std::mem::replace(&mut self.pixels, Vec::with_capacity(BATCH * self.size));
+        if self.open && self.tx.send((self.images, pixels)).is_err() {
+            self.open = false;
+        }
+        self.sent += self.images;
+        self.images = 0;
+    }
+}
+
+/// Counts a bad image, naming the first few on stderr.
+fn note_bad(bad: &AtomicUsize, message: &str) {
+    if bad.fetch_add(1, Ordering::Relaxed) < NAMED_BAD {
+        eprintln!("rush infer: {message}; predicting from a blank image");
     }
 }
 

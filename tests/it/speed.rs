@@ -1,6 +1,7 @@
 //! The speed work's correctness: the decoded-image cache through `rush train` (built once, reused, rebuilt when the
 //! dataset changes or the file is damaged), the device-resident data path against the streaming one (same batches up
-//! to rounding, same accuracy on a fixed seed), and the new `rush bench` commands end to end at toy sizes.
+//! to rounding, same accuracy on a fixed seed), and the new `rush bench` commands end to end at toy sizes, including
+//! `bench/gpu.sh` itself run on the CPU (`DEVICE=cpu`), so the GPU machine's one script is known to work before it runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -281,4 +282,77 @@ fn bench_epoch_ingest_and_dashboard_print_their_rows() {
     assert_eq!(rows.len(), 1, "{stdout}");
     assert!(rows[0][0].contains("300 sessions") && rows[0][1].starts_with("p99 "), "{stdout}");
     assert!(ratio(&rows[0][3]) > 0.0, "{stdout}");
+}
+
+#[test]
+fn the_gpu_script_runs_on_the_cpu_at_toy_sizes_and_prints_every_row() {
+    let python = std::env::var("RUSH_PYTHON")
+        .expect("RUSH_PYTHON must name a Python with torch and pillow (scripts/setup.sh --env sets it)");
+    let dir = scratch("gpu-script");
+    let log = dir.join("runs.log");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gpu.sh");
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_rush"))
+        .env("RUSH_PYTHON", &python)
+        .env("LOG", &log)
+        .env("TMPDIR", &dir)
+        .env("OMP_NUM_THREADS", "1")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .envs([("DEVICE", "cpu"), ("COMPILE", "0"), ("MODELS", "baseline_cnn resnet18"), ("PRECISIONS", "fp32 bf16")])
+        .envs([("SIZE", "32"), ("BATCH", "16"), ("STEPS", "2"), ("WARMUP", "1")])
+        .envs([("IMAGES", "200"), ("REF_IMAGES", "100")])
+        .envs([("SCORE_MODEL", "baseline_cnn"), ("SCORE_SIZE", "32"), ("SCORE_TEST", "200"), ("SCORE_MEMBERS", "3")])
+        .env_remove("DATA")
+        .env_remove("RUSH_BENCH_CPU")
+        .env_remove("RUSH_HOME")
+        .env_remove("RUSH_URL")
+        .env_remove("RUSH_IMAGE_CACHE")
+        .env_remove("RUSH_DEVICE_DATA")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let runs = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("bench/gpu.sh on the CPU took {:.0} s", started.elapsed().as_secs_f64());
+    assert!(out.status.success(), "bench/gpu.sh: {}{stdout}\n--- runs ---\n{runs}", stderr(&out));
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(lines.first().is_some_and(|h| h.contains("benchmark") && h.contains("met")), "{stdout}");
+    for line in &lines {
+        assert!(!line.contains("failed") && !line.contains("timed out"), "{line}\n--- runs ---\n{runs}");
+    }
+    let rows = table_rows(&stdout);
+    // 2 models x 2 precisions of steps (bf16 runs as fp32 on the CPU), 2 models x (first, later) epochs, 1 score
+    let expected: [(&str, &str); 9] = [
+        ("train step baseline_cnn 32px batch 16 fp32 on cpu", ""),
+        ("train step baseline_cnn 32px batch 16 fp32 on cpu", ""),
+        ("train step resnet18 32px batch 16 fp32 on cpu", ""),
+        ("train step resnet18 32px batch 16 fp32 on cpu", ""),
+        ("epoch 1 incl. cache build", "resnet18 32px"),
+        ("epochs 2..2, resnet18 32px", ""),
+        ("epoch 1 incl. cache build", "baseline_cnn 32px"),
+        ("epochs 2..2, baseline_cnn 32px", ""),
+        ("score 200 synth test stickers (370x320), 3-model baseline_cnn ensemble at 32px on cpu", ""),
+    ];
+    assert_eq!(rows.len(), expected.len(), "{stdout}");
+    for (row, (start, also)) in rows.iter().zip(expected) {
+        assert!(row[0].starts_with(start) && row[0].contains(also), "expected {start:?}: {row:?}");
+        let figure: f64 = row[1].split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(-1.0);
+        assert!(figure > 0.0 && figure.is_finite(), "no figure in {row:?}");
+    }
+    for row in &rows[..8] {
+        assert!(row[1].contains("img/s") && ratio(&row[3]) > 0.0, "{row:?}");
+    }
+    let score = &rows[8];
+    assert!(score[1].contains(" s per 1,000 images; inference ") && score[1].contains("mix + score"), "{score:?}");
+    assert!(score[2].contains("informative only") && score[5] == "informative only", "{score:?}");
+    // The script removes the stickers it made (`mktemp -d`), the benchmarks their temporary homes (torch keeps its
+    // own cache there).
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp.") || n.starts_with("rush-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

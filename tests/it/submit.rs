@@ -2,6 +2,8 @@
 //! each and their ensemble through `rush infer` children, the board lists them with scores this test recomputes from
 //! the `.npy` files and the hidden labels, the daily limit refuses the next, private scores stay hidden until revealed,
 //! `ensemble auto` picks from the probability cache, and no route, command or file a session sees holds the labels.
+//! `rush infer` reads its images from the decoded-image caches (the test split's, built by the first member; the
+//! training one for validation) and predicts exactly what it predicts from the PNGs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,7 @@ use rush::core::score::{BoardSplit, Part};
 use rush::core::session::SessionId;
 use rush::home::Home;
 use rush::submit::Tta;
+use rush::submit::infer::{ImageOrigin, InferReport, read_report};
 use rush::submit::probs::{self, CacheKey, CacheSplit};
 
 use crate::common::{Env, quick_spec, rush_exe, wait_for};
@@ -443,4 +446,123 @@ fn builder_in_a_browser(env: &Env, members: &[(String, u64)], alone: f64) -> i64
             .and_then(|id| id.parse().ok())
             .unwrap_or_else(|| panic!("the page said {result:?}"))
     })
+}
+
+/// `rush infer` on a session folder (no daemon), with `RUSH_IMAGE_CACHE` as given (`None`: unset, the default folders).
+fn infer(session: &Path, out: &Path, cache: Option<&str>, dry_run: bool) -> InferReport {
+    let mut cmd = Command::new(rush_exe());
+    cmd.arg("infer").arg(session).args(["--epoch", "1", "--device", "cpu", "--out"]).arg(out);
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    cmd.env("OMP_NUM_THREADS", "1").env("CUDA_VISIBLE_DEVICES", "").env_remove("RUSH_HOME");
+    match cache {
+        Some(v) => cmd.env("RUSH_IMAGE_CACHE", v),
+        None => cmd.env_remove("RUSH_IMAGE_CACHE"),
+    };
+    let done = cmd.output().unwrap();
+    let log = String::from_utf8_lossy(&done.stderr).to_string();
+    assert!(done.status.success(), "rush infer failed: {log}");
+    eprintln!("{log}");
+    read_report(out).unwrap()
+}
+
+/// The first image source of a report, which must be there.
+fn origin(source: &Option<rush::submit::infer::ImageSource>) -> (ImageOrigin, Option<PathBuf>, usize) {
+    let s = source.as_ref().expect("an image source in infer.json");
+    (s.origin, s.file.clone(), s.decoded)
+}
+
+#[test]
+fn infer_reads_the_image_caches_and_predicts_exactly_what_it_predicts_from_the_pngs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dataset = home.join("datasets/synth");
+    // 1,100 test stickers: more than one run of a cache build (1,024) and a last, partial batch
+    let out = Command::new(rush_exe())
+        .args(["dataset", "synth", "--out"])
+        .arg(&dataset)
+        .args(["--train", "160", "--test", "1100", "--classes", "4", "--per-package", "10", "--width", "40"])
+        .args(["--height", "40", "--quiet", "--seed", "5", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // one undecodable test image: a blank prediction, counted, from either source
+    let test = rush::data::layout::read_test(&dataset).unwrap();
+    std::fs::write(&test.samples[700].path, b"not a png").unwrap();
+
+    let sessions: Vec<PathBuf> = (1..=2)
+        .map(|n| {
+            let dir = home.join(format!("sessions/tester/synth/{n}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let yaml = format!(
+                "dataset: synth\nmodel: baseline_cnn\nimage_size: 16\nbatch_size: 32\nepochs: 1\nseed: {n}\n\
+                 valid_fraction: 0.25\nprecision: fp32\n"
+            );
+            let resolved = rush::core::spec::ResolvedSpec {
+                session: format!("tester/synth/{n}"),
+                dataset_path: dataset.clone(),
+                init_from: None,
+                spec: rush::core::spec::Spec::parse("test.yaml", &yaml).unwrap(),
+            };
+            std::fs::write(dir.join("spec.yaml"), resolved.to_yaml().unwrap()).unwrap();
+            let trained = Command::new(rush_exe())
+                .arg("train")
+                .arg(&dir)
+                .args(["--device", "cpu"])
+                .env("OMP_NUM_THREADS", "1")
+                .env_remove("RUSH_IMAGE_CACHE")
+                .env_remove("RUSH_HOME")
+                .output()
+                .unwrap();
+            assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+            dir
+        })
+        .collect();
+    let caches = home.join("cache/images/synth");
+    assert!(caches.join("train-16.rgb").is_file(), "training builds its cache under the home");
+
+    // From the PNGs (cache off), then from the caches: the same bytes.
+    let off = infer(&sessions[0], &tmp.path().join("a-off"), Some("off"), false);
+    assert_eq!(origin(&off.test_images), (ImageOrigin::Decoded, None, 1100));
+    assert_eq!(origin(&off.valid_images).0, ImageOrigin::Decoded);
+    assert!(!caches.join("test-16.rgb").exists(), "RUSH_IMAGE_CACHE=off writes no cache");
+    let first = infer(&sessions[0], &tmp.path().join("a"), None, false);
+    assert_eq!(origin(&first.test_images), (ImageOrigin::Built, Some(caches.join("test-16.rgb")), 1100));
+    assert_eq!(origin(&first.valid_images), (ImageOrigin::Reused, Some(caches.join("train-16.rgb")), 0));
+    assert_eq!((off.bad_images, first.bad_images), (1, 1));
+    assert_eq!((off.test_rows, off.valid_rows), (first.test_rows, first.valid_rows));
+    assert_eq!((&off.test_order, &off.valid_order), (&first.test_order, &first.valid_order));
+    assert!(first.valid_rows > 0);
+    for name in ["test.npy", "valid.npy"] {
+        let a = std::fs::read(tmp.path().join("a-off").join(name)).unwrap();
+        let b = std::fs::read(tmp.path().join("a").join(name)).unwrap();
+        assert!(a == b, "{name}: the probabilities from the cache differ from those decoded from the PNGs");
+    }
+    let built = std::fs::metadata(caches.join("test-16.rgb")).unwrap().modified().unwrap();
+
+    // The next member opens the test cache the first one built: nothing decoded, the file untouched.
+    let second = infer(&sessions[1], &tmp.path().join("b"), None, false);
+    assert_eq!(origin(&second.test_images), (ImageOrigin::Reused, Some(caches.join("test-16.rgb")), 0));
+    assert_eq!(origin(&second.valid_images).0, ImageOrigin::Reused);
+    assert_eq!(second.bad_images, 1);
+    assert_eq!(std::fs::metadata(caches.join("test-16.rgb")).unwrap().modified().unwrap(), built);
+    assert!(
+        std::fs::read(tmp.path().join("b/test.npy")).unwrap() != std::fs::read(tmp.path().join("a/test.npy")).unwrap(),
+        "two differently seeded members predicted the same"
+    );
+
+    // A dry run reads its sample from the same cache; its rows are the full run's (other batches: f16 rounding).
+    let dry = infer(&sessions[1], &tmp.path().join("b-dry"), None, true);
+    assert_eq!(origin(&dry.test_images), (ImageOrigin::Reused, Some(caches.join("test-16.rgb")), 0));
+    let (rows, classes, sample) = rush::submit::npy::read_f16_matrix(&tmp.path().join("b-dry/test.npy")).unwrap();
+    let (_, _, full) = rush::submit::npy::read_f16_matrix(&tmp.path().join("b/test.npy")).unwrap();
+    let indices = rush::core::score::dry_run_indices(1100);
+    assert_eq!((rows, classes), (indices.len(), 350));
+    for (k, &i) in indices.iter().enumerate() {
+        for c in 0..classes {
+            let (x, y) = (sample[k * classes + c], full[i * classes + c]);
+            assert!((x - y).abs() <= 2e-3, "row {i} class {c}: dry run {x}, full run {y}");
+        }
+    }
 }
