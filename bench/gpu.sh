@@ -2,7 +2,8 @@
 # The GPU rows of BENCHMARKS.md in one script, rush and its PyTorch reference back to back on one GPU, printing one
 # table at the end:
 #   - training steps on inputs already on the GPU (`rush bench train`, each row runs rush then PyTorch eager):
-#     ResNet-18 and ResNet-50, fp32 and bf16, 128 px, batch 256, plus torch.compile for ResNet-50 bf16 (11,600 img/s);
+#     ResNet-18 and ResNet-50, fp32 and bf16, 128 px, batch 256, plus torch.compile for ResNet-50 bf16 (11,600 img/s),
+#     and each of the trainer's speed changes turned off alone, bf16 (`--ablation`);
 #   - end-to-end epochs on synthetic 370x320 sticker PNGs (`rush bench epoch`: rush with its decoded-image cache and
 #     device-resident data vs a PyTorch DataLoader + PIL pipeline with one worker per core): ResNet-50 and ResNet-18
 #     bf16 at 128 px, first epoch and the later one (goals 9,000 and 25,000 img/s after the first epoch);
@@ -21,7 +22,7 @@
 # folder, removed at the end), SCORE_RUN (seconds for the score run, default 240), LOG (the file collecting every
 # run's stderr, default a temp file).
 # The same script runs on the CPU at toy sizes (tests/it/speed.rs does): DEVICE (default cuda), COMPILE=0 (skip the
-# torch.compile row), MODELS (default "resnet18 resnet50": the step rows run each in each of PRECISIONS, default
+# torch.compile row), ABLATION=0 (skip `rush bench train --ablation`: each trainer speed change turned off alone), MODELS (default "resnet18 resnet50": the step rows run each in each of PRECISIONS, default
 # "fp32 bf16"; the epoch rows run each, last first; torch.compile uses the last), SIZE (default 128), BATCH (default
 # 256), SCORE_MODEL (default resnet50), SCORE_SIZE (default 128), SCORE_TEST (default 138343), SCORE_MEMBERS
 # (default 5), e.g.
@@ -44,6 +45,7 @@ EPOCH_RUN="${EPOCH_RUN:-150}"
 WARMUP="${WARMUP:-10}"
 DEVICE="${DEVICE:-cuda}"
 COMPILE="${COMPILE:-1}"
+ABLATION="${ABLATION:-1}"
 MODELS="${MODELS:-resnet18 resnet50}"
 PRECISIONS="${PRECISIONS:-fp32 bf16}"
 SIZE="${SIZE:-128}"
@@ -92,6 +94,13 @@ for model in $MODELS; do
   for precision in $PRECISIONS; do bench "$model $precision" --model "$model" --precision "$precision"; done
   last="$model"
 done
+if [ "$ABLATION" != 0 ]; then
+  # Each trainer speed change turned off alone (flat-buffer update, loss read once per window, channels-last).
+  for model in $MODELS; do
+    PER_RUN=$((PER_RUN * 3)) bench "$model bf16 trainer ablation" --model "$model" --precision bf16 --ablation \
+      --no-reference
+  done
+fi
 if [ "$COMPILE" != 0 ]; then
   PER_RUN=$((PER_RUN * 3)) bench "$last bf16 vs torch.compile" --model "$last" --precision bf16 --compile
 fi

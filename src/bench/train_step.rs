@@ -90,7 +90,11 @@ impl Variant {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
-    let mut rows = vec![run_against_reference(args)?];
+    // With --ablation --no-reference the ablation rows alone (they carry the full trainer's figure).
+    let mut rows = Vec::new();
+    if !(args.ablation && args.no_reference) {
+        rows.push(run_against_reference(args)?);
+    }
     if args.ablation {
         rows.extend(ablation(args)?);
     }

@@ -322,12 +322,17 @@ fn the_gpu_script_runs_on_the_cpu_at_toy_sizes_and_prints_every_row() {
         assert!(!line.contains("failed") && !line.contains("timed out"), "{line}\n--- runs ---\n{runs}");
     }
     let rows = table_rows(&stdout);
-    // 2 models x 2 precisions of steps (bf16 runs as fp32 on the CPU), 2 models x (first, later) epochs, 1 score
-    let expected: [(&str, &str); 9] = [
+    // 2 models x 2 precisions of steps (bf16 runs as fp32 on the CPU), 2 models x 2 trainer changes (channels-last is
+    // CUDA only), 2 models x (first, later) epochs, 1 score
+    let expected: [(&str, &str); 13] = [
         ("train step baseline_cnn 32px batch 16 fp32 on cpu", ""),
         ("train step baseline_cnn 32px batch 16 fp32 on cpu", ""),
         ("train step resnet18 32px batch 16 fp32 on cpu", ""),
         ("train step resnet18 32px batch 16 fp32 on cpu", ""),
+        ("trainer change: flat-buffer update", "baseline_cnn 32px batch 16 fp32 on cpu"),
+        ("trainer change: loss read once per window", "baseline_cnn 32px batch 16 fp32 on cpu"),
+        ("trainer change: flat-buffer update", "resnet18 32px batch 16 fp32 on cpu"),
+        ("trainer change: loss read once per window", "resnet18 32px batch 16 fp32 on cpu"),
         ("epoch 1 incl. cache build", "resnet18 32px"),
         ("epochs 2..2, resnet18 32px", ""),
         ("epoch 1 incl. cache build", "baseline_cnn 32px"),
@@ -340,10 +345,13 @@ fn the_gpu_script_runs_on_the_cpu_at_toy_sizes_and_prints_every_row() {
         let figure: f64 = row[1].split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(-1.0);
         assert!(figure > 0.0 && figure.is_finite(), "no figure in {row:?}");
     }
-    for row in &rows[..8] {
+    for row in &rows[..12] {
         assert!(row[1].contains("img/s") && ratio(&row[3]) > 0.0, "{row:?}");
     }
-    let score = &rows[8];
+    for row in &rows[4..8] {
+        assert!(row[1].ends_with("img/s without it") && row[2].ends_with("img/s with every change"), "{row:?}");
+    }
+    let score = &rows[12];
     assert!(score[1].contains(" s per 1,000 images; inference ") && score[1].contains("mix + score"), "{score:?}");
     assert!(score[2].contains("informative only") && score[5] == "informative only", "{score:?}");
     // The script removes the stickers it made (`mktemp -d`), the benchmarks their temporary homes (torch keeps its
