@@ -11,6 +11,19 @@ use anyhow::Context;
 /// How long the daemon may take to write its address file, and to stop.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// Runs `measure` in a fresh scratch folder named after the benchmark, then removes the folder unless `keep`.
+pub fn in_scratch<T>(name: &str, keep: bool, measure: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let tmp = std::env::temp_dir().join(format!("rush-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = measure(&tmp);
+    if keep {
+        eprintln!("rush bench: kept {}", tmp.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
 /// Runs `rush --home HOME ARGS [PATH] EXTRA` to completion; returns its stdout.
 pub fn rush(exe: &Path, home: &Path, args: &[&str], path: Option<&Path>, extra: &[String]) -> anyhow::Result<String> {
     let mut cmd = Command::new(exe);

@@ -68,15 +68,7 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<Row> {
     anyhow::ensure!(args.members > 0, "--members must be at least 1");
     anyhow::ensure!(args.test > 0, "--test must be at least 1");
     anyhow::ensure!(args.size >= 16, "--size must be at least 16");
-    let tmp = std::env::temp_dir().join(format!("rush-bench-score-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = measure(global, args, &tmp);
-    if args.keep {
-        eprintln!("rush bench: kept {}", tmp.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    super::daemon::in_scratch("score", args.keep, |tmp| measure(global, args, tmp))
 }
 
 /// The daemon's one slot for `--device`: (GPU index or `None` for the CPU, the device's name).

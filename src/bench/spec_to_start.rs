@@ -33,15 +33,7 @@ const POLL: Duration = Duration::from_millis(5);
 
 pub fn run(global: &Global, args: &Args) -> anyhow::Result<Row> {
     anyhow::ensure!(args.repeats > 0, "--repeats must be at least 1");
-    let tmp = std::env::temp_dir().join(format!("rush-bench-start-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = measure(global, args, &tmp);
-    if args.keep {
-        eprintln!("rush bench: kept {}", tmp.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    super::daemon::in_scratch("start", args.keep, |tmp| measure(global, args, tmp))
 }
 
 fn measure(global: &Global, args: &Args, tmp: &Path) -> anyhow::Result<Row> {
