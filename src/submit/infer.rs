@@ -138,6 +138,18 @@ pub struct ImageSource {
     pub seconds: f64,
 }
 
+impl ImageSource {
+    /// `count` images decoded from PNG, and why no cache file served them.
+    fn decoded(count: usize, note: String) -> Self {
+        Self { origin: ImageOrigin::Decoded, file: None, note: Some(note), decoded: count, seconds: 0.0 }
+    }
+
+    /// Read from an existing cache file, opened in `seconds`.
+    fn reused(file: PathBuf, seconds: f64) -> Self {
+        Self { origin: ImageOrigin::Reused, file: Some(file), note: None, decoded: 0, seconds }
+    }
+}
+
 /// Runs inference as asked and writes the output folder.
 pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let started = Instant::now();
@@ -357,24 +369,12 @@ impl Feeder {
             Plan::Decode(note) => {
                 eprintln!("rush infer: decoding {} images ({note})", samples.len());
                 self.send_decoded(samples, bad, tx);
-                ImageSource {
-                    origin: ImageOrigin::Decoded,
-                    file: None,
-                    note: Some(note),
-                    decoded: samples.len(),
-                    seconds: 0.0,
-                }
+                ImageSource::decoded(samples.len(), note)
             }
             Plan::Cached { cache, rows, seconds } => {
                 eprintln!("rush infer: {} images from the image cache {}", rows.len(), cache.path().display());
                 self.send_cached(&cache, samples, &rows, bad, tx);
-                ImageSource {
-                    origin: ImageOrigin::Reused,
-                    file: Some(cache.path().to_path_buf()),
-                    note: None,
-                    decoded: 0,
-                    seconds,
-                }
+                ImageSource::reused(cache.path().to_path_buf(), seconds)
             }
             Plan::Build(file) => {
                 let paths: Vec<PathBuf> = samples.iter().map(|(_, p)| p.clone()).collect();
@@ -419,13 +419,7 @@ impl Feeder {
                         eprintln!("rush infer: image cache {}: reused ({} images)", file.display(), cache.len());
                         let rows: Vec<usize> = (0..samples.len()).collect();
                         self.send_cached(&cache, samples, &rows, bad, tx);
-                        ImageSource {
-                            origin: ImageOrigin::Reused,
-                            file: Some(file),
-                            note: None,
-                            decoded: 0,
-                            seconds: report.seconds,
-                        }
+                        ImageSource::reused(file, report.seconds)
                     }
                     Err(e) => {
                         // what was handed over is good; decode the rest
@@ -436,13 +430,7 @@ impl Feeder {
                         if batch.open {
                             self.send_decoded(&samples[rest..], bad, tx);
                         }
-                        ImageSource {
-                            origin: ImageOrigin::Decoded,
-                            file: None,
-                            note: Some(note),
-                            decoded: samples.len(),
-                            seconds: 0.0,
-                        }
+                        ImageSource::decoded(samples.len(), note)
                     }
                 }
             }
