@@ -10,9 +10,12 @@
 //! `IN_CLOSE_WRITE`); until then it is *being written* and left alone, so a writer that pauses mid-file never has a
 //! prefix of its spec queued (a prefix may well be a valid spec of its own). A scan leaves alone a file being written,
 //! and looks again a moment later at one modified in the last [`FRESH`] (it may be mid-write with no events seen, e.g.
-//! at start-up or after lost events).
+//! at start-up or after lost events). Before a scan reads a file it asks the kernel whether any process still holds it
+//! open for writing ([`open_for_writing`], from `/proc`), so a writer that paused for longer than that when the daemon
+//! started (or while events were lost) is waited for too, until its close.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -213,25 +216,39 @@ async fn look_at(
     tx: &mpsc::UnboundedSender<Job>,
 ) -> Result<(), (PathBuf, DaemonError)> {
     let mut later = Vec::new();
-    let mut first_error = None;
+    let mut read = Vec::new();
     for path in files {
-        if daemon.shutdown.is_cancelled() {
-            break;
-        }
         let age = tokio::fs::metadata(&path)
             .await
             .ok()
             .and_then(|m| m.modified().ok())
             .map(|modified| SystemTime::now().duration_since(modified).unwrap_or_default());
         match writers.decide(&path, age, Instant::now()) {
-            Decision::Read => {
-                if let Err(e) = intake_file(daemon, &path).await {
-                    tracing::error!("{}: {e}", path.display());
-                    first_error.get_or_insert((path, e));
-                }
-            }
+            Decision::Read => read.push(path),
             Decision::Wait => {}
             Decision::Later => later.push(path),
+        }
+    }
+    // A file no event has called complete may still be open in a writer that paused: its close will bring it.
+    let open = if read.is_empty() {
+        HashSet::new()
+    } else {
+        let root = daemon.config.experiments.clone();
+        tokio::task::spawn_blocking(move || open_for_writing(&root)).await.unwrap_or_default()
+    };
+    let mut first_error = None;
+    for path in read {
+        if daemon.shutdown.is_cancelled() {
+            break;
+        }
+        if !open.is_empty() && tokio::fs::metadata(&path).await.is_ok_and(|m| open.contains(&(m.dev(), m.ino()))) {
+            tracing::info!("{}: still open for writing; read when its writer closes it", path.display());
+            writers.on_signal(&path, Signal::Writing, Instant::now());
+            continue;
+        }
+        if let Err(e) = intake_file(daemon, &path).await {
+            tracing::error!("{}: {e}", path.display());
+            first_error.get_or_insert((path, e));
         }
     }
     if !later.is_empty() {
@@ -242,6 +259,40 @@ async fn look_at(
         });
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The files under `root` that some process holds open for writing, as (device, inode): every `/proc/<pid>/fd` link
+/// that points under `root` and whose `/proc/<pid>/fdinfo` access mode is not read-only. Only processes this daemon may
+/// inspect are seen (its own user's, or all for root); a writer it cannot see counts as closed, as without this check.
+pub fn open_for_writing(root: &Path) -> HashSet<(u64, u64)> {
+    let mut open = HashSet::new();
+    let Ok(root) = root.canonicalize() else { return open };
+    let Ok(processes) = std::fs::read_dir("/proc") else { return open };
+    for process in processes.flatten() {
+        if !process.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            // The link names the open file's path; only files under the experiments folder are looked at further.
+            if !std::fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(&root)) {
+                continue;
+            }
+            let info = process.path().join("fdinfo").join(fd.file_name());
+            let flags = std::fs::read_to_string(info).ok().and_then(|text| {
+                let octal = text.lines().find_map(|line| line.strip_prefix("flags:"))?.trim().to_string();
+                u32::from_str_radix(&octal, 8).ok()
+            });
+            let writes = |flags: u32| flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+            if flags.is_some_and(writes)
+                && let Ok(meta) = std::fs::metadata(fd.path())
+                && meta.is_file()
+            {
+                open.insert((meta.dev(), meta.ino()));
+            }
+        }
+    }
+    open
 }
 
 #[cfg(test)]
@@ -296,5 +347,27 @@ mod tests {
         // Check and Ignore change nothing.
         assert!(!w.on_signal(p, Signal::Check, t0));
         assert!(!w.on_signal(p, Signal::Ignore, t0));
+    }
+
+    #[test]
+    fn a_file_held_open_for_writing_is_seen_until_it_is_closed() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (writing, reading) = (dir.path().join("w.yaml"), dir.path().join("r.yaml"));
+        std::fs::write(&reading, "dataset: x\n").unwrap();
+        let id = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let mut writer = std::fs::File::create(&writing).unwrap();
+        writer.write_all(b"dataset: x\n").unwrap();
+        let reader = std::fs::File::open(&reading).unwrap();
+        let open = open_for_writing(dir.path());
+        assert!(open.contains(&id(&writing)), "{open:?}");
+        assert!(!open.contains(&id(&reading)), "a file open only for reading counts as written: {open:?}");
+        // the other folder's writers are not this folder's business
+        assert!(open_for_writing(&dir.path().join("missing")).is_empty());
+        drop((writer, reader));
+        assert!(open_for_writing(dir.path()).is_empty());
     }
 }

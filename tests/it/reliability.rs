@@ -883,6 +883,32 @@ fn a_spec_written_in_place_is_read_once_the_writer_closes_it() {
     assert_eq!(env.session(id).unwrap()["memo"], "the whole file");
 }
 
+/// The same writer, already paused mid-file when the daemon starts (so no event ever said it was writing, and the
+/// file is older than a scan's freshness window): the start-up scan sees it is still open for writing and waits for
+/// its close.
+#[test]
+fn a_spec_half_written_when_the_daemon_starts_is_read_once_the_writer_closes_it() {
+    let mut env = Env::new();
+    env.push_synth("hw", 5);
+    let path = env.experiments.join("half-written.yaml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(quick_spec("hw", 1, "").as_bytes()).unwrap();
+    file.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    env.start();
+    // The start-up scan has run, and the file's freshness window is long past.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(env.spec_rows(&path).is_empty(), "a file still open for writing was read: {:?}", env.spec_rows(&path));
+    file.write_all(b"memo: the whole file\n").unwrap();
+    drop(file);
+    let verdict = env.verdict(&path);
+    assert_eq!(verdict["status"], "accepted", "{verdict}");
+    let rows = env.spec_rows(&path);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let id = rows[0]["sessions"][0].as_str().unwrap();
+    assert_eq!(env.session(id).unwrap()["memo"], "the whole file");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 6. Load
 // ---------------------------------------------------------------------------------------------------------------
