@@ -54,7 +54,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let rows = match args.command {
         Command::Decode(a) => vec![decode::run(&a)?],
         Command::Train(a) => train_step::run(&a)?,
-        Command::Ensemble(a) => vec![ensemble::run(&a)?],
+        Command::Ensemble(a) => ensemble::run(&a)?,
         Command::SpecToStart(a) => vec![spec_to_start::run(global, &a)?],
         Command::Epoch(a) => epoch::run(&a)?,
         Command::Ingest(a) => dashboard::ingest(&a)?,

@@ -39,3 +39,24 @@ fn bench_decode_prints_a_table_row_with_a_positive_ratio() {
     assert!(ratio > 0.0 && ratio.is_finite(), "{stdout}");
     assert!(["yes", "NO"].contains(&row[5].as_str()), "{stdout}");
 }
+
+/// Re-ensembling: the in-memory mix and the submission worker's cached path (float16 cache read, mix, `.npy`, score)
+/// each print a row, and the cached path's predictions equal the in-memory mix's.
+#[test]
+fn bench_ensemble_prints_the_mix_and_the_cached_submission_path() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rush"))
+        .args(["bench", "ensemble", "--members", "3", "--rows", "3000", "--repeats", "2"])
+        .output()
+        .expect("run rush bench ensemble");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| re-")).collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].contains("re-ensemble 3 cached members of 3000 x 350"), "{stdout}");
+    assert!(rows[1].contains("read float16 cache + mix + predictions.npy + score"), "{stdout}");
+    assert!(rows[1].contains("predictions equal the in-memory mix's"), "{stdout}");
+    for row in rows {
+        let ms: f64 = row.split('|').nth(2).and_then(|f| f.trim().split(' ').next()?.parse().ok()).expect(row);
+        assert!(ms.is_finite() && ms >= 0.0, "{row}");
+    }
+}
