@@ -250,16 +250,16 @@ fn infer_jobs(env: &Env, submission: i64, session: &str, epoch: u32) -> Vec<(Job
     jobs
 }
 
-/// `rush submit` as a user runs it, in the background.
-fn submit_in_background(env: &Env, args: &[&str]) -> std::process::Child {
+/// `rush submit` as a user runs it, in the background, its stderr into `stderr`.
+fn submit_in_background(env: &Env, args: &[&str], stderr: &std::path::Path) -> std::process::Child {
     std::process::Command::new(crate::common::rush_exe())
         .arg("submit")
         .args(args)
         .env("RUSH_HOME", &env.home)
         .env_remove("RUSH_URL")
         .current_dir(env.tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
         .spawn()
         .expect("run rush submit")
 }
@@ -304,7 +304,8 @@ fn slurm_daemon_runs_a_submissions_inference_as_a_slurm_job() {
     cancels.jobs.push(held_job());
     slurm.stop_daemon();
     start_slurm_daemon(&mut slurm, &[&format!("--dependency=afterany:{}", cancels.jobs[0])]);
-    let mut waiting = submit_in_background(&slurm, &[&id, "last"]);
+    let said = slurm.tmp.path().join("submit.stderr");
+    let mut waiting = submit_in_background(&slurm, &["-v", &id, "last"], &said);
     let log_path = slurm.home.join("submissions/1/infer.log");
     let first = wait_for(TIMEOUT, "the inference job waiting in Slurm's queue", || {
         let (state, slot, _, _) = submission_row(&slurm, 1)?;
@@ -317,6 +318,13 @@ fn slurm_daemon_runs_a_submissions_inference_as_a_slurm_job() {
         (state == "running" && shown && log.contains(&pending)).then_some(job)
     });
     assert_eq!(block_on(client().status(first)).unwrap().state, JobState::Pending);
+    let pending = "submission 1: running in gpu";
+    wait_for(TIMEOUT, "`rush submit -v` saying so", || {
+        let text = std::fs::read_to_string(&said).ok()?;
+        text.lines()
+            .any(|l| l.starts_with(pending) && l.ends_with(&format!("Slurm job {first} pending: Dependency")))
+            .then_some(())
+    });
 
     // A daemon shutdown cancels the job and puts the submission back in the queue.
     slurm.stop_daemon();
