@@ -881,20 +881,25 @@ mod tests {
         assert!(serde_saphyr::from_str::<SlurmConfig>("partion: gpu\n").is_err(), "unknown fields are errors");
     }
 
-    #[test]
-    fn sbatch_request_maps_resources_and_overrides() {
-        let session: SessionId = "ann/emoji/3".parse().unwrap();
-        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
-        let log = dir.join("slurm-train.log");
-        let exe = Path::new("/shared/bin/rush");
-        let config = SlurmConfig {
+    /// A daemon's settings for a GPU cluster.
+    fn cluster_config() -> SlurmConfig {
+        SlurmConfig {
             partition: Some("gpu".into()),
             account: Some("vision".into()),
             time_limit: Some("4:00:00".into()),
             memory: Some("16G".into()),
             extra_args: vec!["--qos=normal".into()],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn sbatch_request_maps_resources_and_overrides() {
+        let session: SessionId = "ann/emoji/3".parse().unwrap();
+        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
+        let log = dir.join("slurm-train.log");
+        let exe = Path::new("/shared/bin/rush");
+        let config = cluster_config();
         let job = BatchJob {
             session: &session,
             attempt: 2,
@@ -962,14 +967,7 @@ mod tests {
             ["infer", "/shared/rush/sessions/ann/emoji/3", "--epoch", "5", "--out", "/o", "--tta", "flip"]
                 .map(String::from)
                 .to_vec();
-        let config = SlurmConfig {
-            partition: Some("gpu".into()),
-            account: Some("vision".into()),
-            time_limit: Some("30".into()),
-            memory: Some("8G".into()),
-            extra_args: vec!["--qos=normal".into()],
-            ..Default::default()
-        };
+        let config = cluster_config();
         let job = InferJob {
             submission: 7,
             session: &session,
@@ -985,21 +983,29 @@ mod tests {
         let r = infer_sbatch_request(&job, &config);
         assert_eq!(infer_job_name(7, &session, 5, "0a1b2c3d"), "rush:submission/7/ann/emoji/3:5@0a1b2c3d");
         for want in [
-            "--parsable",
             "--job-name=rush:submission/7/ann/emoji/3:5@0a1b2c3d",
             "--chdir=/shared/rush/submissions/7/infer-0",
             "--output=/shared/rush/submissions/7/slurm-%j.out",
             "--no-requeue",
             "--gres=gpu:1",
-            "--cpus-per-task=2",
-            "--mem=8G",
-            "--partition=gpu",
-            "--account=vision",
-            "--time=30",
-            "--qos=normal",
         ] {
             assert!(r.args.iter().any(|a| a == want), "{want} missing from {:?}", r.args);
         }
+        // Apart from its name and folders, the job asks for what a session on a GPU asks for, in the same order.
+        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
+        let training = BatchJob {
+            session: &session,
+            attempt: 1,
+            home_tag: "0a1b2c3d",
+            session_dir: dir,
+            log: &dir.join("slurm-train.log"),
+            device: Device::Gpu,
+            rush_exe: Path::new("/shared/bin/rush"),
+        };
+        let own = |a: &&String| ["--job-name=", "--chdir=", "--output="].iter().any(|p| a.starts_with(p));
+        let rest = |args: &[String]| args.iter().filter(|a| !own(a)).cloned().collect::<Vec<_>>();
+        assert_eq!(rest(&r.args), rest(&sbatch_request(&training, &config, None).args));
+        assert_eq!(rest(&r.args).len(), 11, "{:?}", r.args);
         let log_q = "'/shared/rush/submissions/7/infer.log'";
         let exec = format!(
             "exec '/shared/bin/rush' 'infer' '/shared/rush/sessions/ann/emoji/3' '--epoch' '5' '--out' '/o' '--tta' \
