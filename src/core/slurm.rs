@@ -1,6 +1,7 @@
 //! Slurm's side of a session, decided without running anything: job states and exit codes read from the text of
-//! `squeue`, `scontrol show job` and `sacct`, what each state means for the session, and the `sbatch` request (options
-//! and batch script) built from the session's device, the daemon's [`SlurmConfig`] and a spec's [`SlurmOverrides`].
+//! `squeue`, `scontrol show job` and `sacct`, what each state means for the session, and the `sbatch` requests
+//! (options and batch script): a session's, built from its device, the daemon's [`SlurmConfig`] and a spec's
+//! [`SlurmOverrides`], and a submission's member inference ([`infer_sbatch_request`]).
 //!
 //! The edge that runs the commands is `crate::slurm`; this module only reads and writes their text.
 
@@ -270,6 +271,17 @@ impl JobStatus {
             JobState::SpecialExit | JobState::Revoked => {
                 JobVerdict::Failed { exit: self.exit, reason: format!("the Slurm job ended as {}", self.state) }
             }
+        }
+    }
+}
+
+impl JobStatus {
+    /// How an ended job ended, for people: the reason of a failure or an interruption, else its state and exit code.
+    pub fn ending(&self) -> String {
+        match (self.verdict(), self.exit) {
+            (JobVerdict::Failed { reason, .. }, _) | (JobVerdict::Interrupted { reason }, _) => reason,
+            (_, Some(code)) => format!("{} (exit code {code})", self.state),
+            (_, None) => self.state.to_string(),
         }
     }
 }
@@ -584,13 +596,71 @@ pub fn home_tag(home: &Path) -> String {
 /// authority decides).
 pub fn sbatch_request(job: &BatchJob<'_>, config: &SlurmConfig, overrides: Option<&SlurmOverrides>) -> SbatchRequest {
     let empty = SlurmOverrides::default();
-    let o = overrides.unwrap_or(&empty);
-    let (session, device) = (job.session, job.device);
+    let name = job_name(job.session, job.attempt, job.home_tag);
+    let args = job_args(&name, job.session_dir, job.session_dir, job.device, config, overrides.unwrap_or(&empty));
+    let dir = job.session_dir.display().to_string();
+    let mut words = vec![job.rush_exe.display().to_string(), "train".into(), dir];
+    words.extend(device_args(job.device, config));
+    let script = batch_script(&format!("session {}", job.session), "one training run", job.log, &words);
+    SbatchRequest { args, script }
+}
+
+/// One member inference of a submission as a batch job: `rush infer` of one checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct InferJob<'a> {
+    pub submission: i64,
+    pub session: &'a SessionId,
+    pub epoch: u32,
+    /// As in [`BatchJob::home_tag`].
+    pub home_tag: &'a str,
+    /// The submission folder, on a file system the compute nodes share: the job's output file goes there.
+    pub submission_dir: &'a Path,
+    /// The member's output folder (`rush infer --out`), the job's working folder.
+    pub out: &'a Path,
+    /// Where the child's stderr goes (the submission's `infer.log`).
+    pub log: &'a Path,
+    pub device: Device,
+    /// The rush binary as the compute nodes see it.
+    pub rush_exe: &'a Path,
+    /// `rush infer`'s arguments from `infer` on, without `--device` (the device decides that here).
+    pub args: &'a [String],
+}
+
+/// The Slurm job name of a submission's member inference: `rush:submission/<id>/<session>:<epoch>@<home tag>`, what
+/// `squeue` shows and how a restarted daemon finds a job a killed one left behind.
+pub fn infer_job_name(submission: i64, session: &SessionId, epoch: u32, home_tag: &str) -> String {
+    format!("rush:submission/{submission}/{session}:{epoch}@{home_tag}")
+}
+
+/// Builds the `sbatch` request for one member inference: the same resources, options and device choice as a session
+/// on that device (the daemon's settings; a submission has no spec to override them), output into the submission
+/// folder, the child's stderr appended to its log.
+pub fn infer_sbatch_request(job: &InferJob<'_>, config: &SlurmConfig) -> SbatchRequest {
+    let name = infer_job_name(job.submission, job.session, job.epoch, job.home_tag);
+    let args = job_args(&name, job.out, job.submission_dir, job.device, config, &SlurmOverrides::default());
+    let mut words = vec![job.rush_exe.display().to_string()];
+    words.extend(job.args.iter().cloned());
+    words.extend(device_args(job.device, config));
+    let what = format!("submission {}, {}:{}", job.submission, job.session, job.epoch);
+    let script = batch_script(&what, "inference of one checkpoint", job.log, &words);
+    SbatchRequest { args, script }
+}
+
+/// The `sbatch` options of every rush job: its name, working folder, output file (`slurm-%j.out` in `output_dir`),
+/// no requeue, one task, then the resources from the daemon's config with `o` over it, and the extra options last.
+fn job_args(
+    name: &str,
+    chdir: &Path,
+    output_dir: &Path,
+    device: Device,
+    config: &SlurmConfig,
+    o: &SlurmOverrides,
+) -> Vec<String> {
     let mut args = vec![
         "--parsable".to_string(),
-        format!("--job-name={}", job_name(session, job.attempt, job.home_tag)),
-        format!("--chdir={}", job.session_dir.display()),
-        format!("--output={}", job_output_pattern(job.session_dir).display()),
+        format!("--job-name={name}"),
+        format!("--chdir={}", chdir.display()),
+        format!("--output={}", job_output_pattern(output_dir).display()),
         "--no-requeue".to_string(),
         "--nodes=1".to_string(),
         "--ntasks=1".to_string(),
@@ -607,22 +677,32 @@ pub fn sbatch_request(job: &BatchJob<'_>, config: &SlurmConfig, overrides: Optio
     ];
     args.extend(pairs.into_iter().filter_map(|(flag, value)| value.map(|v| format!("{flag}={v}"))));
     args.extend(config.extra_args.iter().chain(&o.extra_args).cloned());
-    let device_arg = match (device, &config.trainer_device) {
-        (Device::Cpu, _) => " --device cpu".to_string(),
-        (Device::Gpu, Some(d)) => format!(" --device {}", shell_quote(d)),
-        (Device::Gpu, None) => String::new(),
-    };
-    let script = format!(
+    args
+}
+
+/// The child's `--device` in a job: the CPU for a CPU job; on a GPU job the configured `trainer_device`, else none
+/// (the child takes the GPU Slurm gave it).
+fn device_args(device: Device, config: &SlurmConfig) -> Vec<String> {
+    match (device, &config.trainer_device) {
+        (Device::Cpu, _) => vec!["--device".into(), "cpu".into()],
+        (Device::Gpu, Some(d)) => vec!["--device".into(), d.clone()],
+        (Device::Gpu, None) => vec![],
+    }
+}
+
+/// A batch script that notes the job, its node and its `CUDA_VISIBLE_DEVICES` in `log`, then runs `words` (each
+/// quoted) with stdout discarded and stderr appended to `log`. `who` and `what` go into comments and the note.
+fn batch_script(who: &str, what: &str, log: &Path, words: &[String]) -> String {
+    let command: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+    format!(
         "#!/bin/sh\n\
-         # rush session {session}: one training run as a Slurm batch job (written by the rush daemon).\n\
-         echo \"rush: session {session}, Slurm job $SLURM_JOB_ID on $(hostname), \
+         # rush {who}: {what} as a Slurm batch job (written by the rush daemon).\n\
+         echo \"rush: {who}, Slurm job $SLURM_JOB_ID on $(hostname), \
          CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}\" >>{log}\n\
-         exec {exe} train {dir}{device_arg} >/dev/null 2>>{log}\n",
-        log = shell_quote(&job.log.display().to_string()),
-        exe = shell_quote(&job.rush_exe.display().to_string()),
-        dir = shell_quote(&job.session_dir.display().to_string()),
-    );
-    SbatchRequest { args, script }
+         exec {command} >/dev/null 2>>{log}\n",
+        log = shell_quote(&log.display().to_string()),
+        command = command.join(" "),
+    )
 }
 
 /// Quotes a word for `sh` (single quotes, with `'` written as `'\''`).
@@ -736,6 +816,12 @@ mod tests {
         }
         let JobVerdict::Interrupted { reason } = v(JobState::Timeout) else { unreachable!() };
         assert!(reason.contains("time limit"), "{reason}");
+        assert_eq!(failed.ending(), "the Slurm job failed with exit code 3");
+        assert_eq!(v(JobState::Timeout), status(JobState::Timeout).verdict());
+        assert_eq!(status(JobState::Timeout).ending(), "the Slurm job reached its time limit");
+        let done = JobStatus { state: JobState::Completed, reason: None, exit: Some(ExitCode { code: 0, signal: 0 }) };
+        assert_eq!(done.ending(), "COMPLETED (exit code 0:0)");
+        assert_eq!(status(JobState::Cancelled).ending(), "CANCELLED");
         let killed = JobStatus { state: JobState::Failed, reason: None, exit: Some(ExitCode { code: 0, signal: 9 }) };
         assert_eq!(killed.verdict().exit(), Some(Exit::Signal(9)));
         let JobVerdict::Failed { reason, .. } = killed.verdict() else { unreachable!() };
@@ -795,20 +881,25 @@ mod tests {
         assert!(serde_saphyr::from_str::<SlurmConfig>("partion: gpu\n").is_err(), "unknown fields are errors");
     }
 
-    #[test]
-    fn sbatch_request_maps_resources_and_overrides() {
-        let session: SessionId = "ann/emoji/3".parse().unwrap();
-        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
-        let log = dir.join("slurm-train.log");
-        let exe = Path::new("/shared/bin/rush");
-        let config = SlurmConfig {
+    /// A daemon's settings for a GPU cluster.
+    fn cluster_config() -> SlurmConfig {
+        SlurmConfig {
             partition: Some("gpu".into()),
             account: Some("vision".into()),
             time_limit: Some("4:00:00".into()),
             memory: Some("16G".into()),
             extra_args: vec!["--qos=normal".into()],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn sbatch_request_maps_resources_and_overrides() {
+        let session: SessionId = "ann/emoji/3".parse().unwrap();
+        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
+        let log = dir.join("slurm-train.log");
+        let exe = Path::new("/shared/bin/rush");
+        let config = cluster_config();
         let job = BatchJob {
             session: &session,
             attempt: 2,
@@ -837,7 +928,7 @@ mod tests {
         }
         assert!(r.script.starts_with("#!/bin/sh\n"), "{}", r.script);
         assert!(
-            r.script.contains("exec '/shared/bin/rush' train '/shared/rush/sessions/ann/emoji/3' >/dev/null"),
+            r.script.contains("exec '/shared/bin/rush' 'train' '/shared/rush/sessions/ann/emoji/3' >/dev/null"),
             "{}",
             r.script
         );
@@ -858,13 +949,87 @@ mod tests {
         }
         let extra: Vec<&String> = r.args.iter().filter(|a| a.starts_with("--qos") || a.starts_with("--con")).collect();
         assert_eq!(extra, ["--qos=normal", "--constraint=big"], "the spec's options come last");
-        assert!(r.script.contains(" --device cpu >/dev/null"), "{}", r.script);
+        assert!(r.script.contains(" '--device' 'cpu' >/dev/null"), "{}", r.script);
         let bare = sbatch_request(&cpu, &SlurmConfig::default(), None);
         assert!(!bare.args.iter().any(|a| a.starts_with("--partition") || a.starts_with("--time")));
         let fake_gpus = SlurmConfig { trainer_device: Some("cpu".into()), ..Default::default() };
         let r = sbatch_request(&job, &fake_gpus, None);
         assert!(r.args.iter().any(|a| a == "--gres=gpu:1"), "the GPU is still asked for: {:?}", r.args);
-        assert!(r.script.contains(" --device 'cpu' >/dev/null"), "{}", r.script);
+        assert!(r.script.contains(" '--device' 'cpu' >/dev/null"), "{}", r.script);
+    }
+
+    #[test]
+    fn infer_request_runs_rush_infer_like_a_session_on_its_device() {
+        let session: SessionId = "ann/emoji/3".parse().unwrap();
+        let sub = Path::new("/shared/rush/submissions/7");
+        let (out, log) = (sub.join("infer-0"), sub.join("infer.log"));
+        let args: Vec<String> =
+            ["infer", "/shared/rush/sessions/ann/emoji/3", "--epoch", "5", "--out", "/o", "--tta", "flip"]
+                .map(String::from)
+                .to_vec();
+        let config = cluster_config();
+        let job = InferJob {
+            submission: 7,
+            session: &session,
+            epoch: 5,
+            home_tag: "0a1b2c3d",
+            submission_dir: sub,
+            out: &out,
+            log: &log,
+            device: Device::Gpu,
+            rush_exe: Path::new("/shared/bin/rush"),
+            args: &args,
+        };
+        let r = infer_sbatch_request(&job, &config);
+        assert_eq!(infer_job_name(7, &session, 5, "0a1b2c3d"), "rush:submission/7/ann/emoji/3:5@0a1b2c3d");
+        for want in [
+            "--job-name=rush:submission/7/ann/emoji/3:5@0a1b2c3d",
+            "--chdir=/shared/rush/submissions/7/infer-0",
+            "--output=/shared/rush/submissions/7/slurm-%j.out",
+            "--no-requeue",
+            "--gres=gpu:1",
+        ] {
+            assert!(r.args.iter().any(|a| a == want), "{want} missing from {:?}", r.args);
+        }
+        // Apart from its name and folders, the job asks for what a session on a GPU asks for, in the same order.
+        let dir = Path::new("/shared/rush/sessions/ann/emoji/3");
+        let training = BatchJob {
+            session: &session,
+            attempt: 1,
+            home_tag: "0a1b2c3d",
+            session_dir: dir,
+            log: &dir.join("slurm-train.log"),
+            device: Device::Gpu,
+            rush_exe: Path::new("/shared/bin/rush"),
+        };
+        let own = |a: &&String| ["--job-name=", "--chdir=", "--output="].iter().any(|p| a.starts_with(p));
+        let rest = |args: &[String]| args.iter().filter(|a| !own(a)).cloned().collect::<Vec<_>>();
+        assert_eq!(rest(&r.args), rest(&sbatch_request(&training, &config, None).args));
+        assert_eq!(rest(&r.args).len(), 11, "{:?}", r.args);
+        let log_q = "'/shared/rush/submissions/7/infer.log'";
+        let exec = format!(
+            "exec '/shared/bin/rush' 'infer' '/shared/rush/sessions/ann/emoji/3' '--epoch' '5' '--out' '/o' '--tta' \
+             'flip' >/dev/null 2>>{log_q}\n"
+        );
+        assert!(r.script.starts_with("#!/bin/sh\n") && r.script.ends_with(&exec), "{}", r.script);
+        assert!(r.script.contains("Slurm job $SLURM_JOB_ID on $(hostname)"), "{}", r.script);
+        assert!(r.script.contains(&format!(">>{log_q}\n")), "the job's own line goes to the log too: {}", r.script);
+
+        // A CPU job: no GPU asked, the CPU named; fake GPUs: the GPU asked, the configured device named.
+        let r = infer_sbatch_request(&InferJob { device: Device::Cpu, ..job }, &config);
+        assert!(!r.args.iter().any(|a| a.starts_with("--gres")), "{:?}", r.args);
+        assert!(r.script.contains("'flip' '--device' 'cpu' >/dev/null"), "{}", r.script);
+        let fake_gpus = SlurmConfig { trainer_device: Some("cpu".into()), ..Default::default() };
+        let r = infer_sbatch_request(&job, &fake_gpus);
+        assert!(r.args.iter().any(|a| a == "--gres=gpu:1"), "{:?}", r.args);
+        assert!(r.script.contains("'flip' '--device' 'cpu' >/dev/null"), "{}", r.script);
+        assert!(!r.args.iter().any(|a| a.starts_with("--partition") || a.starts_with("--time")), "{:?}", r.args);
+
+        // Quotes in a path survive the shell.
+        let odd = Path::new("/home/o'neil/rush/submissions/7");
+        let r = infer_sbatch_request(&InferJob { submission_dir: odd, log: &odd.join("infer.log"), ..job }, &config);
+        assert!(r.script.contains(r"2>>'/home/o'\''neil/rush/submissions/7/infer.log'"), "{}", r.script);
+        assert!(r.args.iter().any(|a| a == "--output=/home/o'neil/rush/submissions/7/slurm-%j.out"), "{:?}", r.args);
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Where a session's training child runs: the seam between the runner and the machine.
+//! Where the daemon's children run, a session's training and a submission's member inference: the seam between the
+//! runner (or the submission worker) and the machine.
 //!
 //! The runner only needs the child's event lines, its log lines, a way to ask it to stop and its exit. The
 //! [`LocalExecutor`] starts `rush train <session dir>` as a child process of the daemon, with a parent-death signal
-//! so it never outlives the daemon, in its own process group, its stdout (events) and stderr (log) piped back. A
-//! Slurm executor would submit a batch job instead and follow the session's `events.jsonl`; the runner stays the same.
+//! so it never outlives the daemon, in its own process group, its stdout (events) and stderr (log) piped back. The
+//! Slurm executor (`crate::slurm`) submits a batch job instead and follows the session's `events.jsonl`; the runner
+//! stays the same. The submission worker only needs an [`Inference`] run to its end: a `rush infer` child here, a
+//! batch job there; it reads the files either writes the same way.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use crate::core::outcome::Exit;
 use crate::core::queue::SlotKind;
 use crate::core::session::SessionId;
+use crate::submit::Tta;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -70,9 +74,87 @@ pub struct Launched {
     pub control: Box<dyn ChildControl>,
 }
 
-/// Starts training children.
+/// One member inference of a submission: `rush infer <session dir> --epoch E --out DIR --tta T [--dry-run]`, its
+/// stderr appended to the submission's `infer.log`.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    pub submission: i64,
+    pub session: SessionId,
+    pub session_dir: PathBuf,
+    pub epoch: u32,
+    pub tta: Tta,
+    pub dry_run: bool,
+    /// The member's output folder (it exists): `test.npy`, `valid.npy` and `infer.json` go there.
+    pub out: PathBuf,
+    /// `infer.log` in the submission folder.
+    pub log: PathBuf,
+    /// The slot the submission holds: its device.
+    pub slot: SlotKind,
+    /// The daemon's shutdown: the inference stops and the submission goes back to the queue.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// How an inference ended without its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InferenceEnd {
+    /// The daemon is shutting down; the child is gone.
+    Interrupted,
+    /// Why it failed, for the submission's error.
+    Failed(String),
+}
+
+impl Inference {
+    /// `rush infer`'s arguments from `infer` on, without the device.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "infer".into(),
+            self.session_dir.display().to_string(),
+            "--epoch".into(),
+            self.epoch.to_string(),
+            "--out".into(),
+            self.out.display().to_string(),
+            "--tta".into(),
+            self.tta.to_string(),
+        ];
+        if self.dry_run {
+            args.push("--dry-run".into());
+        }
+        args
+    }
+
+    /// The submission folder (`infer.log`'s).
+    pub fn submission_dir(&self) -> &Path {
+        self.log.parent().unwrap_or(&self.out)
+    }
+
+    /// Appends a line to `infer.log` (best effort: the log is for people).
+    pub fn note(&self, line: &str) {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log);
+        if let Ok(mut file) = file {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+
+    /// A failure of this inference: `how` it ended, then the last lines of `infer.log`.
+    pub fn failed(&self, how: &str) -> InferenceEnd {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        InferenceEnd::Failed(format!(
+            "inference of {}:{} failed ({how}): {}",
+            self.session,
+            self.epoch,
+            tail.join(" | ")
+        ))
+    }
+}
+
+/// Starts training children and runs inferences.
 pub trait Executor: Send + Sync + 'static {
     fn launch(&self, launch: &Launch) -> Result<Launched, ExecutorError>;
+
+    /// Runs one inference to its end; `Ok` once it has written its files.
+    fn infer<'a>(&'a self, inference: &'a Inference) -> BoxFuture<'a, Result<(), InferenceEnd>>;
 }
 
 /// Runs children on this machine: `<program> train <session dir>`, `CUDA_VISIBLE_DEVICES` set to the slot's GPU (or
@@ -137,6 +219,53 @@ impl Executor for LocalExecutor {
         };
         let control = LocalChild { child, pid, reaped: Arc::new(AtomicBool::new(false)) };
         Ok(Launched { id, events, log, control: Box::new(control) })
+    }
+
+    /// `<program> infer ...` as a child in the submission's slot (as a training child's device is chosen), killed on
+    /// shutdown.
+    fn infer<'a>(&'a self, inference: &'a Inference) -> BoxFuture<'a, Result<(), InferenceEnd>> {
+        Box::pin(async move {
+            let failed = |e: &dyn std::fmt::Display| InferenceEnd::Failed(e.to_string());
+            let mut args = inference.args();
+            let mut cmd = tokio::process::Command::new(&self.program);
+            match inference.slot {
+                SlotKind::Gpu(i) => {
+                    cmd.env("CUDA_VISIBLE_DEVICES", i.to_string());
+                }
+                SlotKind::Cpu(_) => {
+                    cmd.env("CUDA_VISIBLE_DEVICES", "");
+                    args.extend(["--device".into(), "cpu".into()]);
+                }
+            }
+            let log_path = &inference.log;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path)
+                .map_err(|e| failed(&format!("{}: {e}", log_path.display())))?;
+            inference.note(&format!("[rush] {} in {}: rush {}", inference.session, inference.slot, args.join(" ")));
+            cmd.args(&args)
+                .env_remove("RUSH_HOME")
+                .env_remove("RUSH_URL")
+                .env_remove("RUSH_TOKEN")
+                .current_dir(&inference.out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true);
+            let mut child = cmd.spawn().map_err(|e| failed(&format!("starting {}: {e}", self.program.display())))?;
+            let status = tokio::select! {
+                status = child.wait() => status.map_err(|e| failed(&format!("waiting for rush infer: {e}")))?,
+                _ = inference.shutdown.cancelled() => {
+                    let _ = child.kill().await;
+                    return Err(InferenceEnd::Interrupted);
+                }
+            };
+            if !status.success() {
+                return Err(inference.failed(&status.to_string()));
+            }
+            Ok(())
+        })
     }
 }
 

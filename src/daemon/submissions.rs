@@ -1,18 +1,21 @@
 //! Submission jobs: queue a request (checked, checkpoints resolved, the daily limit applied), then the submission
-//! worker runs each in a worker slot like a session: `rush infer` children for the members whose probabilities are not
-//! cached yet (their output goes into the probability cache), the weighted mix (`core::ensemble::Mix`), the
-//! `predictions.npy` beside the submission, and the scorer, which alone reads the hidden labels.
+//! worker runs each in a worker slot like a session: `rush infer` for the members whose probabilities are not cached
+//! yet, where the daemon's executor runs children (a local child, or one Slurm job at a time), their output going into
+//! the probability cache, the weighted mix (`core::ensemble::Mix`), the `predictions.npy` beside the submission, and
+//! the scorer, which alone reads the hidden labels.
 //!
 //! One submission runs at a time. While it waits for a slot the scheduler starts no new session, so a short
-//! submission never starves behind a long queue of sessions. A daemon shutdown puts a running submission back in the
-//! queue; so does a restart (`requeue_running_submissions`).
+//! submission never starves behind a long queue of sessions. Under the Slurm executor a slot is one of the jobs the
+//! daemon may have submitted at once (`gpu_jobs`, `cpu_jobs`), so an inference job counts against those caps like a
+//! session's, and asks for the slot's device. A daemon shutdown puts a running submission back in the queue (its
+//! child killed, its Slurm job cancelled); so does a restart (`requeue_running_submissions`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::executor::{Inference, InferenceEnd};
 use super::{Daemon, DaemonError};
 use crate::core::checkpoint::{CheckpointRef, resolve};
 use crate::core::ensemble::{Mix, Probs};
@@ -329,72 +332,27 @@ impl MemberJob<'_> {
         Ok(test)
     }
 
-    /// Runs `rush infer` for this member in the job's slot; its stderr goes to `infer.log` in the submission folder.
+    /// Runs `rush infer` for this member in the job's slot, where the daemon's executor runs children (a local child,
+    /// or a Slurm job); its stderr goes to `infer.log` in the submission folder.
     async fn infer(&self) -> Result<InferReport, JobEnd> {
-        let session_dir = self.daemon.home().session(self.session);
-        let program = std::env::current_exe().map_err(|e| format!("locating the rush binary: {e}"))?;
         tokio::fs::create_dir_all(&self.out).await.map_err(|e| format!("{}: {e}", self.out.display()))?;
-        let log_path = self.out.parent().unwrap_or(&self.out).join("infer.log");
-        let mut args: Vec<String> = vec![
-            "infer".into(),
-            session_dir.display().to_string(),
-            "--epoch".into(),
-            self.epoch.to_string(),
-            "--out".into(),
-            self.out.display().to_string(),
-            "--tta".into(),
-            self.tta.to_string(),
-        ];
-        if self.row.dry_run {
-            args.push("--dry-run".into());
-        }
-        let mut cmd = tokio::process::Command::new(&program);
-        match self.slot {
-            SlotKind::Gpu(i) => {
-                cmd.env("CUDA_VISIBLE_DEVICES", i.to_string());
-            }
-            SlotKind::Cpu(_) => {
-                cmd.env("CUDA_VISIBLE_DEVICES", "");
-                args.extend(["--device".into(), "cpu".into()]);
-            }
-        }
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        {
-            use std::io::Write;
-            let _ = writeln!(log, "[rush] {} in {}: rush {}", self.session, self.slot, args.join(" "));
-        }
-        cmd.args(&args)
-            .env_remove("RUSH_HOME")
-            .env_remove("RUSH_URL")
-            .env_remove("RUSH_TOKEN")
-            .current_dir(&self.out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", program.display()))?;
-        let status = tokio::select! {
-            status = child.wait() => status.map_err(|e| format!("waiting for rush infer: {e}"))?,
-            _ = self.daemon.shutdown.cancelled() => {
-                let _ = child.kill().await;
-                return Err(JobEnd::Interrupted);
-            }
+        let inference = Inference {
+            submission: self.row.id,
+            session: self.session.clone(),
+            session_dir: self.daemon.home().session(self.session),
+            epoch: self.epoch,
+            tta: self.tta,
+            dry_run: self.row.dry_run,
+            out: self.out.clone(),
+            log: self.out.parent().unwrap_or(&self.out).join("infer.log"),
+            slot: self.slot,
+            shutdown: self.daemon.shutdown.clone(),
         };
-        if !status.success() {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-            return Err(JobEnd::Failed(format!(
-                "inference of {}:{} failed ({status}): {}",
-                self.session,
-                self.epoch,
-                tail.join(" | ")
-            )));
+        match self.daemon.executor.infer(&inference).await {
+            Ok(()) => Ok(infer::read_report(&self.out)?),
+            Err(InferenceEnd::Interrupted) => Err(JobEnd::Interrupted),
+            Err(InferenceEnd::Failed(reason)) => Err(JobEnd::Failed(reason)),
         }
-        Ok(infer::read_report(&self.out)?)
     }
 }
 

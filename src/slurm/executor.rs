@@ -8,6 +8,8 @@
 //! job's state (a job waiting in Slurm's queue shows as a queued session, with Slurm's reason), turns `rush stop` into
 //! `scancel`, and reports the job's end as the child's exit. When the daemon shuts down it detaches: the job goes on
 //! and the next daemon picks it up where this one stopped reading.
+//!
+//! A submission's member inference is a job too (`super::inference`), followed with the same client and status poll.
 
 use std::io;
 use std::path::PathBuf;
@@ -21,14 +23,15 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::client::{ClientError, SlurmClient};
 use crate::core::outcome::Exit;
-use crate::core::queue::SlotKind;
 use crate::core::session::{SessionId, SessionState};
 use crate::core::slurm::{
     BatchJob, JobId, JobStatus, JobVerdict, SlurmConfig, home_tag, job_log, job_name, keeps_recorded_job,
     sbatch_request,
 };
 use crate::daemon::config::DaemonConfig;
-use crate::daemon::executor::{ChildControl, ChildId, Executor, ExecutorError, Launch, Launched, StopSignal};
+use crate::daemon::executor::{
+    ChildControl, ChildId, Executor, ExecutorError, Inference, InferenceEnd, Launch, Launched, StopSignal,
+};
 use crate::daemon::follow::{FollowError, FollowedLine, LineFollower};
 use crate::home::SessionDir;
 use crate::store::Store;
@@ -38,17 +41,52 @@ const CHANNEL: usize = 256;
 /// Consecutive failed status queries after which a job counts as lost.
 const MAX_STATUS_FAILURES: u32 = 120;
 
-/// Runs sessions as Slurm batch jobs.
+/// Runs sessions (and submissions' inferences, see `super::inference`) as Slurm batch jobs.
 pub struct SlurmExecutor {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    client: SlurmClient,
-    config: SlurmConfig,
-    store: Store,
-    rush_exe: PathBuf,
-    home_tag: String,
+/// What every job of this daemon needs: the cluster, the settings, the store and the names.
+pub(super) struct Inner {
+    pub(super) client: SlurmClient,
+    pub(super) config: SlurmConfig,
+    pub(super) store: Store,
+    pub(super) rush_exe: PathBuf,
+    pub(super) home_tag: String,
+}
+
+/// Asks Slurm about one job, poll after poll, bearing with a controller that does not answer for a while.
+#[derive(Debug, Default)]
+pub(super) struct StatusPoll {
+    failures: u32,
+}
+
+impl StatusPoll {
+    /// The job's status; `Ok(None)` when Slurm did not answer this time (the daemon's log says so now and then), an
+    /// error naming the job once it has not answered [`MAX_STATUS_FAILURES`] times in a row. `who`: whose job it is.
+    pub(super) async fn ask(
+        &mut self,
+        client: &SlurmClient,
+        job: JobId,
+        who: &(dyn std::fmt::Display + Sync),
+    ) -> Result<Option<JobStatus>, String> {
+        match client.status(job).await {
+            Ok(status) => {
+                self.failures = 0;
+                Ok(Some(status))
+            }
+            Err(e) => {
+                self.failures += 1;
+                if self.failures == 1 || self.failures % 20 == 0 {
+                    tracing::warn!("{who}: asking Slurm about job {job}: {e}");
+                }
+                if self.failures >= MAX_STATUS_FAILURES {
+                    return Err(format!("lost track of Slurm job {job}: {e}"));
+                }
+                Ok(None)
+            }
+        }
+    }
 }
 
 impl SlurmExecutor {
@@ -96,6 +134,10 @@ impl Executor for SlurmExecutor {
             log: ReceiverStream::new(log_rx).boxed(),
             control: Box::new(JobControl { signals: signal_tx, exit: exit_rx }),
         })
+    }
+
+    fn infer<'a>(&'a self, inference: &'a Inference) -> BoxFuture<'a, Result<(), InferenceEnd>> {
+        Box::pin(super::inference::run(&self.inner, inference))
     }
 }
 
@@ -180,25 +222,16 @@ impl Driver {
         // Whether this driver put the session back in the queue while Slurm keeps its job waiting, and why.
         let mut waiting = false;
         let mut shown: Option<String> = None;
-        let mut failures = 0u32;
+        let mut polls = StatusPoll::default();
         loop {
             self.forward(&mut files, false).await?;
-            let status = match self.inner.client.status(job).await {
-                Ok(status) => {
-                    failures = 0;
-                    status
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures == 1 || failures % 20 == 0 {
-                        tracing::warn!("{}: asking Slurm about job {job}: {e}", self.id());
-                    }
-                    if failures >= MAX_STATUS_FAILURES {
-                        return Err(Halt::Lost(format!("lost track of Slurm job {job}: {e}")));
-                    }
+            let status = match polls.ask(&self.inner.client, job, self.id()).await {
+                Ok(Some(status)) => status,
+                Ok(None) => {
                     self.pause(job, poll).await?;
                     continue;
                 }
+                Err(message) => return Err(Halt::Lost(message)),
             };
             match status.verdict() {
                 JobVerdict::Queued { reason } if !self.stop_sent => {
@@ -243,12 +276,7 @@ impl Driver {
         if waiting && verdict != JobVerdict::Cancelled {
             self.mark_running(slot).await;
         }
-        let how = match (&verdict, status.exit) {
-            (JobVerdict::Failed { reason, .. }, _) | (JobVerdict::Interrupted { reason }, _) => reason.clone(),
-            (_, Some(code)) => format!("{} (exit code {code})", status.state),
-            (_, None) => status.state.to_string(),
-        };
-        self.say(&format!("job {job} ended: {how}")).await;
+        self.say(&format!("job {job} ended: {}", status.ending())).await;
         verdict.exit().unwrap_or(Exit::Unknown)
     }
 
@@ -299,10 +327,7 @@ impl Driver {
         let resolved = crate::daemon::resolved_spec(&row).map_err(|e| lost(&e))?;
         let attempt = store.begin_slurm_attempt(&id).await.map_err(|e| lost(&e))?;
         let log = job_log(&self.launch.dir);
-        let device = match self.launch.slot {
-            SlotKind::Gpu(_) => crate::core::queue::Device::Gpu,
-            SlotKind::Cpu(_) => crate::core::queue::Device::Cpu,
-        };
+        let device = self.launch.slot.device();
         let batch = BatchJob {
             session: &id,
             attempt,

@@ -258,6 +258,17 @@ impl Store {
         Ok(())
     }
 
+    /// What a running submission's slot column says (under Slurm: the slot, its job and whether Slurm keeps it
+    /// waiting, e.g. `gpu0, Slurm job 42 pending: Resources`).
+    pub async fn set_submission_slot(&self, id: i64, slot: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE submissions SET slot = ? WHERE id = ? AND state = 'running'")
+            .bind(slot)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// running -> scored.
     pub async fn score_submission(&self, id: i64, s: &ScoredSubmission, at: f64) -> Result<(), StoreError> {
         sqlx::query(

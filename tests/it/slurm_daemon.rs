@@ -1,12 +1,12 @@
 //! The daemon with `executor: slurm` end to end, against the real single-node cluster of `scripts/slurm-up.sh` (its
-//! `SLURM_CONF` exported by `scripts/test.sh`; without it these tests fail): real `rush train` batch jobs, real
-//! SQLite, the CLI. The cluster's two GPUs are fake, so jobs get them (`--gres=gpu:1`) and train on the CPU.
+//! `SLURM_CONF` exported by `scripts/test.sh`; without it these tests fail): real `rush train` and `rush infer` batch
+//! jobs, real SQLite, the CLI. The cluster's two GPUs are fake, so jobs get them (`--gres=gpu:1`) and run on the CPU.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rush::core::slurm::{JobId, JobState, home_tag, job_name};
+use rush::core::slurm::{JobId, JobState, home_tag, infer_job_name, job_name};
 use rush::slurm::SlurmClient;
 
 use crate::common::{Env, block_on, wait_for};
@@ -19,16 +19,23 @@ fn slurm_env() -> Env {
         .expect("SLURM_CONF is not set: start the test cluster with `eval \"$(scripts/slurm-up.sh --env)\"`");
     assert!(PathBuf::from(&conf).is_file(), "SLURM_CONF={conf} does not exist: run scripts/slurm-up.sh");
     let mut env = Env::new();
+    start_slurm_daemon(&mut env, &[]);
+    env.push_synth("synth", 1);
+    env
+}
+
+/// Writes the daemon's config (`rush.yaml`: executor slurm, with `extra_args` for every job) and starts the daemon.
+fn start_slurm_daemon(env: &mut Env, extra_args: &[&str]) {
     let config = env.tmp.path().join("rush.yaml");
     std::fs::write(
         &config,
-        "executor: slurm\nslurm:\n  trainer_device: cpu  # the test cluster's GPUs are fake\n  cpus_per_task: 1\n  \
-         memory: 1G\n  gpu_jobs: 3\n  cpu_jobs: 2\n  poll_ms: 200\n",
+        format!(
+            "executor: slurm\nslurm:\n  trainer_device: cpu  # the test cluster's GPUs are fake\n  cpus_per_task: 1\n  \
+             memory: 1G\n  gpu_jobs: 3\n  cpu_jobs: 2\n  poll_ms: 200\n  extra_args: {extra_args:?}\n"
+        ),
     )
     .unwrap();
     env.start_with(&["--config", config.to_str().unwrap()]);
-    env.push_synth("synth", 1);
-    env
 }
 
 /// A small spec (baseline CNN at 32 px); `extra` adds fields.
@@ -222,4 +229,185 @@ fn slurm_daemon_killed_and_restarted_reattaches_without_submitting_again() {
     let kinds: BTreeSet<(String, i64)> = kinds.into_iter().collect();
     assert!(kinds.contains(&("started".into(), 1)) && kinds.contains(&("finished".into(), 1)), "{kinds:?}");
     assert!(kinds.contains(&("epoch".into(), epochs as i64)), "{kinds:?}");
+}
+
+/// A submission's row, as the store keeps it: (state, slot, error, public score).
+type SubmissionRow = (String, Option<String>, Option<String>, Option<f64>);
+
+fn submission_row(env: &Env, id: i64) -> Option<SubmissionRow> {
+    let rows: Vec<SubmissionRow> =
+        env.db(&format!("SELECT state, slot, error, public_score FROM submissions WHERE id = {id}"));
+    rows.into_iter().next()
+}
+
+/// The Slurm jobs (ids ascending) of a submission's member inference, by the name rush gives them.
+fn infer_jobs(env: &Env, submission: i64, session: &str, epoch: u32) -> Vec<(JobId, JobState)> {
+    let tag = home_tag(&env.home.canonicalize().unwrap());
+    let name = infer_job_name(submission, &session.parse().unwrap(), epoch, &tag);
+    let mut jobs: Vec<(JobId, JobState)> =
+        block_on(client().find_by_name(&name)).unwrap().into_iter().map(|(job, s)| (job, s.state)).collect();
+    jobs.sort_by_key(|j| j.0);
+    jobs
+}
+
+/// `rush submit` as a user runs it, in the background, its stderr into `stderr`.
+fn submit_in_background(env: &Env, args: &[&str], stderr: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(crate::common::rush_exe())
+        .arg("submit")
+        .args(args)
+        .env("RUSH_HOME", &env.home)
+        .env_remove("RUSH_URL")
+        .current_dir(env.tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("run rush submit")
+}
+
+/// Cancels, when dropped (also when a test fails), the jobs it holds and every job of a home still in Slurm's queue.
+struct Cancels {
+    jobs: Vec<JobId>,
+    home_tag: String,
+}
+
+impl Drop for Cancels {
+    fn drop(&mut self) {
+        let listed = std::process::Command::new("squeue").args(["-h", "-o", "%i %j"]).output();
+        let text = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let suffix = format!("@{}", self.home_tag);
+        let of_home = text.lines().filter_map(|l| l.split_once(' ')).filter(|(_, name)| name.ends_with(&suffix));
+        let mut ids: Vec<String> = of_home.map(|(id, _)| id.to_string()).collect();
+        ids.extend(self.jobs.iter().map(JobId::to_string));
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("scancel").args(&ids).status();
+        }
+    }
+}
+
+/// A held batch job (it never runs, so it takes nothing from other tests): a dependency on it keeps a job waiting.
+fn held_job() -> JobId {
+    let out = std::process::Command::new("sbatch")
+        .args(["--parsable", "--hold", "--job-name=rush-test-held", "--output=/dev/null", "--wrap=true"])
+        .output()
+        .expect("run sbatch");
+    assert!(out.status.success(), "sbatch: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+}
+
+#[test]
+fn slurm_daemon_runs_a_submissions_inference_as_a_slurm_job() {
+    let mut slurm = slurm_env();
+    let mut cancels = Cancels { jobs: vec![], home_tag: home_tag(&slurm.home.canonicalize().unwrap()) };
+    let id = queue(&slurm, "scored.yaml", &spec(2, 0, "")).remove(0);
+    slurm.wait_state(&id, "succeeded", TIMEOUT);
+    // A daemon whose jobs depend on a held job: the submission's job has to wait in Slurm's queue.
+    cancels.jobs.push(held_job());
+    slurm.stop_daemon();
+    start_slurm_daemon(&mut slurm, &[&format!("--dependency=afterany:{}", cancels.jobs[0])]);
+    let said = slurm.tmp.path().join("submit.stderr");
+    let mut waiting = submit_in_background(&slurm, &["-v", &id, "last"], &said);
+    let log_path = slurm.home.join("submissions/1/infer.log");
+    let first = wait_for(TIMEOUT, "the inference job waiting in Slurm's queue", || {
+        let (state, slot, _, _) = submission_row(&slurm, 1)?;
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        let jobs = infer_jobs(&slurm, 1, &id, 2);
+        let (job, _) = *jobs.first()?;
+        let pending = format!("[slurm] job {job} pending: Dependency");
+        let slot = slot?;
+        let shown = slot.starts_with("gpu") && slot.ends_with(&format!(", Slurm job {job} pending: Dependency"));
+        (state == "running" && shown && log.contains(&pending)).then_some(job)
+    });
+    assert_eq!(block_on(client().status(first)).unwrap().state, JobState::Pending);
+    let pending = "submission 1: running in gpu";
+    wait_for(TIMEOUT, "`rush submit -v` saying so", || {
+        let text = std::fs::read_to_string(&said).ok()?;
+        text.lines()
+            .any(|l| l.starts_with(pending) && l.ends_with(&format!("Slurm job {first} pending: Dependency")))
+            .then_some(())
+    });
+
+    // A daemon shutdown cancels the job and puts the submission back in the queue.
+    slurm.stop_daemon();
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+    assert_eq!(block_on(client().status(first)).unwrap().state, JobState::Cancelled);
+    assert_eq!(submission_row(&slurm, 1).unwrap().0, "queued");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains(&format!("the daemon is shutting down: scancel {first}")), "{log}");
+
+    // The next daemon (without the dependency) runs it again, as a new job.
+    start_slurm_daemon(&mut slurm, &[]);
+    let (state, _, error, score) = wait_for(TIMEOUT, "the submission scored", || {
+        submission_row(&slurm, 1).filter(|row| row.0 == "scored" || row.0 == "failed")
+    });
+    assert_eq!((state.as_str(), error), ("scored", None));
+    let jobs = infer_jobs(&slurm, 1, &id, 2);
+    assert_eq!(jobs.len(), 2, "one job per run of the submission: {jobs:?}");
+    let (second, second_state) = jobs[1];
+    assert_eq!((jobs[0].0, jobs[0].1, second_state), (first, JobState::Cancelled, JobState::Completed));
+    let sacct = std::process::Command::new("sacct")
+        .args(["-c", "-n", "-P", "-o", "jobid,jobname,state", "-j", &second.to_string()])
+        .output()
+        .expect("run sacct");
+    let sacct = String::from_utf8_lossy(&sacct.stdout);
+    assert!(sacct.contains(&format!("{second}|rush:submission/1/{id}:2@")) && sacct.contains("COMPLETED"), "{sacct}");
+    assert!(slurm.home.join(format!("submissions/1/slurm-{second}.out")).is_file());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for line in [
+        format!("[slurm] {id}:2 in gpu"),
+        format!("submitted as Slurm job {second}"),
+        format!("rush: submission 1, {id}:2, Slurm job {second} on "),
+        format!("[slurm] job {second} ended: COMPLETED (exit code 0:0)"),
+    ] {
+        assert!(log.contains(&line), "{line:?} missing from infer.log:\n{log}");
+    }
+    let banner = log.lines().find(|l| l.contains(&format!("Slurm job {second} on "))).unwrap();
+    let gpu = banner.split("CUDA_VISIBLE_DEVICES=").nth(1).unwrap_or_default();
+    assert!(gpu == "0" || gpu == "1", "the job got a GPU (--gres=gpu:1): {banner}");
+
+    // The predictions are what `rush infer` of the checkpoint predicts here, and the board shows their score.
+    let local = slurm.tmp.path().join("local-infer");
+    let out = std::process::Command::new(crate::common::rush_exe())
+        .arg("infer")
+        .arg(slurm.session_dir(&id))
+        .args(["--epoch", "2", "--device", "cpu", "--out"])
+        .arg(&local)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rush infer: {}", String::from_utf8_lossy(&out.stderr));
+    let (rows, classes, values) = rush::submit::npy::read_f16_matrix(&local.join("test.npy")).unwrap();
+    let probs = rush::core::ensemble::Probs::new(rows, classes, values).unwrap();
+    let expected = rush::core::ensemble::Mix::new(&[&probs], &[1.0]).unwrap().predict();
+    let predictions = rush::submit::npy::read_i64(&slurm.home.join("submissions/1/predictions.npy")).unwrap();
+    assert_eq!(predictions, expected);
+    let home = rush::home::Home::new(&slurm.home);
+    let percent = rush::core::score::DEFAULT_PUBLIC_PERCENT;
+    rush::submit::npy::write_i64(&slurm.tmp.path().join("local.npy"), &expected).unwrap();
+    let rescored =
+        rush::submit::scorer::score_file(&home, "synth", &slurm.tmp.path().join("local.npy"), false, percent);
+    let rush::submit::scorer::Scored::Full(scores) = rescored.unwrap() else { panic!("a full score") };
+    assert_eq!(score, Some(scores.public));
+    let board = slurm.json(&["dataset", "board", "synth", "-j"]);
+    assert_eq!(board["lines"][0]["id"], 1, "{board}");
+    assert_eq!(board["lines"][0]["public_score"].as_f64(), Some(scores.public), "{board}");
+
+    // An inference that fails (its checkpoint damaged; with flip TTA nothing is cached) fails the submission with a
+    // message naming the Slurm job, its state and exit code, and the child's last lines.
+    let paths: Vec<(String,)> = slurm.db(&format!("SELECT path FROM checkpoints WHERE session = '{id}' AND epoch = 2"));
+    std::fs::write(&paths[0].0, b"not a checkpoint").unwrap();
+    let err = slurm.fails(&["submit", &format!("{id}:2"), "--tta", "flip"]);
+    let jobs = infer_jobs(&slurm, 2, &id, 2);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let (failed, failed_state) = jobs[0];
+    assert_eq!(failed_state, JobState::Failed);
+    let (state, _, error, _) = submission_row(&slurm, 2).unwrap();
+    let error = error.unwrap_or_default();
+    assert_eq!(state, "failed");
+    assert!(
+        error.contains(&format!("inference of {id}:2 failed (Slurm job {failed}: FAILED, exit code 1:0)")),
+        "{error}"
+    );
+    assert!(error.contains("rush infer: checkpoint") && error.contains("2.safetensors"), "the child's words: {error}");
+    assert!(err.contains(&error), "rush submit says why: {err}");
 }

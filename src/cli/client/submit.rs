@@ -44,16 +44,17 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
         }
     }
     let started = Instant::now();
-    let mut last = queued.state;
+    let mut last = (queued.state, queued.slot.clone());
     let done = loop {
         let s: SubmissionView = api.get(&format!("/submissions/{id}"))?;
-        if verbose && s.state != last {
+        // The slot says more as the submission runs (under Slurm: its job, and whether Slurm keeps it waiting).
+        if verbose && (s.state, s.slot.clone()) != last {
             eprintln!(
                 "submission {id}: {}{}",
                 s.state,
                 s.slot.as_deref().map(|x| format!(" in {x}")).unwrap_or_default()
             );
-            last = s.state;
+            last = (s.state, s.slot.clone());
         }
         if s.state.is_terminal() {
             break s;
