@@ -2,7 +2,8 @@
 //! worker runs each in a worker slot like a session: `rush infer` for the members whose probabilities are not cached
 //! yet, where the daemon's executor runs children (a local child, or one Slurm job at a time), their output going into
 //! the probability cache, the weighted mix (`core::ensemble::Mix`), the `predictions.npy` beside the submission, and
-//! the scorer, which alone reads the hidden labels.
+//! the scorer, which alone reads the hidden labels. A submission whose members are all cached holds no slot at all:
+//! mixing and scoring take the daemon well under a second, and it never waits behind the sessions that hold them all.
 //!
 //! One submission runs at a time. While it waits for a slot the scheduler starts no new session, so a short
 //! submission never starves behind a long queue of sessions. Under the Slurm executor a slot is one of the jobs the
@@ -120,12 +121,37 @@ pub async fn run(daemon: Arc<Daemon>) {
     }
 }
 
-/// Leases a slot for `row`, runs it and frees the slot.
+/// What a submission's slot column says when no slot was needed: every member's probabilities were cached.
+pub const NO_SLOT: &str = "none (members cached)";
+
+/// Runs `row` and records its outcome. A slot is leased only when a member needs inference: an ensemble of cached
+/// members is mixed and scored by the daemon at once, never waiting behind the sessions that hold every slot.
 async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
-    let Some((index, slot)) = lease(daemon, row.id).await else { return };
     let id = row.id;
-    let outcome = match daemon.store.start_submission(id, &slot.to_string(), crate::store::now()).await {
-        Ok(()) => Some(execute(daemon, &row, slot).await),
+    let mut leased = None;
+    if !all_cached(daemon, &row).await {
+        let Some(lease) = lease(daemon, id).await else { return };
+        leased = Some(lease);
+    }
+    let slot = leased.map_or_else(|| NO_SLOT.to_string(), |(_, slot)| slot.to_string());
+    let outcome = match daemon.store.start_submission(id, &slot, crate::store::now()).await {
+        Ok(()) => {
+            let mut outcome = execute(daemon, &row, leased.map(|(_, slot)| slot)).await;
+            // A member found cached could not be read after all (damaged, or replaced meanwhile): it needs inference.
+            if matches!(outcome, Err(JobEnd::NeedsSlot)) {
+                outcome = match lease(daemon, id).await {
+                    Some((index, slot)) => {
+                        leased = Some((index, slot));
+                        if let Err(e) = daemon.store.set_submission_slot(id, &slot.to_string()).await {
+                            tracing::warn!("submission {id}: {e}");
+                        }
+                        execute(daemon, &row, Some(slot)).await
+                    }
+                    None => Err(JobEnd::Interrupted),
+                };
+            }
+            Some(outcome)
+        }
         Err(e) => {
             tracing::error!("submission {id}: {e}");
             None
@@ -137,7 +163,7 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
             tracing::info!("submission {id} scored: public {:.4}", scored.public_score);
             daemon.store.score_submission(id, &scored, now).await
         }
-        Some(Err(JobEnd::Interrupted)) => daemon.store.requeue_submission(id).await,
+        Some(Err(JobEnd::Interrupted | JobEnd::NeedsSlot)) => daemon.store.requeue_submission(id).await,
         Some(Err(JobEnd::Failed(reason))) => {
             tracing::warn!("submission {id} failed: {reason}");
             daemon.store.fail_submission(id, &reason, now).await
@@ -147,13 +173,34 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     if let Err(e) = recorded {
         tracing::error!("submission {id}: recording the outcome: {e}");
     }
-    {
+    if let Some((index, _)) = leased {
         let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.submissions.get(index).copied().flatten() == Some(id) {
             pool.submissions[index] = None;
         }
     }
     daemon.wake.notify_one();
+}
+
+/// Whether every member's probabilities are in the cache for this test order (both splits), so the submission needs
+/// no inference and no slot. Any doubt (an unreadable dataset, a bad member) says no: the slot path reports it.
+async fn all_cached(daemon: &Daemon, row: &SubmissionRow) -> bool {
+    let (home, dataset) = (daemon.home().clone(), daemon.home().dataset(&row.dataset));
+    let (tta, members) = (row.tta.clone(), row.members.clone());
+    blocking(move || -> Option<()> {
+        let tta: Tta = tta.parse().ok()?;
+        let order = test_order(&dataset).ok()?;
+        for m in &members {
+            let session: SessionId = m.session.parse().ok()?;
+            let key = |split| CacheKey { session: session.clone(), epoch: m.epoch, split, tta };
+            let test = probs::meta(&home, &key(CacheSplit::Test)).ok()??;
+            probs::meta(&home, &key(CacheSplit::Valid)).ok()??;
+            (test.order == order.digest).then_some(())?;
+        }
+        Some(())
+    })
+    .await
+    .is_ok_and(|cached| cached.is_some())
 }
 
 /// Waits for a free slot (a GPU first) and holds it for submission `id`; `None` on shutdown.
@@ -186,6 +233,8 @@ async fn lease(daemon: &Daemon, id: i64) -> Option<(usize, SlotKind)> {
 enum JobEnd {
     /// The daemon is shutting down: queue it again.
     Interrupted,
+    /// A member needs inference, and the job runs without a slot: run it again in one.
+    NeedsSlot,
     Failed(String),
 }
 
@@ -214,8 +263,13 @@ fn test_order(dataset: &Path) -> Result<TestOrder, String> {
     })
 }
 
-/// Runs one submission: inference where needed, the mix, the `.npy`, the score.
-async fn execute(daemon: &Arc<Daemon>, row: &SubmissionRow, slot: SlotKind) -> Result<ScoredSubmission, JobEnd> {
+/// Runs one submission: inference where needed (in `slot`; without one, a member that needs it ends the run with
+/// [`JobEnd::NeedsSlot`]), the mix, the `.npy`, the score.
+async fn execute(
+    daemon: &Arc<Daemon>,
+    row: &SubmissionRow,
+    slot: Option<SlotKind>,
+) -> Result<ScoredSubmission, JobEnd> {
     let home = daemon.home().clone();
     let dir = home.submission(row.id);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -268,7 +322,8 @@ async fn execute(daemon: &Arc<Daemon>, row: &SubmissionRow, slot: SlotKind) -> R
 struct MemberJob<'a> {
     daemon: &'a Arc<Daemon>,
     row: &'a SubmissionRow,
-    slot: SlotKind,
+    /// None: the submission holds no slot, since every member was found cached.
+    slot: Option<SlotKind>,
     tta: Tta,
     session: &'a SessionId,
     epoch: u32,
@@ -335,6 +390,7 @@ impl MemberJob<'_> {
     /// Runs `rush infer` for this member in the job's slot, where the daemon's executor runs children (a local child,
     /// or a Slurm job); its stderr goes to `infer.log` in the submission folder.
     async fn infer(&self) -> Result<InferReport, JobEnd> {
+        let Some(slot) = self.slot else { return Err(JobEnd::NeedsSlot) };
         tokio::fs::create_dir_all(&self.out).await.map_err(|e| format!("{}: {e}", self.out.display()))?;
         let inference = Inference {
             submission: self.row.id,
@@ -345,7 +401,7 @@ impl MemberJob<'_> {
             dry_run: self.row.dry_run,
             out: self.out.clone(),
             log: self.out.parent().unwrap_or(&self.out).join("infer.log"),
-            slot: self.slot,
+            slot,
             shutdown: self.daemon.shutdown.clone(),
         };
         match self.daemon.executor.infer(&inference).await {

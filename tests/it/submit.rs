@@ -182,9 +182,17 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     let dry_rows: Vec<i64> = (0..200).map(|k| single[k * TEST_IMAGES / 200]).collect();
     assert_eq!(dry_predictions, dry_rows);
 
-    // An ensemble of a checkpoint with itself is that checkpoint (a dry run from the cache, no inference).
+    // An ensemble of a checkpoint with itself is that checkpoint (a dry run from the cache, no inference). Its members
+    // are all cached, so it needs no slot: it is scored while a long session holds the daemon's only one.
+    env.drop_spec("long.yaml", &quick_spec("synth", 500, "seed: 3\n"));
+    let long = "tester/synth/3";
+    env.wait_state(long, "running", TRAIN_TIMEOUT);
     let itself = env.ok(&["submit", "-t", &format!("{a}:best"), &format!("{a}:best"), "--weights", "0.3,0.7"]);
-    let itself = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&itself))), 200);
+    let itself_id = submission_id(&itself);
+    assert_eq!(api_json(&env, &format!("/submissions/{itself_id}"))["slot"], "none (members cached)");
+    assert_eq!(env.session(long).unwrap()["state"], "running", "the long session ended before the submission");
+    env.ok(&["stop", long]);
+    let itself = numpy_load(&env.home.join(format!("submissions/{itself_id}/predictions.npy")), 200);
     assert_eq!(itself, dry_predictions);
 
     // The board: three entries, each score recomputed here from its .npy and the hidden labels.
