@@ -29,7 +29,7 @@ use crate::store::{NewSubmission, ScoredSubmission, StoredMember, SubmissionRow}
 use crate::submit::infer::{self, InferReport};
 use crate::submit::probs::{self, CacheKey, CacheSplit};
 use crate::submit::scorer::{self, Scored};
-use crate::submit::{Submission, Tta, npy};
+use crate::submit::{NO_SLOT, Submission, Tta, npy};
 
 /// How often a waiting submission looks for a free slot, and the worker for queued submissions.
 const POLL: Duration = Duration::from_millis(250);
@@ -120,9 +120,6 @@ pub async fn run(daemon: Arc<Daemon>) {
         }
     }
 }
-
-/// What a submission's slot column says when no slot was needed: every member's probabilities were cached.
-pub const NO_SLOT: &str = "none (members cached)";
 
 /// Runs `row` and records its outcome. A slot is leased only when a member needs inference: an ensemble of cached
 /// members is mixed and scored by the daemon at once, never waiting behind the sessions that hold every slot.

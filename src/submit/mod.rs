@@ -85,6 +85,9 @@ impl fmt::Display for MemberRef {
     }
 }
 
+/// What a submission's slot says when it needed none: every member's probabilities were cached.
+pub const NO_SLOT: &str = "none (members cached)";
+
 /// What a user asked to submit: checked, ready to queue as a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -187,7 +187,10 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     env.drop_spec("long.yaml", &quick_spec("synth", 500, "seed: 3\n"));
     let long = "tester/synth/3";
     env.wait_state(long, "running", TRAIN_TIMEOUT);
-    let itself = env.ok(&["submit", "-t", &format!("{a}:best"), &format!("{a}:best"), "--weights", "0.3,0.7"]);
+    let out = env.cli(&["submit", "-v", "-t", &format!("{a}:best"), &format!("{a}:best"), "--weights", "0.3,0.7"]);
+    let (itself, verbose) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{verbose}");
+    assert!(verbose.contains("scored with no slot: its members were cached"), "{verbose}");
     let itself_id = submission_id(&itself);
     assert_eq!(api_json(&env, &format!("/submissions/{itself_id}"))["slot"], "none (members cached)");
     assert_eq!(env.session(long).unwrap()["state"], "running", "the long session ended before the submission");

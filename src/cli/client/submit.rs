@@ -12,7 +12,7 @@ use crate::cli::Global;
 use crate::core::checkpoint::CheckpointRef;
 use crate::daemon::ensembles::AutoEnsemble;
 use crate::store::SubmissionState;
-use crate::submit::{MemberRef, Submission, Tta};
+use crate::submit::{MemberRef, NO_SLOT, Submission, Tta};
 use crate::web::submissions::{BoardView, SubmissionView};
 
 /// How long `submit` waits for the score before giving up (the submission goes on in the daemon).
@@ -52,7 +52,11 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
             eprintln!(
                 "submission {id}: {}{}",
                 s.state,
-                s.slot.as_deref().map(|x| format!(" in {x}")).unwrap_or_default()
+                match s.slot.as_deref() {
+                    Some(NO_SLOT) => " with no slot: its members were cached".to_string(),
+                    Some(slot) => format!(" in {slot}"),
+                    None => String::new(),
+                }
             );
             last = (s.state, s.slot.clone());
         }
