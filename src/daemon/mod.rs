@@ -241,7 +241,14 @@ impl Daemon {
                 },
                 // Running but no runner yet (the scheduler is launching it): look again shortly.
                 SessionState::Running => tokio::time::sleep(Duration::from_millis(100)).await,
-                state => return Err(DaemonError::Conflict(format!("session {id} is already {state}"))),
+                SessionState::Stopped => {
+                    return Err(DaemonError::Conflict(format!("session {id} is already stopped")));
+                }
+                ended => {
+                    return Err(DaemonError::Conflict(format!(
+                        "session {id} has already ended ({ended}): nothing to stop"
+                    )));
+                }
             }
         }
         Err(DaemonError::Conflict(format!("session {id} is changing state; try again")))

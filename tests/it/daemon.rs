@@ -66,6 +66,8 @@ fn a_dropped_spec_trains_to_success_with_metrics_checkpoints_retention_and_the_c
 
     let done = env.wait_state(&id, "succeeded", TRAIN_TIMEOUT);
     assert_eq!(done["epoch"], 3);
+    let refused = env.fails(&["stop", &id]);
+    assert!(refused.contains(&format!("session {id} has already ended (succeeded): nothing to stop")), "{refused}");
     let spec_yaml = std::fs::read_to_string(env.session_dir(&id).join("spec.yaml")).unwrap();
     assert!(spec_yaml.contains("session: tester/synth/1"), "{spec_yaml}");
     assert!(!spec_yaml.contains("rush.db") && !spec_yaml.contains("labels"), "{spec_yaml}");

@@ -5,6 +5,7 @@
 //! is far above what a real spec needs (a full spec is about 40 nodes and 1 KiB) and far below what could hurt the
 //! daemon.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
@@ -75,7 +76,31 @@ pub(crate) fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T,
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
         T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track))
     });
-    result.map_err(|e| describe(file, &dotted(&track.path()), &e))
+    result.map_err(|e| {
+        // A type error may only be a symptom: `epochs: [1` (an unclosed bracket) fails as "expected string scalar".
+        // When the text is not well-formed YAML at all, that is the news; a pass that builds nothing finds it.
+        let mut syntax = serde_path_to_error::Track::new();
+        let well_formed = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+            serde::de::IgnoredAny::deserialize(serde_path_to_error::Deserializer::new(de, &mut syntax))
+        });
+        match well_formed {
+            Err(root) if is_syntax(&root) => {
+                // That pass follows any key, not only the spec's fields: a hostile one is left out.
+                let field = dotted(&syntax.path());
+                describe(file, if field.len() <= 80 { &field } else { "" }, &root)
+            }
+            _ => describe(file, &dotted(&track.path()), &e),
+        }
+    })
+}
+
+/// Whether `e` comes from the YAML scanner: the text is not well-formed YAML.
+fn is_syntax(e: &serde_saphyr::Error) -> bool {
+    matches!(
+        e.without_snippet(),
+        serde_saphyr::Error::ExternalMessage { source, .. }
+            if matches!(**source, serde_saphyr::ExternalMessageSource::Parser(_))
+    )
 }
 
 /// `optimizer.lr`, `grid.model[1]`; empty at the top level.
@@ -117,6 +142,12 @@ fn describe(file: &str, field: &str, e: &serde_saphyr::Error) -> SpecError {
     } else if message.starts_with("budget breached") || message.starts_with("recursion limit") {
         // An alias bomb or absurd nesting: where it tripped is noise, the limit is the news.
         message = format!("refused: the YAML goes past rush's parser limits (aliases, anchors, nesting): {message}");
+    } else if message == "expected string scalar" {
+        // saphyr's words when a number, string or name was expected and a list or a mapping came.
+        message = "expected a single value, found a list or a mapping".into();
+        if !field.is_empty() {
+            message = format!("field `{field}`: {message}");
+        }
     } else if message == "expected mapping start" {
         message = "expected a mapping of spec fields (`dataset: emoji`, ...)".into();
     } else if message.starts_with("unknown field") {
@@ -130,5 +161,34 @@ fn describe(file: &str, field: &str, e: &serde_saphyr::Error) -> SpecError {
     match location {
         Some(l) => SpecError::Syntax { file: file.to_string(), line: l.line(), column: l.column(), message },
         None => SpecError::Parse { file: file.to_string(), message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Spec;
+
+    fn error(text: &str) -> String {
+        Spec::parse("s.yaml", text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_as_such_not_as_the_type_error_it_causes() {
+        // Each of these failed as a type error on a well-formed looking field ("expected string scalar", "invalid u32").
+        assert_eq!(error("dataset: toy\nepochs: [1\n"), "s.yaml:2:9: field `epochs`: unclosed bracket '['");
+        assert_eq!(error("dataset: toy\nepochs: {a\n"), "s.yaml:2:9: field `epochs`: unclosed bracket '{'");
+        assert_eq!(
+            error("dataset: toy\nepochs: 3\n optimizer: x\n"),
+            "s.yaml:3:11: mapping values are not allowed in this context"
+        );
+        // Well-formed YAML of the wrong type keeps the type error.
+        assert_eq!(
+            error("dataset: toy\nepochs: [1]\n"),
+            "s.yaml:2:9: field `epochs`: expected a single value, found a list or a mapping"
+        );
+        assert_eq!(
+            error("dataset: toy\noptimizer:\n  lr: {a: 1}\n"),
+            "s.yaml:3:7: field `optimizer.lr`: expected a single value, found a list or a mapping"
+        );
     }
 }
