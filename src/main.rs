@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     match rush::cli::run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("rush: {err:#}");
+            eprintln!("rush: {}", rush::cli::error_line(&err));
             ExitCode::FAILURE
         }
     }

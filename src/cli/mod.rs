@@ -60,3 +60,42 @@ pub struct Global {
     pub url: Option<String>,
     pub token: Option<String>,
 }
+
+/// An error and its causes on one line, `outer: cause: cause`, each cause once. Many of rush's errors already name
+/// their cause in their own message (`{path}: {source}`), and anyhow's `{:#}` would print it a second time.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let missing = std::path::Path::new("/nonexistent/rush/tag.tsv");
+        let io = std::fs::read(missing).unwrap_err();
+        let io_text = io.to_string();
+        let data = crate::data::layout::DataError::Io { path: missing.into(), source: io };
+        let err = anyhow::Error::new(data).context("/nonexistent/rush is not a dataset in the AI RUSH layout");
+        assert_eq!(
+            error_line(&err),
+            format!("/nonexistent/rush is not a dataset in the AI RUSH layout: /nonexistent/rush/tag.tsv: {io_text}")
+        );
+        assert_eq!(format!("{err:#}").matches(&io_text).count(), 2, "anyhow's own chain repeats it");
+        // A cause not named by its parent is kept.
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&plain), "outer: inner");
+    }
+}

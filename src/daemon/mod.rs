@@ -282,13 +282,29 @@ impl Daemon {
         self.store.session(id).await?.ok_or_else(|| unknown(id))?;
         let reference: CheckpointRef =
             name.parse().map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
+        let row = self.checkpoint_row(id, reference).await?;
+        checkpoints::delete(&self.store, &SessionDir::new(self.home().session(id)), &row).await?;
+        Ok(row.epoch as u32)
+    }
+
+    /// The stored checkpoint a name (`7`, `best`, `last`) of a session means now; not found names the saved ones.
+    pub async fn checkpoint_row(
+        &self,
+        id: &SessionId,
+        reference: CheckpointRef,
+    ) -> Result<crate::store::CheckpointRow, DaemonError> {
+        self.store.session(id).await?.ok_or_else(|| unknown(id))?;
         let rows = self.store.checkpoints(id).await?;
         let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
-        let epoch = resolve(reference, &infos)
-            .map_err(|_| DaemonError::NotFound(format!("session {id} has no checkpoint {name}")))?;
-        let row = rows.iter().find(|r| r.epoch == epoch as i64).ok_or_else(|| unknown(id))?;
-        checkpoints::delete(&self.store, &SessionDir::new(self.home().session(id)), row).await?;
-        Ok(epoch)
+        let epoch = resolve(reference, &infos).ok();
+        match rows.into_iter().find(|r| epoch.is_some_and(|e| r.epoch == i64::from(e))) {
+            Some(row) => Ok(row),
+            None => {
+                let saved: Vec<String> = infos.iter().map(|i| i.epoch.to_string()).collect();
+                let saved = if saved.is_empty() { "none".to_string() } else { saved.join(", ") };
+                Err(DaemonError::NotFound(format!("session {id} has no checkpoint {reference} (saved: {saved})")))
+            }
+        }
     }
 
     /// Queues a new session that starts from a checkpoint of another (`init_from`), with overrides and a memo.
@@ -304,11 +320,8 @@ impl Daemon {
         let reference: CheckpointRef = checkpoint
             .parse()
             .map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
-        let rows = self.store.checkpoints(id).await?;
-        let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
-        let epoch = resolve(reference, &infos)
-            .map_err(|_| DaemonError::NotFound(format!("session {id} has no checkpoint {checkpoint}")))?;
-        let ckpt = rows.iter().find(|r| r.epoch == epoch as i64).ok_or_else(|| unknown(id))?;
+        let ckpt = self.checkpoint_row(id, reference).await?;
+        let epoch = ckpt.epoch;
         if !std::path::Path::new(&ckpt.path).is_file() {
             return Err(DaemonError::NotFound(format!("checkpoint {epoch} of {id}: {} is missing", ckpt.path)));
         }

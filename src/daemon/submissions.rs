@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::executor::{Inference, InferenceEnd};
 use super::{Daemon, DaemonError};
-use crate::core::checkpoint::{CheckpointRef, resolve};
+use crate::core::checkpoint::CheckpointRef;
 use crate::core::ensemble::{Mix, Probs};
 use crate::core::queue::SlotKind;
 use crate::core::score::{self, DailyLimit};
@@ -86,14 +86,7 @@ impl Daemon {
 
     /// The epoch a checkpoint name (`7`, `best`, `last`) of a session means now.
     pub async fn resolve_checkpoint(&self, id: &SessionId, checkpoint: CheckpointRef) -> Result<u32, DaemonError> {
-        self.store.session(id).await?.ok_or_else(|| DaemonError::NotFound(format!("unknown session {id}")))?;
-        let rows = self.store.checkpoints(id).await?;
-        let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
-        resolve(checkpoint, &infos).map_err(|_| {
-            let saved: Vec<String> = rows.iter().map(|r| r.epoch.to_string()).collect();
-            let saved = if saved.is_empty() { "none".to_string() } else { saved.join(", ") };
-            DaemonError::NotFound(format!("session {id} has no checkpoint {checkpoint} (saved: {saved})"))
-        })
+        Ok(self.checkpoint_row(id, checkpoint).await?.epoch as u32)
     }
 }
 

@@ -117,7 +117,8 @@ fn a_dropped_spec_trains_to_success_with_metrics_checkpoints_retention_and_the_c
     assert!(!env.session_dir(&id).join("checkpoints/3.safetensors").exists());
     let left: Vec<(i64,)> = env.db("SELECT epoch FROM checkpoints WHERE session = 'tester/synth/1'");
     assert_eq!(left.len(), expected.len() - 1);
-    assert!(env.fails(&["model", "rm", &id, "9"]).contains("no checkpoint 9"));
+    let refused = env.fails(&["model", "rm", &id, "9"]);
+    assert!(refused.contains("no checkpoint 9 (saved: ") && !refused.contains(", 3"), "{refused}");
 
     // rm: folder and rows gone; the number is not reused.
     env.ok(&["rm", &id]);
@@ -318,7 +319,8 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
     let yaml = std::fs::read_to_string(env.session_dir(&fork_id).join("spec.yaml")).unwrap();
     let init = env.session_dir(&id).join("checkpoints/1.safetensors");
     assert!(yaml.contains(&format!("init_from: {}", init.display())), "{yaml}");
-    assert!(env.fails(&["fork", &id, "-c", "40"]).contains("no checkpoint 40"));
+    let refused = env.fails(&["fork", &id, "-c", "40"]);
+    assert!(refused.contains("no checkpoint 40 (saved: 1"), "{refused}");
     assert!(env.fails(&["fork", "tester/st/99", "-c", "1"]).contains("unknown session"));
 }
 
