@@ -633,11 +633,16 @@ pub fn infer_job_name(submission: i64, session: &SessionId, epoch: u32, home_tag
 }
 
 /// Builds the `sbatch` request for one member inference: the same resources, options and device choice as a session
-/// on that device (the daemon's settings; a submission has no spec to override them), output into the submission
-/// folder, the child's stderr appended to its log.
-pub fn infer_sbatch_request(job: &InferJob<'_>, config: &SlurmConfig) -> SbatchRequest {
+/// on that device, `overrides` being the member session's own (`slurm:` in its spec: the partition, memory, ... its
+/// model needed to train), output into the submission folder, the child's stderr appended to its log.
+pub fn infer_sbatch_request(
+    job: &InferJob<'_>,
+    config: &SlurmConfig,
+    overrides: Option<&SlurmOverrides>,
+) -> SbatchRequest {
     let name = infer_job_name(job.submission, job.session, job.epoch, job.home_tag);
-    let args = job_args(&name, job.out, job.submission_dir, job.device, config, &SlurmOverrides::default());
+    let empty = SlurmOverrides::default();
+    let args = job_args(&name, job.out, job.submission_dir, job.device, config, overrides.unwrap_or(&empty));
     let mut words = vec![job.rush_exe.display().to_string()];
     words.extend(job.args.iter().cloned());
     words.extend(device_args(job.device, config));
@@ -980,7 +985,7 @@ mod tests {
             rush_exe: Path::new("/shared/bin/rush"),
             args: &args,
         };
-        let r = infer_sbatch_request(&job, &config);
+        let r = infer_sbatch_request(&job, &config, None);
         assert_eq!(infer_job_name(7, &session, 5, "0a1b2c3d"), "rush:submission/7/ann/emoji/3:5@0a1b2c3d");
         for want in [
             "--job-name=rush:submission/7/ann/emoji/3:5@0a1b2c3d",
@@ -1015,19 +1020,30 @@ mod tests {
         assert!(r.script.contains("Slurm job $SLURM_JOB_ID on $(hostname)"), "{}", r.script);
         assert!(r.script.contains(&format!(">>{log_q}\n")), "the job's own line goes to the log too: {}", r.script);
 
+        // The member session's own `slurm:` settings apply, as they did to its training job.
+        let own = SlurmOverrides { memory: Some("64G".into()), partition: Some("big".into()), ..Default::default() };
+        let r = infer_sbatch_request(&job, &config, Some(&own));
+        assert_eq!(rest(&r.args), rest(&sbatch_request(&training, &config, Some(&own)).args));
+        assert!(
+            r.args.iter().any(|a| a == "--mem=64G") && r.args.iter().any(|a| a == "--partition=big"),
+            "{:?}",
+            r.args
+        );
+
         // A CPU job: no GPU asked, the CPU named; fake GPUs: the GPU asked, the configured device named.
-        let r = infer_sbatch_request(&InferJob { device: Device::Cpu, ..job }, &config);
+        let r = infer_sbatch_request(&InferJob { device: Device::Cpu, ..job }, &config, None);
         assert!(!r.args.iter().any(|a| a.starts_with("--gres")), "{:?}", r.args);
         assert!(r.script.contains("'flip' '--device' 'cpu' >/dev/null"), "{}", r.script);
         let fake_gpus = SlurmConfig { trainer_device: Some("cpu".into()), ..Default::default() };
-        let r = infer_sbatch_request(&job, &fake_gpus);
+        let r = infer_sbatch_request(&job, &fake_gpus, None);
         assert!(r.args.iter().any(|a| a == "--gres=gpu:1"), "{:?}", r.args);
         assert!(r.script.contains("'flip' '--device' 'cpu' >/dev/null"), "{}", r.script);
         assert!(!r.args.iter().any(|a| a.starts_with("--partition") || a.starts_with("--time")), "{:?}", r.args);
 
         // Quotes in a path survive the shell.
         let odd = Path::new("/home/o'neil/rush/submissions/7");
-        let r = infer_sbatch_request(&InferJob { submission_dir: odd, log: &odd.join("infer.log"), ..job }, &config);
+        let r =
+            infer_sbatch_request(&InferJob { submission_dir: odd, log: &odd.join("infer.log"), ..job }, &config, None);
         assert!(r.script.contains(r"2>>'/home/o'\''neil/rush/submissions/7/infer.log'"), "{}", r.script);
         assert!(r.args.iter().any(|a| a == "--output=/home/o'neil/rush/submissions/7/slurm-%j.out"), "{:?}", r.args);
     }

@@ -76,6 +76,11 @@ async fn submit(inner: &Inner, inference: &Inference) -> Result<JobId, Inference
         return Err(InferenceEnd::Interrupted);
     }
     let args = inference.args();
+    // The member's session asked for these resources to train (`slurm:` in its spec); its inference gets them too.
+    let overrides = match inner.store.session(session).await {
+        Ok(Some(row)) => crate::daemon::resolved_spec(&row).ok().and_then(|resolved| resolved.spec.slurm),
+        _ => None,
+    };
     let request = infer_sbatch_request(
         &InferJob {
             submission: inference.submission,
@@ -90,6 +95,7 @@ async fn submit(inner: &Inner, inference: &Inference) -> Result<JobId, Inference
             args: &args,
         },
         &inner.config,
+        overrides.as_ref(),
     );
     let job = inner.client.submit(&request).await.map_err(|e| failed("sbatch", &e))?;
     inference.note(&format!(
