@@ -317,15 +317,23 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a non-step event line of a session.
+    /// Stores a non-step event line of a session, once: the same line again (every line carries its own time) is a
+    /// replay, as when a restarted daemon re-reads a Slurm job's `events.jsonl` from the last offset it recorded, and
+    /// is skipped.
     pub async fn add_event(&self, id: &SessionId, t: f64, kind: &str, body: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO events (session, t, kind, body) VALUES (?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(t)
-            .bind(kind)
-            .bind(body)
-            .execute(&self.writer)
-            .await?;
+        let key = id.to_string();
+        sqlx::query(
+            "INSERT INTO events (session, t, kind, body) SELECT ?, ?, ?, ? \
+             WHERE NOT EXISTS (SELECT 1 FROM events WHERE session = ? AND body = ?)",
+        )
+        .bind(&key)
+        .bind(t)
+        .bind(kind)
+        .bind(body)
+        .bind(&key)
+        .bind(body)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
@@ -342,6 +350,24 @@ impl Store {
 mod tests {
     use super::super::test_support::temp_store;
     use super::*;
+
+    #[tokio::test]
+    async fn an_event_line_replayed_is_stored_once() {
+        let (store, _dir) = temp_store().await;
+        let id: SessionId = "local/emoji/1".parse().unwrap();
+        let line = |epoch: u32, t: f64| format!(r#"{{"event":"epoch","t":{t},"epoch":{epoch}}}"#);
+        store.add_event(&id, 1.0, "epoch", &line(1, 1.0)).await.unwrap();
+        store.add_event(&id, 2.0, "epoch", &line(2, 2.0)).await.unwrap();
+        // a restarted daemon re-reads the last line
+        store.add_event(&id, 2.0, "epoch", &line(2, 2.0)).await.unwrap();
+        // the same content from another session, or at another time, is another event
+        let other: SessionId = "local/emoji/2".parse().unwrap();
+        store.add_event(&other, 2.0, "epoch", &line(2, 2.0)).await.unwrap();
+        store.add_event(&id, 3.0, "epoch", &line(2, 3.0)).await.unwrap();
+        let kept: Vec<String> = store.events(&id).await.unwrap().into_iter().map(|(_, _, body)| body).collect();
+        assert_eq!(kept, vec![line(1, 1.0), line(2, 2.0), line(2, 3.0)]);
+        assert_eq!(store.events(&other).await.unwrap().len(), 1);
+    }
 
     fn new(dataset: &str) -> NewSession {
         NewSession {
