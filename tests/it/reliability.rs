@@ -857,30 +857,41 @@ fn the_default_bind_is_loopback() {
     assert!(rush::daemon::config::DEFAULT_BIND.parse::<std::net::SocketAddr>().unwrap().ip().is_loopback());
 }
 
+/// Starts a spec in place at `path`: a valid spec of its own, written and flushed, the file left open.
+fn start_writing(env: &Env, path: &Path, dataset: &str) -> std::fs::File {
+    env.push_synth(dataset, 5);
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(quick_spec(dataset, 1, "").as_bytes()).unwrap();
+    file.flush().unwrap();
+    file
+}
+
+/// Checks nothing of `file` was read while it stayed open, then finishes and closes it: the whole file is queued, once.
+fn finish_writing(env: &Env, path: &Path, mut file: std::fs::File) {
+    assert!(env.spec_rows(path).is_empty(), "a file still open for writing was read: {:?}", env.spec_rows(path));
+    file.write_all(b"memo: the whole file\n").unwrap();
+    drop(file);
+    let verdict = env.verdict(path);
+    assert_eq!(verdict["status"], "accepted", "{verdict}");
+    // Nothing more arrives later (a second read of the same content is skipped).
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = env.spec_rows(path);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let id = rows[0]["sessions"][0].as_str().unwrap();
+    assert_eq!(env.session(id).unwrap()["memo"], "the whole file");
+}
+
 /// A spec written in place (not renamed into place) by a writer that pauses mid-file: its first part is a valid spec
 /// of its own, yet only the whole file, read after the writer closes it, is queued.
 #[test]
 fn a_spec_written_in_place_is_read_once_the_writer_closes_it() {
     let mut env = Env::new();
     env.start();
-    env.push_synth("ip", 5);
     let path = env.experiments.join("in-place.yaml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    file.write_all(quick_spec("ip", 1, "").as_bytes()).unwrap();
-    file.flush().unwrap();
+    let file = start_writing(&env, &path, "ip");
     // Longer than the watcher's debounce and than a scan's freshness window.
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(env.spec_rows(&path).is_empty(), "a file still open for writing was read: {:?}", env.spec_rows(&path));
-    file.write_all(b"memo: the whole file\n").unwrap();
-    drop(file);
-    let verdict = env.verdict(&path);
-    assert_eq!(verdict["status"], "accepted", "{verdict}");
-    // Nothing more arrives later (a second read of the same content is skipped).
-    std::thread::sleep(Duration::from_millis(1500));
-    let rows = env.spec_rows(&path);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    let id = rows[0]["sessions"][0].as_str().unwrap();
-    assert_eq!(env.session(id).unwrap()["memo"], "the whole file");
+    finish_writing(&env, &path, file);
 }
 
 /// The same writer, already paused mid-file when the daemon starts (so no event ever said it was writing, and the
@@ -889,24 +900,13 @@ fn a_spec_written_in_place_is_read_once_the_writer_closes_it() {
 #[test]
 fn a_spec_half_written_when_the_daemon_starts_is_read_once_the_writer_closes_it() {
     let mut env = Env::new();
-    env.push_synth("hw", 5);
     let path = env.experiments.join("half-written.yaml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    file.write_all(quick_spec("hw", 1, "").as_bytes()).unwrap();
-    file.flush().unwrap();
+    let file = start_writing(&env, &path, "hw");
     std::thread::sleep(Duration::from_millis(1500));
     env.start();
     // The start-up scan has run, and the file's freshness window is long past.
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(env.spec_rows(&path).is_empty(), "a file still open for writing was read: {:?}", env.spec_rows(&path));
-    file.write_all(b"memo: the whole file\n").unwrap();
-    drop(file);
-    let verdict = env.verdict(&path);
-    assert_eq!(verdict["status"], "accepted", "{verdict}");
-    let rows = env.spec_rows(&path);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    let id = rows[0]["sessions"][0].as_str().unwrap();
-    assert_eq!(env.session(id).unwrap()["memo"], "the whole file");
+    finish_writing(&env, &path, file);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
