@@ -118,15 +118,18 @@ pub async fn run(daemon: Arc<Daemon>) {
 /// members is mixed and scored by the daemon at once, never waiting behind the sessions that hold every slot.
 async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     let id = row.id;
+    // Read once: it decides whether the members are cached, then orders the run.
+    let dataset = daemon.home().dataset(&row.dataset);
+    let order = blocking(move || test_order(&dataset)).await.and_then(|order| order);
     let mut leased = None;
-    if !all_cached(daemon, &row).await {
+    if !matches!(&order, Ok(order) if all_cached(daemon, &row, order).await) {
         let Some(lease) = lease(daemon, id).await else { return };
         leased = Some(lease);
     }
     let slot = leased.map_or_else(|| NO_SLOT.to_string(), |(_, slot)| slot.to_string());
     let outcome = match daemon.store.start_submission(id, &slot, crate::store::now()).await {
         Ok(()) => {
-            let mut outcome = execute(daemon, &row, leased.map(|(_, slot)| slot)).await;
+            let mut outcome = execute(daemon, &row, leased.map(|(_, slot)| slot), &order).await;
             // A member found cached could not be read after all (damaged, or replaced meanwhile): it needs inference.
             if matches!(outcome, Err(JobEnd::NeedsSlot)) {
                 outcome = match lease(daemon, id).await {
@@ -135,7 +138,7 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
                         if let Err(e) = daemon.store.set_submission_slot(id, &slot.to_string()).await {
                             tracing::warn!("submission {id}: {e}");
                         }
-                        execute(daemon, &row, Some(slot)).await
+                        execute(daemon, &row, Some(slot), &order).await
                     }
                     None => Err(JobEnd::Interrupted),
                 };
@@ -174,18 +177,17 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
 
 /// Whether every member's probabilities are in the cache for this test order (both splits), so the submission needs
 /// no inference and no slot. Any doubt (an unreadable dataset, a bad member) says no: the slot path reports it.
-async fn all_cached(daemon: &Daemon, row: &SubmissionRow) -> bool {
-    let (home, dataset) = (daemon.home().clone(), daemon.home().dataset(&row.dataset));
-    let (tta, members) = (row.tta.clone(), row.members.clone());
+async fn all_cached(daemon: &Daemon, row: &SubmissionRow, order: &TestOrder) -> bool {
+    let home = daemon.home().clone();
+    let (tta, members, digest) = (row.tta.clone(), row.members.clone(), order.digest.clone());
     blocking(move || -> Option<()> {
         let tta: Tta = tta.parse().ok()?;
-        let order = test_order(&dataset).ok()?;
         for m in &members {
             let session: SessionId = m.session.parse().ok()?;
             let key = |split| CacheKey { session: session.clone(), epoch: m.epoch, split, tta };
             let test = probs::meta(&home, &key(CacheSplit::Test)).ok()??;
             probs::meta(&home, &key(CacheSplit::Valid)).ok()??;
-            (test.order == order.digest).then_some(())?;
+            (test.order == digest).then_some(())?;
         }
         Some(())
     })
@@ -259,13 +261,13 @@ async fn execute(
     daemon: &Arc<Daemon>,
     row: &SubmissionRow,
     slot: Option<SlotKind>,
+    order: &Result<TestOrder, String>,
 ) -> Result<ScoredSubmission, JobEnd> {
+    let order = order.as_ref().map_err(|e| JobEnd::Failed(e.clone()))?;
     let home = daemon.home().clone();
     let dir = home.submission(row.id);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
     let tta: Tta = row.tta.parse()?;
-    let dataset_path = home.dataset(&row.dataset);
-    let order = blocking(move || test_order(&dataset_path)).await??;
 
     // distinct checkpoints, their weights summed
     let mut weights: BTreeMap<(SessionId, u32), f64> = BTreeMap::new();
@@ -277,7 +279,7 @@ async fn execute(
     let mut members: Vec<Probs> = Vec::with_capacity(weights.len());
     for (k, (session, epoch)) in weights.keys().enumerate() {
         let job = MemberJob { daemon, row, slot, tta, session, epoch: *epoch, out: dir.join(format!("infer-{k}")) };
-        members.push(job.probs(&order).await?);
+        members.push(job.probs(order).await?);
     }
     let infer_seconds = infer_started.elapsed().as_secs_f64();
 
