@@ -40,6 +40,10 @@ pub enum EnsembleError {
     InitExceedsMax { init_best: usize, max_members: usize },
     #[error("init_best is {init_best} but there are only {candidates} candidates")]
     InitExceedsCandidates { init_best: usize, candidates: usize },
+    #[error("{folds} fold ids for {rows} rows")]
+    FoldCount { folds: usize, rows: usize },
+    #[error("cross-fitting needs at least two folds with rows, got {folds}")]
+    TooFewFolds { folds: usize },
 }
 
 /// Checks an ensemble's weights: one per member, each finite and not negative, not all zero. Returns their sum.
@@ -288,13 +292,95 @@ impl Selection {
 }
 
 /// Greedy forward selection with replacement (Caruana et al., 2004) over a pool of candidates' validation
-/// probabilities: start empty (or from the best `init_best` singles), repeatedly add the candidate that maximises the
-/// validation accuracy of the running average, up to `max_members`. Deterministic: ties go to the lowest index.
+/// probabilities: start empty (or from the best `init_best` single candidates), repeatedly add the candidate that
+/// maximises the validation accuracy of the running average, up to `max_members`. Deterministic: ties go to the
+/// lowest index.
 pub fn greedy_select(
     candidates: &[&Probs],
     labels: &[u16],
     options: GreedyOptions,
 ) -> Result<Selection, EnsembleError> {
+    let (rows, _) = check_pool(candidates, labels, options)?;
+    let all: Vec<u32> = (0..rows as u32).collect();
+    let picked = select_on(candidates, labels, &all, options);
+    let members = picked.members();
+    let chosen: Vec<&Probs> = members.iter().map(|m| candidates[m.candidate]).collect();
+    let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
+    let val_acc = Mix::new(&chosen, &weights)?.accuracy(labels)?;
+    let best_single_acc = fraction(picked.singles[picked.best_single], rows);
+    Ok(Selection {
+        members,
+        steps: picked
+            .steps
+            .iter()
+            .map(|&(candidate, correct)| Step { candidate, val_acc: fraction(correct, rows) })
+            .collect(),
+        val_acc,
+        best_single: picked.best_single,
+        best_single_acc,
+        gain: val_acc - best_single_acc,
+    })
+}
+
+/// How well the selection *procedure* does on samples it did not select on: the validation rows are cut into folds
+/// (`fold_of`, one fold id per row); for each fold, greedy selection and the choice of the best single candidate run
+/// on the other folds, and both are scored on the held-out fold. Selection's own `val_acc` is measured on the rows it
+/// was chosen on, so it is biased upwards; this is the honest estimate of the gain over submitting the best single.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrossFit {
+    /// Folds that held rows (each was held out once).
+    pub folds: usize,
+    /// Rows scored: every row, once, while its fold was held out.
+    pub rows: usize,
+    /// Accuracy on held-out rows of the ensembles chosen without them.
+    pub val_acc: f64,
+    /// Accuracy on held-out rows of the single candidates that were best without them.
+    pub best_single_acc: f64,
+    /// `val_acc - best_single_acc`.
+    pub gain: f64,
+}
+
+/// Cross-fits greedy selection over the folds in `fold_of` (see [`CrossFit`]). Needs at least two non-empty folds.
+pub fn cross_fit(
+    candidates: &[&Probs],
+    labels: &[u16],
+    fold_of: &[u8],
+    options: GreedyOptions,
+) -> Result<CrossFit, EnsembleError> {
+    let (rows, _) = check_pool(candidates, labels, options)?;
+    if fold_of.len() != rows {
+        return Err(EnsembleError::FoldCount { folds: fold_of.len(), rows });
+    }
+    let mut by_fold: std::collections::BTreeMap<u8, Vec<u32>> = std::collections::BTreeMap::new();
+    for (row, &fold) in fold_of.iter().enumerate() {
+        by_fold.entry(fold).or_default().push(row as u32);
+    }
+    if by_fold.len() < 2 {
+        return Err(EnsembleError::TooFewFolds { folds: by_fold.len() });
+    }
+    let (mut ensemble_correct, mut single_correct) = (0usize, 0usize);
+    for (&fold, held_out) in &by_fold {
+        let fit: Vec<u32> = (0..rows as u32).filter(|&r| fold_of[r as usize] != fold).collect();
+        let picked = select_on(candidates, labels, &fit, options);
+        let members = picked.members();
+        let chosen: Vec<&Probs> = members.iter().map(|m| candidates[m.candidate]).collect();
+        let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
+        let predicted = Mix::new(&chosen, &weights)?.predict();
+        let single = candidates[picked.best_single];
+        for &row in held_out {
+            let row = row as usize;
+            let label = usize::from(labels[row]);
+            ensemble_correct += usize::from(usize::try_from(predicted[row]).is_ok_and(|p| p == label));
+            single_correct += usize::from(argmax_row(single.row(row)) == label);
+        }
+    }
+    let val_acc = fraction(ensemble_correct, rows);
+    let best_single_acc = fraction(single_correct, rows);
+    Ok(CrossFit { folds: by_fold.len(), rows, val_acc, best_single_acc, gain: val_acc - best_single_acc })
+}
+
+/// Checks a pool, its labels and the options; returns (rows, classes).
+fn check_pool(candidates: &[&Probs], labels: &[u16], options: GreedyOptions) -> Result<(usize, usize), EnsembleError> {
     let pool = Mix::equal(candidates)?; // validates shapes
     let (rows, classes) = (pool.rows(), pool.classes());
     check_labels(labels, rows, classes)?;
@@ -310,10 +396,39 @@ pub fn greedy_select(
             candidates: candidates.len(),
         });
     }
+    Ok((rows, classes))
+}
 
-    let singles = count_correct(None, candidates, labels, classes);
+/// What selection on a subset of rows picked, in counts of correct rows of that subset.
+struct Picked {
+    /// Times each candidate was added.
+    counts: Vec<u32>,
+    /// (candidate, correct rows after adding it), the additions kept, in order.
+    steps: Vec<(usize, usize)>,
+    /// Correct rows of each candidate alone.
+    singles: Vec<usize>,
+    best_single: usize,
+}
+
+impl Picked {
+    fn members(&self) -> Vec<Member> {
+        let total: u32 = self.counts.iter().sum();
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(candidate, &count)| Member { candidate, count, weight: f64::from(count) / f64::from(total) })
+            .collect()
+    }
+}
+
+/// Greedy selection measured on `rows` (indices into the candidates' rows and `labels`) alone. The pool and options
+/// are checked by the caller.
+fn select_on(candidates: &[&Probs], labels: &[u16], rows: &[u32], options: GreedyOptions) -> Picked {
+    let classes = candidates.first().map_or(1, |c| c.classes);
+    let singles = count_correct(None, candidates, labels, rows, classes);
     let best_single = best_index(&singles);
-    let mut sum = vec![0f32; rows * classes];
+    let mut sum = vec![0f32; rows.len() * classes];
     let mut counts = vec![0u32; candidates.len()];
     // (candidate, correct rows after adding it)
     let mut steps: Vec<(usize, usize)> = Vec::new();
@@ -321,24 +436,27 @@ pub fn greedy_select(
     let mut ranked: Vec<usize> = (0..candidates.len()).collect();
     ranked.sort_by(|&a, &b| singles[b].cmp(&singles[a]).then(a.cmp(&b)));
     for &c in ranked.iter().take(options.init_best) {
-        add_into(&mut sum, candidates[c]);
+        add_into(&mut sum, candidates[c], rows);
         counts[c] += 1;
         steps.push((c, 0));
     }
     if let Some(last) = steps.last_mut() {
         // an empty candidate slice counts the running sum alone
-        last.1 = count_correct(Some(&sum), &[], labels, classes)[0];
+        last.1 = count_correct(Some(&sum), &[], labels, rows, classes)[0];
     }
 
     while steps.len() < options.max_members {
-        let correct =
-            if steps.is_empty() { singles.clone() } else { count_correct(Some(&sum), candidates, labels, classes) };
+        let correct = if steps.is_empty() {
+            singles.clone()
+        } else {
+            count_correct(Some(&sum), candidates, labels, rows, classes)
+        };
         let best = best_index(&correct);
         let improves = steps.last().is_none_or(|&(_, now)| correct[best] > now);
         if !improves && options.stop == Stop::NoImprovement {
             break;
         }
-        add_into(&mut sum, candidates[best]);
+        add_into(&mut sum, candidates[best], rows);
         counts[best] += 1;
         steps.push((best, correct[best]));
     }
@@ -352,44 +470,33 @@ pub fn greedy_select(
         }
         steps.truncate(keep + 1);
     }
-
-    let total: u32 = counts.iter().sum();
-    let members: Vec<Member> = counts
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(candidate, &count)| Member { candidate, count, weight: f64::from(count) / f64::from(total) })
-        .collect();
-    let chosen: Vec<&Probs> = members.iter().map(|m| candidates[m.candidate]).collect();
-    let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
-    let val_acc = Mix::new(&chosen, &weights)?.accuracy(labels)?;
-    let best_single_acc = fraction(singles[best_single], rows);
-    Ok(Selection {
-        members,
-        steps: steps.iter().map(|&(candidate, correct)| Step { candidate, val_acc: fraction(correct, rows) }).collect(),
-        val_acc,
-        best_single,
-        best_single_acc,
-        gain: val_acc - best_single_acc,
-    })
+    Picked { counts, steps, singles, best_single }
 }
 
-/// For each candidate, how many rows `argmax(sum + candidate)` gets right (`sum` absent: the candidate alone). With no
-/// candidates, one count: the rows `argmax(sum)` gets right.
-fn count_correct(sum: Option<&[f32]>, candidates: &[&Probs], labels: &[u16], classes: usize) -> Vec<usize> {
+/// For each candidate, how many of `rows` `argmax(sum + candidate)` gets right (`sum` absent: the candidate alone).
+/// With no candidates, one count: the rows `argmax(sum)` gets right. `sum` holds one row per entry of `rows`, in
+/// that order; `labels` and the candidates are indexed by the row numbers themselves.
+fn count_correct(
+    sum: Option<&[f32]>,
+    candidates: &[&Probs],
+    labels: &[u16],
+    rows: &[u32],
+    classes: usize,
+) -> Vec<usize> {
     let n = candidates.len().max(1);
-    let blocks = labels.len().div_ceil(BLOCK_ROWS);
+    let blocks = rows.len().div_ceil(BLOCK_ROWS);
     (0..blocks)
         .into_par_iter()
         .fold(
             || vec![0usize; n],
             |mut acc, block| {
                 let first = block * BLOCK_ROWS;
-                let last = (first + BLOCK_ROWS).min(labels.len());
-                for (row, &label) in (first..last).zip(&labels[first..last]) {
+                let last = (first + BLOCK_ROWS).min(rows.len());
+                for (at, &row) in (first..last).zip(&rows[first..last]) {
+                    let row = row as usize;
                     let (lo, hi) = (row * classes, (row + 1) * classes);
-                    let label = usize::from(label);
-                    let s = sum.map(|s| &s[lo..hi]);
+                    let label = usize::from(labels[row]);
+                    let s = sum.map(|s| &s[at * classes..(at + 1) * classes]);
                     if candidates.is_empty() {
                         acc[0] += usize::from(s.is_some_and(|s| label_wins(s, None, label)));
                     }
@@ -465,14 +572,17 @@ fn best_index(counts: &[usize]) -> usize {
     best
 }
 
-fn add_into(sum: &mut [f32], probs: &Probs) {
-    sum.par_chunks_mut(BLOCK_ROWS * probs.classes).zip(probs.data.par_chunks(BLOCK_ROWS * probs.classes)).for_each(
-        |(s, p)| {
-            for (s, &p) in s.iter_mut().zip(p) {
+/// Adds `probs`' rows `rows` to `sum`, which holds one row per entry of `rows`.
+fn add_into(sum: &mut [f32], probs: &Probs, rows: &[u32]) {
+    let classes = probs.classes;
+    sum.par_chunks_mut(BLOCK_ROWS * classes).zip(rows.par_chunks(BLOCK_ROWS)).for_each(|(s, rows)| {
+        for (s, &row) in s.chunks_exact_mut(classes).zip(rows) {
+            let row = row as usize;
+            for (s, &p) in s.iter_mut().zip(&probs.data[row * classes..(row + 1) * classes]) {
                 *s += p;
             }
-        },
-    );
+        }
+    });
 }
 
 fn check_labels(labels: &[u16], rows: usize, classes: usize) -> Result<(), EnsembleError> {
@@ -549,15 +659,98 @@ mod tests {
         // values on 4 levels over 9 classes: many ties, which the kernel must break like argmax (lowest id)
         let (a, b) = (random(500, 9, 11, 4), random(500, 9, 12, 4));
         let labels: Vec<u16> = (0..500).map(|i| (i % 9) as u16).collect();
-        let singles = count_correct(None, &[&a, &b], &labels, 9);
+        let all: Vec<u32> = (0..500).collect();
+        let singles = count_correct(None, &[&a, &b], &labels, &all, 9);
         for (count, p) in singles.iter().zip([&a, &b]) {
             assert_eq!(*count as f64 / 500.0, p.accuracy(&labels).unwrap());
         }
         let mut sum = vec![0f32; 500 * 9];
-        add_into(&mut sum, &a);
-        let pair = count_correct(Some(&sum), &[&b], &labels, 9)[0];
+        add_into(&mut sum, &a, &all);
+        let pair = count_correct(Some(&sum), &[&b], &labels, &all, 9)[0];
         assert_eq!(pair as f64 / 500.0, Mix::equal(&[&a, &b]).unwrap().accuracy(&labels).unwrap());
         assert!(singles.iter().any(|&c| c > 0) && pair > 0);
+    }
+
+    /// Selection on a subset of rows equals selection on a copy of those rows: the row indexing of the kernel.
+    #[test]
+    fn selection_on_a_subset_of_rows_equals_selection_on_a_copy_of_them() {
+        let pool: Vec<Probs> = (0..6).map(|s| random(300, 11, 40 + s, 6)).collect();
+        let labels: Vec<u16> = (0..300).map(|i| ((i * 7) % 11) as u16).collect();
+        let subset: Vec<u32> = (0..300).filter(|r| r % 3 != 1).collect();
+        let copy = |p: &Probs| {
+            let data = subset.iter().flat_map(|&r| p.row(r as usize).to_vec()).collect();
+            Probs::new(subset.len(), 11, data).unwrap()
+        };
+        let copies: Vec<Probs> = pool.iter().map(copy).collect();
+        let copied_labels: Vec<u16> = subset.iter().map(|&r| labels[r as usize]).collect();
+        let options = GreedyOptions { max_members: 8, init_best: 2, stop: Stop::BestSoFar };
+        let refs: Vec<&Probs> = pool.iter().collect();
+        let picked = select_on(&refs, &labels, &subset, options);
+        let expected = greedy_select(&copies.iter().collect::<Vec<_>>(), &copied_labels, options).unwrap();
+        assert_eq!(picked.members(), expected.members);
+        assert_eq!(picked.best_single, expected.best_single);
+        let steps: Vec<usize> = picked.steps.iter().map(|s| s.0).collect();
+        assert_eq!(steps, expected.steps.iter().map(|s| s.candidate).collect::<Vec<_>>());
+        assert!(expected.members.len() > 1, "a pool of noise should still pick several members in-sample");
+    }
+
+    /// Members that are the label plus independent noise: each errs on its own samples, so averaging helps on samples
+    /// selection never saw too.
+    fn noisy_members(members: u64, rows: usize, classes: usize) -> (Vec<Probs>, Vec<u16>) {
+        let labels: Vec<u16> = (0..rows).map(|i| ((i * 13 + i / 7) % classes) as u16).collect();
+        let pool = (0..members)
+            .map(|m| {
+                let noise = random(rows, classes, 100 + m, 1000);
+                let data = (0..rows)
+                    .flat_map(|r| {
+                        let label = usize::from(labels[r]);
+                        noise.row(r).iter().enumerate().map(move |(c, &x)| x + if c == label { 0.45 } else { 0.0 })
+                    })
+                    .collect();
+                Probs::new(rows, classes, data).unwrap()
+            })
+            .collect();
+        (pool, labels)
+    }
+
+    #[test]
+    fn cross_fitting_confirms_a_real_gain_on_held_out_rows() {
+        let (pool, labels) = noisy_members(5, 600, 10);
+        let refs: Vec<&Probs> = pool.iter().collect();
+        let options = GreedyOptions { max_members: 10, init_best: 0, stop: Stop::BestSoFar };
+        let in_sample = greedy_select(&refs, &labels, options).unwrap();
+        let folds: Vec<u8> = (0..600).map(|r| (r % 2) as u8).collect();
+        let cf = cross_fit(&refs, &labels, &folds, options).unwrap();
+        assert_eq!((cf.folds, cf.rows), (2, 600));
+        assert!(in_sample.gain > 0.05, "in-sample gain {}", in_sample.gain);
+        assert!(cf.gain > 0.05, "averaging independent errors must help on unseen rows too: {cf:?}");
+        assert!((cf.gain - (cf.val_acc - cf.best_single_acc)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cross_fitting_exposes_a_gain_that_is_only_selection_noise() {
+        // 30 candidates of pure noise: selection finds an in-sample "gain" that does not carry to unseen rows
+        let pool: Vec<Probs> = (0..30).map(|s| random(400, 10, 200 + s, 1000)).collect();
+        let labels: Vec<u16> = (0..400).map(|i| ((i * 7 + i / 3) % 10) as u16).collect();
+        let refs: Vec<&Probs> = pool.iter().collect();
+        let options = GreedyOptions { max_members: 10, init_best: 0, stop: Stop::BestSoFar };
+        let in_sample = greedy_select(&refs, &labels, options).unwrap();
+        let folds: Vec<u8> = (0..400).map(|r| (r * 31 % 3) as u8).collect();
+        let cf = cross_fit(&refs, &labels, &folds, options).unwrap();
+        assert_eq!(cf.folds, 3);
+        assert!(in_sample.gain > 0.03, "selection overfits its rows: {in_sample:?}");
+        assert!(cf.val_acc < in_sample.val_acc - 0.05, "held out {} vs in-sample {}", cf.val_acc, in_sample.val_acc);
+        assert!((cf.val_acc - 0.1).abs() < 0.06, "noise is at chance on unseen rows: {}", cf.val_acc);
+        assert!(cf.gain < in_sample.gain - 0.03, "held-out gain {} vs in-sample {}", cf.gain, in_sample.gain);
+    }
+
+    #[test]
+    fn cross_fitting_needs_one_fold_id_per_row_and_two_folds() {
+        let (pool, labels) = noisy_members(2, 20, 4);
+        let refs: Vec<&Probs> = pool.iter().collect();
+        let options = GreedyOptions::default();
+        assert_eq!(cross_fit(&refs, &labels, &[0; 19], options), Err(EnsembleError::FoldCount { folds: 19, rows: 20 }));
+        assert_eq!(cross_fit(&refs, &labels, &[3; 20], options), Err(EnsembleError::TooFewFolds { folds: 1 }));
     }
 
     /// Three members over 9 samples of 3 classes; each is wrong (not confidently) on its own third of the samples.

@@ -6,16 +6,20 @@
 //! from its spec (`valid_fraction`, `seed`) and matched to cache entries by the order digest, so members are only ever
 //! compared on the same samples in the same order. When sessions used different splits, `auto` works within the split
 //! that has the most cached checkpoints.
+//!
+//! Selection's own accuracy is measured on the samples it was chosen on, so `auto` also cross-fits it: the validation
+//! stickers fall into two fixed folds ([`selection_fold`]), selection runs on each fold and is scored on the other, and
+//! the result is the gain to expect on stickers selection never saw.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Daemon, DaemonError, resolved_spec};
-use crate::core::ensemble::{GreedyOptions, Mix, Probs, Stop, greedy_select};
+use crate::core::ensemble::{GreedyOptions, Mix, Probs, Stop, cross_fit, greedy_select};
 use crate::core::session::SessionId;
 use crate::data::layout::read_train;
-use crate::data::split::split_by_package;
+use crate::data::split::{selection_fold, split_by_package};
 use crate::home::Home;
 use crate::submit::Tta;
 use crate::submit::probs::{self, CacheKey, CacheMeta, CacheSplit};
@@ -73,10 +77,33 @@ pub struct AutoEnsemble {
     pub best_single_acc: f64,
     pub gain: f64,
     pub valid_rows: usize,
+    /// The same selection cross-fitted over two folds of the validation stickers: what it gains on stickers it was not
+    /// chosen on (`None` when the validation split is too small to cut in two).
+    pub held_out: Option<HeldOut>,
+}
+
+/// Greedy selection scored on validation stickers it did not see: each fold held out once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOut {
+    pub folds: usize,
+    /// Held-out accuracy of the ensembles chosen on the other fold.
+    pub val_acc: f64,
+    /// Held-out accuracy of the checkpoints that were the best single on the other fold.
+    pub best_single_acc: f64,
+    pub gain: f64,
+}
+
+/// Folds for cross-fitting selection.
+const SELECTION_FOLDS: u8 = 2;
+
+/// A validation split's labels and each sticker's selection fold, in the split's order.
+struct ValidLabels {
+    labels: Vec<u16>,
+    folds: Vec<u8>,
 }
 
 /// Validation labels by order digest, for the splits the dataset's sessions use.
-type Splits = HashMap<String, Vec<u16>>;
+type Splits = HashMap<String, ValidLabels>;
 
 impl Daemon {
     /// Validation labels of every distinct split among the dataset's sessions, keyed by order digest.
@@ -104,7 +131,12 @@ impl Daemon {
                     .map(|&i| format!("{}/{}", set.samples[i].package_id, set.samples[i].sticker_id))
                     .collect();
                 let labels: Vec<u16> = split.valid.iter().map(|&i| set.samples[i].label()).collect();
-                splits.insert(probs::order_digest(keys.iter().map(String::as_str)), labels);
+                let folds = split
+                    .valid
+                    .iter()
+                    .map(|&i| selection_fold(&set.samples[i].package_id, &set.samples[i].sticker_id, SELECTION_FOLDS))
+                    .collect();
+                splits.insert(probs::order_digest(keys.iter().map(String::as_str)), ValidLabels { labels, folds });
             }
             Ok(splits)
         })
@@ -127,7 +159,7 @@ impl Daemon {
             let mut out = Vec::with_capacity(metas.len());
             for meta in metas {
                 let val_acc = match splits.get(&meta.order) {
-                    Some(labels) => read_valid(&home, &meta)?.accuracy(labels).ok(),
+                    Some(valid) => read_valid(&home, &meta)?.accuracy(&valid.labels).ok(),
                     None => None,
                 };
                 out.push(CachedCheckpoint {
@@ -178,9 +210,12 @@ impl Daemon {
                 loaded.push(read_valid(&home, &meta)?);
             }
             let order = order.unwrap_or_default();
-            let labels = splits.get(&order).ok_or_else(|| {
-                DaemonError::Invalid("the members' validation split matches no session's spec any more".into())
-            })?;
+            let labels = &splits
+                .get(&order)
+                .ok_or_else(|| {
+                    DaemonError::Invalid("the members' validation split matches no session's spec any more".into())
+                })?
+                .labels;
             let refs: Vec<&Probs> = loaded.iter().collect();
             let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
             let val_acc = Mix::new(&refs, &weights).and_then(|mix| mix.accuracy(labels)).map_err(invalid)?;
@@ -213,11 +248,18 @@ impl Daemon {
                     if tta == Tta::Flip { " with flip" } else { "" }
                 )));
             };
-            let labels = &splits[&order];
+            let ValidLabels { labels, folds } = &splits[&order];
             let loaded: Vec<Probs> = metas.iter().map(|m| read_valid(&home, m)).collect::<Result<_, _>>()?;
             let refs: Vec<&Probs> = loaded.iter().collect();
             let options = GreedyOptions { max_members: max_members.max(1), init_best: 0, stop: Stop::BestSoFar };
             let selection = greedy_select(&refs, labels, options).map_err(invalid)?;
+            // a split too small for two non-empty folds gets no held-out estimate
+            let held_out = cross_fit(&refs, labels, folds, options).ok().map(|cf| HeldOut {
+                folds: cf.folds,
+                val_acc: cf.val_acc,
+                best_single_acc: cf.best_single_acc,
+                gain: cf.gain,
+            });
             let name = |i: usize| format!("{}:{}", metas[i].session, metas[i].epoch);
             let members = selection
                 .members
@@ -242,6 +284,7 @@ impl Daemon {
                 best_single_acc: selection.best_single_acc,
                 gain: selection.gain,
                 valid_rows: labels.len(),
+                held_out,
             })
         })
         .await

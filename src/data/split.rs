@@ -61,12 +61,23 @@ pub fn choose_valid_packages<'a>(
     ranked.into_iter().take(take).map(|(_, id)| id).collect()
 }
 
+/// The cross-fitting fold (`0..folds`) of a validation sticker, for estimating on unseen stickers how an ensemble
+/// chosen on the others does (`rush ensemble auto`). Stable: a sticker keeps its fold across runs and machines.
+pub fn selection_fold(package_id: &str, sticker_id: &str, folds: u8) -> u8 {
+    let h = stable_hash(0, [package_id, "/", sticker_id].concat().as_bytes());
+    (h % u64::from(folds.max(1))) as u8
+}
+
 /// A hash of a package id that is stable across platforms, Rust versions and runs (FNV-1a, then a SplitMix64 finish
 /// mixed with the seed).
 fn package_hash(seed: u64, package_id: &str) -> u64 {
+    stable_hash(seed, package_id.as_bytes())
+}
+
+fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in package_id.bytes() {
-        h ^= b as u64;
+    for &b in bytes {
+        h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     let mut z = h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -298,9 +298,16 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     let members = auto["members"].as_array().unwrap();
     assert_eq!(members.len(), 2, "{auto}");
     assert!(members.iter().all(|m| m["weight"] == 0.5), "{auto}");
+    // cross-fitted over two folds of the validation stickers, the pair still beats the best single by about half
+    let held_out = &auto["held_out"];
+    assert_eq!((held_out["folds"].as_u64(), held_out["val_acc"].as_f64()), (Some(2), Some(1.0)), "{auto}");
+    assert!(held_out["gain"].as_f64().unwrap() > 0.3, "{auto}");
     let printed = env.ok(&["ensemble", "auto", "-d", "synth", "--submit"]);
     assert!(
-        printed.contains("gain +0.") && printed.contains("Weight") && printed.contains("public score"),
+        printed.contains("gain +0.")
+            && printed.contains("Weight")
+            && printed.contains("public score")
+            && printed.contains("not chosen on (2-fold cross-fit): ensemble 1.0000"),
         "{printed}"
     );
     assert_eq!(api_json(&env, "/datasets/synth/board")["lines"].as_array().unwrap().len(), 4);

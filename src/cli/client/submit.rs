@@ -126,6 +126,21 @@ pub fn auto(
             "ensemble val_acc {:.4}; best single {} {:.4}; gain {:+.4}",
             chosen.val_acc, chosen.best_single, chosen.best_single_acc, chosen.gain
         );
+        match &chosen.held_out {
+            Some(h) => {
+                println!(
+                    "on stickers it was not chosen on ({}-fold cross-fit): ensemble {:.4}; best single {:.4}; gain {:+.4}",
+                    h.folds, h.val_acc, h.best_single_acc, h.gain
+                );
+                if h.gain <= 0.0 && chosen.members.len() > 1 {
+                    println!(
+                        "the gain does not hold on unseen stickers: selection fits this validation split's noise; the \
+                         best single checkpoint is as good a submission"
+                    );
+                }
+            }
+            None => println!("no held-out estimate: the validation split is too small to cut in two"),
+        }
     }
     if !submit {
         return Ok(ExitCode::SUCCESS);
