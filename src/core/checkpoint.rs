@@ -68,6 +68,13 @@ fn best(saved: &[CheckpointInfo]) -> Option<u32> {
     saved.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc).then(b.epoch.cmp(&a.epoch))).map(|c| c.epoch)
 }
 
+/// Seconds of training up to the end of `epoch`: the sum of the durations of epochs 1..=epoch (`(epoch, seconds)`
+/// pairs, as the child reports them), so a session resumed after a crash counts the runs before it. `None` when an
+/// epoch's duration is missing.
+pub fn training_seconds(epoch: u32, epoch_seconds: &[(u32, f64)]) -> Option<f64> {
+    (1..=epoch).map(|e| epoch_seconds.iter().rev().find(|(at, _)| *at == e).map(|(_, s)| *s)).sum()
+}
+
 /// Keep the best `keep_best` by validation accuracy, plus the last when `keep_last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -83,14 +90,16 @@ impl Default for RetentionPolicy {
 }
 
 impl RetentionPolicy {
-    /// The epochs to delete, ascending. Pure: the caller deletes files first, rows after.
-    pub fn to_delete(&self, saved: &[CheckpointInfo]) -> Vec<u32> {
+    /// The epochs to delete, ascending, never one in `pinned` (a checkpoint a queued submission or fork still needs).
+    /// Pure: the caller deletes files first, rows after.
+    pub fn to_delete(&self, saved: &[CheckpointInfo], pinned: &[u32]) -> Vec<u32> {
         let mut ranked: Vec<&CheckpointInfo> = saved.iter().collect();
         ranked.sort_by(|a, b| b.val_acc.total_cmp(&a.val_acc).then(a.epoch.cmp(&b.epoch)));
         let mut keep: Vec<u32> = ranked.iter().take(self.keep_best as usize).map(|c| c.epoch).collect();
         if self.keep_last {
             keep.extend(saved.iter().map(|c| c.epoch).max());
         }
+        keep.extend_from_slice(pinned);
         let mut delete: Vec<u32> = saved.iter().map(|c| c.epoch).filter(|e| !keep.contains(e)).collect();
         delete.sort_unstable();
         delete.dedup();
@@ -130,10 +139,28 @@ mod tests {
     fn retention_keeps_best_k_and_last() {
         let saved = infos(&[0.1, 0.9, 0.3, 0.8, 0.2, 0.05]);
         let policy = RetentionPolicy { keep_best: 2, keep_last: true };
-        assert_eq!(policy.to_delete(&saved), vec![1, 3, 5]);
+        assert_eq!(policy.to_delete(&saved, &[]), vec![1, 3, 5]);
         let policy = RetentionPolicy { keep_best: 0, keep_last: true };
-        assert_eq!(policy.to_delete(&saved), vec![1, 2, 3, 4, 5]);
+        assert_eq!(policy.to_delete(&saved, &[]), vec![1, 2, 3, 4, 5]);
         let policy = RetentionPolicy { keep_best: 10, keep_last: false };
-        assert!(policy.to_delete(&saved).is_empty());
+        assert!(policy.to_delete(&saved, &[]).is_empty());
+    }
+
+    #[test]
+    fn training_seconds_sum_every_epoch_up_to_the_checkpoint() {
+        let seconds = [(1, 10.0), (2, 12.0), (3, 11.0), (2, 13.0)];
+        // a repeated epoch (a resumed run) counts once, its latest duration
+        assert_eq!(training_seconds(3, &seconds), Some(34.0));
+        assert_eq!(training_seconds(1, &seconds), Some(10.0));
+        assert_eq!(training_seconds(0, &seconds), Some(0.0));
+        assert_eq!(training_seconds(4, &seconds), None);
+    }
+
+    #[test]
+    fn retention_never_deletes_a_pinned_checkpoint() {
+        let saved = infos(&[0.1, 0.9, 0.3, 0.8, 0.2, 0.05]);
+        let policy = RetentionPolicy { keep_best: 1, keep_last: false };
+        assert_eq!(policy.to_delete(&saved, &[]), vec![1, 3, 4, 5, 6]);
+        assert_eq!(policy.to_delete(&saved, &[1, 5, 9]), vec![3, 4, 6]);
     }
 }

@@ -46,7 +46,8 @@ pub async fn delete(store: &Store, dir: &SessionDir, row: &CheckpointRow) -> Res
     store.delete_checkpoint_row(&id, row.epoch).await
 }
 
-/// Applies the retention policy to a session's checkpoints; returns the epochs deleted.
+/// Applies the retention policy to a session's checkpoints, sparing those a queued or running submission or fork still
+/// needs; returns the epochs deleted.
 pub async fn retain(
     store: &Store,
     dir: &SessionDir,
@@ -55,7 +56,9 @@ pub async fn retain(
 ) -> Result<Vec<i64>, StoreError> {
     let rows = store.checkpoints(id).await?;
     let infos: Vec<_> = rows.iter().map(|r| r.info()).collect();
-    let doomed = policy.to_delete(&infos);
+    let pinned: Vec<u32> =
+        store.pinned_checkpoints(id).await?.iter().map(|p| p.epoch.clamp(0, u32::MAX as i64) as u32).collect();
+    let doomed = policy.to_delete(&infos, &pinned);
     let mut deleted = Vec::new();
     for row in rows.iter().filter(|r| doomed.contains(&(r.epoch.clamp(0, u32::MAX as i64) as u32))) {
         delete(store, dir, row).await?;

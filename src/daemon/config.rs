@@ -144,9 +144,18 @@ impl DaemonConfig {
         if cpu_slots > 256 {
             return Err(ConfigError::Invalid { field: "cpu_slots", message: format!("{cpu_slots} is more than 256") });
         }
+        let executor = file.executor.unwrap_or_default();
+        if let (Some(first), 0, ExecutorKind::Local) = (gpus.first(), detected_gpus, executor) {
+            return Err(ConfigError::Invalid {
+                field: "gpus",
+                message: format!(
+                    "GPU {first} is listed, but libtorch sees no CUDA device on this machine: every session given \
+                     it would fail (leave `gpus` out to use what is detected, or use --cpu-slots)"
+                ),
+            });
+        }
         let mut slots: Vec<SlotKind> = gpus.into_iter().map(SlotKind::Gpu).collect();
         slots.extend((0..cpu_slots).map(SlotKind::Cpu));
-        let executor = file.executor.unwrap_or_default();
         let slurm = file.slurm.unwrap_or_default();
         if executor == ExecutorKind::Slurm {
             slurm.validate().map_err(|e| ConfigError::Invalid { field: "slurm", message: e.to_string() })?;
@@ -288,5 +297,7 @@ mod tests {
         assert!(bad(Flags { user: Some("../x".into()), ..Default::default() }).starts_with("user:"));
         assert!(bad(Flags { cpu_slots: Some(0), ..Default::default() }).starts_with("cpu_slots:"));
         assert!(bad(Flags { gpus: Some(vec![1, 1]), ..Default::default() }).starts_with("gpus:"));
+        let no_device = bad(Flags { gpus: Some(vec![0]), ..Default::default() });
+        assert!(no_device.starts_with("gpus:") && no_device.contains("no CUDA device"), "{no_device}");
     }
 }

@@ -15,8 +15,10 @@ use crate::core::spec::{MAX_SPEC_BYTES, Spec};
 /// What became of one file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Intake {
-    /// Not a spec file, gone, or this content was seen already.
+    /// Not a spec file, or gone.
     Skipped,
+    /// This content at this path was read before (a touch, a re-save, the file put back): nothing queued.
+    Seen,
     Queued(Vec<SessionId>),
     Rejected(String),
 }
@@ -46,7 +48,7 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
         let stamp = format!("too-large:{}:{:?}", meta.len(), meta.modified().ok());
         let hash = hex::encode(sha2::Sha256::digest(stamp.as_bytes()));
         if daemon.store.spec_seen(&key, &hash).await? {
-            return Ok(Intake::Skipped);
+            return Ok(Intake::Seen);
         }
         let error = format!("{key}: the file is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes", meta.len());
         daemon.store.reject_spec(&key, &hash, &error).await?;
@@ -60,7 +62,7 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
     };
     let hash = hex::encode(sha2::Sha256::digest(&bytes));
     if daemon.store.spec_seen(&key, &hash).await? {
-        return Ok(Intake::Skipped);
+        return Ok(Intake::Seen);
     }
     let specs = match check(daemon, &key, &bytes).await {
         Ok(specs) => specs,

@@ -283,8 +283,29 @@ impl Daemon {
         let reference: CheckpointRef =
             name.parse().map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
         let row = self.checkpoint_row(id, reference).await?;
+        let needed: Vec<String> = self
+            .store
+            .pinned_checkpoints(id)
+            .await?
+            .into_iter()
+            .filter(|p| p.epoch == row.epoch)
+            .map(|p| p.needed_by)
+            .collect();
+        if !needed.is_empty() {
+            return Err(DaemonError::Conflict(format!(
+                "checkpoint {} of {id} is still needed by {}: remove it once they have run",
+                row.epoch,
+                needed.join(", ")
+            )));
+        }
         checkpoints::delete(&self.store, &SessionDir::new(self.home().session(id)), &row).await?;
         Ok(row.epoch as u32)
+    }
+
+    /// Each epoch's duration as the child reported it, `(epoch, seconds)` in the order recorded.
+    pub async fn epoch_seconds(&self, id: &SessionId) -> Result<Vec<(u32, f64)>, DaemonError> {
+        let rows = self.store.metrics(id, Some("epoch_seconds")).await?;
+        Ok(rows.into_iter().map(|m| (m.epoch.clamp(0, u32::MAX as i64) as u32, m.value)).collect())
     }
 
     /// The stored checkpoint a name (`7`, `best`, `last`) of a session means now; not found names the saved ones.
@@ -336,6 +357,14 @@ impl Daemon {
         spec.grid = None;
         spec.random = None;
         spec.validate(&source)?;
+        if spec.model != resolved.spec.model {
+            return Err(DaemonError::Invalid(format!(
+                "{source}: field `model`: a fork starts from its parent's weights, and {id} is a {}; {} has none of \
+                 them (start a new session with `rush run` instead)",
+                resolved.spec.model.as_str(),
+                spec.model.as_str()
+            )));
+        }
         self.require_dataset(&source, &spec.dataset).await?;
         let new = self.new_session(&spec, Some(format!("{id}:{epoch}")));
         let init_from = PathBuf::from(&ckpt.path);

@@ -25,7 +25,7 @@ use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 
-use super::intake::{intake_file, is_spec_file, spec_files};
+use super::intake::{Intake, intake_file, is_spec_file, spec_files};
 use super::{Daemon, DaemonError};
 
 /// How long notify gathers events for one file before reporting it.
@@ -193,7 +193,20 @@ async fn run<D: Send + 'static>(
             Job::Event(path, Signal::Check) => look_at(&daemon, &mut writers, vec![path], &tx).await,
             Job::Event(path, signal) => {
                 if writers.on_signal(&path, signal, Instant::now()) {
-                    intake_file(&daemon, &path).await.map(drop).map_err(|e| (path, e))
+                    match intake_file(&daemon, &path).await {
+                        // Written, but nothing new: say so, since the user may have expected a session. (Scans see
+                        // every seen file again, so they stay quiet.)
+                        Ok(Intake::Seen) => {
+                            tracing::info!(
+                                "{}: the same content as when it was read before; nothing queued (change it, or save \
+                                 it under a new name, to queue it again)",
+                                path.display()
+                            );
+                            Ok(())
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err((path, e)),
+                    }
                 } else {
                     Ok(())
                 }

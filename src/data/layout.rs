@@ -76,8 +76,17 @@ pub enum DataError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
     Malformed { file: PathBuf, line: u64, message: String },
-    #[error("{root}: no usable images ({problems} problems; first: {first})")]
+    #[error("{root}: no usable images ({})", no_usable_why(*.problems, .first))]
     NoUsableImages { root: PathBuf, problems: usize, first: String },
+}
+
+/// `3 problems; first: ...`, or just the reason when no row had a problem (an empty CSV).
+fn no_usable_why(problems: usize, first: &str) -> String {
+    match problems {
+        0 => first.to_string(),
+        1 => format!("1 problem: {first}"),
+        n => format!("{n} problems; first: {first}"),
+    }
 }
 
 #[derive(Debug, Clone)]

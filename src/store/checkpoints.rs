@@ -27,6 +27,14 @@ impl CheckpointRow {
     }
 }
 
+/// A checkpoint something unfinished still needs (see [`Store::pinned_checkpoints`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckpointPin {
+    pub epoch: i64,
+    /// `submission <id>` or `fork <session>`.
+    pub needed_by: String,
+}
+
 impl Store {
     /// Records a checkpoint (replacing the row of the same epoch, which a resumed child may save again).
     pub async fn add_checkpoint(&self, c: &CheckpointRow) -> Result<(), StoreError> {
@@ -55,6 +63,26 @@ impl Store {
             .bind(id.to_string())
             .fetch_all(&self.writer)
             .await?)
+    }
+
+    /// The checkpoints of a session that something not yet finished still needs, and what: a queued or running
+    /// submission naming it as a member (`submission 12`), or a queued or running fork starting from it (`fork
+    /// u/d/9`). Retention and `model rm` leave these alone.
+    pub async fn pinned_checkpoints(&self, id: &SessionId) -> Result<Vec<CheckpointPin>, StoreError> {
+        let id = id.to_string();
+        Ok(sqlx::query_as(
+            "SELECT CAST(json_extract(m.value, '$.epoch') AS INTEGER) AS epoch, 'submission ' || s.id AS needed_by
+               FROM submissions s, json_each(s.members) m
+              WHERE s.state IN ('queued', 'running') AND json_extract(m.value, '$.session') = ?1
+             UNION ALL
+             SELECT CAST(substr(fork_of, length(?1) + 2) AS INTEGER), 'fork ' || id
+               FROM sessions
+              WHERE state IN ('queued', 'running') AND substr(fork_of, 1, length(?1) + 1) = ?1 || ':'
+             ORDER BY 1, 2",
+        )
+        .bind(id)
+        .fetch_all(&self.writer)
+        .await?)
     }
 
     /// Deletes a checkpoint's row; call only after its files are gone.
@@ -96,5 +124,57 @@ mod tests {
         assert_eq!(rows[1].info(), CheckpointInfo { epoch: 2, val_acc: 0.6 });
         store.delete_checkpoint_row(&id, 1).await.unwrap();
         assert_eq!(store.checkpoints(&id).await.unwrap(), vec![row(2, 0.6)]);
+    }
+
+    #[tokio::test]
+    async fn unfinished_submissions_and_forks_pin_the_checkpoints_they_name() {
+        use crate::core::queue::Device;
+        use crate::core::session::SessionState;
+        use crate::store::{NewSession, NewSubmission, StoredMember};
+        let (store, _dir) = temp_store().await;
+        let id: SessionId = "local/emoji/1".parse().unwrap();
+        let member = |session: &str, epoch: u32| StoredMember {
+            session: session.into(),
+            checkpoint: epoch.to_string(),
+            epoch,
+            weight: 1.0,
+        };
+        let submit = |members: Vec<StoredMember>| NewSubmission {
+            dataset: "emoji".into(),
+            user: "local".into(),
+            members,
+            tta: "none".into(),
+            dry_run: true,
+            created_at: 1.0,
+        };
+        let ok = |_: u32| Ok::<(), ()>(());
+        let day = (0.0, 10.0);
+        let a = store.add_submission(&submit(vec![member("local/emoji/1", 3)]), day, ok).await.unwrap().unwrap();
+        // another session's member, and a prefix of this id ("local/emoji/10") pin nothing here
+        let members = vec![member("local/emoji/2", 4), member("local/emoji/1", 5), member("local/emoji/10", 6)];
+        let b = store.add_submission(&submit(members), day, ok).await.unwrap().unwrap();
+        let fork = |of: &str| NewSession {
+            user: "local".into(),
+            dataset: "emoji".into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Cpu,
+            epochs: 2,
+            fork_of: Some(of.into()),
+        };
+        let forks = store
+            .enqueue(None, &[fork("local/emoji/1:7"), fork("local/emoji/10:8")], |id, _| id.to_string())
+            .await
+            .unwrap();
+        let pins = |v: Vec<CheckpointPin>| v.into_iter().map(|p| (p.epoch, p.needed_by)).collect::<Vec<_>>();
+        let fork_name = format!("fork {}", forks[0]);
+        assert_eq!(
+            pins(store.pinned_checkpoints(&id).await.unwrap()),
+            vec![(3, format!("submission {a}")), (5, format!("submission {b}")), (7, fork_name.clone())]
+        );
+        // finished ones release their pins
+        store.fail_submission(a, "boom", 2.0).await.unwrap();
+        store.transition(&forks[0], SessionState::Stopped, None, None).await.unwrap();
+        assert_eq!(pins(store.pinned_checkpoints(&id).await.unwrap()), vec![(5, format!("submission {b}"))]);
     }
 }

@@ -23,7 +23,7 @@ pub mod slurm;
 pub mod specs;
 pub mod submissions;
 
-pub use checkpoints::CheckpointRow;
+pub use checkpoints::{CheckpointPin, CheckpointRow};
 pub use datasets::DatasetRow;
 pub use metrics::{MetricRow, MetricSink};
 pub use sessions::{NewSession, Queued, SessionFilter, SessionRow};

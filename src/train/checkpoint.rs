@@ -21,6 +21,8 @@ pub enum CheckpointIoError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Torch { path: PathBuf, message: String },
+    #[error("{path}: the checkpoint was deleted (by retention or `rush model rm`) before it could be read")]
+    Gone { path: PathBuf },
     #[error("{path}: {message}")]
     Mismatch { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -102,6 +104,13 @@ pub fn save_weights(vs: &VarStore, path: &Path) -> Result<u64, CheckpointIoError
 
 /// Loads weights into `vs`. The names and shapes must match exactly: a missing or extra tensor is an error naming it.
 pub fn load_weights(vs: &VarStore, path: &Path) -> Result<(), CheckpointIoError> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(if e.kind() == std::io::ErrorKind::NotFound {
+            CheckpointIoError::Gone { path: path.to_path_buf() }
+        } else {
+            CheckpointIoError::Io { path: path.to_path_buf(), source: e }
+        });
+    }
     let loaded: HashMap<String, Tensor> =
         Tensor::read_safetensors(path).map_err(torch_err(path))?.into_iter().collect();
     let mismatch = |message: String| CheckpointIoError::Mismatch { path: path.to_path_buf(), message };

@@ -154,12 +154,16 @@ pub struct CheckpointView {
     pub train_loss: Option<f64>,
     /// When it was saved (seconds since the epoch).
     pub last_modified: f64,
-    /// Seconds from the session's start to this checkpoint.
+    /// Seconds of training up to this checkpoint, over every run of the session (a resumed one counts the runs
+    /// before); from the session's start when epoch durations are missing.
     pub elapsed: Option<f64>,
 }
 
 impl CheckpointView {
-    fn new(row: CheckpointRow, started: Option<f64>) -> Self {
+    fn new(row: CheckpointRow, started: Option<f64>, epoch_seconds: &[(u32, f64)]) -> Self {
+        let epoch = row.epoch.clamp(0, u32::MAX as i64) as u32;
+        let elapsed = crate::core::checkpoint::training_seconds(epoch, epoch_seconds)
+            .or_else(|| started.map(|s| (row.created_at - s).max(0.0)));
         CheckpointView {
             session: row.session,
             checkpoint: row.name,
@@ -170,7 +174,7 @@ impl CheckpointView {
             val_loss: row.val_loss,
             train_loss: row.train_loss,
             last_modified: row.created_at,
-            elapsed: started.map(|s| (row.created_at - s).max(0.0)),
+            elapsed,
         }
     }
 }
@@ -402,7 +406,8 @@ async fn checkpoints(State(state): State<AppState>, Path((u, d, n)): IdPath) -> 
     let id = session_id(&u, &d, &n)?;
     let row = state.store().session_required(&id).await?;
     let rows = state.store().checkpoints(&id).await?;
-    Ok(Json(rows.into_iter().map(|c| CheckpointView::new(c, row.started_at)).collect()))
+    let seconds = state.daemon.epoch_seconds(&id).await?;
+    Ok(Json(rows.into_iter().map(|c| CheckpointView::new(c, row.started_at, &seconds)).collect()))
 }
 
 async fn remove_checkpoint(

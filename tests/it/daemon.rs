@@ -242,6 +242,8 @@ fn bad_specs_are_rejected_with_their_message_and_a_good_one_still_runs() {
     assert_eq!(done["memo"], "the good one");
     let rows = env.spec_rows(&good);
     assert_eq!(rows.len(), 1, "a re-save or touch queued again: {rows:?}");
+    let log = env.daemon_log();
+    assert!(log.contains("good.yaml: the same content as when it was read before; nothing queued"), "{log}");
     let sessions: Vec<(i64,)> = env.db("SELECT COUNT(*) FROM sessions");
     assert_eq!(sessions[0].0, 2, "only the good spec and the GPU one became sessions");
 
@@ -319,6 +321,8 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
     let yaml = std::fs::read_to_string(env.session_dir(&fork_id).join("spec.yaml")).unwrap();
     let init = env.session_dir(&id).join("checkpoints/1.safetensors");
     assert!(yaml.contains(&format!("init_from: {}", init.display())), "{yaml}");
+    let refused = env.fails(&["fork", &id, "-c", "1", "-a", "model=resnet18"]);
+    assert!(refused.contains("field `model`") && refused.contains("is a baseline_cnn"), "{refused}");
     let refused = env.fails(&["fork", &id, "-c", "40"]);
     assert!(refused.contains("no checkpoint 40 (saved: 1"), "{refused}");
     assert!(env.fails(&["fork", "tester/st/99", "-c", "1"]).contains("unknown session"));
@@ -360,6 +364,15 @@ fn a_killed_daemon_restarts_and_the_session_resumes_from_its_last_checkpoint() {
         "SELECT epoch, COUNT(*) FROM metrics WHERE session = '{id}' AND name = 'val_acc' GROUP BY epoch ORDER BY epoch"
     ));
     assert_eq!(val, vec![(1, 1), (2, 1), (3, 1), (4, 1)]);
+    // A checkpoint's elapsed time counts the training before the crash: the sum of its epochs' durations.
+    let seconds: Vec<(f64,)> =
+        env.db(&format!("SELECT value FROM metrics WHERE session = '{id}' AND name = 'epoch_seconds' ORDER BY epoch"));
+    let listed = env.json(&["model", "ls", &id, "-j"]);
+    for c in listed.as_array().unwrap() {
+        let epoch = c["epoch"].as_u64().unwrap() as usize;
+        let expected: f64 = seconds[..epoch].iter().map(|s| s.0).sum();
+        assert!((c["elapsed"].as_f64().unwrap() - expected).abs() < 1e-6, "{c} (epoch durations {seconds:?})");
+    }
     // No checkpoint row points to a missing file, and the database is sound.
     let rows: Vec<(String,)> = env.db("SELECT path FROM checkpoints");
     assert!(!rows.is_empty());

@@ -184,6 +184,38 @@ fn synth_refuses_bad_arguments_and_a_non_empty_folder() {
     assert_eq!(std::fs::read_to_string(tmp.path().join("x").join("keep.txt")).unwrap(), "mine");
 }
 
+#[test]
+fn push_checks_the_whole_dataset_before_it_copies_or_moves_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    synth(&src, &["--train", "40", "--test", "0"]);
+    let home = tmp.path().join("home");
+    let push = || {
+        Command::new(env!("CARGO_BIN_EXE_rush"))
+            .arg("--home")
+            .arg(&home)
+            .args(["dataset", "push", "notest"])
+            .arg(&src)
+            .arg("--move")
+            .env_remove("RUSH_URL")
+            .output()
+            .unwrap()
+    };
+    let out = push();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("test split is unusable") && stderr.contains("test_order.csv has no rows"), "{stderr}");
+    assert!(!stderr.contains("0 problems"), "{stderr}");
+    // nothing moved: the source is whole, and nothing is half in the home
+    assert!(src.join("train/train_data/train_with_valid_tags.csv").is_file());
+    assert!(!home.join("datasets/notest").exists() && !home.join("labels/notest").exists());
+    // without the test folder it goes in, as a dataset to train on only
+    std::fs::remove_dir_all(src.join("test")).unwrap();
+    let out = push();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(home.join("datasets/notest/train/train_data/train_with_valid_tags.csv").is_file() && !src.exists());
+}
+
 /// Figures, not assertions: `cargo test --release --test it bench_ -- --ignored --nocapture`.
 #[test]
 #[ignore]

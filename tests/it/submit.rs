@@ -184,7 +184,8 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
 
     // An ensemble of a checkpoint with itself is that checkpoint (a dry run from the cache, no inference). Its members
     // are all cached, so it needs no slot: it is scored while a long session holds the daemon's only one.
-    env.drop_spec("long.yaml", &quick_spec("synth", 500, "seed: 3\n"));
+    // It keeps only its last checkpoint, so retention would delete checkpoint 1 at once without the pin below.
+    env.drop_spec("long.yaml", &quick_spec("synth", 500, "seed: 3\ncheckpoints: {keep_best: 0, keep_last: true}\n"));
     let long = "tester/synth/3";
     env.wait_state(long, "running", TRAIN_TIMEOUT);
     let out = env.cli(&["submit", "-v", "-t", &format!("{a}:best"), &format!("{a}:best"), "--weights", "0.3,0.7"]);
@@ -194,7 +195,46 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     let itself_id = submission_id(&itself);
     assert_eq!(api_json(&env, &format!("/submissions/{itself_id}"))["slot"], "none (members cached)");
     assert_eq!(env.session(long).unwrap()["state"], "running", "the long session ended before the submission");
+    // A submission of the long session's last checkpoint waits for the slot the session holds. Meanwhile the session
+    // saves more checkpoints, and retention (keep the last only) must spare the one the queued submission names;
+    // `model rm` refuses it, naming the submission.
+    let epochs = |env: &Env| -> Vec<u64> {
+        env.json(&["model", "ls", long, "-j"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["epoch"].as_u64().unwrap())
+            .collect()
+    };
+    wait_for(TRAIN_TIMEOUT, "the long session's first checkpoint", || (!epochs(&env).is_empty()).then_some(()));
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    let body = serde_json::json!({
+        "members": [{"session": long, "checkpoint": "last", "weight": 1.0}], "tta": "none", "dry_run": true
+    });
+    let queued: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("http://{}/api/submissions", addr.trim()))
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let pinned_id = queued["id"].as_i64().unwrap_or_else(|| panic!("{queued}"));
+    let pinned_epoch = queued["members"][0]["epoch"].as_u64().unwrap_or_else(|| panic!("{queued}"));
+    let saved = wait_for(TRAIN_TIMEOUT, "two more checkpoints of the long session", || {
+        let saved = epochs(&env);
+        (saved.last().is_some_and(|&e| e >= pinned_epoch + 2)).then_some(saved)
+    });
+    assert_eq!(saved.first(), Some(&pinned_epoch), "retention deleted a checkpoint a queued submission needs");
+    assert_eq!(saved.len(), 2, "only the pinned and the last checkpoint are kept: {saved:?}");
+    assert_eq!(api_json(&env, &format!("/submissions/{pinned_id}"))["state"], "queued");
+    let refused = env.fails(&["model", "rm", long, &pinned_epoch.to_string()]);
+    assert!(refused.contains(&format!("still needed by submission {pinned_id}")), "{refused}");
     env.ok(&["stop", long]);
+    let pinned = wait_for(Duration::from_secs(120), "the pinned submission to be scored", || {
+        let s = api_json(&env, &format!("/submissions/{pinned_id}"));
+        (s["state"] != "queued" && s["state"] != "running").then_some(s)
+    });
+    assert_eq!(pinned["state"], "scored", "{pinned}");
     let itself = numpy_load(&env.home.join(format!("submissions/{itself_id}/predictions.npy")), 200);
     assert_eq!(itself, dry_predictions);
 

@@ -44,8 +44,17 @@ pub fn ls(global: &Global, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn push(global: &Global, name: &str, source: &Path, move_it: bool) -> anyhow::Result<ExitCode> {
     validate_name(name)?;
+    // Everything the daemon checks when it registers the dataset is checked here, before anything is copied or moved.
     let train = layout::read_train(source)
         .with_context(|| format!("{} is not a dataset in the AI RUSH layout", source.display()))?;
+    if layout::test_dir(source).is_dir() {
+        layout::read_test(source).with_context(|| {
+            format!(
+                "{}: its test split is unusable (remove the `test` folder to push it without one)",
+                source.display()
+            )
+        })?;
+    }
     let home = &global.home;
     let dest = home.dataset(name);
     if dest.exists() {
