@@ -21,19 +21,31 @@
     if (dot) { dot.classList.toggle("on", on); dot.textContent = on ? "live" : "not live"; }
   }
 
-  // The sessions list: refresh the rows when the daemon reports a change.
+  // The sessions list: when the daemon reports a change, fetch the page again and swap in its rows, the state counts
+  // and the totals (all rendered from escaped templates).
   var list = document.getElementById("sessions");
   if (list && list.dataset.live) {
     var es = new EventSource(list.dataset.live);
-    var sep = location.search ? "&" : "?";
     var body = list.querySelector("tbody");
+    var swap = function (doc, id) {
+      var from = doc.getElementById(id), to = document.getElementById(id);
+      if (from && to) { to.innerHTML = from.innerHTML; }
+    };
     var reload = throttle(function () {
-      // Keep the compare boxes the user ticked across the refresh.
-      var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
-      refresh(location.pathname + location.search + sep + "fragment=rows", body).then(function () {
-        body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
-        if (cmpUpdate) { cmpUpdate(); }
-      });
+      fetch(location.pathname + location.search, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html === null) { return; }
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          var rows = doc.querySelector("#sessions tbody");
+          if (!rows) { return; }
+          // Keep the compare boxes the user ticked across the refresh.
+          var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
+          body.innerHTML = rows.innerHTML;
+          body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
+          ["sessions-total", "state-pills", "sessions-showing"].forEach(function (id) { swap(doc, id); });
+          if (cmpUpdate) { cmpUpdate(); }
+        });
     }, 1000);
     es.addEventListener("open", function () { setLive(true); });
     es.addEventListener("error", function () { setLive(false); });

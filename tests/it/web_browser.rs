@@ -88,6 +88,47 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     assert_eq!(memo.as_deref(), Some("live &lt;b&gt;browser&lt;/b&gt; test"), "the memo is escaped");
     screenshot(c, "dashboard-sessions.png").await;
 
+    // The list follows the store without a reload: a second session appears queued (the one slot is busy), then is
+    // stopped through the API; its row, the state counts and the total change in place.
+    c.execute("window.__listNotReloaded = true; return 1", vec![]).await.unwrap();
+    std::fs::write(
+        exp.join("waiting.yaml"),
+        "dataset: emoji\nmemo: waits\nmodel: baseline_cnn\nimage_size: 32\nepochs: 2\noptimizer: {name: sgd, lr: 0.05}\n",
+    )
+    .unwrap();
+    let row2 = "document.querySelector('tr[data-id=\"browser/emoji/2\"] .badge')";
+    let badge2 = format!("return {row2} ? {row2}.textContent : ''");
+    wait_for("the queued session's row to appear live", Duration::from_secs(60), || async {
+        js_string(c, &badge2).await.filter(|s| s == "queued")
+    })
+    .await;
+    let pills = "return Array.prototype.map.call(document.querySelectorAll('#state-pills a'), \
+                 function (a) { return a.textContent.trim(); }).join(',')";
+    let total = "return document.getElementById('sessions-total').textContent.trim()";
+    wait_for("the counts to follow the new session", Duration::from_secs(30), || async {
+        js_string(c, pills).await.filter(|p| p.contains("all2") && p.contains("queued1"))
+    })
+    .await;
+    assert_eq!(js_string(c, total).await.as_deref(), Some("2 sessions"));
+    let stopped =
+        reqwest::Client::new().post(format!("{base}/api/sessions/browser/emoji/2/stop")).send().await.unwrap();
+    assert!(stopped.status().is_success(), "{:?}", stopped.text().await);
+    wait_for("the stopped row without a reload", Duration::from_secs(30), || async {
+        js_string(c, &badge2).await.filter(|s| s == "stopped")
+    })
+    .await;
+    let counts = wait_for("the counts to follow the stop", Duration::from_secs(30), || async {
+        js_string(c, pills).await.filter(|p| p.contains("stopped1") && p.contains("queued0"))
+    })
+    .await;
+    eprintln!("state counts after the stop: {counts}");
+    let marker = c.execute("return window.__listNotReloaded === true", vec![]).await.unwrap();
+    assert_eq!(marker, serde_json::Value::Bool(true), "the sessions page was not reloaded");
+
+    // The header names the address the daemon really listens on (`--bind 127.0.0.1:0` chose the port).
+    let host = js_string(c, "return document.querySelector('header .host').textContent.trim()").await;
+    assert_eq!(host, Some(format!("browser @ {addr}")));
+
     // Follow it.
     c.find(Locator::Css("a[href=\"/sessions/browser/emoji/1\"]")).await.unwrap().click().await.unwrap();
     wait_for("the live stream", Duration::from_secs(30), || async {
