@@ -78,8 +78,24 @@
       while (log.childNodes.length > 2000) { log.removeChild(log.firstChild); }
       if (atBottom) { log.scrollTop = log.scrollHeight; }
     });
-    stream.addEventListener("checkpoint", function () {
+    // A checkpoint was saved (and retention applied): redraw the table, and offer what is kept in the fork box,
+    // `best` and `last` first, as the server draws it; the user's choice stays while it still exists.
+    var forkBox = document.getElementById("fork-checkpoint");
+    var forkButton = document.getElementById("fork");
+    stream.addEventListener("checkpoint", function (e) {
       refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
+      var d = JSON.parse(e.data);
+      if (!forkBox || !d.saved) { return; }
+      var chosen = forkBox.value;
+      var choices = d.saved.length ? ["best", "last"].concat(d.saved.map(String)) : [];
+      forkBox.textContent = "";
+      choices.forEach(function (c) {
+        var o = document.createElement("option");
+        o.value = c; o.textContent = c; o.selected = c === chosen;
+        forkBox.appendChild(o);
+      });
+      forkBox.disabled = !choices.length;
+      if (forkButton) { forkButton.disabled = !choices.length; forkButton.removeAttribute("title"); }
     });
     stream.addEventListener("state", function (e) {
       var d = JSON.parse(e.data);

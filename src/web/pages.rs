@@ -423,6 +423,18 @@ struct CheckpointRowsTemplate {
     checkpoints: Vec<CheckpointView>,
 }
 
+/// What the fork box offers: `best` and `last` first (the default; resolved when the fork is made, so they never name
+/// a checkpoint retention has deleted since the page was drawn), then the saved checkpoints, newest first. The live
+/// script rebuilds it the same way from each `checkpoint` event.
+fn fork_choices(checkpoints: &[CheckpointRow]) -> Vec<String> {
+    if checkpoints.is_empty() {
+        return Vec::new();
+    }
+    let mut epochs: Vec<&CheckpointRow> = checkpoints.iter().collect();
+    epochs.sort_by_key(|c| std::cmp::Reverse(c.epoch));
+    ["best".to_string(), "last".to_string()].into_iter().chain(epochs.iter().map(|c| c.name.clone())).collect()
+}
+
 /// The live summary the session page shows (also sent as the SSE `state` event).
 pub fn progress_text(p: &Progress) -> String {
     let mut s = format!("epoch {} of {}", p.done, p.total);
@@ -545,7 +557,7 @@ async fn session_page(
         chart_loss: chart::render(&loss),
         chart_accuracy: chart::render(&acc),
         log_tail: log,
-        fork_choices: checkpoints.iter().rev().map(|c| c.name.clone()).collect(),
+        fork_choices: fork_choices(&checkpoints),
         checkpoints: views,
         spec_text,
         base,

@@ -125,6 +125,22 @@ fn event_for(line: &str) -> Option<(&'static str, String)> {
     })
 }
 
+/// A `checkpoint` event's data plus `saved`: the epochs the store holds now, newest first. The runner fans the line out
+/// after recording the checkpoint and applying retention, so this is the list after pruning; the page offers it in the
+/// fork box (after `best` and `last`).
+async fn with_saved(state: &AppState, id: &SessionId, data: String) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&data) else { return data };
+    match state.store().checkpoints(id).await {
+        Ok(rows) => {
+            let mut epochs: Vec<i64> = rows.iter().map(|r| r.epoch).collect();
+            epochs.sort_unstable_by(|a, b| b.cmp(a));
+            value["saved"] = json!(epochs);
+        }
+        Err(e) => tracing::warn!("live stream of {id}: {e}"),
+    }
+    value.to_string()
+}
+
 /// Reads what was appended to the log since `offset`: whole lines only (a partial last line waits for its end).
 /// A file that shrank (replaced) is read again from the start.
 async fn read_log(path: &std::path::Path, offset: &mut u64) -> Vec<String> {
@@ -186,10 +202,13 @@ pub async fn session_live(
                 _ = state.daemon.shutdown.cancelled() => return,
                 msg = async { hub.as_mut()?.recv().await.ok() }, if hub.is_some() => match msg {
                     Some(LiveEvent::Line(line)) => {
-                        if let Some((name, data)) = event_for(&line)
-                            && !send(&tx, name, data).await
-                        {
-                            return;
+                        if let Some((name, mut data)) = event_for(&line) {
+                            if name == "checkpoint" {
+                                data = with_saved(&state, &id, data).await;
+                            }
+                            if !send(&tx, name, data).await {
+                                return;
+                            }
                         }
                     }
                     // The run ended, or the hub closed its channel (or we lagged): look at the store now.

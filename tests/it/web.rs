@@ -321,6 +321,16 @@ async fn stop_and_fork_buttons_go_through_the_daemon() {
     let back = headers["location"].to_str().unwrap().to_string();
     let (_, page) = get(&f.state, &back).await;
     assert!(page.contains("has no checkpoint 9"), "{back}");
+    // The fork box's default is `best` (then `last`, then the epochs): it names no checkpoint retention can delete
+    // while the page is open, and it forks.
+    let (_, page) = get(&f.state, &format!("/sessions/{id}")).await;
+    let select = page.split("id=\"fork-checkpoint\"").nth(1).unwrap().split("</select>").next().unwrap();
+    let values: Vec<&str> = select.split("<option value=\"").skip(1).map(|o| o.split('"').next().unwrap()).collect();
+    assert_eq!(values, ["best", "last", "2"], "{select}");
+    let (status, headers, _) =
+        request(&f.state, form_post(&format!("/sessions/{id}/fork"), "checkpoint=best&args=&memo=", &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/sessions/tester/emoji/3", "the fork's page");
 }
 
 #[tokio::test]
