@@ -351,7 +351,8 @@ pub struct CheckpointView {
 
 fn checkpoint_views(row: &SessionRow, checkpoints: &[CheckpointRow], home_dir: &SessionDir) -> Vec<CheckpointView> {
     let now = crate::store::now();
-    let best = checkpoints.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc)).map(|c| c.epoch);
+    let infos: Vec<_> = checkpoints.iter().map(CheckpointRow::info).collect();
+    let best = crate::core::checkpoint::best(&infos).map(i64::from);
     let id = row.id.to_string();
     checkpoints
         .iter()

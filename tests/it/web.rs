@@ -334,6 +334,42 @@ async fn stop_and_fork_buttons_go_through_the_daemon() {
 }
 
 #[tokio::test]
+async fn the_best_badge_is_the_checkpoint_best_names() {
+    let f = fixture().await;
+    let id = f.running.clone();
+    let sdir = SessionDir::new(f.state.home().session(&id));
+    // Epochs 2, 4 and 5 tie at 50%: `best` is the earliest (the core rule `submit ... best` and fork use).
+    for (epoch, acc) in [(3, 0.25), (4, 0.5), (5, 0.5)] {
+        std::fs::write(sdir.checkpoint_weights(epoch), [1u8; 8]).unwrap();
+        f.state
+            .store()
+            .add_checkpoint(&CheckpointRow {
+                session: id.to_string(),
+                epoch: epoch as i64,
+                name: epoch.to_string(),
+                path: sdir.checkpoint_weights(epoch).display().to_string(),
+                val_acc: acc,
+                val_loss: None,
+                train_loss: None,
+                bytes: 8,
+                created_at: rush::store::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let resolved = f.state.daemon.checkpoint_row(&id, rush::core::checkpoint::CheckpointRef::Best).await.unwrap();
+    assert_eq!(resolved.epoch, 2);
+    let (_, rows) = get(&f.state, &format!("/sessions/{id}?fragment=checkpoints")).await;
+    let badged: Vec<&str> = rows
+        .split("<td class=\"mono\">")
+        .skip(1)
+        .filter(|cell| cell.split("</td>").next().unwrap().contains(">best<"))
+        .map(|cell| cell.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(badged, ["2"], "{rows}");
+}
+
+#[tokio::test]
 async fn mutating_routes_need_the_token_beyond_loopback() {
     let bind: std::net::SocketAddr = "0.0.0.0:8470".parse().unwrap();
     let f = fixture_with(Some(Access::new(bind, Some("s3cret-token"), false))).await;
