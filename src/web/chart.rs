@@ -60,6 +60,51 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 44.0;
 
+/// The title's baseline; the legend's first row shares it.
+const TITLE_Y: f64 = 20.0;
+/// Legend text is cut to this many characters.
+const LEGEND_CHARS: usize = 40;
+/// Generous widths per character (11 px legend text, 14 px bold title), so estimated boxes never underlap the text.
+const LEGEND_CHAR_W: f64 = 6.6;
+const TITLE_CHAR_W: f64 = 8.6;
+/// The colour sample and the space before the text.
+const LEGEND_SAMPLE: f64 = 22.0;
+const LEGEND_GAP: f64 = 14.0;
+const LEGEND_ROW: f64 = 16.0;
+
+/// Where one legend entry goes: its left edge, its text's baseline and its width (sample and text).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LegendSlot {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+}
+
+/// The legend text of a series label.
+fn legend_label(label: &str) -> String {
+    label.chars().take(LEGEND_CHARS).collect()
+}
+
+/// Lays the legend out in rows, left to right: the first row after the title, then as many rows below it as the
+/// entries need, each entry whole on one row and inside the chart. Returns the slots (in series order) and the number
+/// of rows (at least one); the plot moves down by the rows beyond the first.
+pub fn legend_layout(title: &str, labels: &[String], width: f64) -> (Vec<LegendSlot>, usize) {
+    let right = width - RIGHT;
+    let title_end = LEFT + title.chars().count() as f64 * TITLE_CHAR_W + LEGEND_GAP;
+    let (mut x, mut row) = (title_end, 0usize);
+    let mut slots = Vec::with_capacity(labels.len());
+    for label in labels {
+        let w = LEGEND_SAMPLE + legend_label(label).chars().count() as f64 * LEGEND_CHAR_W;
+        if x + w > right && x > LEFT {
+            row += 1;
+            x = LEFT;
+        }
+        slots.push(LegendSlot { x, y: TITLE_Y + row as f64 * LEGEND_ROW, width: w });
+        x += w + LEGEND_GAP;
+    }
+    (slots, row + 1)
+}
+
 /// Escapes text for XML/HTML content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -140,14 +185,19 @@ fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64)> {
 
 /// Draws the chart as a standalone `<svg>` element.
 pub fn render(chart: &Chart) -> String {
-    let (w, h) = (chart.width as f64, chart.height as f64);
-    let (pw, ph) = (w - LEFT - RIGHT, h - TOP - BOTTOM);
+    let labels: Vec<String> = chart.series.iter().map(|s| s.label.clone()).collect();
+    let (legend, rows) = legend_layout(&chart.title, &labels, chart.width as f64);
+    // Legend rows beyond the first push the plot down; the chart grows by as much, so the plot keeps its size.
+    let extra = (rows - 1) as f64 * LEGEND_ROW;
+    let top = TOP + extra;
+    let (w, h) = (chart.width as f64, chart.height as f64 + extra);
+    let (pw, ph) = (w - LEFT - RIGHT, h - top - BOTTOM);
     let mut svg = String::with_capacity(4096 + chart.series.iter().map(|s| s.points.len() * 16).sum::<usize>());
     let range = bounds(chart);
     let (x0, x1, y0, y1) = range.unwrap_or((0.0, 1.0, 0.0, 1.0));
     let _ = write!(
         svg,
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{TOP}" data-pw="{pw}" data-ph="{ph}">"#,
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{top}" data-pw="{pw}" data-ph="{ph}">"#,
         title = escape(&chart.title),
     );
     let _ = write!(
@@ -161,7 +211,7 @@ pub fn render(chart: &Chart) -> String {
         .chain(std::iter::once(format!("-{}", chart.series.len())))
         .collect();
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-    let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
+    let sy = |y: f64| top + ph - (y - y0) / (y1 - y0) * ph;
 
     // Grid and tick labels.
     let yt = ticks(y0, y1, 5);
@@ -189,7 +239,7 @@ pub fn render(chart: &Chart) -> String {
         let _ = write!(
             svg,
             r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            TOP + ph + 16.0,
+            top + ph + 16.0,
             escape(&tick_label(t, xstep))
         );
     }
@@ -197,8 +247,8 @@ pub fn render(chart: &Chart) -> String {
     // Axes and their names.
     let _ = write!(
         svg,
-        r##"<path class="axes" d="M{LEFT} {TOP}V{:.1}H{:.1}" fill="none" stroke="#8c959f" stroke-width="1"/>"##,
-        TOP + ph,
+        r##"<path class="axes" d="M{LEFT} {top}V{:.1}H{:.1}" fill="none" stroke="#8c959f" stroke-width="1"/>"##,
+        top + ph,
         LEFT + pw
     );
     let _ = write!(
@@ -211,7 +261,7 @@ pub fn render(chart: &Chart) -> String {
     let _ = write!(
         svg,
         r##"<text transform="translate(14 {:.1}) rotate(-90)" font-size="11" fill="#57606a" text-anchor="middle">{}</text>"##,
-        TOP + ph / 2.0,
+        top + ph / 2.0,
         escape(&chart.y_label)
     );
 
@@ -220,14 +270,14 @@ pub fn render(chart: &Chart) -> String {
             svg,
             r##"<text class="empty" x="{:.1}" y="{:.1}" font-size="12" fill="#8c959f" text-anchor="middle">no data yet</text>"##,
             LEFT + pw / 2.0,
-            TOP + ph / 2.0
+            top + ph / 2.0
         );
     }
 
     // The lines (clipped to the plot so a live point out of range cannot spill over the axes).
     let _ = write!(
         svg,
-        r#"<clipPath id="{clip}"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#{clip})">"#
+        r#"<clipPath id="{clip}"><rect x="{LEFT}" y="{top}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#{clip})">"#
     );
     for (i, s) in chart.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -259,22 +309,21 @@ pub fn render(chart: &Chart) -> String {
     }
     svg.push_str("</g>");
 
-    // Legend, top right, one entry per series.
-    let mut lx = LEFT + pw;
-    let entries: Vec<(usize, &Series)> = chart.series.iter().enumerate().collect();
+    // Legend: one entry per series, in rows after the title (see `legend_layout`).
     svg.push_str(r##"<g class="legend" font-size="11" fill="#1f2328">"##);
-    for (i, s) in entries.into_iter().rev() {
-        let label: String = s.label.chars().take(40).collect();
-        let width = 22.0 + label.chars().count() as f64 * 6.2;
-        lx -= width + 8.0;
+    for (i, (s, slot)) in chart.series.iter().zip(&legend).enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let dash = if s.dashed { r#" stroke-dasharray="5 3""# } else { "" };
         let _ = write!(
             svg,
-            r#"<line x1="{lx:.1}" x2="{:.1}" y1="16" y2="16" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="20">{}</text>"#,
-            lx + 16.0,
-            lx + 20.0,
-            escape(&label)
+            r#"<line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            slot.x,
+            slot.x + 16.0,
+            slot.y - 4.0,
+            slot.y - 4.0,
+            slot.x + 20.0,
+            slot.y,
+            escape(&legend_label(&s.label))
         );
     }
     svg.push_str("</g></svg>");
@@ -349,6 +398,46 @@ mod tests {
             assert!((LEFT - 0.1..=640.0 - RIGHT + 0.1).contains(&x), "{x}");
             assert!((TOP - 0.1..=300.0 - BOTTOM + 0.1).contains(&y), "{y}");
         }
+    }
+
+    #[test]
+    fn the_legend_wraps_so_every_entry_is_visible_and_nothing_overlaps() {
+        for n in 1..=14 {
+            for stem in ["alice/synth/", "a-very-long-user-name/a-long-dataset-name/"] {
+                let labels: Vec<String> = (1..=n).map(|i| format!("{stem}{i} baseline_cnn")).collect();
+                let title = "Validation accuracy";
+                let (slots, rows) = legend_layout(title, &labels, 640.0);
+                assert_eq!(slots.len(), n);
+                let title_end = LEFT + title.len() as f64 * TITLE_CHAR_W;
+                for (i, a) in slots.iter().enumerate() {
+                    assert!(a.x >= LEFT && a.x + a.width <= 640.0 - RIGHT, "{n} entries: {i} at {a:?} is cut off");
+                    if a.y == TITLE_Y {
+                        assert!(a.x >= title_end, "{n} entries: {i} at {a:?} overlaps the title");
+                    }
+                    for b in &slots[i + 1..] {
+                        assert!(a.y != b.y || a.x + a.width <= b.x || b.x + b.width <= a.x, "{a:?} overlaps {b:?}");
+                    }
+                }
+                let last_row = slots.iter().map(|s| s.y).fold(0.0, f64::max);
+                assert_eq!(last_row, TITLE_Y + (rows - 1) as f64 * LEGEND_ROW);
+                // The plot starts below the last row.
+                let chart = Chart {
+                    series: labels.iter().map(|l| line(l, 3)).collect(),
+                    ..Chart::new(title, "epoch", "accuracy")
+                };
+                let svg = render(&chart);
+                let top: f64 = svg.split("data-top=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+                assert!(top >= last_row + 12.0, "{n} entries: the plot at {top} under a legend row at {last_row}");
+                let legend = svg.split("class=\"legend\"").nth(1).unwrap();
+                assert_eq!(legend.matches("<text x=").count(), n);
+                for x in legend.split("<text x=\"").skip(1).map(|t| t.split('"').next().unwrap()) {
+                    assert!(x.parse::<f64>().unwrap() >= LEFT, "{n} entries: a legend text at x = {x}");
+                }
+            }
+        }
+        // Two short series share the title's row.
+        let (_, rows) = legend_layout("Loss", &["train loss".into(), "val loss (epoch end)".into()], 640.0);
+        assert_eq!(rows, 1);
     }
 
     #[test]
