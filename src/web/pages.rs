@@ -414,14 +414,29 @@ struct SessionTemplate {
     chart_accuracy: String,
     log_tail: String,
     checkpoints: Vec<CheckpointView>,
+    /// The session has ended: its empty checkpoint table says so without promising more.
+    ended: bool,
     fork_choices: Vec<String>,
     spec_text: String,
+    has_spec_file: bool,
+    has_log: bool,
 }
 
 #[derive(Template)]
 #[template(path = "checkpoint_rows.html")]
 struct CheckpointRowsTemplate {
     checkpoints: Vec<CheckpointView>,
+    ended: bool,
+}
+
+/// A session's stored spec as the YAML its `spec.yaml` holds (the runner writes it with the same
+/// `ResolvedSpec::to_yaml`); a stored spec that does not read as one is still shown as YAML.
+fn spec_yaml(row: &SessionRow, raw: &Value) -> String {
+    crate::daemon::resolved_spec(row)
+        .ok()
+        .and_then(|r| r.to_yaml().ok())
+        .or_else(|| serde_saphyr::to_string(raw).ok())
+        .unwrap_or_default()
 }
 
 /// What the fork box offers: `best` and `last` first (the default; resolved when the fork is made, so they never name
@@ -505,17 +520,22 @@ async fn session_page(
     let dir = SessionDir::new(state.home().session(&id));
     let checkpoints = state.store().checkpoints(&id).await?;
     let views = checkpoint_views(&row, &checkpoints, &dir);
+    let ended = row.state.is_terminal();
     if q.fragment.as_deref() == Some("checkpoints") {
-        return html(&CheckpointRowsTemplate { checkpoints: views });
+        return html(&CheckpointRowsTemplate { checkpoints: views, ended });
     }
     let now = crate::store::now();
     let positions = positions_for(&state, std::slice::from_ref(&row)).await?;
     let spec = spec_json(&row);
     let (loss, acc) = session_charts(&state, &id, MAX_POINTS).await?;
     let (log, offset) = log_tail(&dir.log(), LOG_TAIL_LINES).await;
-    let spec_text = match tokio::fs::read_to_string(dir.spec()).await {
-        Ok(text) => text,
-        Err(_) => serde_json::to_string_pretty(&spec).unwrap_or_default(),
+    // The spec as the session runs it: `spec.yaml` once the runner wrote it, else the stored spec, as the same YAML
+    // (a session that never started has no folder). Links go only to files that exist.
+    let spec_file = tokio::fs::read_to_string(dir.spec()).await.ok();
+    let has_log = tokio::fs::metadata(dir.log()).await.is_ok_and(|m| m.is_file());
+    let spec_text = match &spec_file {
+        Some(text) => text.clone(),
+        None => spec_yaml(&row, &spec),
     };
     let last_step = match state.store().last_metric(&id, "loss").await? {
         Some((step, _, loss)) => format!("step {step} · loss {loss:.4}"),
@@ -560,7 +580,10 @@ async fn session_page(
         log_tail: log,
         fork_choices: fork_choices(&checkpoints),
         checkpoints: views,
+        ended,
         spec_text,
+        has_spec_file: spec_file.is_some(),
+        has_log,
         base,
     })
 }

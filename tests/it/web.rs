@@ -370,6 +370,30 @@ async fn the_best_badge_is_the_checkpoint_best_names() {
 }
 
 #[tokio::test]
+async fn a_session_that_never_started_links_no_missing_files() {
+    let f = fixture().await;
+    let q = f.queued.to_string();
+    f.state.daemon.stop_session(&f.queued).await.unwrap();
+    let (status, page) = get(&f.state, &format!("/sessions/{q}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("/files/"), "no links to files it never wrote: {page}");
+    let spec = page.split("<pre class=\"spec\">").nth(1).unwrap().split("</pre>").next().unwrap();
+    assert!(spec.contains("model: resnet18") && !spec.contains("\"model\""), "the spec as YAML: {spec}");
+    assert!(page.contains("No checkpoints.") && !page.contains("No checkpoints yet"), "it has ended");
+    for file in ["train.log", "spec.yaml"] {
+        assert_eq!(get(&f.state, &format!("/sessions/{q}/files/{file}")).await.0, StatusCode::NOT_FOUND);
+    }
+    // A session with its folder links both, and they answer.
+    let id = f.running.to_string();
+    let (_, page) = get(&f.state, &format!("/sessions/{id}")).await;
+    for file in ["train.log", "spec.yaml"] {
+        let link = format!("/sessions/{id}/files/{file}");
+        assert!(page.contains(&format!("href=\"{link}\"")), "{file} is linked");
+        assert_eq!(get(&f.state, &link).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
 async fn mutating_routes_need_the_token_beyond_loopback() {
     let bind: std::net::SocketAddr = "0.0.0.0:8470".parse().unwrap();
     let f = fixture_with(Some(Access::new(bind, Some("s3cret-token"), false))).await;
