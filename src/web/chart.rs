@@ -34,6 +34,8 @@ pub struct Chart {
     pub height: u32,
     /// Fix the y range (accuracies: 0..1) instead of fitting it to the data.
     pub y_range: Option<(f64, f64)>,
+    /// The x values are whole numbers (epochs, steps): ticks fall on them only.
+    pub integer_x: bool,
 }
 
 impl Chart {
@@ -46,6 +48,7 @@ impl Chart {
             width: 640,
             height: 300,
             y_range: None,
+            integer_x: matches!(x_label, "epoch" | "step"),
         }
     }
 
@@ -59,6 +62,8 @@ const LEFT: f64 = 58.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 44.0;
+/// About this many steps on the y axis.
+const Y_TICKS: usize = 5;
 
 /// The title's baseline; the legend's first row shares it.
 const TITLE_Y: f64 = 20.0;
@@ -122,14 +127,34 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A "nice" tick step for `[lo, hi]`: about `target` steps of 1, 2, 2.5 or 5 times a power of ten. On an `integer`
+/// axis (epochs, steps) the step is a whole number: 1, 2, 5, 10, 20, ...
+pub fn tick_step(lo: f64, hi: f64, target: usize, integer: bool) -> f64 {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return 1.0;
+    }
+    let raw = (hi - lo) / target.max(1) as f64;
+    if integer && raw <= 1.0 {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    let nice: &[f64] = if integer { &[1.0, 2.0, 5.0, 10.0] } else { &[1.0, 2.0, 2.5, 5.0, 10.0] };
+    nice.iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
+}
+
 /// "Nice" tick positions covering `[lo, hi]`: about `target` steps of 1, 2 or 5 times a power of ten.
 pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
         return vec![lo];
     }
-    let raw = (hi - lo) / target.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    ticks_by(lo, hi, tick_step(lo, hi, target, false))
+}
+
+/// The multiples of `step` within `[lo, hi]`.
+fn ticks_by(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite() && step > 0.0) || hi <= lo {
+        return vec![lo];
+    }
     let first = (lo / step).ceil() * step;
     let mut out = Vec::new();
     let mut v = first;
@@ -158,8 +183,9 @@ fn trim(s: String) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
-/// The data range to draw: every point of every series, padded a little in y; `None` without points.
-fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64)> {
+/// The data range to draw: every point of every series, padded a little in y, the bottom on a y tick (so the axis
+/// starts at a labelled value); and the y tick step. `None` without points.
+fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64, f64)> {
     let mut pts = chart.series.iter().flat_map(|s| s.points.iter()).filter(|p| p.x.is_finite() && p.y.is_finite());
     let first = pts.next()?;
     let (mut x0, mut x1, mut y0, mut y1) = (first.x, first.x, first.y, first.y);
@@ -177,10 +203,14 @@ fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64)> {
         y0 = if y0 >= 0.0 && y0 - pad < 0.0 { 0.0 } else { y0 - pad };
         y1 += pad;
     }
+    let ystep = tick_step(y0, y1, Y_TICKS, false);
+    if chart.y_range.is_none() {
+        y0 = (y0 / ystep).floor() * ystep;
+    }
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    Some((x0, x1, y0, y1))
+    Some((x0, x1, y0, y1, ystep))
 }
 
 /// Draws the chart as a standalone `<svg>` element.
@@ -194,7 +224,7 @@ pub fn render(chart: &Chart) -> String {
     let (pw, ph) = (w - LEFT - RIGHT, h - top - BOTTOM);
     let mut svg = String::with_capacity(4096 + chart.series.iter().map(|s| s.points.len() * 16).sum::<usize>());
     let range = bounds(chart);
-    let (x0, x1, y0, y1) = range.unwrap_or((0.0, 1.0, 0.0, 1.0));
+    let (x0, x1, y0, y1, ystep) = range.unwrap_or((0.0, 1.0, 0.0, 1.0, 0.2));
     let _ = write!(
         svg,
         r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{top}" data-pw="{pw}" data-ph="{ph}">"#,
@@ -214,8 +244,7 @@ pub fn render(chart: &Chart) -> String {
     let sy = |y: f64| top + ph - (y - y0) / (y1 - y0) * ph;
 
     // Grid and tick labels.
-    let yt = ticks(y0, y1, 5);
-    let ystep = if yt.len() > 1 { yt[1] - yt[0] } else { (y1 - y0).abs().max(1e-9) };
+    let yt = ticks_by(y0, y1, ystep);
     svg.push_str(r##"<g class="grid" stroke="#e5e7eb" stroke-width="1">"##);
     for &t in &yt {
         let y = sy(t);
@@ -232,8 +261,8 @@ pub fn render(chart: &Chart) -> String {
             escape(&tick_label(t, ystep))
         );
     }
-    let xt = ticks(x0, x1, 6);
-    let xstep = if xt.len() > 1 { xt[1] - xt[0] } else { 1.0 };
+    let xstep = tick_step(x0, x1, 6, chart.integer_x);
+    let xt = ticks_by(x0, x1, xstep);
     for &t in &xt {
         let x = sx(t);
         let _ = write!(
@@ -438,6 +467,33 @@ mod tests {
         // Two short series share the title's row.
         let (_, rows) = legend_layout("Loss", &["train loss".into(), "val loss (epoch end)".into()], 640.0);
         assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn epoch_ticks_are_whole_numbers_and_the_y_axis_starts_on_a_tick() {
+        for epochs in 1..=40 {
+            let mut chart = Chart::new("Accuracy", "epoch", "accuracy").series(line("val", epochs));
+            chart.series[0].points.iter_mut().for_each(|p| p.x += 1.0);
+            let svg = render(&chart);
+            let axis_y = format!("{:.1}", 300.0 - BOTTOM + 16.0);
+            let marker = format!("y=\"{axis_y}\" text-anchor=\"middle\">");
+            let labels: Vec<&str> = svg
+                .split("<text ")
+                .filter_map(|t| t.split_once(marker.as_str()))
+                .map(|(_, rest)| rest.split('<').next().unwrap())
+                .collect();
+            assert!(!labels.is_empty(), "{epochs} epochs: no x ticks");
+            for l in &labels {
+                assert!(l.parse::<u64>().is_ok(), "{epochs} epochs: tick {l:?} is not a whole epoch");
+            }
+        }
+        // A fitted y axis (losses far from zero) has a tick on its bottom edge.
+        let mut loss = line("loss", 200);
+        loss.points.iter_mut().for_each(|p| p.y += 0.93);
+        let svg = render(&Chart::new("Loss", "step", "loss").series(loss));
+        let bottom = format!("y=\"{:.1}\"", 300.0 - BOTTOM + 4.0);
+        let ticks = svg.split("class=\"ticks\"").nth(1).unwrap();
+        assert!(ticks.contains(&bottom), "no tick label at the bottom of the y axis: {ticks}");
     }
 
     #[test]
