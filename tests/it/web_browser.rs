@@ -135,6 +135,10 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     let marker = c.execute("return window.__listNotReloaded === true", vec![]).await.unwrap();
     assert_eq!(marker, serde_json::Value::Bool(true), "the sessions page was not reloaded");
 
+    // The header names the address the daemon really listens on (`--bind 127.0.0.1:0` chose the port).
+    let host = js_string(c, "return document.querySelector('header .host').textContent.trim()").await;
+    assert_eq!(host, Some(format!("browser @ {addr}")));
+
     // Follow it.
     c.find(Locator::Css("a[href=\"/sessions/browser/emoji/1\"]")).await.unwrap().click().await.unwrap();
     wait_for("the live stream", Duration::from_secs(30), || async {
