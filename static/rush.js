@@ -61,6 +61,25 @@
       accuracy: throttle(function () { refresh(base + "/charts/accuracy.svg", document.getElementById("chart-accuracy")); }, 1500)
     };
     var log = document.getElementById("log");
+    // "Run time" ticks while the session runs: from the seconds the server counted when it drew the page (or from the
+    // moment the page sees it start), formatted like the server does.
+    var elapsed = document.getElementById("elapsed");
+    var ticking = null;
+    var duration = function (secs) {
+      var s = Math.max(0, Math.round(secs));
+      var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+      if (s < 60) { return s + "s"; }
+      if (s < 3600) { return Math.floor(s / 60) + "m " + pad(s % 60) + "s"; }
+      if (s < 86400) { return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m"; }
+      return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+    };
+    var tick = function (from) {
+      if (!elapsed || ticking) { return; }
+      var t0 = Date.now();
+      ticking = setInterval(function () { elapsed.textContent = duration(from + (Date.now() - t0) / 1000); }, 1000);
+    };
+    var untick = function () { if (ticking) { clearInterval(ticking); ticking = null; } };
+    if (elapsed && elapsed.dataset.runningFor) { tick(parseFloat(elapsed.dataset.runningFor) || 0); }
     var stream = new EventSource(page.dataset.live);
     stream.addEventListener("open", function () { setLive(true); });
     stream.addEventListener("error", function () { setLive(false); });
@@ -111,9 +130,10 @@
       if (reason) { reason.textContent = d.reason; }
       var stop = document.getElementById("stop");
       if (stop) { stop.disabled = d.terminal; }
+      if (d.state === "running") { tick(0); } else { untick(); }
     });
     stream.addEventListener("end", function () {
-      stream.close(); setLive(false); charts.loss(); charts.accuracy();
+      untick(); stream.close(); setLive(false); charts.loss(); charts.accuracy();
       refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
     });
   }

@@ -407,6 +407,8 @@ struct SessionTemplate {
     queued_exact: String,
     started: String,
     elapsed: String,
+    /// Seconds a running session has run (empty otherwise): the live script keeps "Run time" ticking from it.
+    running_for: String,
     last_step: String,
     fork_of: Option<(String, String)>,
     reason: String,
@@ -542,9 +544,10 @@ async fn session_page(
         None => String::new(),
     };
     let progress = progress_of(&row, now);
-    let elapsed = match (row.started_at, row.finished_at) {
-        (Some(s), Some(f)) => view::duration(f - s),
-        (Some(s), None) if row.state == SessionState::Running => view::duration(now - s),
+    let running_for = (row.state == SessionState::Running).then_some(row.started_at).flatten().map(|s| now - s);
+    let elapsed = match (row.started_at, row.finished_at, running_for) {
+        (Some(s), Some(f), _) => view::duration(f - s),
+        (_, _, Some(r)) => view::duration(r),
         _ => String::new(),
     };
     let base = session_url(&id.to_string());
@@ -569,6 +572,7 @@ async fn session_page(
         queued_exact: view::datetime(row.queued_at),
         started: row.started_at.map(view::datetime).unwrap_or_default(),
         elapsed,
+        running_for: running_for.map(|r| format!("{:.0}", r.max(0.0))).unwrap_or_default(),
         last_step,
         fork_of: row.fork_of.as_ref().map(|f| {
             let session = f.rsplit_once(':').map(|(s, _)| s).unwrap_or(f);

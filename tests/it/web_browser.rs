@@ -145,6 +145,13 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
         js_number(c, "return document.querySelector('#live.on') ? 1 : 0").await.filter(|n| *n == 1)
     })
     .await;
+    // Its run time ticks.
+    let run_time = "return document.getElementById('elapsed').textContent";
+    let first = js_string(c, run_time).await.unwrap();
+    wait_for("the run time to tick", Duration::from_secs(10), || async {
+        js_string(c, run_time).await.filter(|t| *t != first)
+    })
+    .await;
     let points = "var p = document.querySelector('#chart-loss polyline'); \
                   return p ? p.getAttribute('points').split(' ').filter(function (s) { return s; }).length : 0";
     let lines =
