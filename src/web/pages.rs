@@ -60,7 +60,12 @@ pub fn routes() -> Router<AppState> {
             "/static/rush.js",
             get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../static/rush.js")) }),
         )
+        // The pages link the icon; `/favicon.ico` answers too, for whatever asks for it without a link.
+        .route("/static/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON) }))
+        .route("/favicon.ico", get(|| async { asset("image/svg+xml", FAVICON) }))
 }
+
+const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
@@ -112,6 +117,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let body = format!(
             "<!doctype html><meta charset=utf-8><title>{status}</title><link rel=stylesheet href=/static/rush.css>\
+             <link rel=icon type=image/svg+xml href=/static/favicon.svg>\
              <main><div class=\"card error\"><h2>{status}</h2><p>{msg}</p><p><a href=\"/sessions\">Sessions</a></p>\
              </div></main>",
             status = self.status,

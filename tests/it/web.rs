@@ -225,6 +225,13 @@ async fn every_page_answers_and_escapes_hostile_input() {
         assert_eq!(status, StatusCode::OK);
         assert!(headers["content-type"].to_str().unwrap().starts_with(ctype) && body.len() > 500);
     }
+    // The icon: linked from every page, and `/favicon.ico` answers too.
+    assert!(list.contains("rel=\"icon\" type=\"image/svg+xml\" href=\"/static/favicon.svg\""));
+    for uri in ["/favicon.ico", "/static/favicon.svg"] {
+        let (status, headers, body) = request(s, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "image/svg+xml"), "{uri}");
+        assert!(body.starts_with("<svg") && body.trim_end().ends_with("</svg>"), "{uri}: {body}");
+    }
     let (status, headers, _) = request(s, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/sessions"));
     assert_eq!(get(s, "/sessions/tester/emoji/77").await.0, StatusCode::NOT_FOUND);
