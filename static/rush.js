@@ -21,19 +21,31 @@
     if (dot) { dot.classList.toggle("on", on); dot.textContent = on ? "live" : "not live"; }
   }
 
-  // The sessions list: refresh the rows when the daemon reports a change.
+  // The sessions list: when the daemon reports a change, fetch the page again and swap in its rows, the state counts
+  // and the totals (all rendered from escaped templates).
   var list = document.getElementById("sessions");
   if (list && list.dataset.live) {
     var es = new EventSource(list.dataset.live);
-    var sep = location.search ? "&" : "?";
     var body = list.querySelector("tbody");
+    var swap = function (doc, id) {
+      var from = doc.getElementById(id), to = document.getElementById(id);
+      if (from && to) { to.innerHTML = from.innerHTML; }
+    };
     var reload = throttle(function () {
-      // Keep the compare boxes the user ticked across the refresh.
-      var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
-      refresh(location.pathname + location.search + sep + "fragment=rows", body).then(function () {
-        body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
-        if (cmpUpdate) { cmpUpdate(); }
-      });
+      fetch(location.pathname + location.search, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html === null) { return; }
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          var rows = doc.querySelector("#sessions tbody");
+          if (!rows) { return; }
+          // Keep the compare boxes the user ticked across the refresh.
+          var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
+          body.innerHTML = rows.innerHTML;
+          body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
+          ["sessions-total", "state-pills", "sessions-showing"].forEach(function (id) { swap(doc, id); });
+          if (cmpUpdate) { cmpUpdate(); }
+        });
     }, 1000);
     es.addEventListener("open", function () { setLive(true); });
     es.addEventListener("error", function () { setLive(false); });
@@ -49,6 +61,25 @@
       accuracy: throttle(function () { refresh(base + "/charts/accuracy.svg", document.getElementById("chart-accuracy")); }, 1500)
     };
     var log = document.getElementById("log");
+    // "Run time" ticks while the session runs: from the seconds the server counted when it drew the page (or from the
+    // moment the page sees it start), formatted like the server does.
+    var elapsed = document.getElementById("elapsed");
+    var ticking = null;
+    var duration = function (secs) {
+      var s = Math.max(0, Math.round(secs));
+      var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+      if (s < 60) { return s + "s"; }
+      if (s < 3600) { return Math.floor(s / 60) + "m " + pad(s % 60) + "s"; }
+      if (s < 86400) { return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m"; }
+      return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+    };
+    var tick = function (from) {
+      if (!elapsed || ticking) { return; }
+      var t0 = Date.now();
+      ticking = setInterval(function () { elapsed.textContent = duration(from + (Date.now() - t0) / 1000); }, 1000);
+    };
+    var untick = function () { if (ticking) { clearInterval(ticking); ticking = null; } };
+    if (elapsed && elapsed.dataset.runningFor) { tick(parseFloat(elapsed.dataset.runningFor) || 0); }
     var stream = new EventSource(page.dataset.live);
     stream.addEventListener("open", function () { setLive(true); });
     stream.addEventListener("error", function () { setLive(false); });
@@ -66,8 +97,24 @@
       while (log.childNodes.length > 2000) { log.removeChild(log.firstChild); }
       if (atBottom) { log.scrollTop = log.scrollHeight; }
     });
-    stream.addEventListener("checkpoint", function () {
+    // A checkpoint was saved (and retention applied): redraw the table, and offer what is kept in the fork box,
+    // `best` and `last` first, as the server draws it; the user's choice stays while it still exists.
+    var forkBox = document.getElementById("fork-checkpoint");
+    var forkButton = document.getElementById("fork");
+    stream.addEventListener("checkpoint", function (e) {
       refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
+      var d = JSON.parse(e.data);
+      if (!forkBox || !d.saved) { return; }
+      var chosen = forkBox.value;
+      var choices = d.saved.length ? ["best", "last"].concat(d.saved.map(String)) : [];
+      forkBox.textContent = "";
+      choices.forEach(function (c) {
+        var o = document.createElement("option");
+        o.value = c; o.textContent = c; o.selected = c === chosen;
+        forkBox.appendChild(o);
+      });
+      forkBox.disabled = !choices.length;
+      if (forkButton) { forkButton.disabled = !choices.length; forkButton.removeAttribute("title"); }
     });
     stream.addEventListener("state", function (e) {
       var d = JSON.parse(e.data);
@@ -83,9 +130,10 @@
       if (reason) { reason.textContent = d.reason; }
       var stop = document.getElementById("stop");
       if (stop) { stop.disabled = d.terminal; }
+      if (d.state === "running") { tick(0); } else { untick(); }
     });
     stream.addEventListener("end", function () {
-      stream.close(); setLive(false); charts.loss(); charts.accuracy();
+      untick(); stream.close(); setLive(false); charts.loss(); charts.accuracy();
       refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
     });
   }

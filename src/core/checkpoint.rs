@@ -64,7 +64,9 @@ pub fn resolve(reference: CheckpointRef, saved: &[CheckpointInfo]) -> Result<u32
     found.ok_or_else(|| CheckpointError::NotFound(reference.to_string()))
 }
 
-fn best(saved: &[CheckpointInfo]) -> Option<u32> {
+/// The epoch `best` names: the highest validation accuracy, the earliest epoch on a tie. The one rule for every caller
+/// (`submit ... best`, `fork ... best`, the dashboard's badge).
+pub fn best(saved: &[CheckpointInfo]) -> Option<u32> {
     saved.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc).then(b.epoch.cmp(&a.epoch))).map(|c| c.epoch)
 }
 

@@ -470,6 +470,8 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         .await
         .map_err(|source| DaemonError::Io { path: PathBuf::from(config.bind.to_string()), source })?;
     let addr = listener.local_addr().map_err(|source| DaemonError::Io { path: PathBuf::from("socket"), source })?;
+    // From here on the address is the one bound (`--bind 127.0.0.1:0` picked a port): pages show where they are served.
+    let config = config::DaemonConfig { bind: addr, ..config };
     let daemon = Daemon::new(config, store, executor);
     recovery::reconcile(&daemon).await?;
     datasets::scan(&daemon).await;

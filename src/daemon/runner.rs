@@ -194,7 +194,6 @@ async fn handle_line(
             return;
         }
     };
-    daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
     let t = parsed.t;
     let metric = |step: u64, epoch: u32, name: &str, value: f64| MetricRow {
         session: id.to_string(),
@@ -213,6 +212,7 @@ async fn handle_line(
                 metric(*step, *epoch, "img_per_s", *img_per_s),
                 metric(*step, *epoch, "data_wait", *data_wait),
             ]);
+            daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
             return;
         }
         Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait, data_wait_s } => {
@@ -261,6 +261,9 @@ async fn handle_line(
     if let Err(e) = result {
         tracing::error!("{id}: storing {} event: {e}", parsed.event.name());
     }
+    // Fanned out once acted on: a watcher that reads the store on a checkpoint event finds the new row and none that
+    // retention deleted for it.
+    daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
     if let Err(e) = daemon.store.add_event(id, t, parsed.event.name(), line).await {
         tracing::error!("{id}: storing event: {e}");
     }

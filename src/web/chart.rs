@@ -34,6 +34,8 @@ pub struct Chart {
     pub height: u32,
     /// Fix the y range (accuracies: 0..1) instead of fitting it to the data.
     pub y_range: Option<(f64, f64)>,
+    /// The x values are whole numbers (epochs, steps): ticks fall on them only.
+    pub integer_x: bool,
 }
 
 impl Chart {
@@ -46,6 +48,7 @@ impl Chart {
             width: 640,
             height: 300,
             y_range: None,
+            integer_x: matches!(x_label, "epoch" | "step"),
         }
     }
 
@@ -59,6 +62,53 @@ const LEFT: f64 = 58.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 44.0;
+/// About this many steps on the y axis.
+const Y_TICKS: usize = 5;
+
+/// The title's baseline; the legend's first row shares it.
+const TITLE_Y: f64 = 20.0;
+/// Legend text is cut to this many characters.
+const LEGEND_CHARS: usize = 40;
+/// Generous widths per character (11 px legend text, 14 px bold title), so estimated boxes never underlap the text.
+const LEGEND_CHAR_W: f64 = 6.6;
+const TITLE_CHAR_W: f64 = 8.6;
+/// The colour sample and the space before the text.
+const LEGEND_SAMPLE: f64 = 22.0;
+const LEGEND_GAP: f64 = 14.0;
+const LEGEND_ROW: f64 = 16.0;
+
+/// Where one legend entry goes: its left edge, its text's baseline and its width (sample and text).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LegendSlot {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+}
+
+/// The legend text of a series label.
+fn legend_label(label: &str) -> String {
+    label.chars().take(LEGEND_CHARS).collect()
+}
+
+/// Lays the legend out in rows, left to right: the first row after the title, then as many rows below it as the
+/// entries need, each entry whole on one row and inside the chart. Returns the slots (in series order) and the number
+/// of rows (at least one); the plot moves down by the rows beyond the first.
+pub fn legend_layout(title: &str, labels: &[String], width: f64) -> (Vec<LegendSlot>, usize) {
+    let right = width - RIGHT;
+    let title_end = LEFT + title.chars().count() as f64 * TITLE_CHAR_W + LEGEND_GAP;
+    let (mut x, mut row) = (title_end, 0usize);
+    let mut slots = Vec::with_capacity(labels.len());
+    for label in labels {
+        let w = LEGEND_SAMPLE + legend_label(label).chars().count() as f64 * LEGEND_CHAR_W;
+        if x + w > right && x > LEFT {
+            row += 1;
+            x = LEFT;
+        }
+        slots.push(LegendSlot { x, y: TITLE_Y + row as f64 * LEGEND_ROW, width: w });
+        x += w + LEGEND_GAP;
+    }
+    (slots, row + 1)
+}
 
 /// Escapes text for XML/HTML content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -77,14 +127,34 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A "nice" tick step for `[lo, hi]`: about `target` steps of 1, 2, 2.5 or 5 times a power of ten. On an `integer`
+/// axis (epochs, steps) the step is a whole number: 1, 2, 5, 10, 20, ...
+pub fn tick_step(lo: f64, hi: f64, target: usize, integer: bool) -> f64 {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return 1.0;
+    }
+    let raw = (hi - lo) / target.max(1) as f64;
+    if integer && raw <= 1.0 {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    let nice: &[f64] = if integer { &[1.0, 2.0, 5.0, 10.0] } else { &[1.0, 2.0, 2.5, 5.0, 10.0] };
+    nice.iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
+}
+
 /// "Nice" tick positions covering `[lo, hi]`: about `target` steps of 1, 2 or 5 times a power of ten.
 pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
         return vec![lo];
     }
-    let raw = (hi - lo) / target.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    ticks_by(lo, hi, tick_step(lo, hi, target, false))
+}
+
+/// The multiples of `step` within `[lo, hi]`.
+fn ticks_by(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite() && step > 0.0) || hi <= lo {
+        return vec![lo];
+    }
     let first = (lo / step).ceil() * step;
     let mut out = Vec::new();
     let mut v = first;
@@ -113,8 +183,9 @@ fn trim(s: String) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
-/// The data range to draw: every point of every series, padded a little in y; `None` without points.
-fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64)> {
+/// The data range to draw: every point of every series, padded a little in y, the bottom on a y tick (so the axis
+/// starts at a labelled value); and the y tick step. `None` without points.
+fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64, f64)> {
     let mut pts = chart.series.iter().flat_map(|s| s.points.iter()).filter(|p| p.x.is_finite() && p.y.is_finite());
     let first = pts.next()?;
     let (mut x0, mut x1, mut y0, mut y1) = (first.x, first.x, first.y, first.y);
@@ -132,22 +203,31 @@ fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64)> {
         y0 = if y0 >= 0.0 && y0 - pad < 0.0 { 0.0 } else { y0 - pad };
         y1 += pad;
     }
+    let ystep = tick_step(y0, y1, Y_TICKS, false);
+    if chart.y_range.is_none() {
+        y0 = (y0 / ystep).floor() * ystep;
+    }
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    Some((x0, x1, y0, y1))
+    Some((x0, x1, y0, y1, ystep))
 }
 
 /// Draws the chart as a standalone `<svg>` element.
 pub fn render(chart: &Chart) -> String {
-    let (w, h) = (chart.width as f64, chart.height as f64);
-    let (pw, ph) = (w - LEFT - RIGHT, h - TOP - BOTTOM);
+    let labels: Vec<String> = chart.series.iter().map(|s| s.label.clone()).collect();
+    let (legend, rows) = legend_layout(&chart.title, &labels, chart.width as f64);
+    // Legend rows beyond the first push the plot down; the chart grows by as much, so the plot keeps its size.
+    let extra = (rows - 1) as f64 * LEGEND_ROW;
+    let top = TOP + extra;
+    let (w, h) = (chart.width as f64, chart.height as f64 + extra);
+    let (pw, ph) = (w - LEFT - RIGHT, h - top - BOTTOM);
     let mut svg = String::with_capacity(4096 + chart.series.iter().map(|s| s.points.len() * 16).sum::<usize>());
     let range = bounds(chart);
-    let (x0, x1, y0, y1) = range.unwrap_or((0.0, 1.0, 0.0, 1.0));
+    let (x0, x1, y0, y1, ystep) = range.unwrap_or((0.0, 1.0, 0.0, 1.0, 0.2));
     let _ = write!(
         svg,
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{TOP}" data-pw="{pw}" data-ph="{ph}">"#,
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{top}" data-pw="{pw}" data-ph="{ph}">"#,
         title = escape(&chart.title),
     );
     let _ = write!(
@@ -161,11 +241,10 @@ pub fn render(chart: &Chart) -> String {
         .chain(std::iter::once(format!("-{}", chart.series.len())))
         .collect();
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-    let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
+    let sy = |y: f64| top + ph - (y - y0) / (y1 - y0) * ph;
 
     // Grid and tick labels.
-    let yt = ticks(y0, y1, 5);
-    let ystep = if yt.len() > 1 { yt[1] - yt[0] } else { (y1 - y0).abs().max(1e-9) };
+    let yt = ticks_by(y0, y1, ystep);
     svg.push_str(r##"<g class="grid" stroke="#e5e7eb" stroke-width="1">"##);
     for &t in &yt {
         let y = sy(t);
@@ -182,14 +261,14 @@ pub fn render(chart: &Chart) -> String {
             escape(&tick_label(t, ystep))
         );
     }
-    let xt = ticks(x0, x1, 6);
-    let xstep = if xt.len() > 1 { xt[1] - xt[0] } else { 1.0 };
+    let xstep = tick_step(x0, x1, 6, chart.integer_x);
+    let xt = ticks_by(x0, x1, xstep);
     for &t in &xt {
         let x = sx(t);
         let _ = write!(
             svg,
             r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            TOP + ph + 16.0,
+            top + ph + 16.0,
             escape(&tick_label(t, xstep))
         );
     }
@@ -197,8 +276,8 @@ pub fn render(chart: &Chart) -> String {
     // Axes and their names.
     let _ = write!(
         svg,
-        r##"<path class="axes" d="M{LEFT} {TOP}V{:.1}H{:.1}" fill="none" stroke="#8c959f" stroke-width="1"/>"##,
-        TOP + ph,
+        r##"<path class="axes" d="M{LEFT} {top}V{:.1}H{:.1}" fill="none" stroke="#8c959f" stroke-width="1"/>"##,
+        top + ph,
         LEFT + pw
     );
     let _ = write!(
@@ -211,7 +290,7 @@ pub fn render(chart: &Chart) -> String {
     let _ = write!(
         svg,
         r##"<text transform="translate(14 {:.1}) rotate(-90)" font-size="11" fill="#57606a" text-anchor="middle">{}</text>"##,
-        TOP + ph / 2.0,
+        top + ph / 2.0,
         escape(&chart.y_label)
     );
 
@@ -220,14 +299,14 @@ pub fn render(chart: &Chart) -> String {
             svg,
             r##"<text class="empty" x="{:.1}" y="{:.1}" font-size="12" fill="#8c959f" text-anchor="middle">no data yet</text>"##,
             LEFT + pw / 2.0,
-            TOP + ph / 2.0
+            top + ph / 2.0
         );
     }
 
     // The lines (clipped to the plot so a live point out of range cannot spill over the axes).
     let _ = write!(
         svg,
-        r#"<clipPath id="{clip}"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#{clip})">"#
+        r#"<clipPath id="{clip}"><rect x="{LEFT}" y="{top}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#{clip})">"#
     );
     for (i, s) in chart.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -259,22 +338,21 @@ pub fn render(chart: &Chart) -> String {
     }
     svg.push_str("</g>");
 
-    // Legend, top right, one entry per series.
-    let mut lx = LEFT + pw;
-    let entries: Vec<(usize, &Series)> = chart.series.iter().enumerate().collect();
+    // Legend: one entry per series, in rows after the title (see `legend_layout`).
     svg.push_str(r##"<g class="legend" font-size="11" fill="#1f2328">"##);
-    for (i, s) in entries.into_iter().rev() {
-        let label: String = s.label.chars().take(40).collect();
-        let width = 22.0 + label.chars().count() as f64 * 6.2;
-        lx -= width + 8.0;
+    for (i, (s, slot)) in chart.series.iter().zip(&legend).enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let dash = if s.dashed { r#" stroke-dasharray="5 3""# } else { "" };
         let _ = write!(
             svg,
-            r#"<line x1="{lx:.1}" x2="{:.1}" y1="16" y2="16" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="20">{}</text>"#,
-            lx + 16.0,
-            lx + 20.0,
-            escape(&label)
+            r#"<line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            slot.x,
+            slot.x + 16.0,
+            slot.y - 4.0,
+            slot.y - 4.0,
+            slot.x + 20.0,
+            slot.y,
+            escape(&legend_label(&s.label))
         );
     }
     svg.push_str("</g></svg>");
@@ -349,6 +427,73 @@ mod tests {
             assert!((LEFT - 0.1..=640.0 - RIGHT + 0.1).contains(&x), "{x}");
             assert!((TOP - 0.1..=300.0 - BOTTOM + 0.1).contains(&y), "{y}");
         }
+    }
+
+    #[test]
+    fn the_legend_wraps_so_every_entry_is_visible_and_nothing_overlaps() {
+        for n in 1..=14 {
+            for stem in ["alice/synth/", "a-very-long-user-name/a-long-dataset-name/"] {
+                let labels: Vec<String> = (1..=n).map(|i| format!("{stem}{i} baseline_cnn")).collect();
+                let title = "Validation accuracy";
+                let (slots, rows) = legend_layout(title, &labels, 640.0);
+                assert_eq!(slots.len(), n);
+                let title_end = LEFT + title.len() as f64 * TITLE_CHAR_W;
+                for (i, a) in slots.iter().enumerate() {
+                    assert!(a.x >= LEFT && a.x + a.width <= 640.0 - RIGHT, "{n} entries: {i} at {a:?} is cut off");
+                    if a.y == TITLE_Y {
+                        assert!(a.x >= title_end, "{n} entries: {i} at {a:?} overlaps the title");
+                    }
+                    for b in &slots[i + 1..] {
+                        assert!(a.y != b.y || a.x + a.width <= b.x || b.x + b.width <= a.x, "{a:?} overlaps {b:?}");
+                    }
+                }
+                let last_row = slots.iter().map(|s| s.y).fold(0.0, f64::max);
+                assert_eq!(last_row, TITLE_Y + (rows - 1) as f64 * LEGEND_ROW);
+                // The plot starts below the last row.
+                let chart = Chart {
+                    series: labels.iter().map(|l| line(l, 3)).collect(),
+                    ..Chart::new(title, "epoch", "accuracy")
+                };
+                let svg = render(&chart);
+                let top: f64 = svg.split("data-top=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+                assert!(top >= last_row + 12.0, "{n} entries: the plot at {top} under a legend row at {last_row}");
+                let legend = svg.split("class=\"legend\"").nth(1).unwrap();
+                assert_eq!(legend.matches("<text x=").count(), n);
+                for x in legend.split("<text x=\"").skip(1).map(|t| t.split('"').next().unwrap()) {
+                    assert!(x.parse::<f64>().unwrap() >= LEFT, "{n} entries: a legend text at x = {x}");
+                }
+            }
+        }
+        // Two short series share the title's row.
+        let (_, rows) = legend_layout("Loss", &["train loss".into(), "val loss (epoch end)".into()], 640.0);
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn epoch_ticks_are_whole_numbers_and_the_y_axis_starts_on_a_tick() {
+        for epochs in 1..=40 {
+            let mut chart = Chart::new("Accuracy", "epoch", "accuracy").series(line("val", epochs));
+            chart.series[0].points.iter_mut().for_each(|p| p.x += 1.0);
+            let svg = render(&chart);
+            let axis_y = format!("{:.1}", 300.0 - BOTTOM + 16.0);
+            let marker = format!("y=\"{axis_y}\" text-anchor=\"middle\">");
+            let labels: Vec<&str> = svg
+                .split("<text ")
+                .filter_map(|t| t.split_once(marker.as_str()))
+                .map(|(_, rest)| rest.split('<').next().unwrap())
+                .collect();
+            assert!(!labels.is_empty(), "{epochs} epochs: no x ticks");
+            for l in &labels {
+                assert!(l.parse::<u64>().is_ok(), "{epochs} epochs: tick {l:?} is not a whole epoch");
+            }
+        }
+        // A fitted y axis (losses far from zero) has a tick on its bottom edge.
+        let mut loss = line("loss", 200);
+        loss.points.iter_mut().for_each(|p| p.y += 0.93);
+        let svg = render(&Chart::new("Loss", "step", "loss").series(loss));
+        let bottom = format!("y=\"{:.1}\"", 300.0 - BOTTOM + 4.0);
+        let ticks = svg.split("class=\"ticks\"").nth(1).unwrap();
+        assert!(ticks.contains(&bottom), "no tick label at the bottom of the y axis: {ticks}");
     }
 
     #[test]

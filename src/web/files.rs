@@ -55,8 +55,9 @@ pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, FileError> {
 /// The content type by extension (what the dashboard serves: logs, events, specs, checkpoints).
 fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("log" | "txt" | "yaml" | "yml" | "csv" | "tsv") => "text/plain; charset=utf-8",
-        Some("json" | "jsonl") => "application/json",
+        // A JSON-lines file (`events.jsonl`) is not one JSON document: shown as text, like the log.
+        Some("log" | "txt" | "yaml" | "yml" | "csv" | "tsv" | "jsonl") => "text/plain; charset=utf-8",
+        Some("json") => "application/json",
         Some("png") => "image/png",
         _ => "application/octet-stream",
     }
@@ -155,6 +156,9 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         assert_eq!(&body[..], b"line 1\n");
+        std::fs::write(root.join("events.jsonl"), "{\"event\":\"started\"}\n{\"event\":\"finished\"}\n").unwrap();
+        let r = serve(&root, "events.jsonl").await;
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8", "JSON lines are not one document");
         let r = serve(&root, "checkpoints/3.safetensors").await;
         assert!(r.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().starts_with("attachment"));
         assert_eq!(serve(&root, "../x").await.status(), StatusCode::BAD_REQUEST);

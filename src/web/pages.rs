@@ -60,7 +60,12 @@ pub fn routes() -> Router<AppState> {
             "/static/rush.js",
             get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../static/rush.js")) }),
         )
+        // The pages link the icon; `/favicon.ico` answers too, for whatever asks for it without a link.
+        .route("/static/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON) }))
+        .route("/favicon.ico", get(|| async { asset("image/svg+xml", FAVICON) }))
 }
+
+const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
@@ -112,6 +117,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let body = format!(
             "<!doctype html><meta charset=utf-8><title>{status}</title><link rel=stylesheet href=/static/rush.css>\
+             <link rel=icon type=image/svg+xml href=/static/favicon.svg>\
              <main><div class=\"card error\"><h2>{status}</h2><p>{msg}</p><p><a href=\"/sessions\">Sessions</a></p>\
              </div></main>",
             status = self.status,
@@ -351,7 +357,8 @@ pub struct CheckpointView {
 
 fn checkpoint_views(row: &SessionRow, checkpoints: &[CheckpointRow], home_dir: &SessionDir) -> Vec<CheckpointView> {
     let now = crate::store::now();
-    let best = checkpoints.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc)).map(|c| c.epoch);
+    let infos: Vec<_> = checkpoints.iter().map(CheckpointRow::info).collect();
+    let best = crate::core::checkpoint::best(&infos).map(i64::from);
     let id = row.id.to_string();
     checkpoints
         .iter()
@@ -406,6 +413,8 @@ struct SessionTemplate {
     queued_exact: String,
     started: String,
     elapsed: String,
+    /// Seconds a running session has run (empty otherwise): the live script keeps "Run time" ticking from it.
+    running_for: String,
     last_step: String,
     fork_of: Option<(String, String)>,
     reason: String,
@@ -413,14 +422,41 @@ struct SessionTemplate {
     chart_accuracy: String,
     log_tail: String,
     checkpoints: Vec<CheckpointView>,
+    /// The session has ended: its empty checkpoint table says so without promising more.
+    ended: bool,
     fork_choices: Vec<String>,
     spec_text: String,
+    has_spec_file: bool,
+    has_log: bool,
 }
 
 #[derive(Template)]
 #[template(path = "checkpoint_rows.html")]
 struct CheckpointRowsTemplate {
     checkpoints: Vec<CheckpointView>,
+    ended: bool,
+}
+
+/// A session's stored spec as the YAML its `spec.yaml` holds (the runner writes it with the same
+/// `ResolvedSpec::to_yaml`); a stored spec that does not read as one is still shown as YAML.
+fn spec_yaml(row: &SessionRow, raw: &Value) -> String {
+    crate::daemon::resolved_spec(row)
+        .ok()
+        .and_then(|r| r.to_yaml().ok())
+        .or_else(|| serde_saphyr::to_string(raw).ok())
+        .unwrap_or_default()
+}
+
+/// What the fork box offers: `best` and `last` first (the default; resolved when the fork is made, so they never name
+/// a checkpoint retention has deleted since the page was drawn), then the saved checkpoints, newest first. The live
+/// script rebuilds it the same way from each `checkpoint` event.
+fn fork_choices(checkpoints: &[CheckpointRow]) -> Vec<String> {
+    if checkpoints.is_empty() {
+        return Vec::new();
+    }
+    let mut epochs: Vec<&CheckpointRow> = checkpoints.iter().collect();
+    epochs.sort_by_key(|c| std::cmp::Reverse(c.epoch));
+    ["best".to_string(), "last".to_string()].into_iter().chain(epochs.iter().map(|c| c.name.clone())).collect()
 }
 
 /// The live summary the session page shows (also sent as the SSE `state` event).
@@ -492,26 +528,32 @@ async fn session_page(
     let dir = SessionDir::new(state.home().session(&id));
     let checkpoints = state.store().checkpoints(&id).await?;
     let views = checkpoint_views(&row, &checkpoints, &dir);
+    let ended = row.state.is_terminal();
     if q.fragment.as_deref() == Some("checkpoints") {
-        return html(&CheckpointRowsTemplate { checkpoints: views });
+        return html(&CheckpointRowsTemplate { checkpoints: views, ended });
     }
     let now = crate::store::now();
     let positions = positions_for(&state, std::slice::from_ref(&row)).await?;
     let spec = spec_json(&row);
     let (loss, acc) = session_charts(&state, &id, MAX_POINTS).await?;
     let (log, offset) = log_tail(&dir.log(), LOG_TAIL_LINES).await;
-    let spec_text = match tokio::fs::read_to_string(dir.spec()).await {
-        Ok(text) => text,
-        Err(_) => serde_json::to_string_pretty(&spec).unwrap_or_default(),
+    // The spec as the session runs it: `spec.yaml` once the runner wrote it, else the stored spec, as the same YAML
+    // (a session that never started has no folder). Links go only to files that exist.
+    let spec_file = tokio::fs::read_to_string(dir.spec()).await.ok();
+    let has_log = tokio::fs::metadata(dir.log()).await.is_ok_and(|m| m.is_file());
+    let spec_text = match &spec_file {
+        Some(text) => text.clone(),
+        None => spec_yaml(&row, &spec),
     };
     let last_step = match state.store().last_metric(&id, "loss").await? {
         Some((step, _, loss)) => format!("step {step} · loss {loss:.4}"),
         None => String::new(),
     };
     let progress = progress_of(&row, now);
-    let elapsed = match (row.started_at, row.finished_at) {
-        (Some(s), Some(f)) => view::duration(f - s),
-        (Some(s), None) if row.state == SessionState::Running => view::duration(now - s),
+    let running_for = (row.state == SessionState::Running).then_some(row.started_at).flatten().map(|s| now - s);
+    let elapsed = match (row.started_at, row.finished_at, running_for) {
+        (Some(s), Some(f), _) => view::duration(f - s),
+        (_, _, Some(r)) => view::duration(r),
         _ => String::new(),
     };
     let base = session_url(&id.to_string());
@@ -536,6 +578,7 @@ async fn session_page(
         queued_exact: view::datetime(row.queued_at),
         started: row.started_at.map(view::datetime).unwrap_or_default(),
         elapsed,
+        running_for: running_for.map(|r| format!("{:.0}", r.max(0.0))).unwrap_or_default(),
         last_step,
         fork_of: row.fork_of.as_ref().map(|f| {
             let session = f.rsplit_once(':').map(|(s, _)| s).unwrap_or(f);
@@ -545,9 +588,12 @@ async fn session_page(
         chart_loss: chart::render(&loss),
         chart_accuracy: chart::render(&acc),
         log_tail: log,
-        fork_choices: checkpoints.iter().rev().map(|c| c.name.clone()).collect(),
+        fork_choices: fork_choices(&checkpoints),
         checkpoints: views,
+        ended,
         spec_text,
+        has_spec_file: spec_file.is_some(),
+        has_log,
         base,
     })
 }

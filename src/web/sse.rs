@@ -5,7 +5,11 @@
 //! page was drawn at (`log`, so none is lost or shown twice), and the session's row, polled, for state changes
 //! (`state`). When the session has ended and its log is drained, an `end` event closes the stream. The sessions
 //! list's stream (`/sessions/live`) polls a cheap fingerprint of the store and says `changed` when it moves; the page
-//! then fetches its rows again. Each stream is a task feeding a channel; it ends when the browser goes away.
+//! then fetches its rows and state counts again. Each stream is a task feeding a channel; it ends when the browser
+//! goes away.
+//!
+//! Every event carries a `data:` line: a browser's `EventSource` drops an event without one (the SSE spec's dispatch
+//! step), so a bare `event: changed` would never reach the page's listener.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -35,8 +39,13 @@ const LOG_CHUNK: u64 = 256 * 1024;
 
 type Tx = mpsc::Sender<Result<SseEvent, Infallible>>;
 
+/// One named event. Its data is never empty (see the module note): an empty payload is sent as `{}`.
+fn event(name: &str, data: String) -> SseEvent {
+    SseEvent::default().event(name).data(if data.is_empty() { "{}".to_string() } else { data })
+}
+
 async fn send(tx: &Tx, name: &str, data: String) -> bool {
-    tx.send(Ok(SseEvent::default().event(name).data(data))).await.is_ok()
+    tx.send(Ok(event(name, data))).await.is_ok()
 }
 
 fn stream(rx: mpsc::Receiver<Result<SseEvent, Infallible>>) -> impl IntoResponse {
@@ -48,6 +57,7 @@ pub async fn sessions_live(State(state): State<AppState>) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut last: Option<String> = None;
+        let mut changes: u64 = 0;
         let mut tick = tokio::time::interval(LIST_POLL);
         loop {
             tokio::select! {
@@ -62,8 +72,11 @@ pub async fn sessions_live(State(state): State<AppState>) -> impl IntoResponse {
                     continue;
                 }
             };
-            if last.as_ref().is_some_and(|l| *l != now) && !send(&tx, "changed", String::new()).await {
-                return;
+            if last.as_ref().is_some_and(|l| *l != now) {
+                changes += 1;
+                if !send(&tx, "changed", json!({ "changes": changes }).to_string()).await {
+                    return;
+                }
             }
             last = Some(now);
         }
@@ -110,6 +123,22 @@ fn event_for(line: &str) -> Option<(&'static str, String)> {
         }
         _ => return None,
     })
+}
+
+/// A `checkpoint` event's data plus `saved`: the epochs the store holds now, newest first. The runner fans the line out
+/// after recording the checkpoint and applying retention, so this is the list after pruning; the page offers it in the
+/// fork box (after `best` and `last`).
+async fn with_saved(state: &AppState, id: &SessionId, data: String) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&data) else { return data };
+    match state.store().checkpoints(id).await {
+        Ok(rows) => {
+            let mut epochs: Vec<i64> = rows.iter().map(|r| r.epoch).collect();
+            epochs.sort_unstable_by(|a, b| b.cmp(a));
+            value["saved"] = json!(epochs);
+        }
+        Err(e) => tracing::warn!("live stream of {id}: {e}"),
+    }
+    value.to_string()
 }
 
 /// Reads what was appended to the log since `offset`: whole lines only (a partial last line waits for its end).
@@ -173,10 +202,13 @@ pub async fn session_live(
                 _ = state.daemon.shutdown.cancelled() => return,
                 msg = async { hub.as_mut()?.recv().await.ok() }, if hub.is_some() => match msg {
                     Some(LiveEvent::Line(line)) => {
-                        if let Some((name, data)) = event_for(&line)
-                            && !send(&tx, name, data).await
-                        {
-                            return;
+                        if let Some((name, mut data)) = event_for(&line) {
+                            if name == "checkpoint" {
+                                data = with_saved(&state, &id, data).await;
+                            }
+                            if !send(&tx, name, data).await {
+                                return;
+                            }
                         }
                     }
                     // The run ended, or the hub closed its channel (or we lagged): look at the store now.
@@ -248,6 +280,19 @@ mod tests {
         let fin = EventLine::new(Event::Finished { epochs: 1, best_val_acc: 0.5 }, 0.0);
         assert_eq!(event_for(&fin.to_json()), None);
         assert_eq!(event_for("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn every_event_has_a_data_line_a_browser_dispatches() {
+        use axum::response::IntoResponse;
+        let (tx, rx) = mpsc::channel(4);
+        assert!(send(&tx, "changed", String::new()).await);
+        assert!(send(&tx, "log", "a line".into()).await);
+        drop(tx);
+        let body = stream(rx).into_response().into_body();
+        let text = String::from_utf8(axum::body::to_bytes(body, 1 << 16).await.unwrap().to_vec()).unwrap();
+        assert!(text.contains("event: changed\ndata: {}\n"), "{text:?}");
+        assert!(text.contains("event: log\ndata: a line\n"), "{text:?}");
     }
 
     #[tokio::test]

@@ -225,6 +225,13 @@ async fn every_page_answers_and_escapes_hostile_input() {
         assert_eq!(status, StatusCode::OK);
         assert!(headers["content-type"].to_str().unwrap().starts_with(ctype) && body.len() > 500);
     }
+    // The icon: linked from every page, and `/favicon.ico` answers too.
+    assert!(list.contains("rel=\"icon\" type=\"image/svg+xml\" href=\"/static/favicon.svg\""));
+    for uri in ["/favicon.ico", "/static/favicon.svg"] {
+        let (status, headers, body) = request(s, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "image/svg+xml"), "{uri}");
+        assert!(body.starts_with("<svg") && body.trim_end().ends_with("</svg>"), "{uri}: {body}");
+    }
     let (status, headers, _) = request(s, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/sessions"));
     assert_eq!(get(s, "/sessions/tester/emoji/77").await.0, StatusCode::NOT_FOUND);
@@ -321,6 +328,76 @@ async fn stop_and_fork_buttons_go_through_the_daemon() {
     let back = headers["location"].to_str().unwrap().to_string();
     let (_, page) = get(&f.state, &back).await;
     assert!(page.contains("has no checkpoint 9"), "{back}");
+    // The fork box's default is `best` (then `last`, then the epochs): it names no checkpoint retention can delete
+    // while the page is open, and it forks.
+    let (_, page) = get(&f.state, &format!("/sessions/{id}")).await;
+    let select = page.split("id=\"fork-checkpoint\"").nth(1).unwrap().split("</select>").next().unwrap();
+    let values: Vec<&str> = select.split("<option value=\"").skip(1).map(|o| o.split('"').next().unwrap()).collect();
+    assert_eq!(values, ["best", "last", "2"], "{select}");
+    let (status, headers, _) =
+        request(&f.state, form_post(&format!("/sessions/{id}/fork"), "checkpoint=best&args=&memo=", &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/sessions/tester/emoji/3", "the fork's page");
+}
+
+#[tokio::test]
+async fn the_best_badge_is_the_checkpoint_best_names() {
+    let f = fixture().await;
+    let id = f.running.clone();
+    let sdir = SessionDir::new(f.state.home().session(&id));
+    // Epochs 2, 4 and 5 tie at 50%: `best` is the earliest (the core rule `submit ... best` and fork use).
+    for (epoch, acc) in [(3, 0.25), (4, 0.5), (5, 0.5)] {
+        std::fs::write(sdir.checkpoint_weights(epoch), [1u8; 8]).unwrap();
+        f.state
+            .store()
+            .add_checkpoint(&CheckpointRow {
+                session: id.to_string(),
+                epoch: epoch as i64,
+                name: epoch.to_string(),
+                path: sdir.checkpoint_weights(epoch).display().to_string(),
+                val_acc: acc,
+                val_loss: None,
+                train_loss: None,
+                bytes: 8,
+                created_at: rush::store::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let resolved = f.state.daemon.checkpoint_row(&id, rush::core::checkpoint::CheckpointRef::Best).await.unwrap();
+    assert_eq!(resolved.epoch, 2);
+    let (_, rows) = get(&f.state, &format!("/sessions/{id}?fragment=checkpoints")).await;
+    let badged: Vec<&str> = rows
+        .split("<td class=\"mono\">")
+        .skip(1)
+        .filter(|cell| cell.split("</td>").next().unwrap().contains(">best<"))
+        .map(|cell| cell.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(badged, ["2"], "{rows}");
+}
+
+#[tokio::test]
+async fn a_session_that_never_started_links_no_missing_files() {
+    let f = fixture().await;
+    let q = f.queued.to_string();
+    f.state.daemon.stop_session(&f.queued).await.unwrap();
+    let (status, page) = get(&f.state, &format!("/sessions/{q}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("/files/"), "no links to files it never wrote: {page}");
+    let spec = page.split("<pre class=\"spec\">").nth(1).unwrap().split("</pre>").next().unwrap();
+    assert!(spec.contains("model: resnet18") && !spec.contains("\"model\""), "the spec as YAML: {spec}");
+    assert!(page.contains("No checkpoints.") && !page.contains("No checkpoints yet"), "it has ended");
+    for file in ["train.log", "spec.yaml"] {
+        assert_eq!(get(&f.state, &format!("/sessions/{q}/files/{file}")).await.0, StatusCode::NOT_FOUND);
+    }
+    // A session with its folder links both, and they answer.
+    let id = f.running.to_string();
+    let (_, page) = get(&f.state, &format!("/sessions/{id}")).await;
+    for file in ["train.log", "spec.yaml"] {
+        let link = format!("/sessions/{id}/files/{file}");
+        assert!(page.contains(&format!("href=\"{link}\"")), "{file} is linked");
+        assert_eq!(get(&f.state, &link).await.0, StatusCode::OK);
+    }
 }
 
 #[tokio::test]
@@ -490,7 +567,8 @@ async fn the_sessions_stream_says_when_the_list_changes() {
     // Let the stream take its first fingerprint, then change the list.
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.state.store().transition(&f.queued, SessionState::Stopped, None, None).await.unwrap();
-    read_until(&mut body, "event: changed").await;
+    // With a data line: a browser's EventSource drops an event that has none.
+    read_until(&mut body, "event: changed\ndata: ").await;
 }
 
 /// The measurement for the dashboard's speed: the sessions page with 10,000 sessions and a chart over a million

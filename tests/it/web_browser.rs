@@ -28,6 +28,15 @@ fn daemon_log(tmp: &Path) -> String {
     std::fs::read_to_string(tmp.join("daemon.log")).unwrap_or_default()
 }
 
+/// What the fork box should offer for session 1: `best`, `last`, then the checkpoints the API lists, newest first.
+async fn fork_choices(base: &str) -> Option<Vec<String>> {
+    let list: serde_json::Value =
+        reqwest::get(format!("{base}/api/sessions/browser/emoji/1/checkpoints")).await.ok()?.json().await.ok()?;
+    let mut epochs: Vec<i64> = list.as_array()?.iter().filter_map(|c| c["epoch"].as_i64()).collect();
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    Some(["best".to_string(), "last".to_string()].into_iter().chain(epochs.iter().map(i64::to_string)).collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
@@ -69,7 +78,8 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     std::fs::write(
         exp.join("browser.yaml"),
         "dataset: emoji\nmemo: \"live <b>browser</b> test\"\nmodel: baseline_cnn\nimage_size: 32\nbatch_size: 16\n\
-         epochs: 300\noptimizer: {name: sgd, lr: 0.05, momentum: 0.9}\nschedule: {name: constant}\n",
+         epochs: 300\noptimizer: {name: sgd, lr: 0.05, momentum: 0.9}\nschedule: {name: constant}\n\
+         checkpoints: {keep_best: 1, keep_last: true}\n",
     )
     .unwrap();
 
@@ -88,10 +98,58 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     assert_eq!(memo.as_deref(), Some("live &lt;b&gt;browser&lt;/b&gt; test"), "the memo is escaped");
     screenshot(c, "dashboard-sessions.png").await;
 
+    // The list follows the store without a reload: a second session appears queued (the one slot is busy), then is
+    // stopped through the API; its row, the state counts and the total change in place.
+    c.execute("window.__listNotReloaded = true; return 1", vec![]).await.unwrap();
+    std::fs::write(
+        exp.join("waiting.yaml"),
+        "dataset: emoji\nmemo: waits\nmodel: baseline_cnn\nimage_size: 32\nepochs: 2\noptimizer: {name: sgd, lr: 0.05}\n",
+    )
+    .unwrap();
+    let row2 = "document.querySelector('tr[data-id=\"browser/emoji/2\"] .badge')";
+    let badge2 = format!("return {row2} ? {row2}.textContent : ''");
+    wait_for("the queued session's row to appear live", Duration::from_secs(60), || async {
+        js_string(c, &badge2).await.filter(|s| s == "queued")
+    })
+    .await;
+    let pills = "return Array.prototype.map.call(document.querySelectorAll('#state-pills a'), \
+                 function (a) { return a.textContent.trim(); }).join(',')";
+    let total = "return document.getElementById('sessions-total').textContent.trim()";
+    wait_for("the counts to follow the new session", Duration::from_secs(30), || async {
+        js_string(c, pills).await.filter(|p| p.contains("all2") && p.contains("queued1"))
+    })
+    .await;
+    assert_eq!(js_string(c, total).await.as_deref(), Some("2 sessions"));
+    let stopped =
+        reqwest::Client::new().post(format!("{base}/api/sessions/browser/emoji/2/stop")).send().await.unwrap();
+    assert!(stopped.status().is_success(), "{:?}", stopped.text().await);
+    wait_for("the stopped row without a reload", Duration::from_secs(30), || async {
+        js_string(c, &badge2).await.filter(|s| s == "stopped")
+    })
+    .await;
+    let counts = wait_for("the counts to follow the stop", Duration::from_secs(30), || async {
+        js_string(c, pills).await.filter(|p| p.contains("stopped1") && p.contains("queued0"))
+    })
+    .await;
+    eprintln!("state counts after the stop: {counts}");
+    let marker = c.execute("return window.__listNotReloaded === true", vec![]).await.unwrap();
+    assert_eq!(marker, serde_json::Value::Bool(true), "the sessions page was not reloaded");
+
+    // The header names the address the daemon really listens on (`--bind 127.0.0.1:0` chose the port).
+    let host = js_string(c, "return document.querySelector('header .host').textContent.trim()").await;
+    assert_eq!(host, Some(format!("browser @ {addr}")));
+
     // Follow it.
     c.find(Locator::Css("a[href=\"/sessions/browser/emoji/1\"]")).await.unwrap().click().await.unwrap();
     wait_for("the live stream", Duration::from_secs(30), || async {
         js_number(c, "return document.querySelector('#live.on') ? 1 : 0").await.filter(|n| *n == 1)
+    })
+    .await;
+    // Its run time ticks.
+    let run_time = "return document.getElementById('elapsed').textContent";
+    let first = js_string(c, run_time).await.unwrap();
+    wait_for("the run time to tick", Duration::from_secs(10), || async {
+        js_string(c, run_time).await.filter(|t| *t != first)
     })
     .await;
     let points = "var p = document.querySelector('#chart-loss polyline'); \
@@ -119,6 +177,51 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("rush_sessions{state=\"running\"} 1"), "{metrics}");
 
+    // Checkpoints while it trains (keep_best 1 + last): every `checkpoint` event names what the store keeps after
+    // retention, the new one included and the pruned one gone; a second listener records them.
+    let session_page = c.current_url().await.unwrap();
+    c.execute(
+        "window.__cps = []; var es = new EventSource('/sessions/browser/emoji/1/live'); \
+         es.addEventListener('checkpoint', function (e) { window.__cps.push(JSON.parse(e.data)); }); return 1",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let options = "return Array.prototype.map.call(document.querySelectorAll('#fork-checkpoint option'), \
+                   function (o) { return o.value; }).join(',')";
+    let options_at_load = js_string(c, options).await.unwrap();
+    wait_for("three checkpoint events", Duration::from_secs(180), || async {
+        js_number(c, "return window.__cps.length").await.filter(|n| *n >= 3)
+    })
+    .await;
+    let events = c.execute("return window.__cps", vec![]).await.unwrap();
+    for e in events.as_array().unwrap() {
+        let saved: Vec<i64> = e["saved"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert!(saved.contains(&e["epoch"].as_i64().unwrap()), "the new checkpoint is in the store: {e}");
+        assert!(saved.len() <= 2, "retention has pruned before the event: {e}");
+    }
+    // The fork box follows the store (its epochs are what the API lists), and its default never goes stale.
+    let now = wait_for("the fork box to follow the checkpoints", Duration::from_secs(60), || async {
+        let want: Vec<String> = fork_choices(&base).await?;
+        js_string(c, options).await.filter(|o| *o == want.join(","))
+    })
+    .await;
+    assert_ne!(now, options_at_load, "the fork box was redrawn");
+    assert_eq!(js_string(c, "return document.getElementById('fork-checkpoint').value").await.as_deref(), Some("best"));
+    c.find(Locator::Id("fork")).await.unwrap().click().await.unwrap();
+    let forked = wait_for("the fork's page", Duration::from_secs(30), || async {
+        let url = c.current_url().await.ok()?;
+        (url.path() == "/sessions/browser/emoji/3").then_some(url)
+    })
+    .await;
+    let error = js_string(c, "var e = document.querySelector('.card.error'); return e ? e.textContent : ''").await;
+    assert_eq!(error.as_deref(), Some(""), "forking with the default choice works ({forked})");
+    c.goto(session_page.as_str()).await.unwrap();
+    wait_for("the live stream again", Duration::from_secs(30), || async {
+        js_number(c, "return document.querySelector('#live.on') ? 1 : 0").await.filter(|n| *n == 1)
+    })
+    .await;
+
     // Stop it with the button; the state changes on the page.
     c.find(Locator::Id("stop")).await.unwrap().click().await.unwrap();
     wait_for("the stopped state on the page", Duration::from_secs(60), || async {
@@ -128,6 +231,17 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     })
     .await;
     screenshot(c, "dashboard-session-stopped.png").await;
+    // The checkpoint table is what the store holds.
+    let table = "return Array.prototype.map.call(document.querySelectorAll('#checkpoints tbody td.mono'), \
+                 function (td) { return td.textContent.trim().split(' ')[0]; }).join(',')";
+    wait_for("the checkpoint table to match the store", Duration::from_secs(30), || async {
+        let want: Vec<String> = fork_choices(&base).await?;
+        let mut shown: Vec<i64> = js_string(c, table).await?.split(',').filter_map(|n| n.parse().ok()).collect();
+        shown.sort_unstable_by(|a, b| b.cmp(a));
+        let shown: Vec<String> = shown.iter().map(i64::to_string).collect();
+        (!shown.is_empty() && shown[..] == want[2..]).then_some(())
+    })
+    .await;
     let api: serde_json::Value =
         reqwest::get(format!("{base}/api/sessions/browser/emoji/1")).await.unwrap().json().await.unwrap();
     assert!(api.to_string().contains("\"stopped\""), "{api}");
