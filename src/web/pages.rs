@@ -355,7 +355,12 @@ pub struct CheckpointView {
     member: String,
 }
 
-fn checkpoint_views(row: &SessionRow, checkpoints: &[CheckpointRow], home_dir: &SessionDir) -> Vec<CheckpointView> {
+fn checkpoint_views(
+    row: &SessionRow,
+    checkpoints: &[CheckpointRow],
+    epoch_seconds: &[(u32, f64)],
+    home_dir: &SessionDir,
+) -> Vec<CheckpointView> {
     let now = crate::store::now();
     let infos: Vec<_> = checkpoints.iter().map(CheckpointRow::info).collect();
     let best = crate::core::checkpoint::best(&infos).map(i64::from);
@@ -381,7 +386,10 @@ fn checkpoint_views(row: &SessionRow, checkpoints: &[CheckpointRow], home_dir: &
                 is_best: Some(c.epoch) == best,
                 modified: view::ago(now, Some(c.created_at)),
                 modified_exact: view::datetime(c.created_at),
-                elapsed: row.started_at.map(|s| view::duration(c.created_at - s)).unwrap_or_default(),
+                elapsed: crate::core::checkpoint::training_seconds(c.info().epoch, epoch_seconds)
+                    .or_else(|| row.started_at.map(|s| c.created_at - s))
+                    .map(view::duration)
+                    .unwrap_or_default(),
                 summary,
                 size: view::bytes(c.bytes),
                 download,
@@ -527,7 +535,8 @@ async fn session_page(
     let row = state.store().session_required(&id).await?;
     let dir = SessionDir::new(state.home().session(&id));
     let checkpoints = state.store().checkpoints(&id).await?;
-    let views = checkpoint_views(&row, &checkpoints, &dir);
+    let epoch_seconds = state.daemon.epoch_seconds(&id).await?;
+    let views = checkpoint_views(&row, &checkpoints, &epoch_seconds, &dir);
     let ended = row.state.is_terminal();
     if q.fragment.as_deref() == Some("checkpoints") {
         return html(&CheckpointRowsTemplate { checkpoints: views, ended });
