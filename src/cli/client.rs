@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use super::Global;
 use crate::core::session::SessionId;
 use crate::core::spec::Spec;
-use crate::store::{SpecRow, SpecStatus};
+use crate::store::{DatasetRow, SpecRow, SpecStatus};
 use crate::web::api::{Changed, CheckpointView, ForkRequest, Info, SessionView};
 
 pub mod http;
@@ -237,7 +237,7 @@ fn run_session(
     if let Some(m) = memo {
         spec.memo = m;
     }
-    spec.validate("rush run")?;
+    spec.validate(&spec_file.map_or_else(|| "-d/-a".to_string(), |p| p.display().to_string()))?;
     let yaml = serde_saphyr::to_string(&spec).context("writing the spec as YAML")?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let name = format!("run-{}-{}-{}.yaml", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
@@ -292,10 +292,20 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<ExitCode> {
 fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
     let mut path = format!("/sessions?all={all}");
-    if let Some(d) = dataset {
-        path.push_str(&format!("&dataset={}", encode(&d)));
+    if let Some(d) = &dataset {
+        path.push_str(&format!("&dataset={}", encode(d)));
     }
     let sessions: Vec<SessionView> = api.get(&path)?;
+    if let (Some(d), true) = (dataset.as_deref(), sessions.is_empty()) {
+        let known: Vec<DatasetRow> = api.get("/datasets")?;
+        if !known.iter().any(|k| k.name == d) {
+            let names: Vec<&str> = known.iter().map(|k| k.name.as_str()).collect();
+            bail!(
+                "-d {d}: not a registered dataset (registered: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            );
+        }
+    }
     if json {
         return print_json(&sessions);
     }
@@ -319,7 +329,7 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
             vec![
                 s.id.clone(),
                 table::ago(s.created, now),
-                s.memo.clone(),
+                table::one_line(&s.memo, MEMO_WIDTH),
                 status,
                 summary.trim().to_string(),
                 description,
@@ -330,12 +340,30 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rush logs [-f]`: the session's `train.log`, followed until the session ends with `-f`.
+/// The memo column of `ps`: at most this many characters (`-j` has the whole memo).
+const MEMO_WIDTH: usize = 48;
+
+/// `rush logs [-f]`: the session's `train.log`, followed until the session ends with `-f`, then how it ended.
 fn logs(global: &Global, session: &str, follow: bool) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let mut resp = api.stream(&format!("/sessions/{}/logs?follow={follow}", id(session)?))?;
+    let id = id(session)?;
+    let mut resp = api.stream(&format!("/sessions/{id}/logs?follow={follow}"))?;
     let mut out = std::io::stdout().lock();
-    std::io::copy(&mut resp, &mut out).context("reading the log stream")?;
+    if std::io::copy(&mut resp, &mut out).is_err() {
+        bail!(
+            "the daemon went away while following {id}'s log (stopped or killed); `rush logs -f {id}` once it is back"
+        );
+    }
+    if follow {
+        std::io::Write::flush(&mut out).ok();
+        let s: SessionView = api.get(&format!("/sessions/{id}"))?;
+        let why = s.exit_reason.as_deref().and_then(|r| r.lines().next()).map(|r| format!(": {r}")).unwrap_or_default();
+        if s.state.is_terminal() {
+            eprintln!("[rush] {id} ended {}{why}", s.state);
+        } else {
+            eprintln!("[rush] {id} is {} again{why}; it continues when the daemon runs it", s.state);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

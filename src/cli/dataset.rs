@@ -123,7 +123,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
         threads: args.threads,
     };
     let progress = synth::progress_bar(opts.train + opts.test, args.quiet);
-    let report = synth::generate(&opts, &progress).context("rush dataset synth")?;
+    let report = synth::generate(&opts, &progress).context("dataset synth")?;
     println!(
         "wrote {} stickers ({:.1} MB of PNG) to {} in {:.1} s: {:.0} images/s on {} threads",
         report.images,

@@ -233,7 +233,11 @@ impl Daemon {
             }
             let row = self.store.session_required(id).await?;
             match row.state {
-                SessionState::Queued => match self.store.transition(id, SessionState::Stopped, None, None).await {
+                SessionState::Queued => match self
+                    .store
+                    .transition(id, SessionState::Stopped, None, Some("stopped by the user before it started"))
+                    .await
+                {
                     Ok(_) => return Ok(SessionState::Stopped),
                     // The scheduler took it meanwhile: stop the runner instead.
                     Err(StoreError::Session(_)) => continue,

@@ -51,7 +51,7 @@ async fn run_inner(
     let resolved = resolved_spec(row).map_err(|e| e.to_string())?;
     let dir = SessionDir::new(daemon.home().session(id));
     let mut log = prepare(&dir, &resolved).await?;
-    let line = format!("[rush] {id} starting on {slot} at {}\n", crate::store::now());
+    let line = format!("[rush] {id} starting on {slot} at {} UTC\n", crate::web::view::datetime(crate::store::now()));
     let _ = log.write_all(line.as_bytes()).await;
 
     let launch = Launch { session: id.clone(), dir: dir.root().to_path_buf(), slot, shutdown: daemon.shutdown.clone() };

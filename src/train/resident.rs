@@ -52,7 +52,7 @@ pub fn decide(mode: ResidentMode, cuda: bool, needed: u64, free: Option<u64>) ->
         ResidentMode::On => (true, "RUSH_DEVICE_DATA=on".into()),
         ResidentMode::Off => (false, "RUSH_DEVICE_DATA=off".into()),
         ResidentMode::Auto if !cuda => {
-            (false, "the CPU streams from the image cache (RUSH_DEVICE_DATA=on to change)".into())
+            (false, "the CPU streams from the image cache; RUSH_DEVICE_DATA=on to change".into())
         }
         ResidentMode::Auto => match free {
             Some(free) if needed as f64 <= FREE_SHARE * free as f64 => {

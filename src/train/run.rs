@@ -479,7 +479,7 @@ impl Trainer<'_> {
         classes.dedup();
         let device = device::name(self.ex.device);
         eprintln!(
-            "rush train: {} on {device}{} | {} train / {} valid images, {} classes | {} epochs x {} steps",
+            "rush train: {} on {device}{} | {} train / {} valid images, {} classes | {} epoch{} x {} steps",
             spec.model.as_str(),
             match (self.ex.autocast_bf16, self.ex.channels_last) {
                 (true, _) => " (bf16 autocast, channels-last)",
@@ -490,6 +490,7 @@ impl Trainer<'_> {
             self.valid_idx.len(),
             classes.len(),
             spec.epochs,
+            if spec.epochs == 1 { "" } else { "s" },
             self.steps_per_epoch
         );
         sink.emit(Event::Started {

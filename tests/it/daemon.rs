@@ -208,9 +208,13 @@ fn bad_specs_are_rejected_with_their_message_and_a_good_one_still_runs() {
         assert!(error.contains(name) && error.contains(needle), "{name}: {error}");
         assert!(v["sessions"].as_array().unwrap().is_empty());
     }
-    // `rush run` reports a rejection as an error, non-zero.
+    // `rush run` reports a rejection as an error, non-zero; so do `ps -d` of an unknown dataset and a bad --url.
     let e = env.fails(&["run", "-d", "nosuch"]);
     assert!(e.contains("not a registered dataset"), "{e}");
+    let e = env.fails(&["ps", "-d", "nosuch"]);
+    assert!(e.contains("-d nosuch: not a registered dataset (registered: ok)"), "{e}");
+    let e = env.fails(&["--url", "garbage", "ps"]);
+    assert!(e.contains("--url \"garbage\" is not an address like http://127.0.0.1:8470"), "{e}");
     let left: Vec<_> = std::fs::read_dir(&env.experiments)
         .unwrap()
         .filter_map(|e| e.unwrap().file_name().into_string().ok())
@@ -259,9 +263,12 @@ fn bad_specs_are_rejected_with_their_message_and_a_good_one_still_runs() {
     assert_eq!(run_ids.len(), 1, "{out}");
     let s = env.session(&run_ids[0]).unwrap();
     assert_eq!((s["memo"].as_str(), s["spec"]["image_size"].as_i64()), (Some("from run"), Some(32)));
-    for id in [changed[0]["sessions"][0].as_str().unwrap(), run_ids[0].as_str()] {
+    // the run's session waits behind the changed spec's (one slot): stopped before it started, and it says so
+    for id in [run_ids[0].as_str(), changed[0]["sessions"][0].as_str().unwrap()] {
         env.ok(&["stop", id]);
     }
+    let stopped = env.session(&run_ids[0]).unwrap();
+    assert_eq!(stopped["exit_reason"], "stopped by the user before it started", "{stopped}");
 
     // The spec refused for a dataset not yet registered is read again once it is: nothing the user dropped is lost.
     let missing = env.experiments.join("missing.yaml");
@@ -293,6 +300,7 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
         .args(["logs", "-f", &id])
         .env("RUSH_HOME", &env.home)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let (tx, followed) = std::sync::mpsc::channel();
@@ -308,8 +316,9 @@ fn stop_ends_a_running_child_and_fork_starts_from_the_named_checkpoint() {
     assert!(env.ok(&["logs", &id]).contains("stop requested"));
     let followed = followed.recv_timeout(Duration::from_secs(30)).expect("logs -f ended with the session").unwrap();
     assert!(followed.status.success());
-    let followed = String::from_utf8_lossy(&followed.stdout);
-    assert!(followed.contains("epoch 1/50") && followed.contains("ended"), "{followed}");
+    let (stdout, stderr) = (String::from_utf8_lossy(&followed.stdout), String::from_utf8_lossy(&followed.stderr));
+    assert!(stdout.contains("epoch 1/50") && stdout.contains("ended"), "{stdout}");
+    assert!(stderr.contains(&format!("[rush] {id} ended stopped: stopped by the user")), "{stderr}");
 
     // Fork from checkpoint 1 with overrides: the new session starts from those weights.
     let out = env.ok(&["fork", &id, "-c", "1", "-a", "epochs=1", "-m", "forked"]);

@@ -24,7 +24,14 @@ impl Api {
     /// Finds the daemon of `global.home` (or `--url`).
     pub fn connect(global: &Global) -> anyhow::Result<Api> {
         let base = match &global.url {
-            Some(url) => url.trim_end_matches('/').to_string(),
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("--url {url:?} is not an address like http://127.0.0.1:8470 ({e})"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                    bail!("--url {url:?} is not an address like http://127.0.0.1:8470 (http or https, and a host)");
+                }
+                url.trim_end_matches('/').to_string()
+            }
             None => {
                 let file = global.home.daemon_addr_file();
                 let addr = std::fs::read_to_string(&file).map_err(|_| {
@@ -71,7 +78,14 @@ impl Api {
         let text = resp.text().unwrap_or_default();
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => bail!("{}", body.error),
-            Err(_) => bail!("the daemon answered {status}: {}", text.trim()),
+            Err(_) => {
+                let text = text.trim();
+                if text.starts_with('<') {
+                    bail!("{} answered {status} with a web page, not a rush daemon's JSON: is --url right?", self.base)
+                }
+                let short: String = text.chars().take(300).collect();
+                bail!("the daemon answered {status}: {short}{}", if short.len() < text.len() { "..." } else { "" })
+            }
         }
     }
 

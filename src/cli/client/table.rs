@@ -32,25 +32,28 @@ pub fn ago(then: f64, now: f64) -> String {
     }
 }
 
-/// `45s`, `3m 07s`, `2h 05m`.
+/// `45s`, `3m 07s`, `2h 05m`: the dashboard's units, so the two never disagree.
 pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
-        s => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
+    crate::web::view::duration(secs)
 }
 
-/// `812 B`, `1.2 KB`, `44.7 MB`.
+/// `812 B`, `1.2 kB`, `44.7 MB`: the dashboard's units.
 pub fn bytes(n: i64) -> String {
-    let n = n.max(0) as f64;
-    match n {
-        n if n < 1e3 => format!("{n} B"),
-        n if n < 1e6 => format!("{:.1} KB", n / 1e3),
-        n if n < 1e9 => format!("{:.1} MB", n / 1e6),
-        n => format!("{:.2} GB", n / 1e9),
+    crate::web::view::bytes(n)
+}
+
+/// Free text (a memo) as one table cell: line breaks and other control characters become spaces, runs of spaces
+/// one, and at most `max` characters, the cut marked with `…`.
+pub fn one_line(text: &str, max: usize) -> String {
+    let words: Vec<&str> =
+        text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect();
+    let line = words.join(" ");
+    if line.chars().count() <= max {
+        return line;
     }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 #[cfg(test)]
@@ -66,5 +69,16 @@ mod tests {
         assert_eq!(duration(187.0), "3m 07s");
         assert_eq!(bytes(1_234_567), "1.2 MB");
         assert_eq!(bytes(12), "12 B");
+        assert_eq!(duration(4.87), "5s");
+    }
+
+    #[test]
+    fn a_memo_is_one_line_of_bounded_width() {
+        assert_eq!(one_line("lr 1e-3\nsecond line\t\tx", 40), "lr 1e-3 second line x");
+        assert_eq!(one_line("abcdefgh", 5), "abcd…");
+        assert_eq!(one_line("abcde", 5), "abcde");
+        assert_eq!(one_line("", 5), "");
+        let t = render(&["Name", "Args"], &[vec!["a".into(), one_line("x\ny", 10)]]);
+        assert_eq!(t.lines().count(), 2, "{t}");
     }
 }
