@@ -94,8 +94,12 @@ pub const NO_SLOT: &str = "none (members cached)";
 pub struct Submission {
     /// One member, or several for an ensemble (the weighted mean of their probabilities, then argmax).
     pub members: Vec<MemberRef>,
+    /// `none` when left out, as on the command line.
+    #[serde(default)]
     pub tta: Tta,
-    /// `-t`: predict the dry-run sample only (`core::score::dry_run_indices`); scored, never ranked or counted.
+    /// `-t`: predict the dry-run sample only (`core::score::dry_run_indices`); scored, never ranked or counted. False
+    /// when left out.
+    #[serde(default)]
     pub dry_run: bool,
 }
 

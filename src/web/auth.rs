@@ -191,6 +191,7 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
     }
     let kind = Kind::of(req.method());
     let token = presented_token(req.headers());
+    let api = is_api(req.uri().path());
     match access.decide(kind, token.as_deref(), is_cross_site(req.headers())) {
         Decision::Allow => next.run(req).await,
         Decision::NeedToken => {
@@ -199,24 +200,36 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/html"));
-            if wants_html && kind == Kind::Read {
+            let message = "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)";
+            if wants_html && kind == Kind::Read && !api {
                 // A person in a browser: send them to the token form.
                 (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
             } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)\n",
-                )
-                    .into_response()
+                let mut response = refusal(api, StatusCode::UNAUTHORIZED, message);
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                response
             }
         }
-        Decision::Refuse => (
+        Decision::Refuse => refusal(
+            api,
             StatusCode::FORBIDDEN,
             "refused: mutating requests need a configured token when the daemon is bound beyond loopback, \
-             and are never accepted from another site\n",
-        )
-            .into_response(),
+             and are never accepted from another site",
+        ),
+    }
+}
+
+/// Whether `path` is the JSON API's, whose every answer is JSON.
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// A refusal: `{"error": ...}` for the API, a line of text elsewhere.
+fn refusal(api: bool, status: StatusCode, message: &str) -> Response {
+    if api {
+        (status, axum::Json(super::api::ErrorBody { error: message.to_string() })).into_response()
+    } else {
+        (status, format!("{message}\n")).into_response()
     }
 }
 
