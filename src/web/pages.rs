@@ -1,7 +1,8 @@
 //! The dashboard's HTML pages (askama templates in `templates/`, escaped by default): sessions, one session with its
 //! charts, log and checkpoints, compare, the ensemble picked from checkpoints, rejected specs, datasets, system, the
 //! token form, `/metrics` for Prometheus, and the two static files. Pages read through the store; the buttons (stop,
-//! fork) go through the daemon, like the JSON API. Live updates are in [`super::sse`].
+//! fork) go through the daemon, like the JSON API; `/login` and `/logout` keep or forget the token in a cookie. Live
+//! updates are in [`super::sse`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/system", get(system_page))
         .route("/metrics", get(prometheus))
         .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
         .route(
             "/static/rush.css",
             get(|| async { asset("text/css; charset=utf-8", include_str!("../../static/rush.css")) }),
@@ -138,11 +140,18 @@ pub struct Chrome {
     pub nav: &'static str,
     pub user: String,
     pub addr: String,
+    /// A token is configured: the header offers to log out.
+    pub logout: bool,
 }
 
 impl Chrome {
     fn new(state: &AppState, nav: &'static str) -> Self {
-        Self { nav, user: state.daemon.config.user.clone(), addr: state.daemon.config.bind.to_string() }
+        Self {
+            nav,
+            user: state.daemon.config.user.clone(),
+            addr: state.daemon.config.bind.to_string(),
+            logout: state.daemon.config.access.has_token(),
+        }
     }
 }
 
@@ -1067,26 +1076,46 @@ async fn prometheus(State(state): State<AppState>) -> PageResult {
 struct LoginTemplate {
     chrome: Chrome,
     failed: bool,
+    /// Where to go once logged in (a path of this site).
+    next: String,
 }
 
-async fn login_page(State(state): State<AppState>) -> PageResult {
-    html(&LoginTemplate { chrome: Chrome::new(&state, ""), failed: false })
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> PageResult {
+    let next = super::auth::safe_next(q.next.as_deref());
+    html(&LoginTemplate { chrome: Chrome::new(&state, ""), failed: false, next })
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
     token: String,
+    next: Option<String>,
 }
 
+/// Checks the token, keeps it in a cookie and returns to the page first asked for (a path of this site only).
 async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> PageResult {
     let access: &Arc<super::auth::Access> = &state.daemon.config.access;
+    let next = super::auth::safe_next(form.next.as_deref());
     if access.token_matches(&form.token) && !super::auth::is_cross_site(&headers) {
         return Ok((
             StatusCode::SEE_OTHER,
-            [(header::LOCATION, "/sessions".to_string()), (header::SET_COOKIE, super::auth::token_cookie(&form.token))],
+            [(header::LOCATION, next), (header::SET_COOKIE, super::auth::token_cookie(&form.token))],
         )
             .into_response());
     }
-    let page = LoginTemplate { chrome: Chrome::new(&state, ""), failed: true }.render()?;
+    let page = LoginTemplate { chrome: Chrome::new(&state, ""), failed: true, next }.render()?;
     Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response())
+}
+
+/// Forgets the browser's token and shows the login form.
+async fn logout() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, "/login".to_string()), (header::SET_COOKIE, super::auth::cleared_cookie())],
+    )
+        .into_response()
 }

@@ -156,6 +156,12 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
     (status, body)
 }
 
+async fn get_with(state: &AppState, uri: &str, cookie: &str) -> (StatusCode, String) {
+    let (status, _, body) =
+        request(state, Request::get(uri).header("cookie", cookie).body(Body::empty()).unwrap()).await;
+    (status, body)
+}
+
 fn form_post(uri: &str, form: &str, headers: &[(&str, &str)]) -> Request<Body> {
     let mut req = Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
     for (k, v) in headers {
@@ -353,9 +359,18 @@ async fn mutating_routes_need_the_token_beyond_loopback() {
     // Reads are closed too (public_read is off): the API says 401, a browser is sent to the form.
     let (status, _, _) = request(&f.state, Request::get("/api/sessions").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let page = format!("/sessions/{id}?tab=log");
     let (status, headers, _) =
-        request(&f.state, Request::get("/sessions").header("accept", "text/html").body(Body::empty()).unwrap()).await;
-    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+        request(&f.state, Request::get(&page).header("accept", "text/html").body(Body::empty()).unwrap()).await;
+    let next = format!("/login?next={}", page.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, next.as_str()));
+    // The form and its style sheet need no token; the form carries where to go back to.
+    let (status, headers, _) = request(&f.state, Request::get("/static/rush.css").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    let (status, login) = get(&f.state, &next).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(login.contains(&format!("name=\"next\" value=\"/sessions/{id}?tab=log\"")), "{login}");
     // The right token works, by header ...
     let req = Request::get("/api/sessions").header("authorization", "Bearer s3cret-token").body(Body::empty()).unwrap();
     assert_eq!(request(&f.state, req).await.0, StatusCode::OK);
@@ -363,9 +378,25 @@ async fn mutating_routes_need_the_token_beyond_loopback() {
     let (status, _, _) = request(&f.state, form_post("/login", "token=nope", &[])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, headers, _) = request(&f.state, form_post("/login", "token=s3cret-token", &[])).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/sessions"));
     let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     assert!(headers["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    // Back to the page asked for, but only a page of this site.
+    for (next, to) in [
+        ("%2Fdatasets%2Femoji%2Fboard%3Fprivate%3Dtrue", "/datasets/emoji/board?private=true"),
+        ("%2F%2Fevil.example%2F", "/sessions"),
+        ("https%3A%2F%2Fevil.example%2F", "/sessions"),
+    ] {
+        let (status, headers, _) =
+            request(&f.state, form_post("/login", &format!("token=s3cret-token&next={next}"), &[])).await;
+        assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, to), "{next}");
+    }
+    let (_, sessions) = get_with(&f.state, "/sessions", &cookie).await;
+    assert!(sessions.contains("action=\"/logout\""), "a logged-in page offers to log out");
+    let (status, headers, _) = request(&f.state, form_post("/logout", "", &[("cookie", &cookie)])).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    let cleared = headers["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("rush_token=;") && cleared.contains("Max-Age=0"), "{cleared}");
     let (status, _, _) =
         request(&f.state, form_post(&format!("/sessions/{id}/stop"), "", &[("cookie", &cookie)])).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
