@@ -372,14 +372,14 @@ impl Daemon {
         Ok(row)
     }
 
-    /// Errors unless `dataset` is registered; `source` names the spec in the message.
+    /// Errors (not found) unless `dataset` is registered; `source` names the spec in the message.
     pub async fn require_dataset(&self, source: &str, dataset: &str) -> Result<DatasetRow, DaemonError> {
         if let Some(row) = self.store.dataset(dataset).await? {
             return Ok(row);
         }
         let known: Vec<String> = self.store.datasets().await?.into_iter().map(|d| d.name).collect();
         let known = if known.is_empty() { "none yet".to_string() } else { known.join(", ") };
-        Err(DaemonError::Invalid(format!(
+        Err(DaemonError::NotFound(format!(
             "{source}: {} (registered: {known}; add one with `rush dataset push NAME PATH`)",
             unregistered(dataset)
         )))

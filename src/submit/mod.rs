@@ -156,6 +156,12 @@ impl Submission {
         if self.members.is_empty() {
             return Err(SubmitError::NoMembers);
         }
+        if let Some(m) = self.members.iter().find(|m| !m.weight.is_finite() || m.weight < 0.0) {
+            return Err(SubmitError::BadMember {
+                target: m.to_string(),
+                reason: format!("weight {} must be finite and not negative", m.weight),
+            });
+        }
         let weights: Vec<f64> = self.members.iter().map(|m| m.weight).collect();
         check_weights(weights.len(), &weights)?;
         let mut datasets: Vec<String> = self.members.iter().map(|m| m.session.dataset.clone()).collect();

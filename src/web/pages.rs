@@ -755,17 +755,26 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
             errors.push(format!("unknown session {id}"));
             continue;
         };
-        let checkpoints = state.store().checkpoints(&id).await?;
-        let Some(c) = checkpoints.iter().find(|c| c.name == name) else {
-            errors.push(format!("session {id} has no checkpoint {name}"));
-            continue;
+        // `7`, `best` or `last`, resolved as everywhere else
+        let c = match name.parse::<crate::core::checkpoint::CheckpointRef>() {
+            Ok(reference) => match state.daemon.checkpoint_row(&id, reference).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            },
+            Err(e) => {
+                errors.push(format!("{m:?}: {e}"));
+                continue;
+            }
         };
         members.push(MemberView {
             member: m.clone(),
             session: id.to_string(),
             url: session_url(&id.to_string()),
             model: spec_str(&spec_json(&row), "model"),
-            name: c.name.clone(),
+            name: name.to_string(),
             epoch: c.epoch,
             val_acc: view::percent(Some(c.val_acc)),
             val_loss: c.val_loss.map(view::number).unwrap_or_default(),
@@ -784,9 +793,10 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
     if !dataset.is_empty() {
         match state.daemon.cached_checkpoints(&dataset).await {
             Ok(list) => {
+                let resolved: Vec<String> = members.iter().map(|m| format!("{}:{}", m.session, m.epoch)).collect();
                 for c in list {
                     let member = format!("{}:{}", c.session, c.epoch);
-                    if chosen.contains(&member) {
+                    if chosen.contains(&member) || resolved.contains(&member) {
                         continue;
                     }
                     let mut params: Vec<(&str, &str)> = chosen.iter().map(|m| ("m", m.as_str())).collect();

@@ -240,6 +240,47 @@ async fn every_page_answers_and_escapes_hostile_input() {
     assert_eq!(get(s, "/sessions?state=bogus").await.0, StatusCode::BAD_REQUEST);
 }
 
+#[tokio::test]
+async fn unknown_things_are_404_everywhere_and_errors_name_what_is_wrong() {
+    let f = fixture().await;
+    let s = &f.state;
+    let id = f.running.to_string();
+    let error =
+        |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["error"].as_str().unwrap().to_string();
+    // An unknown dataset is not found, on the page and in the API.
+    assert_eq!(get(s, "/datasets/nope/board").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = get(s, "/api/datasets/nope/board").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(error(&body).contains("nope"), "{body}");
+    // An unknown session in a mix is named as such (not as a cache miss); weights are named by member.
+    let (status, body) = get(s, "/api/datasets/emoji/ensemble?members=tester/emoji/9:1:1").await;
+    assert_eq!((status, error(&body)), (StatusCode::NOT_FOUND, "unknown session tester/emoji/9".to_string()));
+    let (status, body) = get(s, &format!("/api/datasets/emoji/ensemble?members={id}:2:1,{id}:2:-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).starts_with(&format!("the weight of {id}:2 is -1")), "{body}");
+    let submission = format!(
+        r#"{{"members":[{{"session":"{id}","checkpoint":"2","weight":1}},{{"session":"{id}","checkpoint":"best","weight":-1}}]}}"#
+    );
+    let req = Request::post("/api/submissions").header("content-type", "application/json").body(Body::from(submission));
+    let (status, _, body) = request(s, req.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains(&format!("{id}:best")) && error(&body).contains("weight -1"), "{body}");
+    // `best` and `last` work in the builder as everywhere else.
+    for alias in ["best", "last"] {
+        let (status, page) = get(s, &format!("/ensemble?m={id}:{alias}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!page.contains("has no checkpoint"), "{alias}: {page}");
+        assert!(page.contains(&format!("data-session=\"{id}\" data-epoch=\"2\"")), "{alias}: {page}");
+    }
+    let (_, page) = get(s, &format!("/ensemble?m={id}:7")).await;
+    assert!(page.contains(&format!("session {id} has no checkpoint 7 (saved: 2)")), "{page}");
+    // Registering a dataset that is not there names it, not the daemon's home folder.
+    let (status, _, body) = request(s, Request::post("/api/datasets/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let home = s.home().root().display().to_string();
+    assert!(error(&body).contains("nope") && !body.contains(&home), "{body}");
+}
+
 fn polyline_counts(svg: &str) -> Vec<usize> {
     svg.split("points=\"").skip(1).map(|rest| rest.split('"').next().unwrap_or("").split(' ').count()).collect()
 }
