@@ -35,8 +35,8 @@ use crate::submit::{NO_SLOT, Submission, Tta, npy};
 const POLL: Duration = Duration::from_millis(250);
 
 impl Daemon {
-    /// Checks and queues a submission; returns its row. Refused: unknown sessions or checkpoints, a dataset without
-    /// hidden labels, or a user who has used the day's submissions (dry runs are never limited).
+    /// Checks and queues a submission; returns its row. Refused: unknown (or removed) sessions or checkpoints, a
+    /// dataset without hidden labels, or a user who has used the day's submissions (dry runs are never limited).
     pub async fn queue_submission(&self, request: &Submission) -> Result<SubmissionRow, DaemonError> {
         request.validate().map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let dataset = request.dataset().to_string();
@@ -49,6 +49,10 @@ impl Daemon {
         }
         let mut members = Vec::with_capacity(request.members.len());
         for m in &request.members {
+            // a removed (or never created) session is refused even where probabilities of it are still cached
+            if self.store.session(&m.session).await?.is_none() {
+                return Err(DaemonError::NotFound(format!("unknown session {}", m.session)));
+            }
             let epoch = match (self.resolve_checkpoint(&m.session, m.checkpoint).await, m.checkpoint) {
                 (Ok(epoch), _) => epoch,
                 // a checkpoint whose probabilities are cached needs no weights: retention may have deleted them

@@ -1,8 +1,8 @@
 //! The dashboard's HTML pages (askama templates in `templates/`, escaped by default): sessions, one session with its
-//! charts, log and checkpoints, compare, the ensemble picked from checkpoints, rejected specs, datasets, system, the
-//! token form, `/metrics` for Prometheus, and the two static files. Pages read through the store; the buttons (stop,
-//! fork) go through the daemon, like the JSON API; `/login` and `/logout` keep or forget the token in a cookie. Live
-//! updates are in [`super::sse`].
+//! charts, log and checkpoints, compare, the ensemble picked from checkpoints, every submission, rejected specs,
+//! datasets, system, the token form, `/metrics` for Prometheus, and the two static files. Pages read through the
+//! store; the buttons (stop, fork) go through the daemon, like the JSON API; `/login` and `/logout` keep or forget
+//! the token in a cookie. Live updates are in [`super::sse`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/specs", get(specs_page))
         .route("/datasets", get(datasets_page))
         .route("/datasets/{name}/board", get(board_page))
+        .route("/submissions", get(submissions_page))
         .route("/system", get(system_page))
         .route("/metrics", get(prometheus))
         .route("/login", get(login_page).post(login))
@@ -852,6 +853,8 @@ async fn board_page(
         .await
         .map_err(|e| PageError { status: e.status, message: e.message })?;
     let now = crate::store::now();
+    let sessions = board.lines.iter().flat_map(|l| l.sessions.clone()).collect();
+    let urls = session_urls(&state, sessions).await?;
     let lines = board
         .lines
         .iter()
@@ -862,7 +865,7 @@ async fn board_page(
                 .sessions
                 .iter()
                 .zip(&l.checkpoints)
-                .map(|(s, c)| (s.clone(), session_url(s), c.clone()))
+                .map(|(s, c)| (s.clone(), urls.get(s).cloned().unwrap_or_default(), c.clone()))
                 .collect(),
             public: format!("{:.4}", l.public_score),
             private: l.private_score.map(|p| format!("{p:.4}")).unwrap_or_default(),
@@ -873,6 +876,93 @@ async fn board_page(
         .collect();
     let private_url = format!("/datasets/{name}/board?private=true");
     html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines, private_url })
+}
+
+/// The page URL of each of `sessions` that still exists; a removed session has none (its board lines stay, unlinked).
+async fn session_urls(state: &AppState, mut sessions: Vec<String>) -> Result<HashMap<String, String>, PageError> {
+    sessions.sort();
+    sessions.dedup();
+    let mut urls = HashMap::new();
+    for s in sessions {
+        if let Ok(id) = s.parse::<SessionId>()
+            && state.store().session(&id).await?.is_some()
+        {
+            urls.insert(s.clone(), session_url(&s));
+        }
+    }
+    Ok(urls)
+}
+
+pub struct SubmissionRowView {
+    id: i64,
+    dataset: String,
+    user: String,
+    /// (session:checkpoint, the session's page or empty once removed, weight)
+    members: Vec<(String, String, String)>,
+    tta: String,
+    dry_run: bool,
+    state: &'static str,
+    score: String,
+    error: String,
+    created: String,
+    created_exact: String,
+    download: String,
+}
+
+#[derive(Template)]
+#[template(path = "submissions.html")]
+struct SubmissionsTemplate {
+    chrome: Chrome,
+    dataset: String,
+    submissions: Vec<SubmissionRowView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmissionsQuery {
+    dataset: Option<String>,
+}
+
+/// Every submission (or a dataset's), newest first: dry runs, queued, running and failed ones too, which the board
+/// never shows. Private scores are not shown here: the board shows them once revealed.
+async fn submissions_page(State(state): State<AppState>, Query(q): Query<SubmissionsQuery>) -> PageResult {
+    let dataset = q.dataset.filter(|d| !d.is_empty()).unwrap_or_default();
+    let rows = state.store().submissions((!dataset.is_empty()).then_some(dataset.as_str())).await?;
+    let sessions = rows.iter().flat_map(|r| r.members.iter().map(|m| m.session.clone())).collect();
+    let urls = session_urls(&state, sessions).await?;
+    let now = crate::store::now();
+    let submissions = rows
+        .into_iter()
+        .map(|r| {
+            let view = super::submissions::SubmissionView::new(r, false);
+            let score = match (view.public_score, view.samples) {
+                (Some(p), Some(n)) if view.dry_run => format!("{p:.4} ({n} samples)"),
+                (Some(p), _) => format!("{p:.4}"),
+                (None, _) => String::new(),
+            };
+            SubmissionRowView {
+                id: view.id,
+                members: view
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let url = urls.get(&m.session).cloned().unwrap_or_default();
+                        (format!("{}:{}", m.session, m.checkpoint), url, view::number(m.weight))
+                    })
+                    .collect(),
+                dataset: view.dataset,
+                user: view.user,
+                tta: view.tta,
+                dry_run: view.dry_run,
+                state: view.state.as_str(),
+                score,
+                error: view.error.unwrap_or_default(),
+                created: view::ago(now, Some(view.created)),
+                created_exact: view::datetime(view.created),
+                download: view.download.unwrap_or_default(),
+            }
+        })
+        .collect();
+    html(&SubmissionsTemplate { chrome: Chrome::new(&state, "submissions"), dataset, submissions })
 }
 
 // ---------------------------------------------------------------------------------------------------- specs, datasets

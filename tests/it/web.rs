@@ -281,6 +281,101 @@ async fn unknown_things_are_404_everywhere_and_errors_name_what_is_wrong() {
     assert!(error(&body).contains("nope") && !body.contains(&home), "{body}");
 }
 
+#[tokio::test]
+async fn a_removed_session_keeps_its_board_lines_unlinked_and_cannot_be_submitted() {
+    use rush::store::{NewSubmission, ScoredSubmission, StoredMember};
+    use rush::submit::probs::{self, CacheKey, CacheSplit};
+    let f = fixture().await;
+    let (s, store) = (&f.state, f.state.store());
+    let (kept, gone) = (f.running.to_string(), f.queued.to_string());
+    // hidden labels, so submissions get past that check
+    let labels = s.home().labels("emoji");
+    std::fs::create_dir_all(labels.parent().unwrap()).unwrap();
+    std::fs::write(&labels, "index,tags\n0,1\n").unwrap();
+    let member =
+        |session: &str, weight: f64| StoredMember { session: session.into(), checkpoint: "2".into(), epoch: 2, weight };
+    let mut ids = Vec::new();
+    for (members, dry_run) in [(vec![member(&kept, 1.0), member(&gone, 2.0)], false), (vec![member(&gone, 1.0)], true)]
+    {
+        let new = NewSubmission {
+            dataset: "emoji".into(),
+            user: "tester".into(),
+            members,
+            tta: "none".into(),
+            dry_run,
+            created_at: rush::store::now(),
+        };
+        ids.push(store.add_submission(&new, (0.0, f64::MAX), |_| Ok::<(), String>(())).await.unwrap().unwrap());
+    }
+    let scored = |public: f64, samples: i64| ScoredSubmission {
+        public_score: public,
+        private_score: (samples > 1).then_some(0.5),
+        samples,
+        npy_path: "predictions.npy".into(),
+        infer_seconds: 0.1,
+        score_seconds: 0.1,
+    };
+    store.score_submission(ids[0], &scored(0.75, 60), 1.0).await.unwrap();
+    store.score_submission(ids[1], &scored(0.625, 1), 1.0).await.unwrap();
+    let new = NewSubmission {
+        dataset: "emoji".into(),
+        user: "tester".into(),
+        members: vec![member(&kept, 1.0)],
+        tta: "flip".into(),
+        dry_run: false,
+        created_at: rush::store::now(),
+    };
+    let failed = store.add_submission(&new, (0.0, f64::MAX), |_| Ok::<(), String>(())).await.unwrap().unwrap();
+    store.fail_submission(failed, "rush infer: <b>out of memory</b>", 2.0).await.unwrap();
+
+    // The queued session ends, is cached, then removed: its cache goes with it.
+    store.transition(&f.queued, SessionState::Stopped, None, None).await.unwrap();
+    let key = CacheKey { session: f.queued.clone(), epoch: 2, split: CacheSplit::Valid, tta: rush::submit::Tta::None };
+    let cached = rush::core::ensemble::Probs::new(1, 350, vec![1.0 / 350.0; 350]).unwrap();
+    probs::write(s.home(), &key, "order", &cached).unwrap();
+    assert!(probs::meta(s.home(), &key).unwrap().is_some());
+    s.daemon.remove_session(&f.queued).await.unwrap();
+    assert!(probs::meta(s.home(), &key).unwrap().is_none(), "rm leaves the session's cached probabilities");
+    assert!(!probs::session_dir(s.home(), &f.queued).exists());
+
+    // Submitting it is refused with its name, even from a cached checkpoint (an epoch number).
+    let body = format!(r#"{{"members":[{{"session":"{gone}","checkpoint":"2","weight":1}}],"dry_run":true}}"#);
+    let req = Request::post("/api/submissions").header("content-type", "application/json").body(Body::from(body));
+    let (status, _, answer) = request(s, req.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert!(answer.contains(&format!("unknown session {gone}")), "{answer}");
+
+    // The board keeps the line; the removed session is shown without a link, the kept one with its link.
+    let (status, board) = get(s, "/datasets/emoji/board").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(board.contains(&format!("href=\"/sessions/{kept}\"")), "{board}");
+    assert!(!board.contains(&format!("href=\"/sessions/{gone}\"")) && board.contains(&format!("{gone} (removed)")));
+    assert!(board.contains(&format!("href=\"/submissions?dataset=emoji#submission-{}\"", ids[0])), "{board}");
+    assert!(!board.contains("predictions.npy\">"), "the board's id opens the submissions page, not a download");
+
+    // The submissions page lists them all, the dry run and the failed one too, newest first.
+    let (status, page) = get(s, "/submissions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("href=\"/submissions\" class=\"on\""), "in the menu");
+    let at = |id: i64| page.find(&format!("id=\"submission-{id}\"")).unwrap_or_else(|| panic!("{id}: {page}"));
+    assert!(at(failed) < at(ids[1]) && at(ids[1]) < at(ids[0]), "newest first");
+    let row = |id: i64| {
+        let start = at(id);
+        page[start..start + page[start..].find("</tr>").unwrap()].to_string()
+    };
+    let dry = row(ids[1]);
+    assert!(dry.contains("<td>yes</td>") && dry.contains("0.6250 (1 samples)") && dry.contains("scored"), "{dry}");
+    assert!(dry.contains(&format!("/api/submissions/{}/predictions.npy", ids[1])), "{dry}");
+    let fail = row(failed);
+    assert!(fail.contains("failed") && fail.contains("out of memory") && !fail.contains("<b>"), "{fail}");
+    assert!(!fail.contains("predictions.npy"), "{fail}");
+    let ranked = row(ids[0]);
+    assert!(ranked.contains("0.7500") && !ranked.contains("0.5000"), "no private score here: {ranked}");
+    assert!(ranked.contains(&format!("{gone}:2 (removed)")) && ranked.contains("×2"), "{ranked}");
+    let (_, other) = get(s, "/submissions?dataset=other").await;
+    assert!(other.contains("No submissions yet."), "{other}");
+}
+
 fn polyline_counts(svg: &str) -> Vec<usize> {
     svg.split("points=\"").skip(1).map(|rest| rest.split('"').next().unwrap_or("").split(' ').count()).collect()
 }
