@@ -822,7 +822,6 @@ struct BoardTemplate {
     chrome: Chrome,
     board: super::submissions::BoardView,
     lines: Vec<BoardLineRow>,
-    private_url: String,
 }
 
 pub struct BoardLineRow {
@@ -842,7 +841,7 @@ struct BoardQuery {
     private: bool,
 }
 
-/// A dataset's board: rank, members, public score (private once revealed), when and who.
+/// A dataset's board: rank, members, public score (private once the daemon's config reveals them), when and who.
 async fn board_page(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -874,8 +873,7 @@ async fn board_page(
             user: l.user.clone(),
         })
         .collect();
-    let private_url = format!("/datasets/{name}/board?private=true");
-    html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines, private_url })
+    html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines })
 }
 
 /// The page URL of each of `sessions` that still exists; a removed session has none (its board lines stay, unlinked).

@@ -33,6 +33,11 @@ struct Fixture {
 }
 
 async fn fixture_with(access: Option<Access>) -> Fixture {
+    fixture_revealing(access, &[]).await
+}
+
+/// The fixture, with `reveal` as the config's `reveal_private`.
+async fn fixture_revealing(access: Option<Access>, reveal: &[&str]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let flags = Flags {
         experiments: Some(dir.path().join("exp")),
@@ -46,6 +51,7 @@ async fn fixture_with(access: Option<Access>) -> Fixture {
     if let Some(a) = access {
         config.access = Arc::new(a);
     }
+    config.reveal_private = reveal.iter().map(|d| d.to_string()).collect();
     let store = Store::open(&config.db).await.unwrap();
     let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() }));
     let state = AppState::new(daemon);
@@ -281,11 +287,10 @@ async fn unknown_things_are_404_everywhere_and_errors_name_what_is_wrong() {
     assert!(error(&body).contains("nope") && !body.contains(&home), "{body}");
 }
 
-#[tokio::test]
-async fn a_removed_session_keeps_its_board_lines_unlinked_and_cannot_be_submitted() {
+/// Two ranked submissions (public 0.75 / private 0.5 with both fixture sessions, then a dry run of the queued one) and
+/// a failed one; their ids.
+async fn ranked_and_dry_submissions(f: &Fixture) -> Vec<i64> {
     use rush::store::{NewSubmission, ScoredSubmission, StoredMember};
-    use rush::submit::probs::{self, CacheKey, CacheSplit};
-    let f = fixture().await;
     let (s, store) = (&f.state, f.state.store());
     let (kept, gone) = (f.running.to_string(), f.queued.to_string());
     // hidden labels, so submissions get past that check
@@ -327,7 +332,53 @@ async fn a_removed_session_keeps_its_board_lines_unlinked_and_cannot_be_submitte
     };
     let failed = store.add_submission(&new, (0.0, f64::MAX), |_| Ok::<(), String>(())).await.unwrap().unwrap();
     store.fail_submission(failed, "rush infer: <b>out of memory</b>", 2.0).await.unwrap();
+    ids.push(failed);
+    ids
+}
 
+#[tokio::test]
+async fn private_scores_show_only_for_datasets_the_config_reveals() {
+    let f = fixture().await;
+    let ids = ranked_and_dry_submissions(&f).await;
+    let s = &f.state;
+    let (_, board) = get(s, "/datasets/emoji/board").await;
+    assert!(!board.contains("private=true") && !board.contains(">Private<"), "no reveal link before the deadline");
+    for uri in [
+        "/api/datasets/emoji/board?private=true".to_string(),
+        format!("/api/submissions/{}?private=true", ids[0]),
+        "/api/submissions?dataset=emoji&private=true".into(),
+        "/datasets/emoji/board?private=true".into(),
+    ] {
+        let (status, body) = get(s, &uri).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
+        assert!(body.contains("revealed after the deadline") && !body.contains("0.5"), "{uri}: {body}");
+    }
+    let (_, body) = get(s, "/api/submissions").await;
+    assert!(body.contains("\"private_score\":null") && !body.contains("\"private_score\":0.5"), "{body}");
+
+    let f = fixture_revealing(None, &["emoji"]).await;
+    let ids = ranked_and_dry_submissions(&f).await;
+    let s = &f.state;
+    for uri in ["/api/datasets/emoji/board?private=true", "/api/datasets/emoji/board"] {
+        let (status, body) = get(s, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        let board: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((board["revealed"].as_bool(), board["lines"][0]["private_score"].as_f64()), (Some(true), Some(0.5)));
+    }
+    let (_, one) = get(s, &format!("/api/submissions/{}", ids[0])).await;
+    assert!(one.contains("\"private_score\":0.5"), "{one}");
+    let (_, page) = get(s, "/datasets/emoji/board").await;
+    assert!(page.contains(">Private<") && page.contains("0.5000"), "{page}");
+}
+
+#[tokio::test]
+async fn a_removed_session_keeps_its_board_lines_unlinked_and_cannot_be_submitted() {
+    use rush::submit::probs::{self, CacheKey, CacheSplit};
+    let f = fixture().await;
+    let ids = ranked_and_dry_submissions(&f).await;
+    let (s, store) = (&f.state, f.state.store());
+    let failed = ids[2];
+    let (kept, gone) = (f.running.to_string(), f.queued.to_string());
     // The queued session ends, is cached, then removed: its cache goes with it.
     store.transition(&f.queued, SessionState::Stopped, None, None).await.unwrap();
     let key = CacheKey { session: f.queued.clone(), epoch: 2, split: CacheSplit::Valid, tta: rush::submit::Tta::None };
