@@ -212,8 +212,9 @@
         // errors from the token guard are plain text; the API's are {"error": ...}
         var answer;
         try { answer = JSON.parse(text); } catch (e) { answer = { error: text }; }
-        result.textContent = answer.error ? answer.error :
-          "submission " + answer.id + " queued; its score appears on the board of " + answer.dataset;
+        result.textContent = answer.error ? answer.error : answer.dry_run ?
+          "submission " + answer.id + " queued (a dry run: scored on the submissions page, never on the board)" :
+          "submission " + answer.id + " queued; its public score appears on the board of " + answer.dataset;
       }).catch(function () { result.textContent = "the daemon did not answer"; })
         .then(function () { submit.disabled = false; });
     });

@@ -32,7 +32,7 @@ pub enum Command {
     /// Show a dataset's leaderboard.
     Board {
         dataset: String,
-        /// Reveal private scores.
+        /// Show private scores: only for a dataset the daemon's config reveals (`reveal_private`, after the deadline).
         #[arg(long)]
         private: bool,
         #[arg(short = 'j', long)]

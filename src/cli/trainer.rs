@@ -32,9 +32,12 @@ pub enum Command {
         /// Test-time augmentation: `none` or `flip`.
         #[arg(long, default_value = "none")]
         tta: String,
-        /// Only the dry-run sample of the test split.
+        /// Only the dry-run sample of the test split (public stickers only).
         #[arg(long)]
         dry_run: bool,
+        /// The board's public share of the test set (percent), from which a dry run draws its sample.
+        #[arg(long, default_value_t = crate::core::score::DEFAULT_PUBLIC_PERCENT)]
+        public_percent: u8,
         #[arg(long)]
         device: Option<String>,
     },
@@ -60,9 +63,10 @@ pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
                 Err(_) => Ok(ExitCode::FAILURE),
             }
         }
-        Command::Infer { session_dir, epoch, out, tta, dry_run, device } => {
+        Command::Infer { session_dir, epoch, out, tta, dry_run, public_percent, device } => {
             let tta = tta.parse().context("--tta")?;
-            let opts = crate::submit::infer::InferOptions { session_dir, epoch, out, tta, dry_run, device };
+            let opts =
+                crate::submit::infer::InferOptions { session_dir, epoch, out, tta, dry_run, public_percent, device };
             let report = crate::submit::infer::run(&opts).context("rush infer")?;
             eprintln!(
                 "rush infer: epoch {} on {}: {} test + {} validation rows in {:.1} s",

@@ -22,11 +22,13 @@ pub enum EnsembleError {
     NotFinite { row: usize, class: usize, value: f32 },
     #[error("an ensemble needs at least one member")]
     NoMembers,
-    #[error("member {member} is {rows} x {classes}, but member 0 is {expected_rows} x {expected_classes}")]
+    /// `member` counts from 0; the message counts from 1.
+    #[error("member {} is {rows} x {classes}, but member 1 is {expected_rows} x {expected_classes}", .member + 1)]
     ShapeMismatch { member: usize, rows: usize, classes: usize, expected_rows: usize, expected_classes: usize },
     #[error("{members} members but {weights} weights: give one weight per member")]
     WeightCount { members: usize, weights: usize },
-    #[error("weight {index} is {value}: weights must be finite and not negative")]
+    /// `index` counts from 0; the message counts members from 1.
+    #[error("the weight of member {} is {value}: weights must be finite and not negative", .index + 1)]
     BadWeight { index: usize, value: f64 },
     #[error("the weights sum to zero: at least one weight must be positive")]
     ZeroWeights,
@@ -864,6 +866,8 @@ mod tests {
         assert_eq!(Mix::new(&[&a, &a], &[1.0]).unwrap_err(), E::WeightCount { members: 2, weights: 1 });
         assert_eq!(Mix::new(&[&a, &a], &[1.0, -0.5]).unwrap_err(), E::BadWeight { index: 1, value: -0.5 });
         assert!(matches!(Mix::new(&[&a], &[f64::INFINITY]), Err(E::BadWeight { index: 0, .. })));
+        let message = Mix::new(&[&a, &a], &[1.0, -0.5]).unwrap_err().to_string();
+        assert!(message.starts_with("the weight of member 2 is -0.5"), "members count from 1: {message}");
         assert_eq!(Mix::new(&[&a, &a], &[0.0, 0.0]).unwrap_err(), E::ZeroWeights);
         assert_eq!(a.accuracy(&[0, 1, 2]).unwrap_err(), E::LabelCount { labels: 3, rows: 4 });
         assert_eq!(a.accuracy(&[0, 1, 3, 0]).unwrap_err(), E::LabelOutOfRange { row: 2, label: 3, classes: 3 });

@@ -10,8 +10,10 @@
 //! in which anyone asks, and unrelated to the package or sticker order of `test_order.csv`. The default public share
 //! is [`DEFAULT_PUBLIC_PERCENT`] (30 %, as on many Kaggle boards).
 //!
-//! **The dry run** (`submit -t`) scores [`DRY_RUN_SAMPLES`] test stickers spread evenly over the test order (index
-//! `floor(k * n / 200)` for `k` in `0..200`), all of them when there are fewer. It is never ranked.
+//! **The dry run** (`submit -t`) scores [`DRY_RUN_SAMPLES`] stickers of the *public* part, spread evenly over it (the
+//! `floor(k * p / 200)`-th public index, ascending, for `k` in `0..200`, of the `p` public ones), all of them when
+//! there are fewer. It is free and never ranked, so it must tell nothing of the private part: its labels are only
+//! ever read for the private score of a ranked submission, shown once the dataset is revealed.
 
 use sha2::Digest;
 use time::{Duration, OffsetDateTime, Time, UtcOffset};
@@ -178,10 +180,12 @@ pub fn score(predictions: &[i64], labels: &TestLabels, split: &BoardSplit) -> Re
     })
 }
 
-/// The test indices a dry run predicts: [`DRY_RUN_SAMPLES`] spread evenly, ascending, all when fewer.
-pub fn dry_run_indices(stickers: usize) -> Vec<usize> {
-    let k = stickers.min(DRY_RUN_SAMPLES);
-    (0..k).map(|j| j * stickers / k).collect()
+/// The test indices a dry run predicts: [`DRY_RUN_SAMPLES`] of the public part spread evenly, ascending, all public
+/// ones when fewer. Never a private index.
+pub fn dry_run_indices(split: &BoardSplit) -> Vec<usize> {
+    let public: Vec<usize> = (0..split.len()).filter(|&i| split.part(i) == Part::Public).collect();
+    let k = public.len().min(DRY_RUN_SAMPLES);
+    (0..k).map(|j| public[j * public.len() / k]).collect()
 }
 
 /// Accuracy of `predictions[j]` for test index `indices[j]` (a dry run's sample).
@@ -366,16 +370,21 @@ mod tests {
     }
 
     #[test]
-    fn a_dry_run_uses_exactly_200_samples() {
-        let indices = dry_run_indices(138_343);
+    fn a_dry_run_uses_200_public_samples_and_never_a_private_one() {
+        let split = BoardSplit::new("airush1", 138_343, DEFAULT_PUBLIC_PERCENT).unwrap();
+        let indices = dry_run_indices(&split);
         assert_eq!(indices.len(), 200);
         assert!(indices.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(indices[0], 0);
-        assert!(*indices.last().unwrap() < 138_343 && *indices.last().unwrap() > 137_000);
-        assert_eq!(dry_run_indices(201).len(), 200);
-        assert_eq!(dry_run_indices(200), (0..200).collect::<Vec<_>>());
-        assert_eq!(dry_run_indices(150), (0..150).collect::<Vec<_>>());
-        assert!(dry_run_indices(0).is_empty());
+        assert!(indices.iter().all(|&i| split.part(i) == Part::Public), "a dry run scores private stickers");
+        let public: Vec<usize> = (0..138_343).filter(|&i| split.part(i) == Part::Public).collect();
+        assert_eq!(indices[0], public[0]);
+        assert!(*indices.last().unwrap() > 137_000, "spread over the whole test order");
+        // fewer public stickers than 200: all of them
+        let small = BoardSplit::new("emoji", 20, 30).unwrap();
+        assert_eq!(dry_run_indices(&small), PINNED_EMOJI_20.to_vec());
+        let split = BoardSplit::new("x", 1000, 30).unwrap();
+        assert_eq!(dry_run_indices(&split).len(), 200);
+        assert!(dry_run_indices(&BoardSplit::new("x", 0, 30).unwrap()).is_empty());
 
         let labels = labels(&[&[1], &[2], &[3], &[4]]);
         assert_eq!(score_subset(&[2, 9], &[1, 3], &labels), Ok(0.5));

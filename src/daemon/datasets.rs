@@ -16,20 +16,21 @@ pub fn inspect(home: &Home, name: &str) -> Result<DatasetRow, DaemonError> {
     let root = home.dataset(name);
     if !root.is_dir() {
         return Err(DaemonError::NotFound(format!(
-            "no dataset folder {} (put it there with `rush dataset push {name} PATH`)",
-            root.display()
+            "no dataset {name}: its folder datasets/{name} is not in the daemon's home (put it there with \
+             `rush dataset push {name} PATH`)"
         )));
     }
     move_labels(home, name)?;
-    let train = layout::read_train(&root).map_err(|e| DaemonError::Invalid(format!("dataset {name}: {e}")))?;
+    // Messages go to clients: the home's own path is shown as `$RUSH_HOME`.
+    let home_path = home.root().display().to_string();
+    let bad =
+        |e: layout::DataError| DaemonError::Invalid(format!("dataset {name}: {e}").replace(&home_path, "$RUSH_HOME"));
+    let train = layout::read_train(&root).map_err(bad)?;
     let mut classes: Vec<u16> = train.samples.iter().map(|s| s.label()).collect();
     classes.sort_unstable();
     classes.dedup();
-    let test_images = if layout::test_dir(&root).is_dir() {
-        layout::read_test(&root).map_err(|e| DaemonError::Invalid(format!("dataset {name}: {e}")))?.samples.len()
-    } else {
-        0
-    };
+    let test_images =
+        if layout::test_dir(&root).is_dir() { layout::read_test(&root).map_err(bad)?.samples.len() } else { 0 };
     Ok(DatasetRow {
         name: name.to_string(),
         path: root.display().to_string(),

@@ -184,6 +184,17 @@ impl Daemon {
         if let Some(m) = members.iter().find(|m| m.session.dataset != dataset) {
             return Err(DaemonError::Invalid(format!("{} is not a session of dataset {dataset}", m.session)));
         }
+        if let Some(m) = members.iter().find(|m| !m.weight.is_finite() || m.weight < 0.0) {
+            return Err(DaemonError::Invalid(format!(
+                "the weight of {}:{} is {}: weights must be finite and not negative",
+                m.session, m.epoch, m.weight
+            )));
+        }
+        for m in members {
+            if self.store.session(&m.session).await?.is_none() {
+                return Err(DaemonError::NotFound(format!("unknown session {}", m.session)));
+            }
+        }
         let splits = self.validation_splits(dataset).await?;
         let home = self.home().clone();
         let members = members.to_vec();

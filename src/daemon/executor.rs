@@ -84,6 +84,8 @@ pub struct Inference {
     pub epoch: u32,
     pub tta: Tta,
     pub dry_run: bool,
+    /// The board's public share (`public_percent`): a dry run predicts public stickers only.
+    pub public_percent: u8,
     /// The member's output folder (it exists): `test.npy`, `valid.npy` and `infer.json` go there.
     pub out: PathBuf,
     /// `infer.log` in the submission folder.
@@ -118,6 +120,8 @@ impl Inference {
         ];
         if self.dry_run {
             args.push("--dry-run".into());
+            args.push("--public-percent".into());
+            args.push(self.public_percent.to_string());
         }
         args
     }

@@ -262,7 +262,7 @@ impl Daemon {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).running.contains_key(id)
     }
 
-    /// Deletes a finished session: its files, then its rows.
+    /// Deletes a finished session: its files and cached probabilities, then its rows (the board keeps its lines).
     pub async fn remove_session(&self, id: &SessionId) -> Result<(), DaemonError> {
         let row = self.store.session(id).await?.ok_or_else(|| unknown(id))?;
         if !row.state.is_terminal() {
@@ -271,11 +271,13 @@ impl Daemon {
                 row.state
             )));
         }
-        let dir = self.home().session(id);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(DaemonError::Io { path: dir, source }),
+        // its folder and its cached probabilities: nothing may offer or submit a removed session's checkpoints
+        for dir in [self.home().session(id), crate::submit::probs::session_dir(self.home(), id)] {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DaemonError::Io { path: dir, source }),
+            }
         }
         self.store.remove_session(id).await?;
         Ok(())
@@ -405,14 +407,14 @@ impl Daemon {
         Ok(row)
     }
 
-    /// Errors unless `dataset` is registered; `source` names the spec in the message.
+    /// Errors (not found) unless `dataset` is registered; `source` names the spec in the message.
     pub async fn require_dataset(&self, source: &str, dataset: &str) -> Result<DatasetRow, DaemonError> {
         if let Some(row) = self.store.dataset(dataset).await? {
             return Ok(row);
         }
         let known: Vec<String> = self.store.datasets().await?.into_iter().map(|d| d.name).collect();
         let known = if known.is_empty() { "none yet".to_string() } else { known.join(", ") };
-        Err(DaemonError::Invalid(format!(
+        Err(DaemonError::NotFound(format!(
             "{source}: {} (registered: {known}; add one with `rush dataset push NAME PATH`)",
             unregistered(dataset)
         )))

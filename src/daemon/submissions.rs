@@ -35,8 +35,8 @@ use crate::submit::{NO_SLOT, Submission, Tta, npy};
 const POLL: Duration = Duration::from_millis(250);
 
 impl Daemon {
-    /// Checks and queues a submission; returns its row. Refused: unknown sessions or checkpoints, a dataset without
-    /// hidden labels, or a user who has used the day's submissions (dry runs are never limited).
+    /// Checks and queues a submission; returns its row. Refused: unknown (or removed) sessions or checkpoints, a
+    /// dataset without hidden labels, or a user who has used the day's submissions (dry runs are never limited).
     pub async fn queue_submission(&self, request: &Submission) -> Result<SubmissionRow, DaemonError> {
         request.validate().map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let dataset = request.dataset().to_string();
@@ -49,6 +49,10 @@ impl Daemon {
         }
         let mut members = Vec::with_capacity(request.members.len());
         for m in &request.members {
+            // a removed (or never created) session is refused even where probabilities of it are still cached
+            if self.store.session(&m.session).await?.is_none() {
+                return Err(DaemonError::NotFound(format!("unknown session {}", m.session)));
+            }
             let epoch = match (self.resolve_checkpoint(&m.session, m.checkpoint).await, m.checkpoint) {
                 (Ok(epoch), _) => epoch,
                 // a checkpoint whose probabilities are cached needs no weights: retention may have deleted them
@@ -119,8 +123,9 @@ pub async fn run(daemon: Arc<Daemon>) {
 async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     let id = row.id;
     // Read once: it decides whether the members are cached, then orders the run.
-    let dataset = daemon.home().dataset(&row.dataset);
-    let order = blocking(move || test_order(&dataset)).await.and_then(|order| order);
+    let (dataset, name, percent) =
+        (daemon.home().dataset(&row.dataset), row.dataset.clone(), daemon.config.public_percent);
+    let order = blocking(move || test_order(&dataset, &name, percent)).await.and_then(|order| order);
     let mut leased = None;
     if !matches!(&order, Ok(order) if all_cached(daemon, &row, order).await) {
         let Some(lease) = lease(daemon, id).await else { return };
@@ -239,19 +244,22 @@ impl<E: std::fmt::Display> From<E> for JobEnd {
 /// The test split's sample keys (`package_id/sticker_id`) in `test_order.csv` order, and the order digests of all of
 /// them and of the dry-run sample.
 struct TestOrder {
-    rows: usize,
     digest: String,
+    /// The dry-run sample's test indices (public stickers only, `core::score::dry_run_indices`).
+    dry_rows: Vec<usize>,
     dry_digest: String,
 }
 
-fn test_order(dataset: &Path) -> Result<TestOrder, String> {
+fn test_order(dataset: &Path, name: &str, public_percent: u8) -> Result<TestOrder, String> {
     let test = read_test(dataset).map_err(|e| format!("reading the test split: {e}"))?;
     let keys: Vec<String> = test.samples.iter().map(|s| format!("{}/{}", s.package_id, s.sticker_id)).collect();
-    let dry: Vec<&str> = score::dry_run_indices(keys.len()).into_iter().map(|i| keys[i].as_str()).collect();
+    let split = score::BoardSplit::new(name, keys.len(), public_percent).map_err(|e| e.to_string())?;
+    let dry_rows = score::dry_run_indices(&split);
+    let dry: Vec<&str> = dry_rows.iter().map(|&i| keys[i].as_str()).collect();
     Ok(TestOrder {
-        rows: keys.len(),
         digest: probs::order_digest(keys.iter().map(String::as_str)),
         dry_digest: probs::order_digest(dry),
+        dry_rows,
     })
 }
 
@@ -344,7 +352,7 @@ impl MemberJob<'_> {
             if !self.row.dry_run {
                 return Ok(p);
             }
-            let rows = score::dry_run_indices(order.rows);
+            let rows = &order.dry_rows;
             let classes = p.classes();
             let data: Vec<f32> = rows.iter().flat_map(|&r| p.row(r).iter().copied()).collect();
             return Ok(Probs::new(rows.len(), classes, data)?);
@@ -391,6 +399,7 @@ impl MemberJob<'_> {
             epoch: self.epoch,
             tta: self.tta,
             dry_run: self.row.dry_run,
+            public_percent: self.daemon.config.public_percent,
             out: self.out.clone(),
             log: self.out.parent().unwrap_or(&self.out).join("infer.log"),
             slot,

@@ -267,8 +267,9 @@ impl Store {
     /// Rejected spec files, newest first: (path, error, seen at).
     pub async fn rejected_specs(&self, limit: i64) -> Result<Vec<(String, String, f64)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT path, COALESCE(error, ''), seen_at FROM specs WHERE status = 'rejected' ORDER BY seen_at DESC, id DESC
-             LIMIT ?",
+            "SELECT path, COALESCE(error, ''), seen_at FROM specs AS s WHERE status = 'rejected'
+               AND id = (SELECT MAX(id) FROM specs WHERE path = s.path)
+             ORDER BY seen_at DESC, id DESC LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.reader)

@@ -31,6 +31,9 @@ pub struct SpecRow {
     pub seen_at: f64,
     /// The sessions it queued (several for a sweep).
     pub sessions: Vec<String>,
+    /// The newest row of its path: the file's current outcome (older rows are its history).
+    #[serde(default)]
+    pub latest: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -41,6 +44,7 @@ struct RawSpec {
     status: String,
     error: Option<String>,
     seen_at: f64,
+    latest: bool,
 }
 
 impl Store {
@@ -90,18 +94,20 @@ impl Store {
         Ok(())
     }
 
-    /// Spec files seen, newest first; only those at `path` when given.
+    /// Spec files seen, newest first; only those at `path` when given (its history, the current outcome first).
     pub async fn specs(&self, path: Option<&str>, limit: i64) -> Result<Vec<SpecRow>, StoreError> {
+        const COLUMNS: &str = "SELECT id, path, hash, status, error, seen_at, \
+             id = (SELECT MAX(id) FROM specs WHERE path = s.path) AS latest FROM specs AS s";
         let raw: Vec<RawSpec> = match path {
             Some(p) => {
-                sqlx::query_as("SELECT * FROM specs WHERE path = ? ORDER BY id DESC LIMIT ?")
+                sqlx::query_as(&format!("{COLUMNS} WHERE path = ? ORDER BY id DESC LIMIT ?"))
                     .bind(p)
                     .bind(limit)
                     .fetch_all(&self.reader)
                     .await?
             }
             None => {
-                sqlx::query_as("SELECT * FROM specs ORDER BY id DESC LIMIT ?")
+                sqlx::query_as(&format!("{COLUMNS} ORDER BY id DESC LIMIT ?"))
                     .bind(limit)
                     .fetch_all(&self.reader)
                     .await?
@@ -125,8 +131,47 @@ impl Store {
                 error: r.error,
                 seen_at: r.seen_at,
                 sessions: sessions.into_iter().map(|s| s.0).collect(),
+                latest: r.latest,
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::*;
+    use crate::core::queue::Device;
+    use crate::store::NewSession;
+
+    #[tokio::test]
+    async fn a_fixed_spec_leaves_the_rejected_list_and_keeps_its_history() {
+        let (store, _dir) = temp_store().await;
+        store.reject_spec("exp/bad.yaml", "h1", "exp/bad.yaml: line 2: unknown field `lrr`").await.unwrap();
+        store.reject_spec("exp/other.yaml", "h9", "exp/other.yaml: bad").await.unwrap();
+        assert_eq!(store.rejected_specs(10).await.unwrap().len(), 2);
+        let new = NewSession {
+            user: "local".into(),
+            dataset: "emoji".into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Cpu,
+            epochs: 1,
+            fork_of: None,
+        };
+        let queued = store.enqueue(Some(("exp/bad.yaml", "h2")), &[new], |_, _| "{}".into()).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        let rejected = store.rejected_specs(10).await.unwrap();
+        assert_eq!(rejected.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["exp/other.yaml"]);
+        let history = store.specs(Some("exp/bad.yaml"), 10).await.unwrap();
+        let outcomes: Vec<(SpecStatus, bool)> = history.iter().map(|r| (r.status, r.latest)).collect();
+        assert_eq!(outcomes, vec![(SpecStatus::Accepted, true), (SpecStatus::Rejected, false)]);
+        assert_eq!(history[0].sessions, vec![queued[0].to_string()]);
+        // broken again: rejected once more, and listed again
+        store.reject_spec("exp/bad.yaml", "h3", "exp/bad.yaml: line 1: empty").await.unwrap();
+        let rejected = store.rejected_specs(10).await.unwrap();
+        assert!(rejected.iter().any(|r| r.0 == "exp/bad.yaml" && r.1.contains("empty")), "{rejected:?}");
+        assert_eq!(rejected.len(), 2);
     }
 }

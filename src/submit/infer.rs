@@ -32,7 +32,7 @@ use tch::{Kind, Tensor};
 use super::Tta;
 use super::npy::{self, NpyError};
 use super::probs::order_digest;
-use crate::core::score::dry_run_indices;
+use crate::core::score::{BoardSplit, dry_run_indices};
 use crate::core::spec::{Precision, ResolvedSpec, SpecError};
 use crate::data::cache::{self, Decoded, ImageCache};
 use crate::data::layout::{DataError, NUM_TAGS, read_test, read_train};
@@ -58,6 +58,9 @@ pub struct InferOptions {
     pub tta: Tta,
     /// Predict only the dry-run sample of the test split ([`dry_run_indices`]); no validation split.
     pub dry_run: bool,
+    /// The board's public share of the test set, whose stickers alone a dry run predicts (the split is the one of
+    /// the spec's dataset, `core::score::BoardSplit`).
+    pub public_percent: u8,
     /// `cpu`, `cuda` or `cuda:N` (default: the GPU in `CUDA_VISIBLE_DEVICES`, else the CPU).
     pub device: Option<String>,
 }
@@ -194,7 +197,9 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
         Some(file) if !opts.dry_run => (all_test, Plan::Build(file)),
         Some(file) => {
             // a dry run reads the full test cache when one is there, and decodes its sample otherwise
-            let rows = dry_run_indices(all_test.len());
+            let split = BoardSplit::new(&spec.dataset, all_test.len(), opts.public_percent)
+                .map_err(|e| InferError::Torch(format!("the dry-run sample: {e}")))?;
+            let rows = dry_run_indices(&split);
             let plan = predictor.feeder.reuse(&file, &all_test, rows.clone(), "a dry run builds no test cache");
             (rows.into_iter().map(|i| all_test[i].clone()).collect(), plan)
         }

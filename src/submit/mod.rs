@@ -94,8 +94,12 @@ pub const NO_SLOT: &str = "none (members cached)";
 pub struct Submission {
     /// One member, or several for an ensemble (the weighted mean of their probabilities, then argmax).
     pub members: Vec<MemberRef>,
+    /// `none` when left out, as on the command line.
+    #[serde(default)]
     pub tta: Tta,
-    /// `-t`: predict the dry-run sample only (`core::score::dry_run_indices`); scored, never ranked or counted.
+    /// `-t`: predict the dry-run sample only (`core::score::dry_run_indices`); scored, never ranked or counted. False
+    /// when left out.
+    #[serde(default)]
     pub dry_run: bool,
 }
 
@@ -151,6 +155,12 @@ impl Submission {
     pub fn validate(&self) -> Result<(), SubmitError> {
         if self.members.is_empty() {
             return Err(SubmitError::NoMembers);
+        }
+        if let Some(m) = self.members.iter().find(|m| !m.weight.is_finite() || m.weight < 0.0) {
+            return Err(SubmitError::BadMember {
+                target: m.to_string(),
+                reason: format!("weight {} must be finite and not negative", m.weight),
+            });
         }
         let weights: Vec<f64> = self.members.iter().map(|m| m.weight).collect();
         check_weights(weights.len(), &weights)?;

@@ -53,14 +53,15 @@ pub struct CacheKey {
     pub tta: Tta,
 }
 
+/// The folder of every cached checkpoint of `session` (removed with the session).
+pub fn session_dir(home: &Home, session: &SessionId) -> PathBuf {
+    root(home).join(&session.user).join(&session.dataset).join(session.n.to_string())
+}
+
 impl CacheKey {
     /// The folder of this checkpoint's entries.
     pub fn dir(&self, home: &Home) -> PathBuf {
-        root(home)
-            .join(&self.session.user)
-            .join(&self.session.dataset)
-            .join(self.session.n.to_string())
-            .join(self.epoch.to_string())
+        session_dir(home, &self.session).join(self.epoch.to_string())
     }
 
     fn stem(&self) -> String {

@@ -1,6 +1,6 @@
 //! The scorer: the one place that reads a dataset's hidden test labels (`$RUSH_HOME/labels/<dataset>/test_labels.csv`).
 //! It reads a written `predictions.npy` back as a client's file would be read, checks it, and returns the public and
-//! private accuracies (`core::score`) or, for a dry run, the accuracy on the dry-run sample.
+//! private accuracies (`core::score`) or, for a dry run, the accuracy on the dry-run sample (public stickers only).
 
 use std::path::{Path, PathBuf};
 
@@ -54,14 +54,14 @@ pub fn score_file(
     let labels = TestLabels::from_tags(&tags).map_err(|source| ScorerError::Score { path: path.clone(), source })?;
     let values = npy::read_i64(predictions)?;
     let at = |source| ScorerError::Score { path: predictions.to_path_buf(), source };
+    let split = BoardSplit::new(dataset, labels.len(), public_percent).map_err(at)?;
     if dry_run {
-        let indices = score::dry_run_indices(labels.len());
+        let indices = score::dry_run_indices(&split);
         score::check_predictions(&values, indices.len(), NUM_TAGS).map_err(at)?;
         let accuracy = score::score_subset(&values, &indices, &labels).map_err(at)?;
         return Ok(Scored::DryRun { accuracy, samples: indices.len() });
     }
     score::check_predictions(&values, labels.len(), NUM_TAGS).map_err(at)?;
-    let split = BoardSplit::new(dataset, labels.len(), public_percent).map_err(at)?;
     Ok(Scored::Full(score::score(&values, &labels, &split).map_err(at)?))
 }
 
@@ -111,8 +111,10 @@ mod tests {
             csv.push_str(&format!("{i},{}\n", i % 7));
         }
         let (dir, home) = setup(&csv);
-        let indices = score::dry_run_indices(1000);
+        let split = BoardSplit::new("toy", 1000, 30).unwrap();
+        let indices = score::dry_run_indices(&split);
         assert_eq!(indices.len(), 200);
+        assert!(indices.iter().all(|&i| split.part(i) == score::Part::Public));
         // right on every other sample of the dry run
         let values: Vec<i64> =
             indices.iter().enumerate().map(|(j, &i)| if j % 2 == 0 { (i % 7) as i64 } else { 300 }).collect();

@@ -1,5 +1,8 @@
 //! The JSON API the CLI (and later the dashboard) talks to. Reads go to the store; changes go through the daemon,
 //! which stays the database's only writer. Errors are `{"error": "..."}` with a fitting status; internals are logged.
+//! That holds for every error under `/api`: axum's own rejections (a body that is not JSON or lacks a field, a path or
+//! query value of the wrong type) and unknown routes are rewritten into that body by [`json_errors`], and the token
+//! guard answers `/api` requests the same way.
 //!
 //! Routes (a session is `/{user}/{dataset}/{n}`, as its id reads):
 //! `GET /info`, `GET /sessions?all=&dataset=`, `GET|DELETE /sessions/{id}`, `POST /sessions/{id}/stop`,
@@ -14,8 +17,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -213,6 +217,43 @@ pub fn routes() -> Router<AppState> {
         .route("/datasets", get(datasets))
         .route("/datasets/{name}", post(register_dataset))
         .merge(super::submissions::routes())
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// An `/api` path that names no route.
+async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no API route {method} {}", uri.path()))
+}
+
+/// Turns an error response that is not JSON (axum's plain-text rejections, an empty 405) into `{"error": "..."}`,
+/// keeping its status and its other headers (`Allow`, `WWW-Authenticate`).
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.extensions().get::<OriginalUri>().map_or_else(|| req.uri().path().to_string(), |u| u.path().into());
+    let response = next.run(req).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let message =
+        if text.is_empty() { format!("{method} {path}: {reason}") } else { format!("{method} {path}: {text}") };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut out = ApiError::new(status, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
 }
 
 fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, ApiError> {
@@ -494,6 +535,86 @@ mod tests {
             fork_of: None,
         };
         state.store().enqueue(None, &[new], |_, _| "{}".into()).await.unwrap().remove(0)
+    }
+
+    /// Sends `body` with `content_type` (none when `None`), and, with `token`, a bearer token; returns the status and
+    /// the body, which must be JSON.
+    async fn raw(
+        state: &AppState,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let resp = super::super::router(state.clone()).oneshot(req.body(Body::from(body.to_string())).unwrap());
+        let resp = resp.await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {uri}: {status} with a body that is not JSON ({e}): {bytes:?}"));
+        (status, json)
+    }
+
+    #[tokio::test]
+    async fn every_api_error_is_json_naming_the_field_or_value() {
+        let (state, _dir) = app().await;
+        let json_type = Some("application/json");
+        /// (method, uri, content type, body, status, words the error names)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a [&'a str]);
+        let cases: [Case; 8] = [
+            ("POST", "/api/submissions", json_type, "{}", StatusCode::UNPROCESSABLE_ENTITY, &["members"]),
+            (
+                "POST",
+                "/api/submissions",
+                json_type,
+                r#"{"members":[{"session":"tester/emoji/1","checkpoint":"best","weight":1}],"tta":"bogus"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &["tta", "bogus"],
+            ),
+            ("POST", "/api/submissions", None, "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE, &["Content-Type"]),
+            ("POST", "/api/submissions", json_type, "{", StatusCode::BAD_REQUEST, &["JSON"]),
+            ("GET", "/api/submissions/abc", None, "", StatusCode::BAD_REQUEST, &["abc"]),
+            ("GET", "/api/datasets/emoji/ensemble", None, "", StatusCode::BAD_REQUEST, &["members"]),
+            ("GET", "/api/sessions?all=yes", None, "", StatusCode::BAD_REQUEST, &["all"]),
+            ("GET", "/api/nope", None, "", StatusCode::NOT_FOUND, &["/api/nope"]),
+        ];
+        for (method, uri, content_type, body, want, words) in cases {
+            let (status, json) = raw(&state, method, uri, content_type, body).await;
+            assert_eq!(status, want, "{method} {uri}: {json}");
+            let error = json["error"].as_str().unwrap_or_else(|| panic!("{method} {uri}: {json}"));
+            for word in words {
+                assert!(error.contains(word), "{method} {uri}: {error:?} does not name {word:?}");
+            }
+        }
+        let (status, json) = raw(&state, "PUT", "/api/info", None, "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(json["error"].as_str().unwrap().contains("PUT /api/info"), "{json}");
+
+        // tta and dry_run may be left out, as on the command line: the request reaches the daemon's own checks
+        let member = r#"{"members":[{"session":"tester/emoji/1","checkpoint":"best","weight":1}]}"#;
+        let (status, json) = raw(&state, "POST", "/api/submissions", json_type, member).await;
+        assert_ne!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+        assert!(json["error"].as_str().unwrap().contains("emoji"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn the_token_guard_answers_the_api_in_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(1), ..Default::default() };
+        let mut config =
+            DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        config.access = Arc::new(crate::web::auth::Access::new("0.0.0.0:1".parse().unwrap(), Some("T"), false));
+        let store = Store::open(&config.db).await.unwrap();
+        let state = AppState::new(Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() })));
+        for (method, uri) in [("GET", "/api/info"), ("POST", "/api/submissions"), ("GET", "/api/nope")] {
+            let (status, json) = raw(&state, method, uri, None, "").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            assert!(json["error"].as_str().unwrap().contains("token"), "{json}");
+        }
     }
 
     #[tokio::test]

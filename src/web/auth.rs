@@ -184,45 +184,89 @@ pub fn is_cross_site(headers: &HeaderMap) -> bool {
 
 /// The axum middleware: `router.layer(axum::middleware::from_fn_with_state(Arc::new(access), auth::guard))`.
 ///
-/// `POST /login` passes through (it is where the browser presents the token); its handler checks the token itself.
+/// `/login` passes through (it is where the browser presents the token; its handler checks the token itself), and so
+/// do the static files (the login form needs its style sheet). A browser asking for a page without the token is sent
+/// to `/login?next=<the page>`; the API and everything else gets a 401.
 pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/login" {
+    let path = req.uri().path();
+    if path == "/login" || path.starts_with("/static/") {
         return next.run(req).await;
     }
     let kind = Kind::of(req.method());
     let token = presented_token(req.headers());
+    let api = is_api(req.uri().path());
     match access.decide(kind, token.as_deref(), is_cross_site(req.headers())) {
         Decision::Allow => next.run(req).await,
         Decision::NeedToken => {
-            let wants_html = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/html"));
-            if wants_html && kind == Kind::Read {
-                // A person in a browser: send them to the token form.
-                (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
+            let message = "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)";
+            if wants_page(req.headers()) && kind == Kind::Read && !api {
+                // A person in a browser: send them to the token form, which sends them back here.
+                let asked = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let location = format!("/login?{}", serde_urlencoded::to_string([("next", asked)]).unwrap_or_default());
+                (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
             } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)\n",
-                )
-                    .into_response()
+                let mut response = refusal(api, StatusCode::UNAUTHORIZED, message);
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                response
             }
         }
-        Decision::Refuse => (
+        Decision::Refuse => refusal(
+            api,
             StatusCode::FORBIDDEN,
             "refused: mutating requests need a configured token when the daemon is bound beyond loopback, \
-             and are never accepted from another site\n",
-        )
-            .into_response(),
+             and are never accepted from another site",
+        ),
+    }
+}
+
+/// Whether a browser asks for a page to show (a navigation), not data for a script or a client.
+fn wants_page(headers: &HeaderMap) -> bool {
+    let value = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok()).unwrap_or("");
+    value(header::ACCEPT.as_str()).contains("text/html")
+        || value("sec-fetch-dest").eq_ignore_ascii_case("document")
+        || value("sec-fetch-mode").eq_ignore_ascii_case("navigate")
+}
+
+/// Where the login form may send the browser afterwards: a path of this site (`/...`, not `//host` nor `/\host`,
+/// which browsers read as another site), else the sessions list.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control)
+                && n != "/login"
+                && !n.starts_with("/login?") =>
+        {
+            n.to_string()
+        }
+        _ => "/sessions".to_string(),
+    }
+}
+
+/// Whether `path` is the JSON API's, whose every answer is JSON.
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// A refusal: `{"error": ...}` for the API, a line of text elsewhere.
+fn refusal(api: bool, status: StatusCode, message: &str) -> Response {
+    if api {
+        (status, axum::Json(super::api::ErrorBody { error: message.to_string() })).into_response()
+    } else {
+        (status, format!("{message}\n")).into_response()
     }
 }
 
 /// The `Set-Cookie` value that stores a (checked) token in the browser.
 pub fn token_cookie(token: &str) -> String {
     format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict")
+}
+
+/// The `Set-Cookie` value that makes the browser forget the token (logging out).
+pub fn cleared_cookie() -> String {
+    format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
 #[cfg(test)]
@@ -272,6 +316,26 @@ mod tests {
     }
 
     #[test]
+    fn the_login_form_returns_only_to_pages_of_this_site() {
+        for ok in ["/sessions/alice/synth/2", "/datasets/synth/board?private=true", "/"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil",
+            "",
+            "/login",
+            "/login?next=/x",
+            "/a\nb",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/sessions", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/sessions");
+    }
+
+    #[test]
     fn debug_never_shows_the_token() {
         let a = Access::new(addr("0.0.0.0:1"), Some("hunter2-token"), false);
         let s = format!("{a:?}");
@@ -309,6 +373,7 @@ mod tests {
         Router::new()
             .route("/page", get(|| async { "page" }).post(|| async { "mutated" }))
             .route("/login", axum::routing::post(|| async { "login handler" }))
+            .route("/static/rush.css", get(|| async { "css" }))
             .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
     }
 
@@ -325,6 +390,8 @@ mod tests {
         let app = app(Access::new(addr("0.0.0.0:8470"), Some("tok"), false));
         assert_eq!(status(&app, "GET", "/page", &[]).await, StatusCode::UNAUTHORIZED);
         assert_eq!(status(&app, "GET", "/page", &[("accept", "text/html")]).await, StatusCode::SEE_OTHER);
+        assert_eq!(status(&app, "GET", "/page", &[("sec-fetch-mode", "navigate")]).await, StatusCode::SEE_OTHER);
+        assert_eq!(status(&app, "GET", "/static/rush.css", &[]).await, StatusCode::OK, "style sheets are public");
         assert_eq!(status(&app, "POST", "/page", &[]).await, StatusCode::UNAUTHORIZED);
         assert_eq!(status(&app, "POST", "/page", &[("authorization", "Bearer nope")]).await, StatusCode::UNAUTHORIZED);
         assert_eq!(status(&app, "POST", "/page", &[("authorization", "Bearer tok")]).await, StatusCode::OK);

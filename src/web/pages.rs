@@ -1,7 +1,8 @@
 //! The dashboard's HTML pages (askama templates in `templates/`, escaped by default): sessions, one session with its
-//! charts, log and checkpoints, compare, the ensemble picked from checkpoints, rejected specs, datasets, system, the
-//! token form, `/metrics` for Prometheus, and the two static files. Pages read through the store; the buttons (stop,
-//! fork) go through the daemon, like the JSON API. Live updates are in [`super::sse`].
+//! charts, log and checkpoints, compare, the ensemble picked from checkpoints, every submission, rejected specs,
+//! datasets, system, the token form, `/metrics` for Prometheus, and the two static files. Pages read through the
+//! store; the buttons (stop, fork) go through the daemon, like the JSON API; `/login` and `/logout` keep or forget
+//! the token in a cookie. Live updates are in [`super::sse`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,9 +50,11 @@ pub fn routes() -> Router<AppState> {
         .route("/specs", get(specs_page))
         .route("/datasets", get(datasets_page))
         .route("/datasets/{name}/board", get(board_page))
+        .route("/submissions", get(submissions_page))
         .route("/system", get(system_page))
         .route("/metrics", get(prometheus))
         .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
         .route(
             "/static/rush.css",
             get(|| async { asset("text/css; charset=utf-8", include_str!("../../static/rush.css")) }),
@@ -144,11 +147,18 @@ pub struct Chrome {
     pub nav: &'static str,
     pub user: String,
     pub addr: String,
+    /// A token is configured: the header offers to log out.
+    pub logout: bool,
 }
 
 impl Chrome {
     fn new(state: &AppState, nav: &'static str) -> Self {
-        Self { nav, user: state.daemon.config.user.clone(), addr: state.daemon.config.bind.to_string() }
+        Self {
+            nav,
+            user: state.daemon.config.user.clone(),
+            addr: state.daemon.config.bind.to_string(),
+            logout: state.daemon.config.access.has_token(),
+        }
     }
 }
 
@@ -801,17 +811,26 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
             errors.push(format!("unknown session {id}"));
             continue;
         };
-        let checkpoints = state.store().checkpoints(&id).await?;
-        let Some(c) = checkpoints.iter().find(|c| c.name == name) else {
-            errors.push(format!("session {id} has no checkpoint {name}"));
-            continue;
+        // `7`, `best` or `last`, resolved as everywhere else
+        let c = match name.parse::<crate::core::checkpoint::CheckpointRef>() {
+            Ok(reference) => match state.daemon.checkpoint_row(&id, reference).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            },
+            Err(e) => {
+                errors.push(format!("{m:?}: {e}"));
+                continue;
+            }
         };
         members.push(MemberView {
             member: m.clone(),
             session: id.to_string(),
             url: session_url(&id.to_string()),
             model: spec_str(&spec_json(&row), "model"),
-            name: c.name.clone(),
+            name: name.to_string(),
             epoch: c.epoch,
             val_acc: view::percent(Some(c.val_acc)),
             val_loss: c.val_loss.map(view::number).unwrap_or_default(),
@@ -830,9 +849,10 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
     if !dataset.is_empty() {
         match state.daemon.cached_checkpoints(&dataset).await {
             Ok(list) => {
+                let resolved: Vec<String> = members.iter().map(|m| format!("{}:{}", m.session, m.epoch)).collect();
                 for c in list {
                     let member = format!("{}:{}", c.session, c.epoch);
-                    if chosen.contains(&member) {
+                    if chosen.contains(&member) || resolved.contains(&member) {
                         continue;
                     }
                     let mut params: Vec<(&str, &str)> = chosen.iter().map(|m| ("m", m.as_str())).collect();
@@ -857,7 +877,6 @@ struct BoardTemplate {
     chrome: Chrome,
     board: super::submissions::BoardView,
     lines: Vec<BoardLineRow>,
-    private_url: String,
 }
 
 pub struct BoardLineRow {
@@ -877,7 +896,7 @@ struct BoardQuery {
     private: bool,
 }
 
-/// A dataset's board: rank, members, public score (private once revealed), when and who.
+/// A dataset's board: rank, members, public score (private once the daemon's config reveals them), when and who.
 async fn board_page(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -888,6 +907,8 @@ async fn board_page(
         .await
         .map_err(|e| PageError { status: e.status, message: e.message })?;
     let now = crate::store::now();
+    let sessions = board.lines.iter().flat_map(|l| l.sessions.clone()).collect();
+    let urls = session_urls(&state, sessions).await?;
     let lines = board
         .lines
         .iter()
@@ -898,7 +919,7 @@ async fn board_page(
                 .sessions
                 .iter()
                 .zip(&l.checkpoints)
-                .map(|(s, c)| (s.clone(), session_url(s), c.clone()))
+                .map(|(s, c)| (s.clone(), urls.get(s).cloned().unwrap_or_default(), c.clone()))
                 .collect(),
             public: format!("{:.4}", l.public_score),
             private: l.private_score.map(|p| format!("{p:.4}")).unwrap_or_default(),
@@ -907,8 +928,94 @@ async fn board_page(
             user: l.user.clone(),
         })
         .collect();
-    let private_url = format!("/datasets/{name}/board?private=true");
-    html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines, private_url })
+    html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines })
+}
+
+/// The page URL of each of `sessions` that still exists; a removed session has none (its board lines stay, unlinked).
+async fn session_urls(state: &AppState, mut sessions: Vec<String>) -> Result<HashMap<String, String>, PageError> {
+    sessions.sort();
+    sessions.dedup();
+    let mut urls = HashMap::new();
+    for s in sessions {
+        if let Ok(id) = s.parse::<SessionId>()
+            && state.store().session(&id).await?.is_some()
+        {
+            urls.insert(s.clone(), session_url(&s));
+        }
+    }
+    Ok(urls)
+}
+
+pub struct SubmissionRowView {
+    id: i64,
+    dataset: String,
+    user: String,
+    /// (session:checkpoint, the session's page or empty once removed, weight)
+    members: Vec<(String, String, String)>,
+    tta: String,
+    dry_run: bool,
+    state: &'static str,
+    score: String,
+    error: String,
+    created: String,
+    created_exact: String,
+    download: String,
+}
+
+#[derive(Template)]
+#[template(path = "submissions.html")]
+struct SubmissionsTemplate {
+    chrome: Chrome,
+    dataset: String,
+    submissions: Vec<SubmissionRowView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmissionsQuery {
+    dataset: Option<String>,
+}
+
+/// Every submission (or a dataset's), newest first: dry runs, queued, running and failed ones too, which the board
+/// never shows. Private scores are not shown here: the board shows them once revealed.
+async fn submissions_page(State(state): State<AppState>, Query(q): Query<SubmissionsQuery>) -> PageResult {
+    let dataset = q.dataset.filter(|d| !d.is_empty()).unwrap_or_default();
+    let rows = state.store().submissions((!dataset.is_empty()).then_some(dataset.as_str())).await?;
+    let sessions = rows.iter().flat_map(|r| r.members.iter().map(|m| m.session.clone())).collect();
+    let urls = session_urls(&state, sessions).await?;
+    let now = crate::store::now();
+    let submissions = rows
+        .into_iter()
+        .map(|r| {
+            let view = super::submissions::SubmissionView::new(r, false);
+            let score = match (view.public_score, view.samples) {
+                (Some(p), Some(n)) if view.dry_run => format!("{p:.4} ({n} samples)"),
+                (Some(p), _) => format!("{p:.4}"),
+                (None, _) => String::new(),
+            };
+            SubmissionRowView {
+                id: view.id,
+                members: view
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let url = urls.get(&m.session).cloned().unwrap_or_default();
+                        (format!("{}:{}", m.session, m.checkpoint), url, view::number(m.weight))
+                    })
+                    .collect(),
+                dataset: view.dataset,
+                user: view.user,
+                tta: view.tta,
+                dry_run: view.dry_run,
+                state: view.state.as_str(),
+                score,
+                error: view.error.unwrap_or_default(),
+                created: view::ago(now, Some(view.created)),
+                created_exact: view::datetime(view.created),
+                download: view.download.unwrap_or_default(),
+            }
+        })
+        .collect();
+    html(&SubmissionsTemplate { chrome: Chrome::new(&state, "submissions"), dataset, submissions })
 }
 
 // ---------------------------------------------------------------------------------------------------- specs, datasets
@@ -1122,26 +1229,46 @@ async fn prometheus(State(state): State<AppState>) -> PageResult {
 struct LoginTemplate {
     chrome: Chrome,
     failed: bool,
+    /// Where to go once logged in (a path of this site).
+    next: String,
 }
 
-async fn login_page(State(state): State<AppState>) -> PageResult {
-    html(&LoginTemplate { chrome: Chrome::new(&state, ""), failed: false })
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> PageResult {
+    let next = super::auth::safe_next(q.next.as_deref());
+    html(&LoginTemplate { chrome: Chrome::new(&state, ""), failed: false, next })
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
     token: String,
+    next: Option<String>,
 }
 
+/// Checks the token, keeps it in a cookie and returns to the page first asked for (a path of this site only).
 async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> PageResult {
     let access: &Arc<super::auth::Access> = &state.daemon.config.access;
+    let next = super::auth::safe_next(form.next.as_deref());
     if access.token_matches(&form.token) && !super::auth::is_cross_site(&headers) {
         return Ok((
             StatusCode::SEE_OTHER,
-            [(header::LOCATION, "/sessions".to_string()), (header::SET_COOKIE, super::auth::token_cookie(&form.token))],
+            [(header::LOCATION, next), (header::SET_COOKIE, super::auth::token_cookie(&form.token))],
         )
             .into_response());
     }
-    let page = LoginTemplate { chrome: Chrome::new(&state, ""), failed: true }.render()?;
+    let page = LoginTemplate { chrome: Chrome::new(&state, ""), failed: true, next }.render()?;
     Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response())
+}
+
+/// Forgets the browser's token and shows the login form.
+async fn logout() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, "/login".to_string()), (header::SET_COOKIE, super::auth::cleared_cookie())],
+    )
+        .into_response()
 }

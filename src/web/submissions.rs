@@ -6,8 +6,9 @@
 //! `GET /datasets/{name}/ensemble?members=S:E:W,...&tta=` (validation accuracy of a mix) and
 //! `GET /datasets/{name}/ensemble/auto?max_members=&tta=` (greedy selection).
 //!
-//! Private scores appear only where revealed (`private=true`, or the dataset listed in the daemon's
-//! `reveal_private`). Nothing here reads or returns test labels or their path: only scores.
+//! Private scores appear only for the datasets the daemon's config lists in `reveal_private` (after a deadline):
+//! `private=true` on any other is refused (403), so no one sees them early. Nothing here reads or returns test labels
+//! or their path: only scores.
 
 use axum::Json;
 use axum::Router;
@@ -123,9 +124,23 @@ struct RevealQuery {
     dataset: Option<String>,
 }
 
-/// Whether `dataset`'s private scores are shown: asked for, or revealed by the daemon's configuration.
-pub fn revealed(state: &AppState, dataset: &str, asked: bool) -> bool {
-    asked || state.daemon.config.reveal_private.iter().any(|d| d == dataset)
+/// Whether `dataset`'s private scores are revealed: only by the daemon's configuration (`reveal_private`).
+pub fn revealed(state: &AppState, dataset: &str) -> bool {
+    state.daemon.config.reveal_private.iter().any(|d| d == dataset)
+}
+
+/// Refuses asking for private scores (`private=true`) of a dataset that is not revealed.
+pub fn check_private_asked(state: &AppState, dataset: &str, asked: bool) -> Result<(), ApiError> {
+    if asked && !revealed(state, dataset) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "private scores of {dataset} are revealed after the deadline, by the daemon's config \
+                 (`reveal_private: [{dataset}]`); until then the board shows public scores"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn create(State(state): State<AppState>, Json(request): Json<Submission>) -> ApiResult<SubmissionView> {
@@ -134,11 +149,14 @@ async fn create(State(state): State<AppState>, Json(request): Json<Submission>) 
 }
 
 async fn list(State(state): State<AppState>, Query(q): Query<RevealQuery>) -> ApiResult<Vec<SubmissionView>> {
+    if let Some(d) = &q.dataset {
+        check_private_asked(&state, d, q.private)?;
+    }
     let rows = state.store().submissions(q.dataset.as_deref()).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| {
-                let shown = revealed(&state, &r.dataset, q.private);
+                let shown = revealed(&state, &r.dataset);
                 SubmissionView::new(r, shown)
             })
             .collect(),
@@ -159,7 +177,8 @@ async fn one(
     Query(q): Query<RevealQuery>,
 ) -> ApiResult<SubmissionView> {
     let r = row(&state, id).await?;
-    let shown = revealed(&state, &r.dataset, q.private);
+    check_private_asked(&state, &r.dataset, q.private)?;
+    let shown = revealed(&state, &r.dataset);
     Ok(Json(SubmissionView::new(r, shown)))
 }
 
@@ -186,9 +205,11 @@ async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Respons
 }
 
 /// The ranked submissions of a dataset, ordered as `core::score::board` decides.
+/// `asked`: `private=true`, refused unless the dataset is revealed.
 pub async fn board_view(state: &AppState, dataset: &str, asked: bool) -> Result<BoardView, ApiError> {
+    check_private_asked(state, dataset, asked)?;
     let rows = state.store().ranked_submissions(dataset).await?;
-    let shown = revealed(state, dataset, asked);
+    let shown = revealed(state, dataset);
     let entries = rows
         .into_iter()
         .map(|r| score::Scored {

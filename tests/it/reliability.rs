@@ -494,6 +494,7 @@ const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/sessions/{user}/{dataset}/{n}/fork"),
     // Where the browser presents the token; its handler checks it (tested below).
     ("POST", "/login"),
+    ("POST", "/logout"),
 ];
 
 /// The routes of `src/web/*.rs` with a method other than GET, as (METHOD, full path).

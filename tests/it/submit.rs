@@ -129,16 +129,23 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     env.wait_state(a, "succeeded", TRAIN_TIMEOUT);
     env.wait_state(b, "succeeded", TRAIN_TIMEOUT);
 
-    // A dry run: exactly 200 test samples, not ranked.
+    // A dry run: up to 200 samples of the public part only (here all 72 public ones), not ranked.
+    let split = BoardSplit::new("synth", TEST_IMAGES, 30).unwrap();
+    let dry_indices = rush::core::score::dry_run_indices(&split);
+    let dry_n = dry_indices.len();
+    assert!(dry_n == split.n_public() && dry_indices.iter().all(|&i| split.part(i) == Part::Public));
     let dry = env.ok(&["submit", "-t", a, "best"]);
-    assert!(dry.contains("dry run") && dry.contains("on 200 test samples"), "{dry}");
+    assert!(dry.contains("dry run") && dry.contains(&format!("on {dry_n} public test samples")), "{dry}");
     let dry_id = submission_id(&dry);
     let dry_npy = env.home.join(format!("submissions/{dry_id}/predictions.npy"));
-    let dry_predictions = numpy_load(&dry_npy, 200);
+    let dry_predictions = numpy_load(&dry_npy, dry_n);
+    let dry_score = api_json(&env, &format!("/submissions/{dry_id}"))["public_score"].as_f64().unwrap();
+    let dry_labels: Vec<i64> = dry_indices.iter().map(|&i| labels[i]).collect();
+    assert!((dry_score - accuracy(&dry_predictions, &dry_labels, |_| true)).abs() < 1e-12, "scored on its sample");
 
     // Flip test-time augmentation runs the whole path too.
     let flip = env.ok(&["submit", "-t", b, "last", "--tta", "flip"]);
-    assert!(flip.contains("on 200 test samples"), "{flip}");
+    assert!(flip.contains(&format!("on {dry_n} public test samples")), "{flip}");
     assert_eq!(api_json(&env, &format!("/submissions/{}", submission_id(&flip)))["tta"], "flip");
 
     // Each session, then their ensemble (verbose shows the members and timings).
@@ -179,7 +186,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
 
     // The dry run predicted the dry-run rows of the full prediction of the same checkpoint.
     let single = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", ids[0])), TEST_IMAGES);
-    let dry_rows: Vec<i64> = (0..200).map(|k| single[k * TEST_IMAGES / 200]).collect();
+    let dry_rows: Vec<i64> = dry_indices.iter().map(|&i| single[i]).collect();
     assert_eq!(dry_predictions, dry_rows);
 
     // An ensemble of a checkpoint with itself is that checkpoint (a dry run from the cache, no inference). Its members
@@ -235,11 +242,10 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         (s["state"] != "queued" && s["state"] != "running").then_some(s)
     });
     assert_eq!(pinned["state"], "scored", "{pinned}");
-    let itself = numpy_load(&env.home.join(format!("submissions/{itself_id}/predictions.npy")), 200);
+    let itself = numpy_load(&env.home.join(format!("submissions/{itself_id}/predictions.npy")), dry_n);
     assert_eq!(itself, dry_predictions);
 
     // The board: three entries, each score recomputed here from its .npy and the hidden labels.
-    let split = BoardSplit::new("synth", TEST_IMAGES, 30).unwrap();
     let public = |i: usize| split.part(i) == Part::Public;
     let mut expected = std::collections::HashMap::new();
     for (id, stdout) in ids.iter().zip([&one, &two, &three]) {
@@ -269,14 +275,9 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     assert!(table.contains("Rank") && table.contains("Public") && !table.contains("Private"), "{table}");
     assert!(api_json(&env, &format!("/submissions/{}", ids[0]))["private_score"].is_null());
 
-    // Revealed: the private scores, as recomputed.
-    let revealed = env.json(&["dataset", "board", "synth", "--private", "-j"]);
-    assert_eq!(revealed["revealed"], true);
-    for line in revealed["lines"].as_array().unwrap() {
-        let (_, q) = expected[&line["id"].as_i64().unwrap()];
-        assert!((line["private_score"].as_f64().unwrap() - q).abs() < 1e-12, "{line}");
-    }
-    assert!(env.ok(&["dataset", "board", "synth", "--private"]).contains("Private"));
+    // Private scores stay hidden until the daemon's config reveals them (after the deadline): asking is refused.
+    let refused = env.fails(&["dataset", "board", "synth", "--private"]);
+    assert!(refused.contains("revealed after the deadline") && refused.contains("reveal_private"), "{refused}");
 
     // The board page and the builder (members from the cache, a weight each), escaped by askama.
     let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
@@ -286,7 +287,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         board_page.contains(&format!("{:.4}", expected[&ids[0]].0))
             && !board_page.contains("<th class=\"num\">Private")
     );
-    assert!(page("/datasets/synth/board?private=true").contains("Private"));
+    assert!(page("/datasets/synth/board?private=true").contains("revealed after the deadline"));
     let builder = page(&format!(
         "/ensemble?m={a}:{}",
         api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"]
@@ -375,7 +376,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         (s["state"] == "scored").then_some(s)
     });
     assert_eq!(submitted["dry_run"], true, "{submitted}");
-    assert_eq!(submitted["samples"], 200, "{submitted}");
+    assert_eq!(submitted["samples"], dry_n, "{submitted}");
     let weights: Vec<f64> =
         submitted["members"].as_array().unwrap().iter().map(|m| m["weight"].as_f64().unwrap()).collect();
     assert_eq!(weights, vec![0.0, 1.0], "{submitted}");
@@ -389,7 +390,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     let epoch = api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"].as_u64().unwrap();
     env.ok(&["model", "rm", a, &epoch.to_string()]);
     let after = env.ok(&["submit", "-t", &format!("{a}:{epoch}")]);
-    let after = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&after))), 200);
+    let after = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&after))), dry_n);
     assert_eq!(after, dry_predictions);
 
     // No test labels where a session or a client can see them: not in any session file, not in the arguments of the
@@ -415,8 +416,8 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         "/sessions?all=true".into(),
         "/datasets".into(),
         "/submissions".into(),
-        "/submissions?private=true".into(),
-        "/datasets/synth/board?private=true".into(),
+        "/submissions".into(),
+        "/datasets/synth/board".into(),
         "/datasets/synth/cache".into(),
         "/datasets/synth/ensemble/auto".into(),
     ];
@@ -426,7 +427,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         routes.push(format!("/sessions/{id}/logs"));
     }
     for id in &ids {
-        routes.push(format!("/submissions/{id}?private=true"));
+        routes.push(format!("/submissions/{id}"));
     }
     for route in &routes {
         let text = api(&env, route).text().unwrap();
@@ -615,7 +616,9 @@ fn infer_reads_the_image_caches_and_predicts_exactly_what_it_predicts_from_the_p
     assert_eq!(origin(&dry.test_images), (ImageOrigin::Reused, Some(caches.join("test-16.rgb")), 0));
     let (rows, classes, sample) = rush::submit::npy::read_f16_matrix(&tmp.path().join("b-dry/test.npy")).unwrap();
     let (_, _, full) = rush::submit::npy::read_f16_matrix(&tmp.path().join("b/test.npy")).unwrap();
-    let indices = rush::core::score::dry_run_indices(1100);
+    let split = BoardSplit::new("synth", 1100, rush::core::score::DEFAULT_PUBLIC_PERCENT).unwrap();
+    let indices = rush::core::score::dry_run_indices(&split);
+    assert!(indices.iter().all(|&i| split.part(i) == Part::Public), "a dry run predicts public stickers only");
     assert_eq!((rows, classes), (indices.len(), 350));
     for (k, &i) in indices.iter().enumerate() {
         for c in 0..classes {

@@ -33,6 +33,11 @@ struct Fixture {
 }
 
 async fn fixture_with(access: Option<Access>) -> Fixture {
+    fixture_revealing(access, &[]).await
+}
+
+/// The fixture, with `reveal` as the config's `reveal_private`.
+async fn fixture_revealing(access: Option<Access>, reveal: &[&str]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let flags = Flags {
         experiments: Some(dir.path().join("exp")),
@@ -46,6 +51,7 @@ async fn fixture_with(access: Option<Access>) -> Fixture {
     if let Some(a) = access {
         config.access = Arc::new(a);
     }
+    config.reveal_private = reveal.iter().map(|d| d.to_string()).collect();
     let store = Store::open(&config.db).await.unwrap();
     let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() }));
     let state = AppState::new(daemon);
@@ -156,6 +162,12 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
     (status, body)
 }
 
+async fn get_with(state: &AppState, uri: &str, cookie: &str) -> (StatusCode, String) {
+    let (status, _, body) =
+        request(state, Request::get(uri).header("cookie", cookie).body(Body::empty()).unwrap()).await;
+    (status, body)
+}
+
 fn form_post(uri: &str, form: &str, headers: &[(&str, &str)]) -> Request<Body> {
     let mut req = Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
     for (k, v) in headers {
@@ -239,6 +251,187 @@ async fn every_page_answers_and_escapes_hostile_input() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(!body.contains("<b>"), "error pages escape too: {body}");
     assert_eq!(get(s, "/sessions?state=bogus").await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_everywhere_and_errors_name_what_is_wrong() {
+    let f = fixture().await;
+    let s = &f.state;
+    let id = f.running.to_string();
+    let error =
+        |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["error"].as_str().unwrap().to_string();
+    // An unknown dataset is not found, on the page and in the API.
+    assert_eq!(get(s, "/datasets/nope/board").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = get(s, "/api/datasets/nope/board").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(error(&body).contains("nope"), "{body}");
+    // An unknown session in a mix is named as such (not as a cache miss); weights are named by member.
+    let (status, body) = get(s, "/api/datasets/emoji/ensemble?members=tester/emoji/9:1:1").await;
+    assert_eq!((status, error(&body)), (StatusCode::NOT_FOUND, "unknown session tester/emoji/9".to_string()));
+    let (status, body) = get(s, &format!("/api/datasets/emoji/ensemble?members={id}:2:1,{id}:2:-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).starts_with(&format!("the weight of {id}:2 is -1")), "{body}");
+    let submission = format!(
+        r#"{{"members":[{{"session":"{id}","checkpoint":"2","weight":1}},{{"session":"{id}","checkpoint":"best","weight":-1}}]}}"#
+    );
+    let req = Request::post("/api/submissions").header("content-type", "application/json").body(Body::from(submission));
+    let (status, _, body) = request(s, req.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains(&format!("{id}:best")) && error(&body).contains("weight -1"), "{body}");
+    // `best` and `last` work in the builder as everywhere else.
+    for alias in ["best", "last"] {
+        let (status, page) = get(s, &format!("/ensemble?m={id}:{alias}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!page.contains("has no checkpoint"), "{alias}: {page}");
+        assert!(page.contains(&format!("data-session=\"{id}\" data-epoch=\"2\"")), "{alias}: {page}");
+    }
+    let (_, page) = get(s, &format!("/ensemble?m={id}:7")).await;
+    assert!(page.contains(&format!("session {id} has no checkpoint 7 (saved: 2)")), "{page}");
+    // Registering a dataset that is not there names it, not the daemon's home folder.
+    let (status, _, body) = request(s, Request::post("/api/datasets/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let home = s.home().root().display().to_string();
+    assert!(error(&body).contains("nope") && !body.contains(&home), "{body}");
+}
+
+/// Two ranked submissions (public 0.75 / private 0.5 with both fixture sessions, then a dry run of the queued one) and
+/// a failed one; their ids.
+async fn ranked_and_dry_submissions(f: &Fixture) -> Vec<i64> {
+    use rush::store::{NewSubmission, ScoredSubmission, StoredMember};
+    let (s, store) = (&f.state, f.state.store());
+    let (kept, gone) = (f.running.to_string(), f.queued.to_string());
+    // hidden labels, so submissions get past that check
+    let labels = s.home().labels("emoji");
+    std::fs::create_dir_all(labels.parent().unwrap()).unwrap();
+    std::fs::write(&labels, "index,tags\n0,1\n").unwrap();
+    let member =
+        |session: &str, weight: f64| StoredMember { session: session.into(), checkpoint: "2".into(), epoch: 2, weight };
+    let mut ids = Vec::new();
+    for (members, dry_run) in [(vec![member(&kept, 1.0), member(&gone, 2.0)], false), (vec![member(&gone, 1.0)], true)]
+    {
+        let new = NewSubmission {
+            dataset: "emoji".into(),
+            user: "tester".into(),
+            members,
+            tta: "none".into(),
+            dry_run,
+            created_at: rush::store::now(),
+        };
+        ids.push(store.add_submission(&new, (0.0, f64::MAX), |_| Ok::<(), String>(())).await.unwrap().unwrap());
+    }
+    let scored = |public: f64, samples: i64| ScoredSubmission {
+        public_score: public,
+        private_score: (samples > 1).then_some(0.5),
+        samples,
+        npy_path: "predictions.npy".into(),
+        infer_seconds: 0.1,
+        score_seconds: 0.1,
+    };
+    store.score_submission(ids[0], &scored(0.75, 60), 1.0).await.unwrap();
+    store.score_submission(ids[1], &scored(0.625, 1), 1.0).await.unwrap();
+    let new = NewSubmission {
+        dataset: "emoji".into(),
+        user: "tester".into(),
+        members: vec![member(&kept, 1.0)],
+        tta: "flip".into(),
+        dry_run: false,
+        created_at: rush::store::now(),
+    };
+    let failed = store.add_submission(&new, (0.0, f64::MAX), |_| Ok::<(), String>(())).await.unwrap().unwrap();
+    store.fail_submission(failed, "rush infer: <b>out of memory</b>", 2.0).await.unwrap();
+    ids.push(failed);
+    ids
+}
+
+#[tokio::test]
+async fn private_scores_show_only_for_datasets_the_config_reveals() {
+    let f = fixture().await;
+    let ids = ranked_and_dry_submissions(&f).await;
+    let s = &f.state;
+    let (_, board) = get(s, "/datasets/emoji/board").await;
+    assert!(!board.contains("private=true") && !board.contains(">Private<"), "no reveal link before the deadline");
+    for uri in [
+        "/api/datasets/emoji/board?private=true".to_string(),
+        format!("/api/submissions/{}?private=true", ids[0]),
+        "/api/submissions?dataset=emoji&private=true".into(),
+        "/datasets/emoji/board?private=true".into(),
+    ] {
+        let (status, body) = get(s, &uri).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
+        assert!(body.contains("revealed after the deadline") && !body.contains("0.5"), "{uri}: {body}");
+    }
+    let (_, body) = get(s, "/api/submissions").await;
+    assert!(body.contains("\"private_score\":null") && !body.contains("\"private_score\":0.5"), "{body}");
+
+    let f = fixture_revealing(None, &["emoji"]).await;
+    let ids = ranked_and_dry_submissions(&f).await;
+    let s = &f.state;
+    for uri in ["/api/datasets/emoji/board?private=true", "/api/datasets/emoji/board"] {
+        let (status, body) = get(s, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        let board: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((board["revealed"].as_bool(), board["lines"][0]["private_score"].as_f64()), (Some(true), Some(0.5)));
+    }
+    let (_, one) = get(s, &format!("/api/submissions/{}", ids[0])).await;
+    assert!(one.contains("\"private_score\":0.5"), "{one}");
+    let (_, page) = get(s, "/datasets/emoji/board").await;
+    assert!(page.contains(">Private<") && page.contains("0.5000"), "{page}");
+}
+
+#[tokio::test]
+async fn a_removed_session_keeps_its_board_lines_unlinked_and_cannot_be_submitted() {
+    use rush::submit::probs::{self, CacheKey, CacheSplit};
+    let f = fixture().await;
+    let ids = ranked_and_dry_submissions(&f).await;
+    let (s, store) = (&f.state, f.state.store());
+    let failed = ids[2];
+    let (kept, gone) = (f.running.to_string(), f.queued.to_string());
+    // The queued session ends, is cached, then removed: its cache goes with it.
+    store.transition(&f.queued, SessionState::Stopped, None, None).await.unwrap();
+    let key = CacheKey { session: f.queued.clone(), epoch: 2, split: CacheSplit::Valid, tta: rush::submit::Tta::None };
+    let cached = rush::core::ensemble::Probs::new(1, 350, vec![1.0 / 350.0; 350]).unwrap();
+    probs::write(s.home(), &key, "order", &cached).unwrap();
+    assert!(probs::meta(s.home(), &key).unwrap().is_some());
+    s.daemon.remove_session(&f.queued).await.unwrap();
+    assert!(probs::meta(s.home(), &key).unwrap().is_none(), "rm leaves the session's cached probabilities");
+    assert!(!probs::session_dir(s.home(), &f.queued).exists());
+
+    // Submitting it is refused with its name, even from a cached checkpoint (an epoch number).
+    let body = format!(r#"{{"members":[{{"session":"{gone}","checkpoint":"2","weight":1}}],"dry_run":true}}"#);
+    let req = Request::post("/api/submissions").header("content-type", "application/json").body(Body::from(body));
+    let (status, _, answer) = request(s, req.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert!(answer.contains(&format!("unknown session {gone}")), "{answer}");
+
+    // The board keeps the line; the removed session is shown without a link, the kept one with its link.
+    let (status, board) = get(s, "/datasets/emoji/board").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(board.contains(&format!("href=\"/sessions/{kept}\"")), "{board}");
+    assert!(!board.contains(&format!("href=\"/sessions/{gone}\"")) && board.contains(&format!("{gone} (removed)")));
+    assert!(board.contains(&format!("href=\"/submissions?dataset=emoji#submission-{}\"", ids[0])), "{board}");
+    assert!(!board.contains("predictions.npy\">"), "the board's id opens the submissions page, not a download");
+
+    // The submissions page lists them all, the dry run and the failed one too, newest first.
+    let (status, page) = get(s, "/submissions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("href=\"/submissions\" class=\"on\""), "in the menu");
+    let at = |id: i64| page.find(&format!("id=\"submission-{id}\"")).unwrap_or_else(|| panic!("{id}: {page}"));
+    assert!(at(failed) < at(ids[1]) && at(ids[1]) < at(ids[0]), "newest first");
+    let row = |id: i64| {
+        let start = at(id);
+        page[start..start + page[start..].find("</tr>").unwrap()].to_string()
+    };
+    let dry = row(ids[1]);
+    assert!(dry.contains("<td>yes</td>") && dry.contains("0.6250 (1 samples)") && dry.contains("scored"), "{dry}");
+    assert!(dry.contains(&format!("/api/submissions/{}/predictions.npy", ids[1])), "{dry}");
+    let fail = row(failed);
+    assert!(fail.contains("failed") && fail.contains("out of memory") && !fail.contains("<b>"), "{fail}");
+    assert!(!fail.contains("predictions.npy"), "{fail}");
+    let ranked = row(ids[0]);
+    assert!(ranked.contains("0.7500") && !ranked.contains("0.5000"), "no private score here: {ranked}");
+    assert!(ranked.contains(&format!("{gone}:2 (removed)")) && ranked.contains("×2"), "{ranked}");
+    let (_, other) = get(s, "/submissions?dataset=other").await;
+    assert!(other.contains("No submissions yet."), "{other}");
 }
 
 fn polyline_counts(svg: &str) -> Vec<usize> {
@@ -430,9 +623,18 @@ async fn mutating_routes_need_the_token_beyond_loopback() {
     // Reads are closed too (public_read is off): the API says 401, a browser is sent to the form.
     let (status, _, _) = request(&f.state, Request::get("/api/sessions").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let page = format!("/sessions/{id}?tab=log");
     let (status, headers, _) =
-        request(&f.state, Request::get("/sessions").header("accept", "text/html").body(Body::empty()).unwrap()).await;
-    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+        request(&f.state, Request::get(&page).header("accept", "text/html").body(Body::empty()).unwrap()).await;
+    let next = format!("/login?next={}", page.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, next.as_str()));
+    // The form and its style sheet need no token; the form carries where to go back to.
+    let (status, headers, _) = request(&f.state, Request::get("/static/rush.css").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    let (status, login) = get(&f.state, &next).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(login.contains(&format!("name=\"next\" value=\"/sessions/{id}?tab=log\"")), "{login}");
     // The right token works, by header ...
     let req = Request::get("/api/sessions").header("authorization", "Bearer s3cret-token").body(Body::empty()).unwrap();
     assert_eq!(request(&f.state, req).await.0, StatusCode::OK);
@@ -440,9 +642,25 @@ async fn mutating_routes_need_the_token_beyond_loopback() {
     let (status, _, _) = request(&f.state, form_post("/login", "token=nope", &[])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, headers, _) = request(&f.state, form_post("/login", "token=s3cret-token", &[])).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/sessions"));
     let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     assert!(headers["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    // Back to the page asked for, but only a page of this site.
+    for (next, to) in [
+        ("%2Fdatasets%2Femoji%2Fboard%3Fprivate%3Dtrue", "/datasets/emoji/board?private=true"),
+        ("%2F%2Fevil.example%2F", "/sessions"),
+        ("https%3A%2F%2Fevil.example%2F", "/sessions"),
+    ] {
+        let (status, headers, _) =
+            request(&f.state, form_post("/login", &format!("token=s3cret-token&next={next}"), &[])).await;
+        assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, to), "{next}");
+    }
+    let (_, sessions) = get_with(&f.state, "/sessions", &cookie).await;
+    assert!(sessions.contains("action=\"/logout\""), "a logged-in page offers to log out");
+    let (status, headers, _) = request(&f.state, form_post("/logout", "", &[("cookie", &cookie)])).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    let cleared = headers["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("rush_token=;") && cleared.contains("Max-Age=0"), "{cleared}");
     let (status, _, _) =
         request(&f.state, form_post(&format!("/sessions/{id}/stop"), "", &[("cookie", &cookie)])).await;
     assert_eq!(status, StatusCode::SEE_OTHER);

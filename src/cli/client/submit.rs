@@ -74,7 +74,7 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
     let score = done.public_score.unwrap_or(0.0);
     let samples = done.samples.unwrap_or(0);
     if done.dry_run {
-        println!("submission {id} (dry run, not ranked): accuracy {score:.4} on {samples} test samples");
+        println!("submission {id} (dry run, not ranked): accuracy {score:.4} on {samples} public test samples");
     } else {
         println!("submission {id}: public score {score:.4} ({} test stickers)", samples);
     }
