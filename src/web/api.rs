@@ -503,7 +503,8 @@ mod tests {
             cpu_slots: Some(1),
             ..Default::default()
         };
-        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        // two GPUs detected, so the listed ids are accepted on this machine (no child ever starts here)
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 2).unwrap().prepare().unwrap();
         let store = Store::open(&config.db).await.unwrap();
         let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() }));
         (AppState::new(daemon), dir)
