@@ -25,6 +25,7 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Queue a session (the spec lands in experiments/ under a new name).
     Run {
+        /// The registered dataset to train on (`rush dataset ls`).
         #[arg(short = 'd', long)]
         dataset: String,
         /// A spec file to start from.
@@ -33,6 +34,7 @@ pub enum Command {
         /// Overrides, "key=value key2=value2" (dotted paths, e.g. optimizer.lr=0.01).
         #[arg(short = 'a', long)]
         args: Option<String>,
+        /// A memo, shown by `ps` and the dashboard.
         #[arg(short = 'm', long)]
         memo: Option<String>,
     },
@@ -41,29 +43,42 @@ pub enum Command {
         /// All sessions, not only queued and running ones.
         #[arg(short = 'a', long)]
         all: bool,
+        /// Only this dataset's sessions.
         #[arg(short = 'd', long)]
         dataset: Option<String>,
+        /// JSON, every field.
         #[arg(short = 'j', long)]
         json: bool,
     },
     /// Show a session's log.
     Logs {
+        /// A session id, `user/dataset/n`.
         session: String,
         /// Follow until the session ends.
         #[arg(short = 'f', long)]
         follow: bool,
     },
     /// Stop a queued or running session.
-    Stop { session: String },
+    Stop {
+        /// A session id, `user/dataset/n`.
+        session: String,
+    },
     /// Remove a finished session and its files.
-    Rm { session: String },
+    Rm {
+        /// A session id, `user/dataset/n`.
+        session: String,
+    },
     /// Start a new session from a checkpoint of another.
     Fork {
+        /// The session to fork, `user/dataset/n`.
         session: String,
+        /// The checkpoint to start from: an epoch, `best` or `last`.
         #[arg(short = 'c', long)]
         checkpoint: String,
+        /// Overrides of the parent's spec, "key=value key2=value2" (the model stays the parent's).
         #[arg(short = 'a', long)]
         args: Option<String>,
+        /// A memo (default: the parent's).
         #[arg(short = 'm', long)]
         memo: Option<String>,
     },
@@ -78,11 +93,21 @@ pub enum Command {
     /// Ensembles picked for you.
     #[command(subcommand)]
     Ensemble(EnsembleCommand),
+    /// List submissions, newest first: queued, running, failed and dry runs too (the board shows ranked ones).
+    Submissions {
+        /// Only this dataset's submissions.
+        #[arg(short = 'd', long)]
+        dataset: Option<String>,
+        /// JSON, every field.
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// A config file (YAML: experiments, user, bind, db, cpu_slots, gpus, stop_grace_secs); flags override it.
+    /// A config file (YAML: experiments, user, bind, db, cpu_slots, gpus, stop_grace_secs, executor, slurm, token,
+    /// public_read, submissions_per_day, public_percent, reveal_private; see the README); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The watched intake folder.
@@ -106,12 +131,19 @@ pub struct DaemonArgs {
 pub enum ModelCommand {
     /// List a session's checkpoints.
     Ls {
+        /// A session id, `user/dataset/n`.
         session: String,
+        /// JSON, every field.
         #[arg(short = 'j', long)]
         json: bool,
     },
-    /// Delete a checkpoint.
-    Rm { session: String, checkpoint: String },
+    /// Delete a checkpoint (refused while a queued submission or fork needs it).
+    Rm {
+        /// A session id, `user/dataset/n`.
+        session: String,
+        /// An epoch, `best` or `last`.
+        checkpoint: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,13 +157,13 @@ pub struct SubmitArgs {
     /// `SESSION CHECKPOINT`, or one or more `SESSION:CHECKPOINT` for an ensemble.
     #[arg(required = true)]
     pub targets: Vec<String>,
-    /// Dry run on 200 test samples; not ranked.
+    /// Dry run on up to 200 samples of the public part of the test set; not ranked, not counted.
     #[arg(short = 't', long)]
     pub test: bool,
     /// Verbose.
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// Ensemble weights, one per member.
+    /// Ensemble weights, one per member (an ensemble of two or more).
     #[arg(long, value_delimiter = ',')]
     pub weights: Option<Vec<f64>>,
     /// Test-time augmentation: `flip`.
@@ -143,16 +175,19 @@ pub struct SubmitArgs {
 pub enum EnsembleCommand {
     /// Greedy forward selection over cached checkpoints, maximising validation accuracy.
     Auto {
+        /// The dataset whose cached checkpoints to choose from.
         #[arg(short = 'd', long)]
         dataset: String,
-        #[arg(long, default_value_t = 10)]
-        max_members: usize,
+        /// The most members, counted with repetition (1 or more).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        max_members: u16,
         /// Test-time augmentation of the cached probabilities to select from: `flip`.
         #[arg(long)]
         tta: Option<String>,
         /// Submit the chosen ensemble.
         #[arg(long)]
         submit: bool,
+        /// JSON, every field.
         #[arg(short = 'j', long)]
         json: bool,
     },
@@ -176,8 +211,9 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
             submit::submit(global, &a.targets, a.weights.as_deref(), a.tta.as_deref(), a.test, a.verbose)
         }
         Command::Ensemble(EnsembleCommand::Auto { dataset, max_members, tta, submit, json }) => {
-            submit::auto(global, &dataset, max_members, tta.as_deref(), submit, json)
+            submit::auto(global, &dataset, usize::from(max_members), tta.as_deref(), submit, json)
         }
+        Command::Submissions { dataset, json } => submit::list(global, dataset.as_deref(), json),
     }
 }
 

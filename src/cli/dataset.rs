@@ -18,12 +18,15 @@ pub enum Command {
     Build(BuildArgs),
     /// List registered datasets.
     Ls {
+        /// JSON, every field.
         #[arg(short = 'j', long)]
         json: bool,
     },
     /// Register a dataset in the AI RUSH layout; its test labels move where only the scorer reads them.
     Push {
+        /// The name to register it under (letters, digits, - _ .).
         name: String,
+        /// The dataset folder (holding `train/` and, optionally, `test/`).
         path: PathBuf,
         /// Move the folder instead of copying it.
         #[arg(long)]
@@ -31,6 +34,7 @@ pub enum Command {
     },
     /// Show a dataset's leaderboard.
     Board {
+        /// A registered dataset.
         dataset: String,
         /// Show private scores: only for a dataset the daemon's config reveals (`reveal_private`, after the deadline).
         #[arg(long)]
@@ -42,6 +46,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
+    /// The folder to write (it must be empty or absent).
     #[arg(long)]
     pub out: PathBuf,
     /// Training stickers.
@@ -50,6 +55,7 @@ pub struct SynthArgs {
     /// Test stickers.
     #[arg(long, default_value_t = 500)]
     pub test: u64,
+    /// The same seed writes the same dataset, byte for byte.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stickers per package.
@@ -58,9 +64,10 @@ pub struct SynthArgs {
     /// Number of distinct classes (first tags) drawn; at most 350.
     #[arg(long, default_value_t = 350)]
     pub classes: u32,
-    /// Image width and height in pixels.
+    /// Image width in pixels.
     #[arg(long, default_value_t = 370)]
     pub width: u32,
+    /// Image height in pixels.
     #[arg(long, default_value_t = 320)]
     pub height: u32,
     /// Worker threads (default: all cores).
@@ -78,6 +85,7 @@ pub struct SynthArgs {
 pub struct BuildArgs {
     /// The recipe name (`emoji`) or a recipe file.
     pub recipe: String,
+    /// The dataset folder to write.
     #[arg(long)]
     pub out: PathBuf,
     /// Image size in pixels.
@@ -89,8 +97,10 @@ pub struct BuildArgs {
     /// Only these styles (comma-separated), for quick builds.
     #[arg(long, value_delimiter = ',')]
     pub styles: Vec<String>,
+    /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
     /// Replace an existing dataset at --out.

@@ -255,7 +255,7 @@ pub fn board<M>(mut entries: Vec<Scored<M>>, reveal: Reveal) -> Vec<BoardLine<M>
         .collect()
 }
 
-/// The UTC day holding `now`: `[midnight, next midnight)`. Submissions are counted per user in this window.
+/// The UTC day holding `now`: `[midnight, next midnight)`. Submissions are counted per user and dataset in this window.
 pub fn utc_day(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
     let start = now.to_offset(UtcOffset::UTC).replace_time(Time::MIDNIGHT);
     (start, start + Duration::DAY)
@@ -264,11 +264,12 @@ pub fn utc_day(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
 /// Refused: the user has used every submission of the day.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{user} has made {used} of {limit} submissions allowed per day; the limit resets at {resets_at} \
+    "{user} has made {used} of {limit} submissions allowed per day on {dataset}; the limit resets at {resets_at} \
      (in {hours} h {minutes:02} min). Dry runs (-t) are not counted."
 )]
 pub struct LimitReached {
     pub user: String,
+    pub dataset: String,
     pub used: u32,
     pub limit: u32,
     /// The next UTC midnight, as `YYYY-MM-DD 00:00 UTC`.
@@ -277,16 +278,17 @@ pub struct LimitReached {
     pub minutes: i64,
 }
 
-/// The per-user daily limit on ranked submissions (dry runs are neither counted nor limited).
+/// The daily limit on ranked submissions per user and dataset, as a competition counts them (dry runs are neither
+/// counted nor limited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DailyLimit {
     pub per_day: u32,
 }
 
 impl DailyLimit {
-    /// Allows one more submission when `used_today` (the user's ranked submissions in [`utc_day`] of `now`) is below
-    /// the limit.
-    pub fn check(&self, user: &str, used_today: u32, now: OffsetDateTime) -> Result<(), LimitReached> {
+    /// Allows one more submission when `used_today` (the user's ranked submissions to `dataset` in [`utc_day`] of
+    /// `now`) is below the limit.
+    pub fn check(&self, user: &str, dataset: &str, used_today: u32, now: OffsetDateTime) -> Result<(), LimitReached> {
         if used_today < self.per_day {
             return Ok(());
         }
@@ -295,6 +297,7 @@ impl DailyLimit {
         let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
         Err(LimitReached {
             user: user.to_string(),
+            dataset: dataset.to_string(),
             used: used_today,
             limit: self.per_day,
             resets_at: reset.format(format).unwrap_or_else(|_| reset.to_string()),
@@ -435,14 +438,14 @@ mod tests {
     fn the_daily_limit_refuses_the_next_one_and_says_when_it_resets() {
         let limit = DailyLimit { per_day: 3 };
         let now = datetime!(2026-11-30 21:15:30 UTC);
-        assert_eq!(limit.check("alice", 2, now), Ok(()));
-        let refused = limit.check("alice", 3, now).unwrap_err();
+        assert_eq!(limit.check("alice", "emoji", 2, now), Ok(()));
+        let refused = limit.check("alice", "emoji", 3, now).unwrap_err();
         assert_eq!((refused.hours, refused.minutes), (2, 44));
         assert_eq!(refused.resets_at, "2026-12-01 00:00 UTC");
         let message = refused.to_string();
-        assert!(message.contains("alice has made 3 of 3 submissions allowed per day"), "{message}");
+        assert!(message.contains("alice has made 3 of 3 submissions allowed per day on emoji"), "{message}");
         assert!(message.contains("resets at 2026-12-01 00:00 UTC (in 2 h 44 min)"), "{message}");
-        assert!(DailyLimit { per_day: 0 }.check("bob", 0, now).is_err());
+        assert!(DailyLimit { per_day: 0 }.check("bob", "emoji", 0, now).is_err());
 
         let (start, end) = utc_day(datetime!(2026-11-30 23:59 -05:00));
         assert_eq!((start, end), (datetime!(2026-12-01 0:00 UTC), datetime!(2026-12-02 0:00 UTC)));

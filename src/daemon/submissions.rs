@@ -81,7 +81,7 @@ impl Daemon {
         let limit = DailyLimit { per_day: self.config.submissions_per_day };
         let id = self
             .store
-            .add_submission(&new, day, |used| limit.check(&user, used, now))
+            .add_submission(&new, day, |used| limit.check(&user, &new.dataset, used, now))
             .await?
             .map_err(|e| DaemonError::Limit(e.to_string()))?;
         self.submission_wake.notify_one();

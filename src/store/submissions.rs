@@ -163,7 +163,8 @@ pub struct ScoredSubmission {
 
 impl Store {
     /// Inserts a queued submission. Unless it is a dry run, `allow` first sees how many ranked submissions (queued,
-    /// running or scored; not dry runs, not failed) the user made in `[day_start, day_end)` and may refuse; the count
+    /// running or scored; not dry runs, not failed) the user made to this dataset in `[day_start, day_end)` and may
+    /// refuse; the count
     /// and the insert share one transaction.
     pub async fn add_submission<E>(
         &self,
@@ -176,10 +177,11 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         if !new.dry_run {
             let (used,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM submissions WHERE user = ? AND dry_run = 0 AND state != 'failed'
+                "SELECT COUNT(*) FROM submissions WHERE user = ? AND dataset = ? AND dry_run = 0 AND state != 'failed'
                  AND created_at >= ? AND created_at < ?",
             )
             .bind(&new.user)
+            .bind(&new.dataset)
             .bind(day_start)
             .bind(day_end)
             .fetch_one(&mut *tx)
@@ -350,6 +352,8 @@ mod tests {
         store.add_submission(&new("ann", false, 50.0), day, limit).await.unwrap().unwrap(); // yesterday
         store.add_submission(&new("ann", true, 151.0), day, limit).await.unwrap().unwrap(); // dry run
         store.add_submission(&new("bob", false, 151.0), day, limit).await.unwrap().unwrap();
+        let other_dataset = NewSubmission { dataset: "synth".into(), ..new("ann", false, 151.5) };
+        store.add_submission(&other_dataset, day, limit).await.unwrap().unwrap();
         let b = store.add_submission(&new("ann", false, 152.0), day, limit).await.unwrap().unwrap();
         assert_eq!(store.add_submission(&new("ann", false, 153.0), day, limit).await.unwrap(), Err(2));
         // a failed one gives its place back

@@ -67,6 +67,8 @@ pub enum SubmitError {
     MixedDatasets(Vec<String>),
     #[error("unknown test-time augmentation {0:?}: expected `flip`")]
     UnknownTta(String),
+    #[error("--weights weighs the members of an ensemble (two or more `SESSION:CHECKPOINT`); one member needs none")]
+    WeightsOfOne,
 }
 
 /// One member of a submission: a checkpoint of a session (an epoch, `best` or `last`) and its weight.
@@ -134,6 +136,7 @@ impl Submission {
             }
         };
         let weights = match weights {
+            Some(_) if pairs.len() == 1 => return Err(SubmitError::WeightsOfOne),
             Some(w) => w.to_vec(),
             None => vec![1.0; pairs.len()],
         };
@@ -241,6 +244,7 @@ mod tests {
     fn bad_requests_are_refused_with_the_reason() {
         let err = |a: &[&str], w: Option<&[f64]>| Submission::from_args(&args(a), w, Tta::None, false).unwrap_err();
         assert_eq!(err(&[], None), SubmitError::NoMembers);
+        assert_eq!(err(&["local/emoji/3", "best"], Some(&[2.0])), SubmitError::WeightsOfOne);
         assert!(matches!(err(&["local/emoji/3:best", "local/emoji/4"], None), SubmitError::MixedForms(_)));
         assert!(matches!(err(&["local/emoji/3"], None), SubmitError::BadTarget(_)));
         assert!(matches!(err(&["local/emoji:best"], None), SubmitError::BadMember { .. }));

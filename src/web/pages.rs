@@ -191,8 +191,24 @@ pub struct SessionView {
     pub best: String,
     pub where_: String,
     pub memo: String,
+    /// Why a session that did not succeed ended (the first line of its reason), or what a fork starts from.
+    pub note: String,
     pub queued: String,
     pub queued_exact: String,
+}
+
+/// The row's note: a failed, stopped or interrupted session's reason, else what a fork starts from.
+fn note_of(row: &SessionRow) -> String {
+    let reason = match row.state {
+        SessionState::Failed | SessionState::Stopped | SessionState::Interrupted => {
+            row.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").trim().to_string()
+        }
+        _ => String::new(),
+    };
+    match (&row.fork_of, reason.is_empty()) {
+        (Some(parent), true) => format!("fork of {parent}"),
+        _ => reason,
+    }
 }
 
 fn progress_of(row: &SessionRow, now: f64) -> Progress {
@@ -223,6 +239,7 @@ impl SessionView {
             best: view::percent(row.best_val_acc),
             where_: where_of(row, positions),
             memo: row.memo.clone(),
+            note: note_of(row),
             queued: view::ago(now, Some(row.queued_at)),
             queued_exact: view::datetime(row.queued_at),
         }
@@ -413,6 +430,10 @@ fn checkpoint_views(
 #[template(path = "session.html")]
 struct SessionTemplate {
     chrome: Chrome,
+    /// Sessions forked from this one: (url, "id from checkpoint E").
+    forks: Vec<(String, String)>,
+    /// Submissions with this session among their members: (url, "#id state score").
+    submissions: Vec<(String, String)>,
     id: String,
     base: String,
     live_url: String,
@@ -576,8 +597,38 @@ async fn session_page(
         _ => String::new(),
     };
     let base = session_url(&id.to_string());
+    let parent = format!("{id}:");
+    let filter = crate::store::SessionFilter { all: true, dataset: Some(id.dataset.clone()) };
+    let forks = state
+        .store()
+        .sessions(&filter)
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            let epoch = s.fork_of.as_deref()?.strip_prefix(&parent)?.to_string();
+            Some((session_url(&s.id.to_string()), format!("{} from checkpoint {epoch}", s.id)))
+        })
+        .collect();
+    let own = id.to_string();
+    let submissions = state
+        .store()
+        .submissions(Some(&id.dataset))
+        .await?
+        .into_iter()
+        .filter(|s| s.members.iter().any(|m| m.session == own))
+        .map(|s| {
+            let score = s.public_score.map(|p| format!(" {}", view::percent(Some(p)))).unwrap_or_default();
+            let kind = if s.dry_run { " (dry run)" } else { "" };
+            (
+                format!("/submissions?dataset={}#submission-{}", id.dataset, s.id),
+                format!("#{} {}{score}{kind}", s.id, s.state),
+            )
+        })
+        .collect();
     html(&SessionTemplate {
         chrome: Chrome::new(&state, "sessions"),
+        forks,
+        submissions,
         live_url: format!("{base}/live?log_offset={offset}"),
         id: id.to_string(),
         state: row.state.as_str(),
@@ -789,6 +840,8 @@ struct EnsembleTemplate {
     /// The dataset of the members (or `?d=`), whose cache is offered.
     dataset: String,
     cached: Vec<CachedView>,
+    /// With no dataset yet: the registered ones, to pick from.
+    datasets: Vec<String>,
 }
 
 /// The ensemble builder: the members chosen on session pages or from the cached checkpoints of the dataset, a weight
@@ -846,6 +899,13 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
         .or_else(|| asked.into_iter().find(|(k, _)| k == "d").map(|(_, v)| v))
         .unwrap_or_default();
     let mut cached = Vec::new();
+    let registered: Vec<String> = state.store().datasets().await?.into_iter().map(|d| d.name).collect();
+    let dataset = if dataset.is_empty() || registered.contains(&dataset) {
+        dataset
+    } else {
+        errors.push(format!("unknown dataset {dataset:?} (registered: {})", registered.join(", ")));
+        String::new()
+    };
     if !dataset.is_empty() {
         match state.daemon.cached_checkpoints(&dataset).await {
             Ok(list) => {
@@ -868,7 +928,16 @@ async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -
             Err(e) => errors.push(format!("cached checkpoints of {dataset}: {e}")),
         }
     }
-    html(&EnsembleTemplate { chrome: Chrome::new(&state, "ensemble"), errors, members, command, dataset, cached })
+    let datasets = if dataset.is_empty() { registered } else { Vec::new() };
+    html(&EnsembleTemplate {
+        chrome: Chrome::new(&state, "ensemble"),
+        errors,
+        members,
+        command,
+        dataset,
+        cached,
+        datasets,
+    })
 }
 
 #[derive(Template)]

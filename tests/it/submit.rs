@@ -252,6 +252,8 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
         let predictions = numpy_load(&env.home.join(format!("submissions/{id}/predictions.npy")), TEST_IMAGES);
         let (p, q) = (accuracy(&predictions, &labels, public), accuracy(&predictions, &labels, |i| !public(i)));
         assert!(stdout.contains(&format!("public score {p:.4}")), "{stdout} (expected {p:.4})");
+        let public = format!("on the public {} of {TEST_IMAGES} test stickers", split.n_public());
+        assert!(stdout.contains(&public), "{stdout} (expected {public})");
         expected.insert(*id, (p, q));
     }
     let board = env.json(&["dataset", "board", "synth", "-j"]);
@@ -274,6 +276,13 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     let table = env.ok(&["dataset", "board", "synth"]);
     assert!(table.contains("Rank") && table.contains("Public") && !table.contains("Private"), "{table}");
     assert!(api_json(&env, &format!("/submissions/{}", ids[0]))["private_score"].is_null());
+    // `rush submissions` lists every one, newest first: ranked, dry runs, the ensemble with its weights.
+    let listed = env.json(&["submissions", "-d", "synth", "-j"]);
+    let listed_ids: Vec<i64> = listed.as_array().unwrap().iter().map(|s| s["id"].as_i64().unwrap()).collect();
+    assert!(listed_ids.windows(2).all(|w| w[0] > w[1]) && ids.iter().all(|i| listed_ids.contains(i)), "{listed}");
+    let text = env.ok(&["submissions", "-d", "synth"]);
+    assert!(text.contains("dry run") && text.contains("ranked") && text.contains(" x2"), "{text}");
+    assert_eq!(text.lines().count(), listed_ids.len() + 1, "{text}");
 
     // Private scores stay hidden until the daemon's config reveals them (after the deadline): asking is refused.
     let refused = env.fails(&["dataset", "board", "synth", "--private"]);

@@ -287,6 +287,14 @@ async fn unknown_things_are_404_everywhere_and_errors_name_what_is_wrong() {
     }
     let (_, page) = get(s, &format!("/ensemble?m={id}:7")).await;
     assert!(page.contains(&format!("session {id} has no checkpoint 7 (saved: 2)")), "{page}");
+    // The builder reached from the menu offers the registered datasets; an unknown one is named.
+    let (_, page) = get(s, "/ensemble").await;
+    assert!(page.contains("Choose a dataset") && page.contains("href=\"/ensemble?d=emoji\""), "{page}");
+    let (_, page) = get(s, "/ensemble?d=nope").await;
+    assert!(
+        page.contains("unknown dataset &#34;nope&#34;") || page.contains("unknown dataset &quot;nope&quot;"),
+        "{page}"
+    );
     // Registering a dataset that is not there names it, not the daemon's home folder.
     let (status, _, body) = request(s, Request::post("/api/datasets/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -386,6 +394,12 @@ async fn a_removed_session_keeps_its_board_lines_unlinked_and_cannot_be_submitte
     let (s, store) = (&f.state, f.state.store());
     let failed = ids[2];
     let (kept, gone) = (f.running.to_string(), f.queued.to_string());
+    // A member's session page links its submissions, the dry run marked as such.
+    let (_, page) = get(s, &format!("/sessions/{gone}")).await;
+    for id in [ids[0], ids[1]] {
+        assert!(page.contains(&format!("/submissions?dataset=emoji#submission-{id}")), "{id}: {page}");
+    }
+    assert!(page.contains(&format!("#{} ", ids[1])) && page.contains("(dry run)"), "{page}");
     // The queued session ends, is cached, then removed: its cache goes with it.
     store.transition(&f.queued, SessionState::Stopped, None, None).await.unwrap();
     let key = CacheKey { session: f.queued.clone(), epoch: 2, split: CacheSplit::Valid, tta: rush::submit::Tta::None };
@@ -580,6 +594,10 @@ async fn a_session_that_never_started_links_no_missing_files() {
     let spec = page.split("<pre class=\"spec\">").nth(1).unwrap().split("</pre>").next().unwrap();
     assert!(spec.contains("model: resnet18") && !spec.contains("\"model\""), "the spec as YAML: {spec}");
     assert!(page.contains("No checkpoints.") && !page.contains("No checkpoints yet"), "it has ended");
+    // The sessions list says why it ended, under its memo.
+    let (_, list) = get(&f.state, "/sessions").await;
+    let row = list.split(&format!("data-id=\"{q}\"")).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.contains("stopped by the user before it started"), "{row}");
     for file in ["train.log", "spec.yaml"] {
         assert_eq!(get(&f.state, &format!("/sessions/{q}/files/{file}")).await.0, StatusCode::NOT_FOUND);
     }

@@ -76,7 +76,12 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
     if done.dry_run {
         println!("submission {id} (dry run, not ranked): accuracy {score:.4} on {samples} public test samples");
     } else {
-        println!("submission {id}: public score {score:.4} ({} test stickers)", samples);
+        // The public part is a fixed share of the test set: say how many stickers the score is on.
+        let board: BoardView = api.get(&format!("/datasets/{}/board", done.dataset))?;
+        let public = crate::core::score::BoardSplit::new(&done.dataset, samples.max(0) as usize, board.public_percent)
+            .map(|split| split.n_public().to_string())
+            .unwrap_or_else(|_| "?".into());
+        println!("submission {id}: public score {score:.4} (on the public {public} of {samples} test stickers)");
     }
     if verbose {
         eprintln!(
@@ -86,6 +91,55 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
             done.download.as_deref().unwrap_or("-")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush submissions [-d DATASET] [-j]`: every submission, newest first, whatever became of it.
+pub fn list(global: &Global, dataset: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let path = match dataset {
+        Some(d) => format!("/submissions?dataset={d}"),
+        None => "/submissions".to_string(),
+    };
+    let mut all: Vec<SubmissionView> = api.get(&path)?;
+    all.sort_by_key(|s| std::cmp::Reverse(s.id));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = crate::store::now();
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|s| {
+            let ensemble = s.members.len() > 1;
+            let members: Vec<String> = s
+                .members
+                .iter()
+                .map(|m| {
+                    let weight = if ensemble { format!(" x{}", m.weight) } else { String::new() };
+                    format!("{}:{}{weight}", m.session, m.epoch)
+                })
+                .collect();
+            let kind = if s.dry_run { "dry run" } else { "ranked" };
+            let result = match (s.state, s.public_score) {
+                (SubmissionState::Scored, Some(score)) => format!("{score:.4}"),
+                (SubmissionState::Failed, _) => table::one_line(s.error.as_deref().unwrap_or("failed"), 60),
+                (state, _) => state.to_string(),
+            };
+            vec![
+                s.id.to_string(),
+                s.dataset.clone(),
+                members.join(" "),
+                s.tta.clone(),
+                kind.to_string(),
+                result,
+                table::ago(s.created, now),
+                s.user.clone(),
+            ]
+        })
+        .collect();
+    let header = ["Id", "Dataset", "Members", "TTA", "Kind", "Public score / state", "Submitted", "Who"];
+    print!("{}", table::render(&header, &rows));
     Ok(ExitCode::SUCCESS)
 }
 
