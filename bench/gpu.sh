@@ -18,8 +18,8 @@
 # Environment: RUSH_PYTHON (a python with torch and pillow; set by `scripts/setup.sh --env`, or the GPU machine's
 # /opt/torch/.venv/bin/python), STEPS (default 50), WARMUP (warm-up steps, default 10), PER_RUN (seconds per step run,
 # default 40), IMAGES (stickers for the epoch rows, default 100000), REF_IMAGES (stickers per reference epoch, default
-# 30000), EPOCH_RUN (seconds per epoch run, default 150), DATA (a folder for the synthetic stickers, default a temp
-# folder, removed at the end), SCORE_RUN (seconds for the score run, default 240), LOG (the file collecting every
+# 30000), EPOCH_RUN (seconds per epoch run, default 120), DATA (a folder for the synthetic stickers, default a temp
+# folder, removed at the end), SCORE_RUN (seconds for the score run, default 200), LOG (the file collecting every
 # run's stderr, default a temp file).
 # The same script runs on the CPU at toy sizes (tests/it/speed.rs does): DEVICE (default cuda), COMPILE=0 (skip the
 # torch.compile row), ABLATION=0 (skip `rush bench train --ablation`: each trainer speed change turned off alone), MODELS (default "resnet18 resnet50": the step rows run each in each of PRECISIONS, default
@@ -41,20 +41,22 @@ STEPS="${STEPS:-50}"
 PER_RUN="${PER_RUN:-40}"
 IMAGES="${IMAGES:-100000}"
 REF_IMAGES="${REF_IMAGES:-30000}"
-EPOCH_RUN="${EPOCH_RUN:-150}"
+EPOCH_RUN="${EPOCH_RUN:-120}"
 WARMUP="${WARMUP:-10}"
 DEVICE="${DEVICE:-cuda}"
 COMPILE="${COMPILE:-1}"
 ABLATION="${ABLATION:-1}"
 # Which parts run; split them over two calls where one command may run 10 minutes at most (the lent H200's limit),
-# e.g. PARTS="steps ablation compile" then PARTS="epochs score".
+# e.g. PARTS="steps ablation compile" then PARTS="epochs score": with the default limits each half's worst case
+# (every run hitting its limit, plus the 10 s grace of each) is 510 s and 560 s, and every run prints its rows on
+# stderr as it ends.
 PARTS="${PARTS:-steps ablation compile epochs score}"
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 MODELS="${MODELS:-resnet18 resnet50}"
 PRECISIONS="${PRECISIONS:-fp32 bf16}"
 SIZE="${SIZE:-128}"
 BATCH="${BATCH:-256}"
-SCORE_RUN="${SCORE_RUN:-240}"
+SCORE_RUN="${SCORE_RUN:-200}"
 SCORE_MODEL="${SCORE_MODEL:-resnet50}"
 SCORE_SIZE="${SCORE_SIZE:-128}"
 SCORE_TEST="${SCORE_TEST:-138343}"
@@ -71,7 +73,7 @@ failed() { echo "--- $1 failed or timed out; its last lines:" >&2; tail -n 8 "$L
 # label, seconds, then rush arguments: the run's table rows (all of them, or a row saying it failed or timed out)
 run() {
   local label="$1" limit="$2"; shift 2
-  local out rc
+  local out rc started=$SECONDS before=${#rows[@]}
   out="$(timeout --kill-after=10 "$limit" "$RUSH" "$@" 2>>"$LOG")"
   rc=$?
   if [ $rc -eq 0 ]; then
@@ -82,6 +84,9 @@ run() {
   else
     failed "$label"; rows+=("| $label | failed (exit $rc) | | | | NO |")
   fi
+  # Each run's rows at once, on stderr: a caller's own time limit that cuts the script short keeps what was measured.
+  echo "[gpu.sh] $label: $((SECONDS - started)) s" >&2
+  for row in "${rows[@]:$before}"; do echo "[gpu.sh] $row" >&2; done
 }
 bench() { # label, then rush bench train arguments
   local label="$1"; shift
@@ -103,7 +108,7 @@ done
 if [ "$ABLATION" != 0 ] && has ablation; then
   # Each trainer speed change turned off alone (flat-buffer update, loss read once per window, channels-last).
   for model in $MODELS; do
-    PER_RUN=$((PER_RUN * 3)) bench "$model bf16 trainer ablation" --model "$model" --precision bf16 --ablation \
+    PER_RUN=$((PER_RUN * 2)) bench "$model bf16 trainer ablation" --model "$model" --precision bf16 --ablation \
       --no-reference
   done
 fi
@@ -119,7 +124,7 @@ if has epochs; then
   fi
   if [ ! -f "$DATA/train/train_data/train_with_valid_tags.csv" ]; then
     start=$(date +%s)
-    timeout 120 "$RUSH" dataset synth --out "$DATA" --train "$IMAGES" --test 0 --valid-fraction 0.02 --quiet \
+    timeout 90 "$RUSH" dataset synth --out "$DATA" --train "$IMAGES" --test 0 --valid-fraction 0.02 --quiet \
       || echo "synth of $IMAGES stickers failed or timed out" >&2
     echo "synthesised $IMAGES stickers in $(( $(date +%s) - start )) s"
   fi

@@ -303,6 +303,8 @@ fn the_gpu_script_runs_on_the_cpu_at_toy_sizes_and_prints_every_row() {
         .envs([("DEVICE", "cpu"), ("COMPILE", "0"), ("MODELS", "baseline_cnn resnet18"), ("PRECISIONS", "fp32 bf16")])
         .envs([("SIZE", "32"), ("BATCH", "16"), ("STEPS", "2"), ("WARMUP", "1")])
         .envs([("IMAGES", "200"), ("REF_IMAGES", "100")])
+        // limits for 2 shared cores (the defaults are sized for an H200)
+        .envs([("PER_RUN", "60"), ("EPOCH_RUN", "240"), ("SCORE_RUN", "300")])
         .envs([("SCORE_MODEL", "baseline_cnn"), ("SCORE_SIZE", "32"), ("SCORE_TEST", "200"), ("SCORE_MEMBERS", "3")])
         .env_remove("DATA")
         .env_remove("RUSH_BENCH_CPU")
