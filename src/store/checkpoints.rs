@@ -172,6 +172,11 @@ mod tests {
             pins(store.pinned_checkpoints(&id).await.unwrap()),
             vec![(3, format!("submission {a}")), (5, format!("submission {b}")), (7, fork_name.clone())]
         );
+        // the same links, as the session page lists them (a prefix of the id is another session)
+        let ids: Vec<i64> = store.submissions_of(&id).await.unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![b, a]);
+        let fork_ids: Vec<SessionId> = store.forks_of(&id).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(fork_ids, vec![forks[0].clone()]);
         // finished ones release their pins
         store.fail_submission(a, "boom", 2.0).await.unwrap();
         store.transition(&forks[0], SessionState::Stopped, None, None).await.unwrap();

@@ -213,6 +213,17 @@ impl Store {
             .await?)
     }
 
+    /// The sessions forked from a checkpoint of `parent`, oldest first.
+    pub async fn forks_of(&self, parent: &SessionId) -> Result<Vec<SessionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM sessions WHERE dataset = ?1 AND substr(fork_of, 1, length(?2) + 1) = ?2 || ':' ORDER BY seq",
+        )
+        .bind(&parent.dataset)
+        .bind(parent.to_string())
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     pub async fn session(&self, id: &SessionId) -> Result<Option<SessionRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM sessions WHERE id = ?")
             .bind(id.to_string())

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
+use crate::core::session::SessionId;
 
 /// Where a submission stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +215,19 @@ impl Store {
     }
 
     /// Submissions, newest first, of one dataset or all.
+    /// The submissions with `session` among their members, newest first.
+    pub async fn submissions_of(&self, session: &SessionId) -> Result<Vec<SubmissionRow>, StoreError> {
+        let raw: Vec<RawRow> = sqlx::query_as(
+            "SELECT * FROM submissions s
+              WHERE EXISTS (SELECT 1 FROM json_each(s.members) m WHERE json_extract(m.value, '$.session') = ?)
+              ORDER BY id DESC",
+        )
+        .bind(session.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        rows(raw)
+    }
+
     pub async fn submissions(&self, dataset: Option<&str>) -> Result<Vec<SubmissionRow>, StoreError> {
         let raw: Vec<RawRow> = match dataset {
             Some(d) => {

@@ -598,24 +598,21 @@ async fn session_page(
     };
     let base = session_url(&id.to_string());
     let parent = format!("{id}:");
-    let filter = crate::store::SessionFilter { all: true, dataset: Some(id.dataset.clone()) };
     let forks = state
         .store()
-        .sessions(&filter)
+        .forks_of(&id)
         .await?
         .into_iter()
-        .filter_map(|s| {
-            let epoch = s.fork_of.as_deref()?.strip_prefix(&parent)?.to_string();
-            Some((session_url(&s.id.to_string()), format!("{} from checkpoint {epoch}", s.id)))
+        .map(|s| {
+            let epoch = s.fork_of.as_deref().and_then(|f| f.strip_prefix(&parent)).unwrap_or("?").to_string();
+            (session_url(&s.id.to_string()), format!("{} from checkpoint {epoch}", s.id))
         })
         .collect();
-    let own = id.to_string();
     let submissions = state
         .store()
-        .submissions(Some(&id.dataset))
+        .submissions_of(&id)
         .await?
         .into_iter()
-        .filter(|s| s.members.iter().any(|m| m.session == own))
         .map(|s| {
             let score = s.public_score.map(|p| format!(" {}", view::percent(Some(p)))).unwrap_or_default();
             let kind = if s.dry_run { " (dry run)" } else { "" };

@@ -545,6 +545,11 @@ async fn stop_and_fork_buttons_go_through_the_daemon() {
         request(&f.state, form_post(&format!("/sessions/{id}/fork"), "checkpoint=best&args=&memo=", &[])).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers["location"], "/sessions/tester/emoji/3", "the fork's page");
+    // The parent's page links its fork; the fork's page links its parent.
+    let (_, page) = get(&f.state, &format!("/sessions/{id}")).await;
+    assert!(page.contains("href=\"/sessions/tester/emoji/3\">tester/emoji/3 from checkpoint 2</a>"), "{page}");
+    let (_, page) = get(&f.state, "/sessions/tester/emoji/3").await;
+    assert!(page.contains(&format!("{id}:2")), "{page}");
 }
 
 #[tokio::test]
