@@ -12,6 +12,7 @@ pub mod cli;
 pub mod core;
 pub mod daemon;
 pub mod data;
+pub mod disk;
 pub mod home;
 pub mod slurm;
 pub mod store;

@@ -124,10 +124,8 @@ fn measure(global: &Global, args: &Args, tmp: &Path) -> anyhow::Result<Row> {
     let memos: Vec<String> = (1..=args.members).map(|k| format!("rush bench score member {k}")).collect();
     for (k, memo) in memos.iter().enumerate() {
         let name = format!("member-{}.yaml", k + 1);
-        let staged = experiments.join(format!(".{name}.tmp"));
         let yaml = spec(memo, args, gpu.is_some(), k as u64 + 1);
-        std::fs::write(&staged, yaml).with_context(|| format!("writing {}", staged.display()))?;
-        std::fs::rename(&staged, experiments.join(&name)).context("saving a spec")?;
+        crate::disk::write_atomic(&experiments.join(&name), yaml.as_bytes()).context("saving a spec")?;
     }
     let sessions = wait_trained(&api, &memos, &daemon)?;
     eprintln!(

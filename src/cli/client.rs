@@ -279,10 +279,8 @@ fn run_session(
     let name = format!("run-{}-{}-{}.yaml", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
     let dir = PathBuf::from(&info.experiments);
     let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
     let header = format!("# written by `rush run -d {dataset}`\n");
-    std::fs::write(&tmp, format!("{header}{yaml}")).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    crate::disk::write_atomic(&path, format!("{header}{yaml}").as_bytes()).context("writing the spec")?;
     let key = path.display().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

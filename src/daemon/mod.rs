@@ -54,7 +54,6 @@ pub mod config;
 pub mod datasets;
 pub mod ensembles;
 pub mod executor;
-pub mod follow;
 pub mod intake;
 pub mod live;
 pub mod lock;
@@ -483,8 +482,8 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     datasets::scan(&daemon).await;
     daemon.start()?;
     let addr_file = daemon.home().daemon_addr_file();
-    write_atomic(&addr_file, format!("{addr}\n").as_bytes())
-        .map_err(|source| DaemonError::Io { path: addr_file.clone(), source })?;
+    crate::disk::write_atomic(&addr_file, format!("{addr}\n").as_bytes())
+        .map_err(|e| DaemonError::Io { path: e.path, source: e.source })?;
     tracing::info!(
         "rush daemon on http://{addr} (home {}, experiments {}, slots {})",
         daemon.home().root().display(),
@@ -519,11 +518,4 @@ async fn signals(token: CancellationToken) {
         _ = token.cancelled() => return,
     }
     token.cancel();
-}
-
-/// Writes a file through a temporary sibling and a rename, so readers see all of it or none.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

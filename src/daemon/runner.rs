@@ -155,9 +155,10 @@ async fn prepare(dir: &SessionDir, resolved: &ResolvedSpec) -> Result<tokio::fs:
     tokio::fs::create_dir_all(dir.root()).await.map_err(|e| io(dir.root(), e))?;
     let yaml = resolved.to_yaml().map_err(|e| e.to_string())?;
     let spec_path = dir.spec();
-    let tmp = dir.root().join(".spec.yaml.tmp");
-    tokio::fs::write(&tmp, yaml).await.map_err(|e| io(&tmp, e))?;
-    tokio::fs::rename(&tmp, &spec_path).await.map_err(|e| io(&spec_path, e))?;
+    tokio::task::spawn_blocking(move || crate::disk::write_atomic(&spec_path, yaml.as_bytes()))
+        .await
+        .map_err(|e| format!("writing spec.yaml: {e}"))?
+        .map_err(|e| e.to_string())?;
     tokio::fs::OpenOptions::new().create(true).append(true).open(dir.log()).await.map_err(|e| io(&dir.log(), e))
 }
 

@@ -24,6 +24,8 @@ use memmap2::{Mmap, MmapMut};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::disk::WriteError;
+
 const MAGIC: &[u8; 8] = b"RUSHIMG\0";
 const VERSION: u32 = 1;
 const HEADER: usize = 64;
@@ -332,7 +334,7 @@ impl ImageCache {
 }
 
 /// Decodes `paths` into a temporary file beside `file`, `chunk` images at a time (each run handed to `on_decoded`),
-/// then renames it into place. Returns the failures.
+/// then renames it into place (`disk::write_atomic_with`). Returns the failures.
 fn build(
     file: &Path,
     paths: &[PathBuf],
@@ -347,19 +349,16 @@ fn build(
     let count = paths.len();
     let (images_offset, total) =
         layout(count, side).ok_or_else(|| CacheError::TooLarge { path: file.to_path_buf(), count, side })?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let nanos = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-    let result = (|| {
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
-        f.set_len(total as u64).map_err(io(&tmp))?;
+    let mut failures: Vec<(usize, String)> = Vec::new();
+    crate::disk::write_atomic_with(file, |tmp| {
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp).map_err(io(tmp))?;
+        f.set_len(total as u64).map_err(io(tmp))?;
         // SAFETY: the temporary file is ours alone (a unique name) and sized above; nothing else maps it.
-        let mut map = unsafe { MmapMut::map_mut(&f) }.map_err(io(&tmp))?;
+        let mut map = unsafe { MmapMut::map_mut(&f) }.map_err(io(tmp))?;
         let (head, images) = map.split_at_mut(images_offset);
         let status = &mut head[HEADER..HEADER + count];
         let n = image_bytes(side);
         let chunk = chunk.max(1);
-        let mut failures: Vec<(usize, String)> = Vec::new();
         let mut first = 0;
         while first < count {
             let last = (first + chunk).min(count);
@@ -402,15 +401,14 @@ fn build(
         head[12..16].copy_from_slice(&side.to_le_bytes());
         head[16..24].copy_from_slice(&(count as u64).to_le_bytes());
         head[24..56].copy_from_slice(fingerprint);
-        map.flush().map_err(io(&tmp))?;
-        drop(map);
-        std::fs::rename(&tmp, file).map_err(io(file))?;
-        Ok(failures)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        map.flush().map_err(io(tmp))?;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        WriteError::Fill(e) => e,
+        WriteError::Disk(e) => CacheError::Io { path: e.path, source: e.source },
+    })?;
+    Ok(failures)
 }
 
 #[cfg(test)]

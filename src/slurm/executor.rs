@@ -32,7 +32,7 @@ use crate::daemon::config::DaemonConfig;
 use crate::daemon::executor::{
     ChildControl, ChildId, Executor, ExecutorError, Inference, InferenceEnd, Launch, Launched, StopSignal,
 };
-use crate::daemon::follow::{FollowError, FollowedLine, LineFollower};
+use crate::disk::tail::{Line, LineFollower, TailError};
 use crate::home::SessionDir;
 use crate::store::Store;
 
@@ -422,7 +422,7 @@ struct Files {
 }
 
 /// New lines of one file, off the async threads. A file the trainer started over is read again from its start.
-async fn read(follower: &mut LineFollower, last: bool) -> Result<Vec<FollowedLine>, Halt> {
+async fn read(follower: &mut LineFollower, last: bool) -> Result<Vec<Line>, Halt> {
     let mut owned = follower.clone();
     let (owned, result) = tokio::task::spawn_blocking(move || {
         let result = if last { owned.drain() } else { owned.poll() };
@@ -433,7 +433,7 @@ async fn read(follower: &mut LineFollower, last: bool) -> Result<Vec<FollowedLin
     *follower = owned;
     match result {
         Ok(lines) => Ok(lines),
-        Err(FollowError::Truncated { path, .. }) => {
+        Err(TailError::Truncated { path, .. }) => {
             tracing::warn!("{} was truncated; reading it from the start", path.display());
             *follower = LineFollower::new(path, 0);
             Ok(Vec::new())

@@ -244,7 +244,7 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let path = opts.out.join(REPORT);
     let json = serde_json::to_vec_pretty(&report)
         .map_err(|e| InferError::Report { path: path.clone(), message: e.to_string() })?;
-    crate::daemon::write_atomic(&path, &json).map_err(|source| InferError::Io { path, source })?;
+    crate::disk::write_atomic(&path, &json).map_err(|e| InferError::Io { path: e.path, source: e.source })?;
     Ok(report)
 }
 

@@ -7,7 +7,6 @@
 //! order. Versions 2.0 and 3.0 (a u32 header length) are read too.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use half::f16;
@@ -269,16 +268,9 @@ fn read(path: &Path) -> Result<Vec<u8>, NpyError> {
     fs::read(path).map_err(|source| NpyError::Io { path: path.into(), source })
 }
 
-/// Writes `path.tmp`, syncs it, then renames it over `path`, so a reader never sees half a file.
+/// Writes `bytes` over `path` atomically and durably (`disk::write_atomic`), so a reader never sees half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NpyError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let io = |source| NpyError::Io { path: path.into(), source };
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    crate::disk::write_atomic(path, bytes).map_err(|e| NpyError::Io { path: e.path, source: e.source })
 }
 
 #[cfg(test)]

@@ -153,9 +153,7 @@ pub fn write(home: &Home, key: &CacheKey, order: &str, probs: &Probs) -> Result<
     };
     let json =
         serde_json::to_vec_pretty(&meta).map_err(|source| ProbsError::Meta { path: meta_path.clone(), source })?;
-    let tmp = meta_path.with_extension("json.tmp");
-    fs::write(&tmp, json).map_err(|source| ProbsError::Io { path: tmp.clone(), source })?;
-    fs::rename(&tmp, &meta_path).map_err(|source| ProbsError::Io { path: meta_path.clone(), source })?;
+    crate::disk::write_atomic(&meta_path, &json).map_err(|e| ProbsError::Io { path: e.path, source: e.source })?;
     Ok(meta)
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use crate::disk::WriteError;
 use crate::home::SessionDir;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,32 +58,16 @@ pub struct CheckpointMeta {
     pub state_bytes: u64,
 }
 
-/// Writes through a temp file beside `path`: `write` fills the temp path, then it is fsynced, renamed over `path`,
-/// and the folder is fsynced, so a reader sees the old file or the whole new one.
+/// Writes through a temp file beside `path` (`disk::write_atomic_with`: `write` fills the temp path, which is
+/// fsynced and renamed over `path`, then the folder is fsynced), so a reader sees the old file or the whole new one.
 fn write_atomic(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), CheckpointIoError>,
 ) -> Result<u64, CheckpointIoError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let written = write(&tmp).and_then(|()| {
-        let file = File::open(&tmp).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        let bytes = file.metadata().map_err(io_err(&tmp))?.len();
-        std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        Ok(bytes)
-    });
-    let bytes = match written {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            // A full disk or a size limit: leave no partial file behind (the previous checkpoints are untouched).
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    Ok(bytes)
+    crate::disk::write_atomic_with(path, write).map_err(|e| match e {
+        WriteError::Fill(e) => e,
+        WriteError::Disk(e) => CheckpointIoError::Io { path: e.path, source: e.source },
+    })
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<u64, CheckpointIoError> {

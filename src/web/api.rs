@@ -490,7 +490,8 @@ mod tests {
     use crate::core::queue::{Device, SlotKind};
     use crate::daemon::config::{DaemonConfig, Flags};
     use crate::daemon::executor::LocalExecutor;
-    use crate::daemon::{Daemon, write_atomic};
+    use crate::daemon::Daemon;
+    use crate::disk::write_atomic;
     use crate::home::Home;
     use crate::store::{NewSession, Store};
 
