@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::Global;
+use crate::core::format;
 use crate::core::session::SessionId;
 use crate::core::spec::Spec;
 use crate::store::{DatasetRow, SpecRow, SpecStatus};
@@ -233,7 +234,7 @@ fn daemon(global: &Global, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
-    let detected = if args.gpus.is_some() { 0 } else { tch::Cuda::device_count().max(0) as u32 };
+    let detected = if args.gpus.is_some() { 0 } else { crate::train::device::CudaView::probe().device_count as u32 };
     let flags = Flags {
         config: args.config,
         experiments: args.experiments,
@@ -241,11 +242,11 @@ fn daemon(global: &Global, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         bind: args.bind,
         cpu_slots: args.cpu_slots,
         gpus: args.gpus,
-        token: global.token.clone().map(crate::web::auth::Token::new),
+        token: global.token.clone().map(crate::core::access::Token::new),
     };
     let config = DaemonConfig::resolve(global.home.clone(), flags, detected)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-    runtime.block_on(crate::daemon::run(config))?;
+    runtime.block_on(crate::serve::run(config))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -362,7 +363,7 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
             let description = s.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").to_string();
             vec![
                 s.id.clone(),
-                table::ago(s.created, now),
+                format::ago(now, Some(s.created)),
                 table::one_line(&s.memo, MEMO_WIDTH),
                 status,
                 summary.trim().to_string(),
@@ -444,10 +445,10 @@ fn model_ls(global: &Global, session: &str, json: bool) -> anyhow::Result<ExitCo
             }
             vec![
                 c.checkpoint.clone(),
-                table::ago(c.last_modified, now),
-                c.elapsed.map(table::duration).unwrap_or_default(),
+                format::ago(now, Some(c.last_modified)),
+                c.elapsed.map(format::duration).unwrap_or_default(),
                 summary,
-                table::bytes(c.bytes),
+                format::bytes(c.bytes),
             ]
         })
         .collect();

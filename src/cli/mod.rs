@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod client;
 pub mod dataset;
 pub mod spec;
@@ -39,7 +40,7 @@ pub enum Command {
     #[command(flatten)]
     Client(client::Command),
     /// Speed benchmarks against their references (see BENCHMARKS.md).
-    Bench(crate::bench::Args),
+    Bench(crate::cli::bench::Args),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
@@ -49,7 +50,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Trainer(cmd) => trainer::run(&global, cmd),
         Command::Dataset(cmd) => dataset::run(&global, cmd),
         Command::Client(cmd) => client::run(&global, cmd),
-        Command::Bench(args) => crate::bench::run(&global, args),
+        Command::Bench(args) => crate::cli::bench::run(&global, args),
     }
 }
 

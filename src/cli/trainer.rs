@@ -66,8 +66,8 @@ pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Infer { session_dir, epoch, out, tta, dry_run, public_percent, device } => {
             let tta = tta.parse().context("--tta")?;
             let opts =
-                crate::submit::infer::InferOptions { session_dir, epoch, out, tta, dry_run, public_percent, device };
-            let report = crate::submit::infer::run(&opts).context("rush infer")?;
+                crate::train::infer::InferOptions { session_dir, epoch, out, tta, dry_run, public_percent, device };
+            let report = crate::train::infer::run(&opts).context("rush infer")?;
             eprintln!(
                 "rush infer: epoch {} on {}: {} test + {} validation rows in {:.1} s",
                 report.epoch, report.device, report.test_rows, report.valid_rows, report.seconds

@@ -3,9 +3,11 @@
 //! Everything here is decided with plain data and tested with plain asserts; the edges (daemon, trainer, store, web,
 //! CLI) act on what the core decides.
 
+pub mod access;
 pub mod checkpoint;
 pub mod ensemble;
 pub mod event;
+pub mod format;
 pub mod metric;
 pub mod outcome;
 pub mod queue;

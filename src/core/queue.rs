@@ -9,8 +9,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::spec::Gpus;
-
 /// What a worker slot runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
@@ -52,16 +50,6 @@ impl Device {
         match self {
             Device::Gpu => "gpu",
             Device::Cpu => "cpu",
-        }
-    }
-
-    /// `auto` becomes a GPU when the daemon has any GPU slot, else the CPU; `1` is a GPU, `0` the CPU. (Counts above
-    /// one are refused by spec validation; they are treated as a GPU request here and refused by [`refusal`] if need be.)
-    pub fn resolve(gpus: Gpus, daemon_has_gpu: bool) -> Device {
-        match gpus {
-            Gpus::Auto if daemon_has_gpu => Device::Gpu,
-            Gpus::Auto | Gpus::Count(0) => Device::Cpu,
-            Gpus::Count(_) => Device::Gpu,
         }
     }
 }
@@ -218,10 +206,11 @@ mod tests {
 
     #[test]
     fn auto_resolves_against_the_daemon_and_gpu_without_gpus_is_refused() {
-        assert_eq!(Device::resolve(Gpus::Auto, true), Device::Gpu);
-        assert_eq!(Device::resolve(Gpus::Auto, false), Device::Cpu);
-        assert_eq!(Device::resolve(Gpus::Count(0), true), Device::Cpu);
-        assert_eq!(Device::resolve(Gpus::Count(1), false), Device::Gpu);
+        use crate::core::spec::Gpus;
+        assert_eq!(Gpus::Auto.device(true), Device::Gpu);
+        assert_eq!(Gpus::Auto.device(false), Device::Cpu);
+        assert_eq!(Gpus::Count(0).device(true), Device::Cpu);
+        assert_eq!(Gpus::Count(1).device(false), Device::Gpu);
         let cpu_only = slots(&[SlotKind::Cpu(0), SlotKind::Cpu(1)]);
         let msg = refusal(Device::Gpu, &cpu_only).unwrap();
         assert!(msg.contains("needs a GPU") && msg.contains("no GPU slot"), "{msg}");

@@ -55,7 +55,7 @@ pub struct ConfigFile {
     /// How sessions become Slurm jobs (with `executor: slurm`).
     pub slurm: Option<SlurmConfig>,
     /// The API token: needed by mutating routes (and by every route unless `public_read`); never logged.
-    pub token: Option<crate::web::auth::Token>,
+    pub token: Option<crate::core::access::Token>,
     /// Read-only pages and API routes stay open without the token (default: open on loopback, closed beyond it).
     pub public_read: Option<bool>,
     /// Ranked submissions each user may make per UTC day (dry runs are free); default [`DEFAULT_SUBMISSIONS_PER_DAY`].
@@ -76,7 +76,7 @@ pub struct Flags {
     pub cpu_slots: Option<u32>,
     pub gpus: Option<Vec<u32>>,
     /// `--token` / `RUSH_TOKEN`: wins over the config file's.
-    pub token: Option<crate::web::auth::Token>,
+    pub token: Option<crate::core::access::Token>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -93,7 +93,7 @@ pub struct DaemonConfig {
     /// With `executor: slurm`; its `gpu_jobs` and `cpu_jobs` are the slots.
     pub slurm: SlurmConfig,
     /// Who may do what over HTTP (bind address, token, public reads).
-    pub access: std::sync::Arc<crate::web::auth::Access>,
+    pub access: std::sync::Arc<crate::core::access::Access>,
     /// The per-user daily limit on ranked submissions.
     pub submissions_per_day: u32,
     /// The board's public share of each test set, in percent.
@@ -182,7 +182,7 @@ impl DaemonConfig {
             stop_grace: Duration::from_secs(file.stop_grace_secs.unwrap_or(10)),
             executor,
             slurm,
-            access: std::sync::Arc::new(crate::web::auth::Access::new(
+            access: std::sync::Arc::new(crate::core::access::Access::new(
                 bind,
                 flags.token.or(file.token).as_ref().map(|t| t.expose()),
                 file.public_read.unwrap_or(bind.ip().is_loopback()),

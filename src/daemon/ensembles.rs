@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Daemon, DaemonError, resolved_spec};
+use super::{Daemon, DaemonError};
 use crate::core::ensemble::{GreedyOptions, Mix, Probs, Stop, cross_fit, greedy_select};
 use crate::core::session::SessionId;
 use crate::data::layout::read_train;
@@ -111,7 +111,7 @@ impl Daemon {
         let mut wanted: Vec<(u64, u64)> = Vec::new(); // (valid_fraction bits, seed)
         let filter = crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()) };
         for row in self.store.sessions(&filter).await? {
-            if let Ok(r) = resolved_spec(&row) {
+            if let Ok(r) = row.resolved_spec() {
                 let key = (r.spec.valid_fraction.to_bits(), r.spec.seed);
                 if !wanted.contains(&key) {
                     wanted.push(key);

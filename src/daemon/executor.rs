@@ -2,12 +2,14 @@
 //! runner (or the submission worker) and the machine.
 //!
 //! The runner only needs the child's event lines, its log lines, a way to ask it to stop and its exit. The
-//! [`LocalExecutor`] starts `rush train <session dir>` as a child process of the daemon, with a parent-death signal
-//! so it never outlives the daemon, in its own process group, its stdout (events) and stderr (log) piped back. The
-//! Slurm executor (`crate::slurm`) submits a batch job instead and follows the session's `events.jsonl`; the runner
-//! stays the same. The submission worker only needs an [`Inference`] run to its end: a `rush infer` child here, a
-//! batch job there; it reads the files either writes the same way.
+//! [`LocalExecutor`] starts `rush train <session dir>` as a child process of the daemon through the one launcher
+//! ([`super::launcher`]: parent-death signal, own process group, the slot's device), its stdout (events) and stderr
+//! (log) piped back. Another executor (the Slurm one, wired in by `serve`) submits a batch job instead and follows the
+//! session's `events.jsonl`; the runner stays the same. The submission worker only needs an [`Inference`] run to its
+//! end: a `rush infer` child here (started through the same launcher), a batch job there; it reads the files either
+//! writes the same way.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +20,8 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+pub use super::launcher::ChildId;
+use super::launcher::{self, ChildSpec, Spawned};
 use crate::core::outcome::Exit;
 use crate::core::queue::SlotKind;
 use crate::core::session::SessionId;
@@ -38,14 +42,6 @@ pub struct Launch {
     pub slot: SlotKind,
     /// The daemon's shutdown: a child that outlives the daemon (a Slurm job) detaches instead of stopping.
     pub shutdown: tokio_util::sync::CancellationToken,
-}
-
-/// How to recognise a child process later: its pid and its start time in clock ticks after boot
-/// (`/proc/<pid>/stat` field 22), so a recycled pid is never mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChildId {
-    pub pid: u32,
-    pub start: Option<u64>,
 }
 
 /// How the runner asks a child to end.
@@ -94,6 +90,34 @@ pub struct Inference {
     pub slot: SlotKind,
     /// The daemon's shutdown: the inference stops and the submission goes back to the queue.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Told of the child process, once started and before it is waited for.
+    pub on_start: OnStart,
+}
+
+/// Told of each local child an inference starts, before it is waited for: the submission worker records its pid and
+/// start time, so that a restarted daemon kills a child that outlived the daemon that started it.
+#[derive(Clone)]
+pub struct OnStart(Arc<dyn Fn(ChildId) -> BoxFuture<'static, ()> + Send + Sync>);
+
+impl OnStart {
+    pub fn new(f: impl Fn(ChildId) -> BoxFuture<'static, ()> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Nobody to tell.
+    pub fn ignore() -> Self {
+        Self::new(|_| Box::pin(async {}))
+    }
+
+    pub async fn started(&self, id: ChildId) {
+        (self.0)(id).await
+    }
+}
+
+impl std::fmt::Debug for OnStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStart")
+    }
 }
 
 /// How an inference ended without its files.
@@ -161,9 +185,8 @@ pub trait Executor: Send + Sync + 'static {
     fn infer<'a>(&'a self, inference: &'a Inference) -> BoxFuture<'a, Result<(), InferenceEnd>>;
 }
 
-/// Runs children on this machine: `<program> train <session dir>`, `CUDA_VISIBLE_DEVICES` set to the slot's GPU (or
-/// empty plus `--device cpu` for a CPU slot). The environment loses `RUSH_HOME`, `RUSH_URL` and `RUSH_TOKEN`: a child
-/// knows its session folder and its dataset folder, nothing else of the home.
+/// Runs children on this machine through the launcher: `<program> train <session dir>` and `<program> infer ...`, in
+/// the slot's device (a CPU slot adds `--device cpu`).
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     pub program: PathBuf,
@@ -178,41 +201,20 @@ impl LocalExecutor {
 
 impl Executor for LocalExecutor {
     fn launch(&self, launch: &Launch) -> Result<Launched, ExecutorError> {
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("train").arg(&launch.dir);
-        match launch.slot {
-            SlotKind::Gpu(i) => {
-                cmd.env("CUDA_VISIBLE_DEVICES", i.to_string());
-            }
-            SlotKind::Cpu(_) => {
-                cmd.env("CUDA_VISIBLE_DEVICES", "").arg("--device").arg("cpu");
-            }
+        let mut args: Vec<OsString> = vec!["train".into(), launch.dir.clone().into()];
+        if matches!(launch.slot, SlotKind::Cpu(_)) {
+            args.extend(["--device".into(), "cpu".into()]);
         }
-        cmd.env_remove("RUSH_HOME").env_remove("RUSH_URL").env_remove("RUSH_TOKEN");
-        cmd.current_dir(&launch.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.kill_on_drop(true);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid, _exit) run between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Die with the daemon (the signal fires when the spawning thread ends; tokio's worker threads live
-                // as long as the runtime, which is as long as the daemon).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The daemon may have died between fork and prctl: then no signal would ever come.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                // Its own process group: a Ctrl-C in the daemon's terminal reaches the daemon, which stops children
-                // cleanly, and a stop reaches the whole group.
-                libc::setpgid(0, 0);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|source| ExecutorError::Spawn { program: self.program.clone(), source })?;
-        let pid = child.id().unwrap_or(0);
-        let id = ChildId { pid, start: process_start(pid) };
+        let spec = ChildSpec {
+            program: self.program.clone(),
+            args,
+            slot: launch.slot,
+            dir: launch.dir.clone(),
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
+        };
+        let Spawned { mut child, id } =
+            launcher::spawn(spec).map_err(|source| ExecutorError::Spawn { program: self.program.clone(), source })?;
         let events = match child.stdout.take() {
             Some(out) => lines(out),
             None => futures::stream::empty().boxed(),
@@ -221,7 +223,7 @@ impl Executor for LocalExecutor {
             Some(err) => lines(err),
             None => futures::stream::empty().boxed(),
         };
-        let control = LocalChild { child, pid, reaped: Arc::new(AtomicBool::new(false)) };
+        let control = LocalChild { child, pid: id.pid, reaped: Arc::new(AtomicBool::new(false)) };
         Ok(Launched { id, events, log, control: Box::new(control) })
     }
 
@@ -231,15 +233,8 @@ impl Executor for LocalExecutor {
         Box::pin(async move {
             let failed = |e: &dyn std::fmt::Display| InferenceEnd::Failed(e.to_string());
             let mut args = inference.args();
-            let mut cmd = tokio::process::Command::new(&self.program);
-            match inference.slot {
-                SlotKind::Gpu(i) => {
-                    cmd.env("CUDA_VISIBLE_DEVICES", i.to_string());
-                }
-                SlotKind::Cpu(_) => {
-                    cmd.env("CUDA_VISIBLE_DEVICES", "");
-                    args.extend(["--device".into(), "cpu".into()]);
-                }
+            if matches!(inference.slot, SlotKind::Cpu(_)) {
+                args.extend(["--device".into(), "cpu".into()]);
             }
             let log_path = &inference.log;
             let log = std::fs::OpenOptions::new()
@@ -248,20 +243,22 @@ impl Executor for LocalExecutor {
                 .open(log_path)
                 .map_err(|e| failed(&format!("{}: {e}", log_path.display())))?;
             inference.note(&format!("[rush] {} in {}: rush {}", inference.session, inference.slot, args.join(" ")));
-            cmd.args(&args)
-                .env_remove("RUSH_HOME")
-                .env_remove("RUSH_URL")
-                .env_remove("RUSH_TOKEN")
-                .current_dir(&inference.out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .kill_on_drop(true);
-            let mut child = cmd.spawn().map_err(|e| failed(&format!("starting {}: {e}", self.program.display())))?;
+            let spec = ChildSpec {
+                program: self.program.clone(),
+                args: args.into_iter().map(OsString::from).collect(),
+                slot: inference.slot,
+                dir: inference.out.clone(),
+                stdout: Stdio::null(),
+                stderr: Stdio::from(log),
+            };
+            let Spawned { mut child, id } =
+                launcher::spawn(spec).map_err(|e| failed(&format!("starting {}: {e}", self.program.display())))?;
+            inference.on_start.started(id).await;
             let status = tokio::select! {
                 status = child.wait() => status.map_err(|e| failed(&format!("waiting for rush infer: {e}")))?,
                 _ = inference.shutdown.cancelled() => {
-                    let _ = child.kill().await;
+                    launcher::signal_group(id.pid, libc::SIGKILL);
+                    let _ = child.wait().await;
                     return Err(InferenceEnd::Interrupted);
                 }
             };
@@ -296,12 +293,8 @@ impl ChildControl for LocalChild {
             StopSignal::Term => libc::SIGTERM,
             StopSignal::Kill => libc::SIGKILL,
         };
-        // The group first (the child leads it), then the child itself in case it left the group.
-        // SAFETY: plain syscalls on a pid we have not reaped yet, so it cannot have been recycled.
-        unsafe {
-            libc::kill(-(self.pid as libc::pid_t), sig);
-            libc::kill(self.pid as libc::pid_t, sig);
-        }
+        // Not reaped yet, so the pid cannot have been recycled.
+        launcher::signal_group(self.pid, sig);
     }
 
     fn wait(&mut self) -> BoxFuture<'_, Exit> {
@@ -328,83 +321,9 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
     }
 }
 
-/// A process's start time in clock ticks after boot (`/proc/<pid>/stat` field 22), if it exists.
-pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start(&stat)
-}
-
-/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and parentheses, so fields are
-/// counted after its last `)`.
-fn parse_start(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether `pid` is still the process recorded as `id` (same start time) and not a zombie.
-pub fn is_same_process(id: ChildId) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", id.pid)) else {
-        return false;
-    };
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_string));
-    if state.as_deref() == Some("Z") {
-        return false;
-    }
-    match (id.start, parse_start(&stat)) {
-        (Some(want), Some(got)) => want == got,
-        // Without a recorded start time we cannot be sure it is ours: leave it alone.
-        _ => false,
-    }
-}
-
-/// Kills a child left by an earlier daemon (found by pid and start time), and waits up to `patience` for it to go.
-/// Returns whether such a process was found.
-pub async fn kill_stale(id: ChildId, patience: std::time::Duration) -> bool {
-    if id.pid == 0 || !is_same_process(id) {
-        return false;
-    }
-    // SAFETY: plain syscalls; the start time matched, so the pid is the stale child (or its group).
-    unsafe {
-        libc::kill(-(id.pid as libc::pid_t), libc::SIGKILL);
-        libc::kill(id.pid as libc::pid_t, libc::SIGKILL);
-    }
-    let deadline = tokio::time::Instant::now() + patience;
-    while is_same_process(id) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_is_field_22_even_with_odd_command_names() {
-        let line = "4242 (rush (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 12 0 987654 1000 200";
-        assert_eq!(parse_start(line), Some(987654));
-        assert_eq!(parse_start("garbage"), None);
-        let me = process_start(std::process::id());
-        assert!(me.is_some());
-        assert!(is_same_process(ChildId { pid: std::process::id(), start: me }));
-        assert!(!is_same_process(ChildId { pid: std::process::id(), start: me.map(|s| s + 1) }));
-        assert!(!is_same_process(ChildId { pid: std::process::id(), start: None }));
-    }
-
-    #[tokio::test]
-    async fn a_stale_child_is_found_by_pid_and_start_time_and_killed() {
-        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let id = ChildId { pid: sleeper.id(), start: process_start(sleeper.id()) };
-        // A recycled pid (another start time) is left alone.
-        let other = ChildId { pid: id.pid, start: id.start.map(|s| s + 7) };
-        assert!(!kill_stale(other, std::time::Duration::from_secs(1)).await);
-        assert!(is_same_process(id));
-        assert!(kill_stale(id, std::time::Duration::from_secs(5)).await);
-        assert!(!is_same_process(id));
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
-        assert!(!kill_stale(id, std::time::Duration::from_secs(1)).await, "gone: nothing to kill");
-    }
 
     #[tokio::test]
     async fn local_child_gets_its_environment_and_stops_on_term() {
@@ -434,7 +353,68 @@ mod tests {
         assert_eq!(child.log.next().await.unwrap().unwrap(), "to-stderr");
         child.control.signal(StopSignal::Term);
         assert_eq!(child.control.wait().await, Exit::Signal(libc::SIGTERM));
-        assert!(!is_same_process(child.id));
+        assert!(!launcher::is_same_process(child.id));
         child.control.signal(StopSignal::Kill); // after reaping: a no-op
+    }
+
+    #[tokio::test]
+    async fn an_inference_child_is_recorded_and_its_whole_group_killed_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("infer-0");
+        std::fs::create_dir_all(&out).unwrap();
+        // A stand-in `rush infer` that starts a grandchild (as a data loader would) and waits.
+        let script = dir.path().join("fake-rush");
+        std::fs::write(&script, "#!/bin/sh\necho \"got $*\" >&2\nsleep 30 &\necho $! > grandchild\nwait\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let recorded = Arc::new(std::sync::Mutex::new(None));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let inference = Inference {
+            submission: 7,
+            session: "local/emoji/1".parse().unwrap(),
+            session_dir: dir.path().join("session"),
+            epoch: 3,
+            tta: Tta::None,
+            dry_run: false,
+            public_percent: 30,
+            out: out.clone(),
+            log: dir.path().join("infer.log"),
+            slot: SlotKind::Cpu(0),
+            shutdown: shutdown.clone(),
+            on_start: {
+                let recorded = recorded.clone();
+                OnStart::new(move |id| {
+                    *recorded.lock().unwrap() = Some(id);
+                    Box::pin(async {})
+                })
+            },
+        };
+        let exec = LocalExecutor { program: script };
+        let run = exec.infer(&inference);
+        let cancel = async {
+            let grandchild = loop {
+                if let Ok(text) = std::fs::read_to_string(out.join("grandchild"))
+                    && let Ok(pid) = text.trim().parse::<u32>()
+                {
+                    break pid;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            };
+            shutdown.cancel();
+            grandchild
+        };
+        let (ended, grandchild) = tokio::join!(run, cancel);
+        assert_eq!(ended, Err(InferenceEnd::Interrupted));
+        let child = recorded.lock().unwrap().expect("the child was reported before it was waited for");
+        assert!(child.start.is_some());
+        assert!(!launcher::is_same_process(child));
+        let grandchild = ChildId { pid: grandchild, start: launcher::process_start(grandchild) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while grandchild.start.is_some() && launcher::is_same_process(grandchild) {
+            assert!(std::time::Instant::now() < deadline, "the grandchild outlived the stopped inference");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let log = std::fs::read_to_string(dir.path().join("infer.log")).unwrap();
+        assert!(log.contains("got infer") && log.contains("--epoch 3") && log.contains("--device cpu"), "{log}");
     }
 }

@@ -1,4 +1,5 @@
-//! The daemon: watches `experiments/`, queues sessions, runs them in a worker pool, serves the HTTP API.
+//! The daemon: watches `experiments/`, queues sessions, runs them in a worker pool and scores submissions. Its public
+//! methods are the facade the HTTP layer calls.
 //!
 //! # Threading model
 //!
@@ -10,19 +11,23 @@
 //!   (`core::spec`), and records it: rejected with its error, or accepted with one queued session per sweep point.
 //!   It then wakes the scheduler. At start-up and whenever notify reports lost events it rescans the whole folder.
 //! - **Scheduler** (one task, [`scheduler`]): on every wake-up (and every few seconds) it `tick`s: reads the queue from
-//!   the store, asks the pure `core::queue::assign` which session takes which free slot, moves those sessions to
-//!   `running` and spawns a runner for each. An error is logged and the loop goes on.
-//! - **Runners** (one task per running session, [`runner`]): start the child through the [`executor::Executor`],
+//!   the store, asks the pure `core::queue::assign` which session takes which free slot, leases those slots from the
+//!   [`slots::SlotPool`], moves the sessions to `running` and spawns a runner for each, which holds its [`slots::Lease`]
+//!   until it ends. An error is logged and the loop goes on; so does a panic, counted in `/metrics`.
+//! - **Runners** (one task per running session, [`runner`]): start the child through the [`executor::Executor`]
+//!   (local children through the one [`launcher`]),
 //!   read its event lines, store them (metrics through the batched [`crate::store::MetricSink`], checkpoints and other
 //!   events directly), append its stderr to `train.log`, fan events out to live subscribers ([`live::Hub`]), apply
-//!   checkpoint retention, and record the final state when the child ends. Then the slot is freed and the scheduler
-//!   woken.
+//!   checkpoint retention, and record the final state when the child ends. Then the lease is dropped, which frees the
+//!   slot and wakes the scheduler.
 //! - **Submission worker** (one task, [`submissions`]): takes the oldest queued submission, leases a free slot (while
 //!   it waits the scheduler starts no session), runs `rush infer` children for uncached members, mixes, writes the
-//!   `.npy` and has the scorer score it. [`ensembles`] answers the builder and `ensemble auto` from the cache.
+//!   `.npy` and has the scorer score it; a panic fails that submission and the loop goes on. [`ensembles`] answers the
+//!   builder and `ensemble auto` from the cache; [`board`] is the board as everyone may see it.
 //! - **Metric writer** (one task): commits metric rows in one transaction per batch; steps never wait on it.
-//! - **HTTP** (axum, [`crate::web::router`]): reads the store; mutations (stop, rm, fork, model rm, dataset register)
-//!   call methods of [`Daemon`], so the daemon stays the database's only writer.
+//! - **HTTP** (the web layer, wired in by `serve`, the composition root): reads the store; mutations (stop, rm, fork,
+//!   model rm, dataset register, submit) call methods of [`Daemon`], so the daemon stays the database's only writer.
+//!   The daemon never names the web layer, Slurm, the trainer or the CLI.
 //!
 //! Shutdown is one cancellation tree: SIGTERM or SIGINT cancels [`Daemon::shutdown`]; intake and scheduler stop, each
 //! runner sends its child SIGTERM and, after the grace period, SIGKILL, and records the session as queued again
@@ -35,7 +40,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -47,23 +53,31 @@ use crate::core::queue::{self, Waiting};
 use crate::core::session::{SessionId, SessionState};
 use crate::core::spec::{ResolvedSpec, Spec, SpecError};
 use crate::home::{Home, SessionDir};
-use crate::store::{DatasetRow, MetricSink, NewSession, SessionRow, Store, StoreError};
+use crate::store::{DatasetRow, MetricSink, NewSession, Store, StoreError};
 
+pub mod board;
 pub mod checkpoints;
 pub mod config;
 pub mod datasets;
 pub mod ensembles;
 pub mod executor;
 pub mod intake;
+pub mod launcher;
 pub mod live;
 pub mod lock;
 pub mod recovery;
 pub mod runner;
 pub mod scheduler;
+pub mod slots;
 pub mod submissions;
 pub mod watcher;
 
+// The facade: what the web layer may name.
+pub use board::{BoardLineView, BoardView};
 pub use config::DaemonConfig;
+pub use ensembles::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
+pub use live::LiveEvent;
+pub use slots::SlotView;
 
 /// What a daemon operation refused or failed at. The web layer maps each to an HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +99,9 @@ pub enum DaemonError {
     /// The user has used every submission of the day.
     #[error("{0}")]
     Limit(String),
+    /// Not for this requester now (private scores before they are revealed).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<SpecError> for DaemonError {
@@ -93,22 +110,50 @@ impl From<SpecError> for DaemonError {
     }
 }
 
-/// The worker pool as the scheduler keeps it: which session holds each slot, and how to stop each running session.
-#[derive(Debug, Default)]
-struct Pool {
-    busy: Vec<Option<SessionId>>,
-    running: HashMap<SessionId, CancellationToken>,
-    /// The submission (by id) holding each slot; a slot is free when neither a session nor a submission holds it.
-    submissions: Vec<Option<i64>>,
-    /// A submission waits for a slot: the scheduler leaves the next free slot to it (submissions are short).
-    submission_waiting: bool,
+/// The daemon's long-lived loops, whose panics are caught, logged and counted instead of ending them silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Scheduler,
+    Submissions,
 }
 
-/// A slot and the session on it, for `/api/info` and the dashboard.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SlotView {
-    pub slot: String,
-    pub session: Option<String>,
+impl Task {
+    pub const ALL: [Task; 2] = [Task::Scheduler, Task::Submissions];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Scheduler => "scheduler",
+            Task::Submissions => "submissions",
+        }
+    }
+}
+
+/// How many times each loop caught a panic (`/metrics`: `rush_task_panics_total`).
+#[derive(Debug, Default)]
+pub struct Panics {
+    scheduler: AtomicU64,
+    submissions: AtomicU64,
+}
+
+impl Panics {
+    fn counter(&self, task: Task) -> &AtomicU64 {
+        match task {
+            Task::Scheduler => &self.scheduler,
+            Task::Submissions => &self.submissions,
+        }
+    }
+
+    /// Logs a caught panic of `task` with its message and counts it; returns the message.
+    pub fn caught(&self, task: Task, payload: &(dyn std::any::Any + Send)) -> String {
+        let message = crate::core::format::panic_message(payload);
+        self.counter(task).fetch_add(1, Ordering::Relaxed);
+        tracing::error!("{}: caught a panic, the loop goes on: {message}", task.as_str());
+        message
+    }
+
+    pub fn count(&self, task: Task) -> u64 {
+        self.counter(task).load(Ordering::Relaxed)
+    }
 }
 
 /// The running daemon's shared state.
@@ -119,12 +164,20 @@ pub struct Daemon {
     pub live: live::Hub,
     /// Cancelled on SIGTERM/SIGINT: the root of every task's cancellation.
     pub shutdown: CancellationToken,
+    /// Panics caught in the scheduler and the submission worker.
+    pub panics: Panics,
     executor: Arc<dyn executor::Executor>,
-    pool: Mutex<Pool>,
-    wake: Notify,
+    slots: Arc<slots::SlotPool>,
+    /// Wakes the scheduler (a session was queued or a slot freed).
+    wake: Arc<Notify>,
     /// Wakes the submission worker (a submission was queued or a slot freed).
-    submission_wake: Notify,
+    submission_wake: Arc<Notify>,
     runners: TaskTracker,
+    /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
+    #[cfg(test)]
+    pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
+    #[cfg(test)]
+    pub(crate) fail_submissions: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -138,23 +191,24 @@ impl Daemon {
     /// Nothing is watched or scheduled until [`Daemon::start`].
     pub fn new(config: DaemonConfig, store: Store, executor: Arc<dyn executor::Executor>) -> Arc<Daemon> {
         let (metrics, _writer) = store.metric_writer();
-        let pool = Pool {
-            busy: vec![None; config.slots.len()],
-            running: HashMap::new(),
-            submissions: vec![None; config.slots.len()],
-            submission_waiting: false,
-        };
+        let (wake, submission_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let slots = slots::SlotPool::new(config.slots.clone(), vec![wake.clone(), submission_wake.clone()]);
         Arc::new(Daemon {
             config,
             store,
             metrics,
             live: live::Hub::default(),
             shutdown: CancellationToken::new(),
+            panics: Panics::default(),
             executor,
-            pool: Mutex::new(pool),
-            wake: Notify::new(),
-            submission_wake: Notify::new(),
+            slots,
+            wake,
+            submission_wake,
             runners: TaskTracker::new(),
+            #[cfg(test)]
+            fail_ticks: Default::default(),
+            #[cfg(test)]
+            fail_submissions: Default::default(),
         })
     }
 
@@ -162,10 +216,10 @@ impl Daemon {
         &self.config.home
     }
 
-    /// Starts intake (with a full scan) and the scheduler loop.
+    /// Starts intake (with a full scan), the scheduler loop and the submission worker.
     pub fn start(self: &Arc<Self>) -> Result<(), DaemonError> {
         watcher::start(self.clone())?;
-        tokio::spawn(scheduler::run(self.clone()));
+        self.runners.spawn(scheduler::run(self.clone()));
         self.runners.spawn(submissions::run(self.clone()));
         Ok(())
     }
@@ -186,19 +240,7 @@ impl Daemon {
 
     /// The slots and who holds them.
     pub fn slots(&self) -> Vec<SlotView> {
-        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        self.config
-            .slots
-            .iter()
-            .zip(pool.busy.iter().zip(&pool.submissions))
-            .map(|(kind, (who, submission))| SlotView {
-                slot: kind.to_string(),
-                session: who
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .or_else(|| submission.map(|id| format!("submission {id}"))),
-            })
-            .collect()
+        self.slots.views()
     }
 
     /// Queue positions (1 = next to run) of the queued sessions among `rows`, computed over the whole queue.
@@ -216,14 +258,13 @@ impl Daemon {
     /// after the grace period; this waits until the runner has recorded `stopped`.
     pub async fn stop_session(&self, id: &SessionId) -> Result<SessionState, DaemonError> {
         for _ in 0..3 {
-            let token = self.pool.lock().unwrap_or_else(|e| e.into_inner()).running.get(id).cloned();
-            if let Some(token) = token {
+            if let Some(token) = self.slots.stop_token(id) {
                 token.cancel();
                 let deadline = tokio::time::Instant::now() + self.config.stop_grace + Duration::from_secs(10);
                 loop {
                     let row = self.store.session_required(id).await?;
                     // A Slurm job waiting in Slurm's queue shows as queued while its runner cancels it.
-                    let ended = row.state.is_terminal() || (row.state == SessionState::Queued && !self.has_runner(id));
+                    let ended = row.state.is_terminal() || (row.state == SessionState::Queued && !self.slots.holds(id));
                     if ended || tokio::time::Instant::now() > deadline {
                         return Ok(row.state);
                     }
@@ -255,10 +296,6 @@ impl Daemon {
             }
         }
         Err(DaemonError::Conflict(format!("session {id} is changing state; try again")))
-    }
-
-    fn has_runner(&self, id: &SessionId) -> bool {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).running.contains_key(id)
     }
 
     /// Deletes a finished session: its files and cached probabilities, then its rows (the board keeps its lines).
@@ -342,7 +379,7 @@ impl Daemon {
         memo: Option<&str>,
     ) -> Result<SessionId, DaemonError> {
         let row = self.store.session(id).await?.ok_or_else(|| unknown(id))?;
-        let resolved = resolved_spec(&row)?;
+        let resolved = row.resolved_spec()?;
         let reference: CheckpointRef = checkpoint
             .parse()
             .map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
@@ -426,7 +463,7 @@ impl Daemon {
             dataset: spec.dataset.clone(),
             memo: spec.memo.clone(),
             priority: spec.priority,
-            device: queue::Device::resolve(spec.resources.gpus, self.config.has_gpu()),
+            device: spec.resources.gpus.device(self.config.has_gpu()),
             epochs: spec.epochs,
             fork_of,
         }
@@ -442,12 +479,6 @@ fn unknown(id: &SessionId) -> DaemonError {
     DaemonError::NotFound(format!("unknown session {id}"))
 }
 
-/// The resolved spec stored with a session.
-pub fn resolved_spec(row: &SessionRow) -> Result<ResolvedSpec, DaemonError> {
-    serde_json::from_str(&row.spec)
-        .map_err(|e| DaemonError::Invalid(format!("session {}: stored spec is unreadable: {e}", row.id)))
-}
-
 /// The resolved spec of a new session as stored (JSON): dataset folder under the home, optional fork weights.
 fn resolved_json(home: &Home, id: &SessionId, spec: &Spec, init_from: Option<PathBuf>) -> String {
     let resolved = ResolvedSpec {
@@ -457,65 +488,4 @@ fn resolved_json(home: &Home, id: &SessionId, spec: &Spec, init_from: Option<Pat
         spec: spec.clone(),
     };
     serde_json::to_string(&resolved).unwrap_or_default()
-}
-
-/// Runs a daemon until SIGTERM or SIGINT: lock the home, open the store, reconcile, register datasets found on disk,
-/// bind, write `daemon.addr`, start intake, scheduler and HTTP, then shut down cleanly.
-pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
-    let config = config.prepare()?;
-    let _lock = lock::HomeLock::acquire(config.home.root())?;
-    let store = Store::open(&config.db).await?;
-    let exe =
-        std::env::current_exe().map_err(|source| DaemonError::Io { path: PathBuf::from("/proc/self/exe"), source })?;
-    let executor: Arc<dyn executor::Executor> = match config.executor {
-        config::ExecutorKind::Local => Arc::new(executor::LocalExecutor { program: exe }),
-        config::ExecutorKind::Slurm => Arc::new(crate::slurm::SlurmExecutor::new(&config, store.clone(), exe).await),
-    };
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| DaemonError::Io { path: PathBuf::from(config.bind.to_string()), source })?;
-    let addr = listener.local_addr().map_err(|source| DaemonError::Io { path: PathBuf::from("socket"), source })?;
-    // From here on the address is the one bound (`--bind 127.0.0.1:0` picked a port): pages show where they are served.
-    let config = config::DaemonConfig { bind: addr, ..config };
-    let daemon = Daemon::new(config, store, executor);
-    recovery::reconcile(&daemon).await?;
-    datasets::scan(&daemon).await;
-    daemon.start()?;
-    let addr_file = daemon.home().daemon_addr_file();
-    crate::disk::write_atomic(&addr_file, format!("{addr}\n").as_bytes())
-        .map_err(|e| DaemonError::Io { path: e.path, source: e.source })?;
-    tracing::info!(
-        "rush daemon on http://{addr} (home {}, experiments {}, slots {})",
-        daemon.home().root().display(),
-        daemon.config.experiments.display(),
-        daemon.slots().iter().map(|s| s.slot.as_str()).collect::<Vec<_>>().join(",")
-    );
-    tokio::spawn(signals(daemon.shutdown.clone()));
-    let app = crate::web::router(crate::web::AppState::new(daemon.clone()));
-    let token = daemon.shutdown.clone();
-    let served = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
-    if let Err(e) = served {
-        tracing::error!("HTTP server: {e}");
-    }
-    daemon.shut_down().await;
-    daemon.store.close().await;
-    if std::fs::read_to_string(&addr_file).map(|s| s.trim() == addr.to_string()).unwrap_or(false) {
-        let _ = std::fs::remove_file(&addr_file);
-    }
-    tracing::info!("rush daemon stopped");
-    Ok(())
-}
-
-async fn signals(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping sessions and shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping sessions and shutting down"),
-        _ = token.cancelled() => return,
-    }
-    token.cancel();
 }

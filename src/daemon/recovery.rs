@@ -2,12 +2,13 @@
 //! daemon that died; its child (if it outlived the parent-death signal) is found by pid and start time and killed, so
 //! there are never two writers for one session folder. Its checkpoint rows are squared with the files, metrics of
 //! epochs it will train again are dropped, and it is queued again (`resume: true`: the trainer continues from its last
-//! checkpoint) or marked interrupted.
+//! checkpoint) or marked interrupted. A running submission's `rush infer` child is killed the same way before the
+//! submission goes back to the queue, so a member is never inferred twice side by side.
 
 use std::time::Duration;
 
-use super::executor::{ChildId, kill_stale};
-use super::{Daemon, DaemonError, checkpoints, resolved_spec};
+use super::launcher::{kill_stale, recorded};
+use super::{Daemon, DaemonError, checkpoints};
 use crate::core::event::{Event, EventLine};
 use crate::core::session::{SessionId, SessionState};
 use crate::home::SessionDir;
@@ -19,6 +20,8 @@ pub struct Report {
     pub requeued: Vec<String>,
     pub interrupted: Vec<String>,
     pub killed: Vec<u32>,
+    /// Submissions that were running, queued again.
+    pub submissions: u64,
 }
 
 pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
@@ -37,16 +40,15 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
             report.requeued.push(id.to_string());
             continue;
         }
-        if let Some(pid) = row.pid.and_then(|p| u32::try_from(p).ok()) {
-            let child = ChildId { pid, start: row.pid_start.and_then(|s| u64::try_from(s).ok()) };
-            if kill_stale(child, Duration::from_secs(10)).await {
-                tracing::warn!("killed a training child left by the previous daemon: {id} (pid {pid})");
-                report.killed.push(pid);
-            }
+        if let Some(child) = recorded(row.pid, row.pid_start)
+            && kill_stale(child, Duration::from_secs(10)).await
+        {
+            tracing::warn!("killed a training child left by the previous daemon: {id} (pid {})", child.pid);
+            report.killed.push(child.pid);
         }
         let dir = SessionDir::new(daemon.home().session(&id));
         checkpoints::reconcile(&daemon.store, &dir, &id).await?;
-        let resume = resolved_spec(&row).map(|r| r.spec.resume).unwrap_or(false);
+        let resume = row.resolved_spec().map(|r| r.spec.resume).unwrap_or(false);
         if resume {
             let last = daemon.store.checkpoints(&id).await?.iter().map(|c| c.epoch).max().unwrap_or(0);
             daemon.store.delete_metrics_after(&id, last).await?;
@@ -63,6 +65,21 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
             daemon.store.transition(&id, SessionState::Interrupted, None, Some(reason)).await?;
             report.interrupted.push(id.to_string());
         }
+    }
+    for (submission, pid, start) in daemon.store.running_submission_children().await? {
+        if let Some(child) = recorded(pid, start)
+            && kill_stale(child, Duration::from_secs(10)).await
+        {
+            tracing::warn!(
+                "killed an inference child left by the previous daemon: submission {submission} (pid {})",
+                child.pid
+            );
+            report.killed.push(child.pid);
+        }
+    }
+    report.submissions = daemon.store.requeue_running_submissions().await?;
+    if report.submissions > 0 {
+        tracing::info!("{} interrupted submission(s) queued again", report.submissions);
     }
     // A deletion cut short (files gone, row not yet) can have happened in any session.
     for row in daemon.store.sessions(&SessionFilter { all: true, dataset: None }).await? {

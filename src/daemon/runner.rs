@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::{Launch, StopSignal};
 use super::live::LiveEvent;
-use super::{Daemon, checkpoints, resolved_spec};
+use super::{Daemon, checkpoints};
 use crate::core::event::{Event, EventLine};
 use crate::core::outcome::{self, Exit, Observed};
 use crate::core::queue::SlotKind;
@@ -48,10 +48,11 @@ async fn run_inner(
     stop: &CancellationToken,
 ) -> Result<outcome::Outcome, String> {
     let id = &row.id;
-    let resolved = resolved_spec(row).map_err(|e| e.to_string())?;
+    let resolved = row.resolved_spec().map_err(|e| e.to_string())?;
     let dir = SessionDir::new(daemon.home().session(id));
     let mut log = prepare(&dir, &resolved).await?;
-    let line = format!("[rush] {id} starting on {slot} at {} UTC\n", crate::web::view::datetime(crate::store::now()));
+    let line =
+        format!("[rush] {id} starting on {slot} at {} UTC\n", crate::core::format::datetime(crate::store::now()));
     let _ = log.write_all(line.as_bytes()).await;
 
     let launch = Launch { session: id.clone(), dir: dir.root().to_path_buf(), slot, shutdown: daemon.shutdown.clone() };

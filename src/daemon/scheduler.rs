@@ -1,13 +1,18 @@
 //! The scheduler loop: on each wake-up (and every few seconds) one `tick` leases free slots to queued sessions, as the
-//! pure `core::queue` decides, and spawns a runner for each. Errors are logged and the loop goes on.
+//! pure `core::queue` decides, and spawns a runner for each, which holds its slot's [`Lease`] until it ends. Errors
+//! are logged and the loop goes on; a panic in a tick is caught, logged with its message and counted
+//! (`rush_task_panics_total{task="scheduler"}` in `/metrics`), and the loop goes on too.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Daemon, runner};
-use crate::core::queue::{self, Slot, Waiting};
+use super::slots::Lease;
+use super::{Daemon, Task, runner};
+use crate::core::queue::{self, Waiting};
 use crate::core::session::SessionState;
 
 /// A tick happens at least this often, even without a wake-up.
@@ -18,8 +23,12 @@ pub async fn run(daemon: Arc<Daemon>) {
         if daemon.shutdown.is_cancelled() {
             break;
         }
-        if let Err(e) = tick(&daemon).await {
-            tracing::error!("scheduler: {e}");
+        match AssertUnwindSafe(tick(&daemon)).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("scheduler: {e}"),
+            Err(payload) => {
+                daemon.panics.caught(Task::Scheduler, payload.as_ref());
+            }
         }
         tokio::select! {
             _ = daemon.shutdown.cancelled() => break,
@@ -31,40 +40,38 @@ pub async fn run(daemon: Arc<Daemon>) {
 
 /// One round: refuse what can never run here, then start what fits in the free slots.
 pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
+    #[cfg(test)]
+    if daemon
+        .fail_ticks
+        .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        panic!("a failure point in the scheduler's tick");
+    }
     // The light queue (no specs, off the writer); a session's full row is read only when it gets a slot.
     let queued = daemon.store.queue().await?;
     if queued.is_empty() {
         return Ok(());
     }
-    let (slots, leased): (Vec<Slot>, Vec<bool>) = {
-        let pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let slots = daemon
-            .config
-            .slots
-            .iter()
-            .zip(pool.busy.iter().zip(&pool.submissions))
-            .map(|(&kind, (who, submission))| Slot { kind, busy: who.is_some() || submission.is_some() })
-            .collect();
-        if pool.submission_waiting {
-            // A waiting submission takes the next free slot; sessions start on the tick after it.
-            return Ok(());
-        }
-        // A queued session can hold a slot: a Slurm job that waits in Slurm's queue has its runner already.
-        (slots, queued.iter().map(|row| pool.running.contains_key(&row.id)).collect())
-    };
+    let pool = daemon.slots.snapshot();
+    if pool.submission_waiting {
+        // A waiting submission takes the next free slot; sessions start on the tick after it.
+        return Ok(());
+    }
     let mut waiting = Vec::new();
     for (i, row) in queued.iter().enumerate() {
-        if leased[i] {
+        // A queued session can hold a slot: a Slurm job that waits in Slurm's queue has its runner already.
+        if daemon.slots.holds(&row.id) {
             continue;
         }
-        if let Some(reason) = queue::refusal(row.device, &slots) {
+        if let Some(reason) = queue::refusal(row.device, &pool.slots) {
             daemon.store.transition(&row.id, SessionState::Failed, None, Some(&reason)).await?;
             tracing::warn!("session {} refused: {reason}", row.id);
             continue;
         }
         waiting.push(Waiting { key: i, priority: row.priority, seq: row.seq, device: row.device });
     }
-    for a in queue::assign(&slots, &waiting) {
+    for a in queue::assign(&pool.slots, &waiting) {
         if daemon.shutdown.is_cancelled() {
             break;
         }
@@ -73,45 +80,87 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
             // Stopped or removed since the queue was read.
             _ => continue,
         };
-        let kind = slots[a.slot].kind;
         let stop = CancellationToken::new();
-        {
-            // Registered before the state changes, so a concurrent `stop` always finds the runner's token.
-            let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-            pool.busy[a.slot] = Some(row.id.clone());
-            pool.running.insert(row.id.clone(), stop.clone());
-        }
+        // Leased before the state changes, so a concurrent `stop` always finds the runner's token.
+        let Some(lease) = daemon.slots.lease_session(a.slot, row.id.clone(), stop.clone()) else {
+            // Taken meanwhile (a submission got it): the next tick tries again.
+            continue;
+        };
+        let kind = lease.kind();
         if let Err(e) = daemon.store.transition(&row.id, SessionState::Running, Some(&kind.to_string()), None).await {
-            // Stopped or removed meanwhile: give the slot back.
+            // Stopped or removed meanwhile: dropping the lease gives the slot back.
             tracing::info!("not starting {}: {e}", row.id);
-            release(daemon, a.slot, &row.id);
             continue;
         }
-        let d = daemon.clone();
-        let slot_index = a.slot;
-        daemon.runners.spawn(async move {
-            let id = row.id.clone();
-            let inner = tokio::spawn(runner::run(d.clone(), row, kind, stop));
-            if let Err(e) = inner.await {
-                // A runner bug must not leave the session running forever or the slot taken.
-                tracing::error!("runner of {id} crashed: {e}");
-                let reason = format!("the daemon's runner crashed: {e}");
-                if let Err(e) = d.store.transition(&id, SessionState::Failed, None, Some(&reason)).await {
-                    tracing::error!("{id}: {e}");
-                }
-                d.live.end(&id, SessionState::Failed);
-            }
-            release(&d, slot_index, &id);
-            d.wake();
-        });
+        spawn_runner(daemon, row, lease, stop);
     }
     Ok(())
 }
 
-fn release(daemon: &Daemon, slot: usize, id: &crate::core::session::SessionId) {
-    let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.busy.get(slot).and_then(|s| s.as_ref()) == Some(id) {
-        pool.busy[slot] = None;
+/// Runs a session's runner on its slot; the slot is handed back when the runner ends, however it ends.
+fn spawn_runner(daemon: &Arc<Daemon>, row: crate::store::SessionRow, lease: Lease, stop: CancellationToken) {
+    let d = daemon.clone();
+    daemon.runners.spawn(async move {
+        let id = row.id.clone();
+        let inner = tokio::spawn(runner::run(d.clone(), row, lease.kind(), stop));
+        if let Err(e) = inner.await {
+            // A runner bug must not leave the session running forever.
+            tracing::error!("runner of {id} crashed: {e}");
+            let reason = format!("the daemon's runner crashed: {e}");
+            if let Err(e) = d.store.transition(&id, SessionState::Failed, None, Some(&reason)).await {
+                tracing::error!("{id}: {e}");
+            }
+            d.live.end(&id, SessionState::Failed);
+        }
+        drop(lease);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::queue::Device;
+    use crate::daemon::config::{DaemonConfig, Flags};
+    use crate::daemon::executor::LocalExecutor;
+    use crate::home::Home;
+    use crate::store::{NewSession, Store};
+
+    /// A failure point makes two ticks panic: the loop logs and counts both, then starts the queued session on the
+    /// next tick.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_tick_is_caught_counted_and_scheduling_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(1), ..Default::default() };
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        // The child exits at once: all that matters here is that it is started.
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
+        daemon.fail_ticks.store(2, std::sync::atomic::Ordering::SeqCst);
+        let new = NewSession {
+            user: "local".into(),
+            dataset: "emoji".into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Cpu,
+            epochs: 1,
+            fork_of: None,
+        };
+        let id = daemon.store.enqueue(None, &[new], |_, _| "{}".into()).await.unwrap().remove(0);
+        let scheduler = tokio::spawn(run(daemon.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = daemon.store.session_required(&id).await.unwrap();
+            if row.state != SessionState::Queued {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the scheduler stopped scheduling after a panic");
+            daemon.wake();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(daemon.panics.count(Task::Scheduler), 2);
+        assert_eq!(daemon.panics.count(Task::Submissions), 0);
+        assert!(!scheduler.is_finished(), "the loop is still running");
+        daemon.shut_down().await;
+        scheduler.await.unwrap();
     }
-    pool.running.remove(id);
 }

@@ -12,12 +12,16 @@
 //! child killed, its Slurm job cancelled); so does a restart (`requeue_running_submissions`).
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::executor::{Inference, InferenceEnd};
-use super::{Daemon, DaemonError};
+use futures::FutureExt;
+
+use super::executor::{Inference, InferenceEnd, OnStart};
+use super::slots::Lease;
+use super::{Daemon, DaemonError, Task};
 use crate::core::checkpoint::CheckpointRef;
 use crate::core::ensemble::{Mix, Probs};
 use crate::core::queue::SlotKind;
@@ -26,8 +30,8 @@ use crate::core::session::SessionId;
 use crate::data::layout::read_test;
 use crate::home::Home;
 use crate::store::{NewSubmission, ScoredSubmission, StoredMember, SubmissionRow};
-use crate::submit::infer::{self, InferReport};
 use crate::submit::probs::{self, CacheKey, CacheSplit};
+use crate::submit::report::{InferReport, read_report};
 use crate::submit::scorer::{self, Scored};
 use crate::submit::{NO_SLOT, Submission, Tta, npy};
 
@@ -94,19 +98,25 @@ impl Daemon {
     }
 }
 
-/// The submission worker: takes the oldest queued submission, waits for a slot, runs it, records the outcome.
+/// The submission worker: takes the oldest queued submission, waits for a slot, runs it, records the outcome. A
+/// panic while running one fails that submission (with the panic's message), is counted
+/// (`rush_task_panics_total{task="submissions"}`), and the loop goes on.
 pub async fn run(daemon: Arc<Daemon>) {
-    match daemon.store.requeue_running_submissions().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("{n} interrupted submission(s) queued again"),
-        Err(e) => tracing::error!("submissions: {e}"),
-    }
     loop {
         if daemon.shutdown.is_cancelled() {
             break;
         }
         match daemon.store.next_queued_submission().await {
-            Ok(Some(row)) => run_one(&daemon, row).await,
+            Ok(Some(row)) => {
+                let id = row.id;
+                if let Err(payload) = AssertUnwindSafe(run_one(&daemon, row)).catch_unwind().await {
+                    let message = daemon.panics.caught(Task::Submissions, payload.as_ref());
+                    let reason = format!("the daemon's submission worker failed: {message}");
+                    if let Err(e) = daemon.store.fail_submission(id, &reason, crate::store::now()).await {
+                        tracing::error!("submission {id}: recording the failure: {e}");
+                    }
+                }
+            }
             Ok(None) => {}
             Err(e) => tracing::error!("submissions: {e}"),
         }
@@ -119,31 +129,41 @@ pub async fn run(daemon: Arc<Daemon>) {
 }
 
 /// Runs `row` and records its outcome. A slot is leased only when a member needs inference: an ensemble of cached
-/// members is mixed and scored by the daemon at once, never waiting behind the sessions that hold every slot.
+/// members is mixed and scored by the daemon at once, never waiting behind the sessions that hold every slot. The
+/// lease, if any, is handed back when this returns (or unwinds).
 async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     let id = row.id;
+    #[cfg(test)]
+    if daemon
+        .fail_submissions
+        .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        panic!("a failure point in the submission worker");
+    }
     // Read once: it decides whether the members are cached, then orders the run.
     let (dataset, name, percent) =
         (daemon.home().dataset(&row.dataset), row.dataset.clone(), daemon.config.public_percent);
     let order = blocking(move || test_order(&dataset, &name, percent)).await.and_then(|order| order);
-    let mut leased = None;
+    let mut leased: Option<Lease> = None;
     if !matches!(&order, Ok(order) if all_cached(daemon, &row, order).await) {
         let Some(lease) = lease(daemon, id).await else { return };
         leased = Some(lease);
     }
-    let slot = leased.map_or_else(|| NO_SLOT.to_string(), |(_, slot)| slot.to_string());
+    let slot = leased.as_ref().map_or_else(|| NO_SLOT.to_string(), |lease| lease.kind().to_string());
     let outcome = match daemon.store.start_submission(id, &slot, crate::store::now()).await {
         Ok(()) => {
-            let mut outcome = execute(daemon, &row, leased.map(|(_, slot)| slot), &order).await;
+            let mut outcome = execute(daemon, &row, leased.as_ref().map(Lease::kind), &order).await;
             // A member found cached could not be read after all (damaged, or replaced meanwhile): it needs inference.
             if matches!(outcome, Err(JobEnd::NeedsSlot)) {
                 outcome = match lease(daemon, id).await {
-                    Some((index, slot)) => {
-                        leased = Some((index, slot));
-                        if let Err(e) = daemon.store.set_submission_slot(id, &slot.to_string()).await {
+                    Some(lease) => {
+                        let kind = lease.kind();
+                        leased = Some(lease);
+                        if let Err(e) = daemon.store.set_submission_slot(id, &kind.to_string()).await {
                             tracing::warn!("submission {id}: {e}");
                         }
-                        execute(daemon, &row, Some(slot), &order).await
+                        execute(daemon, &row, Some(kind), &order).await
                     }
                     None => Err(JobEnd::Interrupted),
                 };
@@ -171,12 +191,7 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     if let Err(e) = recorded {
         tracing::error!("submission {id}: recording the outcome: {e}");
     }
-    if let Some((index, _)) = leased {
-        let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.submissions.get(index).copied().flatten() == Some(id) {
-            pool.submissions[index] = None;
-        }
-    }
+    drop(leased);
     daemon.wake.notify_one();
 }
 
@@ -201,23 +216,14 @@ async fn all_cached(daemon: &Daemon, row: &SubmissionRow, order: &TestOrder) -> 
 }
 
 /// Waits for a free slot (a GPU first) and holds it for submission `id`; `None` on shutdown.
-async fn lease(daemon: &Daemon, id: i64) -> Option<(usize, SlotKind)> {
+async fn lease(daemon: &Daemon, id: i64) -> Option<Lease> {
     loop {
-        {
-            let mut pool = daemon.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let free = |i: &usize| pool.busy[*i].is_none() && pool.submissions[*i].is_none();
-            let n = daemon.config.slots.len();
-            let gpu = (0..n).filter(free).find(|&i| matches!(daemon.config.slots[i], SlotKind::Gpu(_)));
-            if let Some(i) = gpu.or_else(|| (0..n).find(free)) {
-                pool.submissions[i] = Some(id);
-                pool.submission_waiting = false;
-                return Some((i, daemon.config.slots[i]));
-            }
-            pool.submission_waiting = true;
+        if let Some(lease) = daemon.slots.lease_submission(id) {
+            return Some(lease);
         }
         tokio::select! {
             _ = daemon.shutdown.cancelled() => {
-                daemon.pool.lock().unwrap_or_else(|e| e.into_inner()).submission_waiting = false;
+                daemon.slots.stop_waiting();
                 return None;
             }
             _ = tokio::time::sleep(POLL) => {}
@@ -404,9 +410,21 @@ impl MemberJob<'_> {
             log: self.out.parent().unwrap_or(&self.out).join("infer.log"),
             slot,
             shutdown: self.daemon.shutdown.clone(),
+            on_start: {
+                // Recorded before the child is waited for: a restarted daemon kills a child that outlived this one.
+                let (store, submission) = (self.daemon.store.clone(), self.row.id);
+                OnStart::new(move |child| {
+                    let store = store.clone();
+                    Box::pin(async move {
+                        if let Err(e) = store.set_submission_child(submission, child.pid, child.start).await {
+                            tracing::warn!("submission {submission}: recording its child {}: {e}", child.pid);
+                        }
+                    })
+                })
+            },
         };
         match self.daemon.executor.infer(&inference).await {
-            Ok(()) => Ok(infer::read_report(&self.out)?),
+            Ok(()) => Ok(read_report(&self.out)?),
             Err(InferenceEnd::Interrupted) => Err(JobEnd::Interrupted),
             Err(InferenceEnd::Failed(reason)) => Err(JobEnd::Failed(reason)),
         }
@@ -424,4 +442,62 @@ pub fn cached(home: &Home, session: &SessionId, epoch: u32, tta: Tta) -> bool {
         let key = CacheKey { session: session.clone(), epoch, split, tta };
         matches!(probs::meta(home, &key), Ok(Some(_)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::{DaemonConfig, Flags};
+    use crate::daemon::executor::LocalExecutor;
+    use crate::store::{NewSubmission, Store, SubmissionState};
+
+    /// A failure point makes the worker panic on the first submission: that one fails with the panic's message, the
+    /// panic is counted, and the next submission is still taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_fails_that_submission_and_the_worker_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(1), ..Default::default() };
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/false".into() }));
+        daemon.fail_submissions.store(1, std::sync::atomic::Ordering::SeqCst);
+        let new = NewSubmission {
+            dataset: "emoji".into(),
+            user: "local".into(),
+            members: vec![StoredMember {
+                session: "local/emoji/1".into(),
+                checkpoint: "1".into(),
+                epoch: 1,
+                weight: 1.0,
+            }],
+            tta: "none".into(),
+            dry_run: true,
+            created_at: crate::store::now(),
+        };
+        let allow = |_| Ok::<(), ()>(());
+        let first = daemon.store.add_submission(&new, (0.0, 0.0), allow).await.unwrap().unwrap();
+        let second = daemon.store.add_submission(&new, (0.0, 0.0), allow).await.unwrap().unwrap();
+        let worker = tokio::spawn(run(daemon.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (a, b) = loop {
+            let a = daemon.store.submission(first).await.unwrap().unwrap();
+            let b = daemon.store.submission(second).await.unwrap().unwrap();
+            if a.state.is_terminal() && b.state.is_terminal() {
+                break (a, b);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the worker stopped after a panic: {a:?} {b:?}");
+            daemon.submission_wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(a.state, SubmissionState::Failed);
+        let reason = a.error.unwrap_or_default();
+        assert!(reason.contains("a failure point in the submission worker"), "{reason}");
+        // The second ran for real, and failed for its own reason (this daemon has no dataset).
+        assert_eq!(b.state, SubmissionState::Failed);
+        assert!(!b.error.unwrap_or_default().contains("failure point"));
+        assert_eq!(daemon.panics.count(Task::Submissions), 1);
+        assert!(daemon.slots().iter().all(|s| s.session.is_none()), "no slot is left held");
+        daemon.shut_down().await;
+        worker.await.unwrap();
+    }
 }

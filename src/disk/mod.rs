@@ -50,10 +50,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
 
 /// Like [`write_atomic`], for writers that need a path rather than bytes (a library that saves to a file, a memory
 /// map): `fill` creates and writes the temporary path it is given. Returns the size of the file now at `path`.
-pub fn write_atomic_with<E>(
-    path: &Path,
-    fill: impl FnOnce(&Path) -> Result<(), E>,
-) -> Result<u64, WriteError<E>> {
+pub fn write_atomic_with<E>(path: &Path, fill: impl FnOnce(&Path) -> Result<(), E>) -> Result<u64, WriteError<E>> {
     let tmp = temporary(path);
     let result = fill(&tmp).map_err(WriteError::Fill).and_then(|()| {
         let file = File::open(&tmp).map_err(DiskError::at(&tmp))?;

@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(last_lines(&path, 3, 100).unwrap(), (vec![], 0));
         append(&path, "first line\nsecond\nthird\nfourth");
         let (lines, len) = last_lines(&path, 2, 1000).unwrap();
-        assert_eq!((lines, len), (vec!["third".to_string(), "fourth".to_string()], 31));
+        assert_eq!((lines, len), (vec!["third".to_string(), "fourth".to_string()], 30));
         // A 12-byte window starts inside "third": only whole lines are shown.
         assert_eq!(last_lines(&path, 10, 12).unwrap().0, vec!["fourth".to_string()]);
         assert_eq!(last_lines(&path, 10, 1000).unwrap().0.len(), 4);

@@ -22,11 +22,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::client::{ClientError, SlurmClient};
+use super::cluster::{Inner, MAX_STATUS_FAILURES, StatusPoll};
 use crate::core::outcome::Exit;
 use crate::core::session::{SessionId, SessionState};
 use crate::core::slurm::{
-    BatchJob, JobId, JobStatus, JobVerdict, SlurmConfig, home_tag, job_log, job_name, keeps_recorded_job,
-    sbatch_request,
+    BatchJob, JobId, JobStatus, JobVerdict, home_tag, job_log, job_name, keeps_recorded_job, sbatch_request,
 };
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::executor::{
@@ -38,55 +38,10 @@ use crate::store::Store;
 
 /// Lines buffered between a job's files and the runner.
 const CHANNEL: usize = 256;
-/// Consecutive failed status queries after which a job counts as lost.
-const MAX_STATUS_FAILURES: u32 = 120;
 
 /// Runs sessions (and submissions' inferences, see `super::inference`) as Slurm batch jobs.
 pub struct SlurmExecutor {
     inner: Arc<Inner>,
-}
-
-/// What every job of this daemon needs: the cluster, the settings, the store and the names.
-pub(super) struct Inner {
-    pub(super) client: SlurmClient,
-    pub(super) config: SlurmConfig,
-    pub(super) store: Store,
-    pub(super) rush_exe: PathBuf,
-    pub(super) home_tag: String,
-}
-
-/// Asks Slurm about one job, poll after poll, bearing with a controller that does not answer for a while.
-#[derive(Debug, Default)]
-pub(super) struct StatusPoll {
-    failures: u32,
-}
-
-impl StatusPoll {
-    /// The job's status; `Ok(None)` when Slurm did not answer this time (the daemon's log says so now and then), an
-    /// error naming the job once it has not answered [`MAX_STATUS_FAILURES`] times in a row. `who`: whose job it is.
-    pub(super) async fn ask(
-        &mut self,
-        client: &SlurmClient,
-        job: JobId,
-        who: &(dyn std::fmt::Display + Sync),
-    ) -> Result<Option<JobStatus>, String> {
-        match client.status(job).await {
-            Ok(status) => {
-                self.failures = 0;
-                Ok(Some(status))
-            }
-            Err(e) => {
-                self.failures += 1;
-                if self.failures == 1 || self.failures % 20 == 0 {
-                    tracing::warn!("{who}: asking Slurm about job {job}: {e}");
-                }
-                if self.failures >= MAX_STATUS_FAILURES {
-                    return Err(format!("lost track of Slurm job {job}: {e}"));
-                }
-                Ok(None)
-            }
-        }
-    }
 }
 
 impl SlurmExecutor {
@@ -324,7 +279,7 @@ impl Driver {
             return Err(Halt::Detached);
         }
         let row = store.session_required(&id).await.map_err(|e| lost(&e))?;
-        let resolved = crate::daemon::resolved_spec(&row).map_err(|e| lost(&e))?;
+        let resolved = row.resolved_spec().map_err(|e| lost(&e))?;
         let attempt = store.begin_slurm_attempt(&id).await.map_err(|e| lost(&e))?;
         let log = job_log(&self.launch.dir);
         let device = self.launch.slot.device();

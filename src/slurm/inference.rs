@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::executor::{Inner, StatusPoll};
+use super::cluster::{Inner, StatusPoll};
 use crate::core::slurm::{InferJob, JobId, JobVerdict, infer_job_name, infer_sbatch_request};
 use crate::daemon::executor::{Inference, InferenceEnd};
 
@@ -78,7 +78,7 @@ async fn submit(inner: &Inner, inference: &Inference) -> Result<JobId, Inference
     let args = inference.args();
     // The member's session asked for these resources to train (`slurm:` in its spec); its inference gets them too.
     let overrides = match inner.store.session(session).await {
-        Ok(Some(row)) => crate::daemon::resolved_spec(&row).ok().and_then(|resolved| resolved.spec.slurm),
+        Ok(Some(row)) => row.resolved_spec().ok().and_then(|resolved| resolved.spec.slurm),
         _ => None,
     };
     let request = infer_sbatch_request(

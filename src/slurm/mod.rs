@@ -3,6 +3,7 @@
 //! submit is decided in `core::slurm`.
 
 pub mod client;
+mod cluster;
 pub mod executor;
 mod inference;
 

@@ -8,6 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use super::{Store, StoreError, now};
 use crate::core::queue::Device;
 use crate::core::session::{SessionId, SessionState};
+use crate::core::spec::ResolvedSpec;
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,16 @@ pub struct SessionRow {
     pub epochs: i64,
     pub epoch: Option<i64>,
     pub best_val_acc: Option<f64>,
+}
+
+impl SessionRow {
+    /// The resolved spec stored with this session: the one typed read of its `spec` column.
+    pub fn resolved_spec(&self) -> Result<ResolvedSpec, StoreError> {
+        serde_json::from_str(&self.spec).map_err(|e| StoreError::Corrupt {
+            table: "sessions",
+            message: format!("session {}: the stored spec is unreadable: {e}", self.id),
+        })
+    }
 }
 
 /// A queued session as ordering needs it (no spec): see [`Store::queue`].

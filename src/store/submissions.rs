@@ -319,7 +319,8 @@ impl Store {
     /// Back to the queue (a daemon shutdown or restart interrupted it); returns how many were requeued.
     pub async fn requeue_running_submissions(&self) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE submissions SET state = 'queued', slot = NULL, started_at = NULL WHERE state = 'running'",
+            "UPDATE submissions SET state = 'queued', slot = NULL, started_at = NULL, pid = NULL, pid_start = NULL
+             WHERE state = 'running'",
         )
         .execute(&self.writer)
         .await?;
@@ -328,11 +329,32 @@ impl Store {
 
     /// Puts one running submission back in the queue.
     pub async fn requeue_submission(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE submissions SET state = 'queued', slot = NULL, started_at = NULL WHERE id = ?")
+        sqlx::query(
+            "UPDATE submissions SET state = 'queued', slot = NULL, started_at = NULL, pid = NULL, pid_start = NULL
+             WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the local child a running submission's inference runs in (its pid and start time).
+    pub async fn set_submission_child(&self, id: i64, pid: u32, start: Option<u64>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE submissions SET pid = ?, pid_start = ? WHERE id = ? AND state = 'running'")
+            .bind(i64::from(pid))
+            .bind(start.and_then(|s| i64::try_from(s).ok()))
             .bind(id)
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    /// The children recorded for running submissions, as (submission, pid, start time).
+    pub async fn running_submission_children(&self) -> Result<Vec<(i64, Option<i64>, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, pid, pid_start FROM submissions WHERE state = 'running' AND pid IS NOT NULL")
+            .fetch_all(&self.writer)
+            .await?)
     }
 }
 
@@ -395,8 +417,13 @@ mod tests {
         assert_eq!(store.submissions(Some("other")).await.unwrap().len(), 0);
 
         let c = store.next_queued_submission().await.unwrap().unwrap().id;
+        store.set_submission_child(c, 42, Some(7)).await.unwrap();
+        assert!(store.running_submission_children().await.unwrap().is_empty(), "only a running one has a child");
         store.start_submission(c, "cpu0", 190.0).await.unwrap();
+        store.set_submission_child(c, 42, Some(7)).await.unwrap();
+        assert_eq!(store.running_submission_children().await.unwrap(), vec![(c, Some(42), Some(7))]);
         assert_eq!(store.requeue_running_submissions().await.unwrap(), 1);
+        assert!(store.running_submission_children().await.unwrap().is_empty());
         assert_eq!(store.submission(c).await.unwrap().unwrap().state, SubmissionState::Queued);
     }
 }

@@ -6,9 +6,9 @@
 //! `core::ensemble::Mix`, writes `predictions.npy` (`npy`, int64 `(N,)` in `test_order.csv` order) and hands it to the
 //! scorer (`core::score`), which alone reads the hidden labels.
 
-pub mod infer;
 pub mod npy;
 pub mod probs;
+pub mod report;
 pub mod scorer;
 
 use std::fmt;

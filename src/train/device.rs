@@ -2,7 +2,7 @@
 //! libtorch sees), and the CUDA settings tch 0.24 lacks (bf16 autocast through libtorch's own exported functions,
 //! cuDNN benchmark mode). The CPU always runs fp32.
 
-use tch::Device;
+pub use tch::Device;
 
 use crate::core::spec::Precision;
 

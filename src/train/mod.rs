@@ -1,8 +1,11 @@
-//! The training child, `rush train <session dir>`: data loading, models, the loop, checkpoints and events.
+//! The daemon's children, the only code that links libtorch: the training child, `rush train <session dir>` (data
+//! loading, models, the loop, checkpoints and events), and the inference child, `rush infer` ([`infer`]).
 //!
 //! The daemon starts one child per session with only its session folder (the resolved `spec.yaml` there names the
 //! dataset); the child never reads test labels. Events go to stdout and `events.jsonl`, human logs to stderr.
 //!
+//! - [`infer`]: a checkpoint's class probabilities on the test and validation splits, for a submission;
+//! - [`timing`]: the trainer's step timed on a fixed batch (`rush bench train-step`);
 //! - [`run`]: the loop (resume, epochs, validation, checkpoints, failures as `failed` events);
 //! - [`models`]: the baseline CNN, ResNet-18/34/50, EfficientNet-B0, all with 350 outputs;
 //! - [`loader`] and [`augment`]: batches from the decoded-image cache (`data::cache`), augmented in parallel and
@@ -18,11 +21,13 @@ pub mod checkpoint;
 pub mod device;
 pub mod doctor;
 pub mod events;
+pub mod infer;
 pub mod loader;
 pub mod models;
 pub mod optim;
 pub mod resident;
 pub mod run;
+pub mod timing;
 
 /// Options of `rush train` beyond the session folder.
 #[derive(Debug, Clone, Default)]

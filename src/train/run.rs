@@ -134,19 +134,11 @@ fn loss_of(spec: &Spec, logits: &Tensor, labels: &Tensor, targets: Option<&Tenso
     }
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// Runs a piece of tensor work, turning libtorch's panics (tch panics on C++ errors) into errors, with out-of-memory
 /// (CUDA's, or the CPU allocator's) named as such.
 fn guarded<T>(spec: &Spec, f: impl FnOnce() -> T) -> Result<T, TrainError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = panic_message(payload);
+        let message = crate::core::format::panic_message(payload.as_ref());
         match out_of_memory(&message) {
             Some(summary) => {
                 TrainError::OutOfMemory { batch_size: spec.batch_size, image_size: spec.image_size, message: summary }

@@ -28,59 +28,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::AppState;
+pub use super::error::{ApiError, ErrorBody};
 use crate::core::session::{SessionId, SessionState};
-use crate::daemon::live::LiveEvent;
-use crate::daemon::{DaemonError, SlotView};
-use crate::store::{CheckpointRow, DatasetRow, MetricRow, SessionFilter, SessionRow, SpecRow, StoreError};
-
-/// An API error: a status and a one-line message for the user.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
-    }
-}
-
-/// The error body.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
-    }
-}
-
-impl From<DaemonError> for ApiError {
-    fn from(e: DaemonError) -> Self {
-        let status = match &e {
-            DaemonError::NotFound(_) | DaemonError::Store(StoreError::UnknownSession(_)) => StatusCode::NOT_FOUND,
-            DaemonError::Conflict(_) | DaemonError::Store(StoreError::Session(_)) | DaemonError::Lock(_) => {
-                StatusCode::CONFLICT
-            }
-            DaemonError::Invalid(_) => StatusCode::BAD_REQUEST,
-            DaemonError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
-            _ => {
-                tracing::error!("API: {e}");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        DaemonError::Store(e).into()
-    }
-}
+use crate::daemon::LiveEvent;
+use crate::daemon::SlotView;
+use crate::store::{CheckpointRow, DatasetRow, MetricRow, SessionFilter, SessionRow, SpecRow};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -123,6 +75,7 @@ pub struct SessionView {
 
 impl SessionView {
     pub fn new(row: SessionRow, position: Option<usize>) -> Self {
+        let spec = row.resolved_spec().ok().and_then(|r| serde_json::to_value(r).ok()).unwrap_or_default();
         SessionView {
             id: row.id.to_string(),
             state: row.state,
@@ -140,7 +93,7 @@ impl SessionView {
             best_val_acc: row.best_val_acc,
             pid: row.pid,
             fork_of: row.fork_of,
-            spec: serde_json::from_str(&row.spec).unwrap_or(serde_json::Value::Null),
+            spec,
         }
     }
 }
@@ -488,9 +441,9 @@ mod tests {
 
     use super::*;
     use crate::core::queue::{Device, SlotKind};
+    use crate::daemon::Daemon;
     use crate::daemon::config::{DaemonConfig, Flags};
     use crate::daemon::executor::LocalExecutor;
-    use crate::daemon::Daemon;
     use crate::disk::write_atomic;
     use crate::home::Home;
     use crate::store::{NewSession, Store};

@@ -1,150 +1,29 @@
-//! Who may do what over HTTP: the daemon binds to loopback by default; bound beyond it, mutating routes need the
-//! configured token, and read-only pages are open or closed by a config choice.
+//! The access guard over HTTP: the rule itself is `core::access` (one pure function, `Access::decide`); this module
+//! reads a request for it and acts on the decision, as an axum middleware ([`guard`]), plus the login cookie.
 //!
-//! The rule is one pure function (`Access::decide`) wrapped in an axum middleware (`guard`). A request is *mutating*
-//! when its method is not GET/HEAD/OPTIONS, so every route that stops, forks, runs, submits or removes is covered
-//! without a list to keep in step. The token comes in an `Authorization: Bearer` header (CLI) or the `rush_token`
-//! cookie that `POST /login` sets (browser). Tokens are compared in constant time over their SHA-256 digests (so the
-//! length leaks nothing either) and never written to a log: `Access`'s `Debug` prints `<redacted>`.
+//! A request is *mutating* when its method is not GET/HEAD/OPTIONS, so every route that stops, forks, runs, submits or
+//! removes is covered without a list to keep in step. The token comes in an `Authorization: Bearer` header (CLI) or
+//! the `rush_token` cookie that `POST /login` sets (browser).
 //!
 //! Browsers also send cross-site form posts to loopback servers, so a mutating request carrying the browser's
 //! cross-site markers (`Sec-Fetch-Site: cross-site`, or an `Origin` whose host is not the `Host`) is refused even on
 //! loopback without a token.
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+
+pub use crate::core::access::{Access, Decision, Kind, Token};
 
 /// The cookie the browser presents the token in.
 pub const TOKEN_COOKIE: &str = "rush_token";
 
-/// A configured token as read from a config file or flag: kept as given, printed as `<redacted>`.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(token: String) -> Self {
-        Self(token)
-    }
-    /// The token itself, for [`Access::new`] only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// The access configuration of one daemon.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Access {
-    /// Bound only to a loopback address (127.0.0.0/8, ::1).
-    pub loopback: bool,
-    /// SHA-256 of the configured token; the token itself is not kept.
-    token: Option<[u8; 32]>,
-    /// Read-only routes need no token even when one is configured or the daemon is bound beyond loopback.
-    pub public_read: bool,
-}
-
-impl fmt::Debug for Access {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Access")
-            .field("loopback", &self.loopback)
-            .field("token", &self.token.map(|_| "<redacted>"))
-            .field("public_read", &self.public_read)
-            .finish()
-    }
-}
-
-/// What a request is allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    /// A token is configured and this request did not present it (or presented a wrong one): 401.
-    NeedToken,
-    /// Bound beyond loopback with no token configured, or a cross-site browser request: 403, nothing to present.
-    Refuse,
-}
-
-/// The kind of request, as the rule sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Read,
-    Mutate,
-}
-
-impl Kind {
-    pub fn of(method: &Method) -> Self {
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) { Kind::Read } else { Kind::Mutate }
-    }
-}
-
-impl Access {
-    /// `token`: the configured token, if any (empty counts as none). `public_read`: read-only routes stay open.
-    pub fn new(bind: SocketAddr, token: Option<&str>, public_read: bool) -> Self {
-        let token = token.filter(|t| !t.is_empty()).map(digest);
-        Self { loopback: bind.ip().is_loopback(), token, public_read }
-    }
-
-    /// Open access: loopback, no token (what tests and a single-user laptop use).
-    pub fn local() -> Self {
-        Self { loopback: true, token: None, public_read: true }
-    }
-
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
-    }
-
-    /// Whether `presented` is the configured token, in constant time.
-    pub fn token_matches(&self, presented: &str) -> bool {
-        match &self.token {
-            Some(want) => bool::from(digest(presented).ct_eq(want)),
-            None => false,
-        }
-    }
-
-    /// The rule. `presented` is the token the request carried (header or cookie); `cross_site` whether the browser
-    /// marked it as coming from another site.
-    pub fn decide(&self, kind: Kind, presented: Option<&str>, cross_site: bool) -> Decision {
-        let valid = presented.is_some_and(|t| self.token_matches(t));
-        match kind {
-            Kind::Read => {
-                if valid || self.public_read || (self.loopback && self.token.is_none()) {
-                    Decision::Allow
-                } else if self.token.is_some() {
-                    Decision::NeedToken
-                } else {
-                    Decision::Refuse
-                }
-            }
-            Kind::Mutate => {
-                if valid {
-                    Decision::Allow
-                } else if self.token.is_some() {
-                    Decision::NeedToken
-                } else if self.loopback && !cross_site {
-                    Decision::Allow
-                } else {
-                    Decision::Refuse
-                }
-            }
-        }
-    }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// How the guard classifies a request: GET, HEAD and OPTIONS only read.
+pub fn kind_of(method: &Method) -> Kind {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) { Kind::Read } else { Kind::Mutate }
 }
 
 /// The token a request presents: `Authorization: Bearer <t>` first, else the `rush_token` cookie.
@@ -192,7 +71,7 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
     if path == "/login" || path.starts_with("/static/") {
         return next.run(req).await;
     }
-    let kind = Kind::of(req.method());
+    let kind = kind_of(req.method());
     let token = presented_token(req.headers());
     let api = is_api(req.uri().path());
     match access.decide(kind, token.as_deref(), is_cross_site(req.headers())) {
@@ -253,7 +132,7 @@ fn is_api(path: &str) -> bool {
 /// A refusal: `{"error": ...}` for the API, a line of text elsewhere.
 fn refusal(api: bool, status: StatusCode, message: &str) -> Response {
     if api {
-        (status, axum::Json(super::api::ErrorBody { error: message.to_string() })).into_response()
+        (status, axum::Json(super::error::ErrorBody { error: message.to_string() })).into_response()
     } else {
         (status, format!("{message}\n")).into_response()
     }
@@ -277,42 +156,8 @@ mod tests {
     use axum::routing::get;
     use tower::ServiceExt;
 
-    fn addr(s: &str) -> SocketAddr {
+    fn addr(s: &str) -> std::net::SocketAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn the_rule() {
-        use Decision::*;
-        use Kind::*;
-        let local = Access::new(addr("127.0.0.1:8470"), None, false);
-        assert!(local.loopback);
-        assert_eq!(local.decide(Read, None, false), Allow);
-        assert_eq!(local.decide(Mutate, None, false), Allow);
-        assert_eq!(local.decide(Mutate, None, true), Refuse, "cross-site posts to loopback are refused");
-
-        let open = Access::new(addr("0.0.0.0:8470"), None, false);
-        assert_eq!(open.decide(Mutate, None, false), Refuse, "beyond loopback without a token nothing mutates");
-        assert_eq!(open.decide(Mutate, Some("x"), false), Refuse);
-        assert_eq!(open.decide(Read, None, false), Refuse);
-        let open_reads = Access::new(addr("0.0.0.0:8470"), None, true);
-        assert_eq!(open_reads.decide(Read, None, false), Allow);
-        assert_eq!(open_reads.decide(Mutate, None, false), Refuse);
-
-        let guarded = Access::new(addr("[::]:8470"), Some("s3cret"), true);
-        assert_eq!(guarded.decide(Read, None, false), Allow);
-        assert_eq!(guarded.decide(Mutate, None, false), NeedToken);
-        assert_eq!(guarded.decide(Mutate, Some("s3cre"), false), NeedToken);
-        assert_eq!(guarded.decide(Mutate, Some("s3cret"), false), Allow);
-        assert_eq!(guarded.decide(Mutate, Some("s3cret"), true), Allow, "a valid token is the proof");
-        let closed = Access::new(addr("10.1.2.3:8470"), Some("s3cret"), false);
-        assert_eq!(closed.decide(Read, None, false), NeedToken);
-        assert_eq!(closed.decide(Read, Some("s3cret"), false), Allow);
-
-        let local_token = Access::new(addr("127.0.0.1:1"), Some("t"), true);
-        assert_eq!(local_token.decide(Mutate, None, false), NeedToken, "a configured token binds on loopback too");
-        assert!(Access::new(addr("[::1]:1"), None, false).loopback);
-        assert!(!Access::new(addr("[::1]:1"), Some(""), false).has_token(), "an empty token is no token");
     }
 
     #[test]
@@ -333,15 +178,6 @@ mod tests {
             assert_eq!(safe_next(Some(bad)), "/sessions", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/sessions");
-    }
-
-    #[test]
-    fn debug_never_shows_the_token() {
-        let a = Access::new(addr("0.0.0.0:1"), Some("hunter2-token"), false);
-        let s = format!("{a:?}");
-        assert!(!s.contains("hunter2") && s.contains("<redacted>"), "{s}");
-        let t = format!("{:?}", Token::new("hunter2-token".into()));
-        assert!(!t.contains("hunter2"), "{t}");
     }
 
     #[test]

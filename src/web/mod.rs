@@ -10,6 +10,7 @@ use crate::daemon::Daemon;
 pub mod api;
 pub mod auth;
 pub mod chart;
+pub mod error;
 pub mod files;
 pub mod gpus;
 pub mod pages;

@@ -104,7 +104,7 @@ impl From<StoreError> for PageError {
 
 impl From<DaemonError> for PageError {
     fn from(e: DaemonError) -> Self {
-        let api = super::api::ApiError::from(e);
+        let api = super::error::ApiError::from(e);
         Self { status: api.status, message: api.message }
     }
 }
@@ -479,7 +479,7 @@ struct CheckpointRowsTemplate {
 /// A session's stored spec as the YAML its `spec.yaml` holds (the runner writes it with the same
 /// `ResolvedSpec::to_yaml`); a stored spec that does not read as one is still shown as YAML.
 fn spec_yaml(row: &SessionRow, raw: &Value) -> String {
-    crate::daemon::resolved_spec(row)
+    row.resolved_spec()
         .ok()
         .and_then(|r| r.to_yaml().ok())
         .or_else(|| serde_saphyr::to_string(raw).ok())
@@ -969,9 +969,7 @@ async fn board_page(
     Query(q): Query<BoardQuery>,
 ) -> PageResult {
     state.daemon.require_dataset("the board", &name).await.map_err(|e| PageError::not_found(e.to_string()))?;
-    let board = super::submissions::board_view(&state, &name, q.private)
-        .await
-        .map_err(|e| PageError { status: e.status, message: e.message })?;
+    let board = state.daemon.board(&name, q.private).await?;
     let now = crate::store::now();
     let sessions = board.lines.iter().flat_map(|l| l.sessions.clone()).collect();
     let urls = session_urls(&state, sessions).await?;

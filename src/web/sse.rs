@@ -26,7 +26,7 @@ use super::AppState;
 use super::pages::{PageError, progress_text};
 use crate::core::event::{Event, EventLine};
 use crate::core::session::{SessionId, SessionState};
-use crate::daemon::live::LiveEvent;
+use crate::daemon::LiveEvent;
 use crate::home::SessionDir;
 use crate::store::SessionRow;
 

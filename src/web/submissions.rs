@@ -6,9 +6,9 @@
 //! `GET /datasets/{name}/ensemble?members=S:E:W,...&tta=` (validation accuracy of a mix) and
 //! `GET /datasets/{name}/ensemble/auto?max_members=&tta=` (greedy selection).
 //!
-//! Private scores appear only for the datasets the daemon's config lists in `reveal_private` (after a deadline):
-//! `private=true` on any other is refused (403), so no one sees them early. Nothing here reads or returns test labels
-//! or their path: only scores.
+//! Private scores appear only for the datasets the daemon's config lists in `reveal_private` (after a deadline; the
+//! policy is the daemon's, `daemon::board`): `private=true` on any other is refused (403), so no one sees them early.
+//! Nothing here reads or returns test labels or their path: only scores.
 
 use axum::Json;
 use axum::Router;
@@ -20,9 +20,9 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::api::ApiError;
-use crate::core::score::{self, Reveal};
-use crate::daemon::ensembles::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
+use super::error::ApiError;
+use crate::daemon::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
+pub use crate::daemon::{BoardLineView, BoardView};
 use crate::store::{StoredMember, SubmissionRow, SubmissionState};
 use crate::submit::{Submission, Tta};
 
@@ -80,32 +80,6 @@ impl SubmissionView {
     }
 }
 
-/// One line of the board.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BoardLineView {
-    pub rank: usize,
-    pub id: i64,
-    pub sessions: Vec<String>,
-    pub checkpoints: Vec<String>,
-    pub weights: Vec<f64>,
-    pub tta: String,
-    pub public_score: f64,
-    /// Only when revealed.
-    pub private_score: Option<f64>,
-    pub submitted_at: f64,
-    pub user: String,
-}
-
-/// A dataset's board.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BoardView {
-    pub dataset: String,
-    /// Private scores shown and ranked by.
-    pub revealed: bool,
-    pub public_percent: u8,
-    pub lines: Vec<BoardLineView>,
-}
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/submissions", get(list).post(create))
@@ -124,25 +98,6 @@ struct RevealQuery {
     dataset: Option<String>,
 }
 
-/// Whether `dataset`'s private scores are revealed: only by the daemon's configuration (`reveal_private`).
-pub fn revealed(state: &AppState, dataset: &str) -> bool {
-    state.daemon.config.reveal_private.iter().any(|d| d == dataset)
-}
-
-/// Refuses asking for private scores (`private=true`) of a dataset that is not revealed.
-pub fn check_private_asked(state: &AppState, dataset: &str, asked: bool) -> Result<(), ApiError> {
-    if asked && !revealed(state, dataset) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "private scores of {dataset} are revealed after the deadline, by the daemon's config \
-                 (`reveal_private: [{dataset}]`); until then the board shows public scores"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 async fn create(State(state): State<AppState>, Json(request): Json<Submission>) -> ApiResult<SubmissionView> {
     let row = state.daemon.queue_submission(&request).await?;
     Ok(Json(SubmissionView::new(row, false)))
@@ -150,13 +105,13 @@ async fn create(State(state): State<AppState>, Json(request): Json<Submission>) 
 
 async fn list(State(state): State<AppState>, Query(q): Query<RevealQuery>) -> ApiResult<Vec<SubmissionView>> {
     if let Some(d) = &q.dataset {
-        check_private_asked(&state, d, q.private)?;
+        state.daemon.check_private_asked(d, q.private)?;
     }
     let rows = state.store().submissions(q.dataset.as_deref()).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| {
-                let shown = revealed(&state, &r.dataset);
+                let shown = state.daemon.reveals(&r.dataset);
                 SubmissionView::new(r, shown)
             })
             .collect(),
@@ -177,8 +132,8 @@ async fn one(
     Query(q): Query<RevealQuery>,
 ) -> ApiResult<SubmissionView> {
     let r = row(&state, id).await?;
-    check_private_asked(&state, &r.dataset, q.private)?;
-    let shown = revealed(&state, &r.dataset);
+    state.daemon.check_private_asked(&r.dataset, q.private)?;
+    let shown = state.daemon.reveals(&r.dataset);
     Ok(Json(SubmissionView::new(r, shown)))
 }
 
@@ -204,53 +159,12 @@ async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Respons
     }
 }
 
-/// The ranked submissions of a dataset, ordered as `core::score::board` decides.
-/// `asked`: `private=true`, refused unless the dataset is revealed.
-pub async fn board_view(state: &AppState, dataset: &str, asked: bool) -> Result<BoardView, ApiError> {
-    check_private_asked(state, dataset, asked)?;
-    let rows = state.store().ranked_submissions(dataset).await?;
-    let shown = revealed(state, dataset);
-    let entries = rows
-        .into_iter()
-        .map(|r| score::Scored {
-            id: r.id,
-            submitted_at: time::OffsetDateTime::from_unix_timestamp_nanos((r.created_at * 1e9) as i128)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-            public: r.public_score.unwrap_or(0.0),
-            private: r.private_score.unwrap_or(0.0),
-            meta: r,
-        })
-        .collect();
-    let lines = score::board(entries, if shown { Reveal::Private } else { Reveal::Public })
-        .into_iter()
-        .map(|l| BoardLineView {
-            rank: l.rank,
-            id: l.id,
-            sessions: l.meta.members.iter().map(|m| m.session.clone()).collect(),
-            checkpoints: l.meta.members.iter().map(|m| m.epoch.to_string()).collect(),
-            weights: l.meta.members.iter().map(|m| m.weight).collect(),
-            tta: l.meta.tta.clone(),
-            public_score: l.public,
-            private_score: l.private,
-            submitted_at: l.meta.created_at,
-            user: l.meta.user.clone(),
-        })
-        .collect();
-    Ok(BoardView {
-        dataset: dataset.to_string(),
-        revealed: shown,
-        public_percent: state.daemon.config.public_percent,
-        lines,
-    })
-}
-
 async fn board(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<RevealQuery>,
 ) -> ApiResult<BoardView> {
-    state.daemon.require_dataset("the board", &name).await?;
-    Ok(Json(board_view(&state, &name, q.private).await?))
+    Ok(Json(state.daemon.board(&name, q.private).await?))
 }
 
 async fn cache(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Vec<CachedCheckpoint>> {

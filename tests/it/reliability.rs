@@ -324,6 +324,67 @@ fn sigkill_cycles_of_the_daemon_lose_no_committed_metric_and_sessions_resume() {
     assert!(worst <= 2.0, "step metrics lost over {worst:.2} s at a kill: {lost_windows:?}");
 }
 
+/// The `rush infer` children of the daemon on `env`'s home: their pids.
+fn infer_children(env: &Env) -> Vec<u32> {
+    let home = env.home.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.get(1).map(String::as_str) == Some("infer") && args.get(2).is_some_and(|a| a.starts_with(&home)) {
+            if alive(pid) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Measured before the launcher: a `kill -9` of the daemon during a submission left its `rush infer` child running,
+/// and the restarted daemon started a second one for the same member beside it. Now the child dies with the daemon
+/// (and would be killed by pid and start time at the restart if it had not), so there is only ever one inference of
+/// the member at a time, and the submission ends with one score.
+#[test]
+fn a_daemon_killed_mid_inference_leaves_no_child_and_the_restart_scores_once() {
+    let mut env = Env::new();
+    start_daemon(&mut env, "127.0.0.1:0", 1, &[]);
+    env.push_synth("ki", 51);
+    let id = env.queue("a.yaml", &quick_spec("ki", 1, ""));
+    env.wait_state(&id, "succeeded", TRAIN_TIMEOUT);
+    let submitted: serde_json::Value = http()
+        .post(format!("{}/api/submissions", base_url(&env)))
+        .json(&serde_json::json!({"members": [{"session": id, "checkpoint": "best", "weight": 1.0}]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let submission = submitted["id"].as_i64().unwrap_or_else(|| panic!("{submitted}"));
+    let child = wait_for(Duration::from_secs(60), "the rush infer child", || infer_children(&env).first().copied());
+    env.kill_daemon();
+    wait_for(Duration::from_secs(10), "the infer child to die with its daemon", || (!alive(child)).then_some(()));
+    let recorded: Vec<(String, Option<i64>)> =
+        env.db(&format!("SELECT state, pid FROM submissions WHERE id = {submission}"));
+    assert_eq!(recorded[0].0, "running", "the killed daemon left it running: {recorded:?}");
+
+    start_daemon(&mut env, "127.0.0.1:0", 1, &[]);
+    let mut most = 0;
+    let scored = wait_for(Duration::from_secs(120), "the submission's score", || {
+        most = most.max(infer_children(&env).len());
+        let rows: Vec<(String, Option<f64>)> =
+            env.db(&format!("SELECT state, public_score FROM submissions WHERE id = {submission}"));
+        (rows[0].0 == "scored").then(|| rows[0].1)
+    });
+    assert!(scored.is_some_and(|s| (0.0..=1.0).contains(&s)), "{scored:?}");
+    assert!(most <= 1, "{most} inference children of one submission ran side by side");
+    let rows: Vec<(i64,)> = env.db("SELECT id FROM submissions");
+    assert_eq!(rows, vec![(submission,)], "one submission, scored once");
+    let log = std::fs::read_to_string(env.home.join("submissions").join(submission.to_string()).join("infer.log"));
+    let starts = log.unwrap_or_default().matches("[rush] ").count();
+    assert!(starts <= 2, "one start before the kill and one after: {starts}");
+    assert!(infer_children(&env).is_empty(), "no inference child is left once it is scored");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 3. Training children that die or fail
 // ---------------------------------------------------------------------------------------------------------------

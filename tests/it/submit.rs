@@ -14,8 +14,8 @@ use rush::core::score::{BoardSplit, Part};
 use rush::core::session::SessionId;
 use rush::home::Home;
 use rush::submit::Tta;
-use rush::submit::infer::{ImageOrigin, InferReport, read_report};
 use rush::submit::probs::{self, CacheKey, CacheSplit};
+use rush::submit::report::{ImageOrigin, InferReport, read_report};
 
 use crate::common::{Env, quick_spec, rush_exe, wait_for};
 
@@ -536,7 +536,7 @@ fn infer(session: &Path, out: &Path, cache: Option<&str>, dry_run: bool) -> Infe
 }
 
 /// The first image source of a report, which must be there.
-fn origin(source: &Option<rush::submit::infer::ImageSource>) -> (ImageOrigin, Option<PathBuf>, usize) {
+fn origin(source: &Option<rush::submit::report::ImageSource>) -> (ImageOrigin, Option<PathBuf>, usize) {
     let s = source.as_ref().expect("an image source in infer.json");
     (s.origin, s.file.clone(), s.decoded)
 }

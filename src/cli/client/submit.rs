@@ -10,6 +10,7 @@ use super::http::Api;
 use super::table;
 use crate::cli::Global;
 use crate::core::checkpoint::CheckpointRef;
+use crate::core::format;
 use crate::daemon::ensembles::AutoEnsemble;
 use crate::store::SubmissionState;
 use crate::submit::{MemberRef, NO_SLOT, Submission, Tta};
@@ -133,7 +134,7 @@ pub fn list(global: &Global, dataset: Option<&str>, json: bool) -> anyhow::Resul
                 s.tta.clone(),
                 kind.to_string(),
                 result,
-                table::ago(s.created, now),
+                format::ago(now, Some(s.created)),
                 s.user.clone(),
             ]
         })
@@ -243,7 +244,7 @@ pub fn board(global: &Global, dataset: &str, private: bool, json: bool) -> anyho
             if board.revealed {
                 row.push(l.private_score.map(|p| format!("{p:.4}")).unwrap_or_default());
             }
-            row.extend([table::ago(l.submitted_at, now), l.user.clone()]);
+            row.extend([format::ago(now, Some(l.submitted_at)), l.user.clone()]);
             row
         })
         .collect();

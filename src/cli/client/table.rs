@@ -1,4 +1,4 @@
-//! Plain-text tables and human units for the CLI's listings, as NSML printed them.
+//! Plain-text tables for the CLI's listings, as NSML printed them (units are `core::format`'s, as on the dashboard).
 
 /// Left-aligned columns, two spaces apart, header first.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -21,27 +21,6 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
-pub fn ago(then: f64, now: f64) -> String {
-    let s = (now - then).max(0.0);
-    match s {
-        s if s < 60.0 => format!("{}s ago", s as u64),
-        s if s < 3600.0 => format!("{}m ago", (s / 60.0) as u64),
-        s if s < 86400.0 => format!("{}h ago", (s / 3600.0) as u64),
-        s => format!("{}d ago", (s / 86400.0) as u64),
-    }
-}
-
-/// `45s`, `3m 07s`, `2h 05m`: the dashboard's units, so the two never disagree.
-pub fn duration(secs: f64) -> String {
-    crate::web::view::duration(secs)
-}
-
-/// `812 B`, `1.2 kB`, `44.7 MB`: the dashboard's units.
-pub fn bytes(n: i64) -> String {
-    crate::web::view::bytes(n)
-}
-
 /// Free text (a memo) as one table cell: line breaks and other control characters become spaces, runs of spaces
 /// one, and at most `max` characters, the cut marked with `…`.
 pub fn one_line(text: &str, max: usize) -> String {
@@ -61,15 +40,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn columns_align_and_units_read_well() {
+    fn columns_align() {
         let t = render(&["Name", "Status"], &[vec!["local/emoji/1".into(), "running".into()]]);
         assert_eq!(t, "Name           Status\nlocal/emoji/1  running\n");
-        assert_eq!(ago(0.0, 30.0), "30s ago");
-        assert_eq!(ago(0.0, 7200.0), "2h ago");
-        assert_eq!(duration(187.0), "3m 07s");
-        assert_eq!(bytes(1_234_567), "1.2 MB");
-        assert_eq!(bytes(12), "12 B");
-        assert_eq!(duration(4.87), "5s");
     }
 
     #[test]

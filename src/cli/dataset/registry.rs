@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use crate::cli::Global;
 use crate::cli::client::http::Api;
 use crate::cli::client::table;
+use crate::core::format;
 use crate::core::session::validate_name;
 use crate::data::layout;
 use crate::store::DatasetRow;
@@ -34,7 +35,7 @@ pub fn ls(global: &Global, json: bool) -> anyhow::Result<ExitCode> {
                 d.train_images.to_string(),
                 d.classes.to_string(),
                 d.test_images.to_string(),
-                table::ago(d.registered_at, now),
+                format::ago(now, Some(d.registered_at)),
             ]
         })
         .collect();

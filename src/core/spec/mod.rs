@@ -178,6 +178,20 @@ pub enum Gpus {
     Count(u32),
 }
 
+impl Gpus {
+    /// The device a session of this spec waits for: `auto` becomes a GPU when the daemon has any GPU slot, else the
+    /// CPU; `1` is a GPU, `0` the CPU. (Counts above one are refused by validation; they are treated as a GPU request
+    /// here and refused by `queue::refusal` if need be.)
+    pub fn device(self, daemon_has_gpu: bool) -> crate::core::queue::Device {
+        use crate::core::queue::Device;
+        match self {
+            Gpus::Auto if daemon_has_gpu => Device::Gpu,
+            Gpus::Auto | Gpus::Count(0) => Device::Cpu,
+            Gpus::Count(_) => Device::Gpu,
+        }
+    }
+}
+
 impl Serialize for Gpus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {

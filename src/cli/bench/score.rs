@@ -20,7 +20,7 @@ use crate::cli::Global;
 use crate::cli::client::http::Api;
 use crate::core::session::SessionState;
 use crate::core::spec::ModelName;
-use crate::submit::infer::{self, ImageOrigin};
+use crate::submit::report::{self, ImageOrigin};
 use crate::web::api::SessionView;
 use crate::web::submissions::{BoardView, SubmissionView};
 
@@ -78,7 +78,7 @@ fn slot(flag: Option<&str>) -> anyhow::Result<(Option<usize>, String)> {
     });
     let device = crate::train::device::choose(Some(&flag), None, crate::train::device::CudaView::probe())?;
     Ok(match device {
-        tch::Device::Cuda(i) => (Some(i), format!("cuda:{i}")),
+        crate::train::device::Device::Cuda(i) => (Some(i), format!("cuda:{i}")),
         _ => (None, "cpu".into()),
     })
 }
@@ -183,7 +183,7 @@ fn measure(global: &Global, args: &Args, tmp: &Path) -> anyhow::Result<Row> {
     eprintln!("rush bench: {} (board: public score {:.4})", stdout.trim(), line.public_score);
     for k in 0..sessions.len() {
         let dir = home.join(format!("submissions/{}/infer-{k}", line.id));
-        match infer::read_report(&dir) {
+        match report::read_report(&dir) {
             Ok(r) => {
                 let images = r.test_images.as_ref().map_or("?", |s| match s.origin {
                     ImageOrigin::Reused => "read from the test image cache",

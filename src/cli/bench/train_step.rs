@@ -1,5 +1,5 @@
-//! Training-step benchmark: the trainer's own pieces (`train::models`, `train::optim`'s flat-buffer SGD,
-//! `train::device`'s autocast and channels-last) on a batch already on the device, vs the same model, size, batch,
+//! Training-step benchmark: the trainer's own pieces (`train::timing`: `train::models`, `train::optim`'s flat-buffer
+//! SGD, `train::device`'s autocast and channels-last) on a batch already on the device, vs the same model, size, batch,
 //! precision and optimizer in PyTorch eager (`bench/torch_train_step.py`). Both report images per second.
 //!
 //! `--ablation` measures each of the trainer's speed changes by turning it off alone: the flat-buffer update (against
@@ -8,16 +8,13 @@
 //! the speed without that change: what the change gives.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Context;
-use tch::nn;
-use tch::{Device, Kind, Tensor};
 
 use super::Row;
-use crate::core::spec::{ModelName, Optimizer as OptimizerSpec, OptimizerName, Precision};
-use crate::data::layout::NUM_TAGS;
-use crate::train::{device, models, optim};
+use crate::core::spec::{ModelName, Precision};
+use crate::train::device;
+use crate::train::timing::{Stepper, Variant, Workload};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -69,24 +66,8 @@ pub(super) fn parse_precision(s: &str) -> Result<Precision, String> {
     }
 }
 
-/// SGD with momentum, as the reference script uses.
-fn sgd() -> OptimizerSpec {
-    OptimizerSpec { name: OptimizerName::Sgd, lr: 0.1, weight_decay: 5e-4, momentum: 0.9, nesterov: false }
-}
-
-/// How the step runs: the trainer's way is every field true (channels-last where the device takes it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Variant {
-    /// Parameters and gradients in one flat buffer, one fused update; else tch's `nn::Sgd`, tensor by tensor.
-    flat_update: bool,
-    /// The loss stays on the device until the end of the window; else it is read (a host sync) every step.
-    deferred_loss: bool,
-    /// NHWC inputs and 4-D weights (CUDA only).
-    channels_last: bool,
-}
-
-impl Variant {
-    const FULL: Variant = Variant { flat_update: true, deferred_loss: true, channels_last: true };
+fn workload(args: &Args) -> Workload {
+    Workload { model: args.model, size: args.size, batch: args.batch, warmup: args.warmup }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
@@ -123,9 +104,9 @@ fn ablation(args: &Args) -> anyhow::Result<Vec<Row>> {
     if ex.channels_last {
         changes.push(("channels-last (without: NCHW)", Variant { channels_last: false, ..Variant::FULL }));
     }
-    let mut steppers = vec![Stepper::new(args, ex, Variant::FULL)?];
+    let mut steppers = vec![Stepper::new(workload(args), ex, Variant::FULL)?];
     for (_, variant) in &changes {
-        steppers.push(Stepper::new(args, ex, *variant)?);
+        steppers.push(Stepper::new(workload(args), ex, *variant)?);
     }
     let mut best = vec![0.0f64; steppers.len()];
     for _ in 0..ABLATION_ROUNDS {
@@ -161,7 +142,8 @@ fn run_against_reference(args: &Args) -> anyhow::Result<Row> {
     let dev = device::choose(args.device.as_deref(), cvd.as_deref(), device::CudaView::probe())?;
     let ex = device::prepare(dev, args.precision);
     let bf16 = ex.autocast_bf16;
-    let rush = rush_images_per_sec(args, ex, Variant::FULL)?;
+    // The trainer's step (as `train::run` does it) on one fixed random batch already on the device.
+    let rush = Stepper::new(workload(args), ex, Variant::FULL)?.images_per_sec(args.steps)?;
     let precision = if bf16 { "bf16" } else { "fp32" };
     let name = format!(
         "train step {} {}px batch {} {} on {}",
@@ -219,121 +201,4 @@ fn run_against_reference(args: &Args) -> anyhow::Result<Row> {
         goal,
         met: on_gpu.then_some(ratio >= 1.0),
     })
-}
-
-/// The trainer's step (as `train::run` does it) on one fixed random batch already on the device.
-fn rush_images_per_sec(args: &Args, ex: device::Execution, variant: Variant) -> anyhow::Result<f64> {
-    Stepper::new(args, ex, variant)?.images_per_sec(args.steps)
-}
-
-/// A model, its update and one fixed batch on the device, stepped the trainer's way or with one change turned off.
-struct Stepper {
-    ex: device::Execution,
-    variant: Variant,
-    model: Box<dyn nn::ModuleT>,
-    update: Update,
-    x: Tensor,
-    labels: Tensor,
-    /// Keeps the parameters alive.
-    _vs: nn::VarStore,
-}
-
-impl Stepper {
-    /// Builds the model and runs `args.warmup` steps.
-    fn new(args: &Args, ex: device::Execution, variant: Variant) -> anyhow::Result<Stepper> {
-        let ex = device::Execution { channels_last: ex.channels_last && variant.channels_last, ..ex };
-        tch::manual_seed(0);
-        let vs = nn::VarStore::new(ex.device);
-        let model = models::build(args.model, &vs);
-        let update = if variant.flat_update {
-            let flat = optim::FlatParams::new(&vs, ex.channels_last)?;
-            let optimizer = optim::Optimizer::new(&sgd(), &flat);
-            Update::Flat(flat, optimizer)
-        } else {
-            if ex.channels_last {
-                tch::no_grad(|| {
-                    for mut t in vs.trainable_variables().into_iter().filter(|t| t.dim() == 4) {
-                        let nhwc = t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
-                        t.set_data(&nhwc);
-                    }
-                });
-            }
-            let spec = sgd();
-            let sgd =
-                nn::Sgd { momentum: spec.momentum, dampening: 0.0, wd: spec.weight_decay, nesterov: spec.nesterov };
-            Update::PerTensor(nn::OptimizerConfig::build(sgd, &vs, spec.lr)?)
-        };
-        let opts = (Kind::Float, ex.device);
-        let (n, s) = (args.batch, args.size);
-        // Channels-last on CUDA: an NHWC buffer seen as NCHW, as the trainer's input normalisation makes it.
-        let x = if ex.channels_last {
-            Tensor::randn([n, s, s, 3], opts).permute([0, 3, 1, 2])
-        } else {
-            Tensor::randn([n, 3, s, s], opts)
-        };
-        let labels = Tensor::randint(NUM_TAGS as i64, [n], (Kind::Int64, ex.device));
-        let mut stepper = Stepper { ex, variant, model, update, x, labels, _vs: vs };
-        for _ in 0..args.warmup {
-            let _ = stepper.step()?;
-        }
-        sync(ex.device);
-        Ok(stepper)
-    }
-
-    /// One training step; returns the loss, still on the device unless the variant reads it every step.
-    fn step(&mut self) -> anyhow::Result<Tensor> {
-        self.update.zero_grad();
-        let logits = self.ex.forward(|| self.model.forward_t(&self.x, true)).to_kind(Kind::Float);
-        let loss = logits.cross_entropy_for_logits(&self.labels);
-        loss.backward();
-        self.update.step();
-        if !self.variant.deferred_loss {
-            let value = loss.double_value(&[]);
-            anyhow::ensure!(value.is_finite(), "the training loss went non-finite ({value})");
-        }
-        Ok(loss.detach())
-    }
-
-    /// Times `steps` steps (the device synchronised at both ends).
-    fn images_per_sec(&mut self, steps: u32) -> anyhow::Result<f64> {
-        sync(self.ex.device);
-        let started = Instant::now();
-        let mut last = Tensor::from(0f32);
-        for _ in 0..steps {
-            last = self.step()?;
-        }
-        let loss = last.double_value(&[]);
-        sync(self.ex.device);
-        let secs = started.elapsed().as_secs_f64();
-        anyhow::ensure!(loss.is_finite(), "the training loss went non-finite ({loss})");
-        Ok((steps as f64 * self.x.size()[0] as f64) / secs)
-    }
-}
-
-/// The parameter update under test.
-enum Update {
-    Flat(optim::FlatParams, optim::Optimizer),
-    PerTensor(nn::Optimizer),
-}
-
-impl Update {
-    fn zero_grad(&mut self) {
-        match self {
-            Update::Flat(flat, _) => flat.zero_grad(),
-            Update::PerTensor(opt) => opt.zero_grad(),
-        }
-    }
-
-    fn step(&mut self) {
-        match self {
-            Update::Flat(flat, optimizer) => optimizer.step(flat, 0.1),
-            Update::PerTensor(opt) => opt.step(),
-        }
-    }
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
 }

@@ -8,7 +8,7 @@
 //! (white) image and counted, so rows always line up with the order.
 //!
 //! Output, in `--out`: `test.npy` (and `valid.npy` unless a dry run), `(rows, 350)` `<f2` probabilities, and
-//! `infer.json` ([`InferReport`]) written last: with it the folder is complete.
+//! `infer.json` (`submit::report::InferReport`) written last: with it the folder is complete.
 //!
 //! Images come from the decoded-image cache (`data::cache`) under the training's policy (`RUSH_IMAGE_CACHE=DIR|off`,
 //! same folders): the test split from `test-<size>.rgb`, built by the first member that needs it while it predicts
@@ -25,26 +25,23 @@ use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Kind, Tensor};
 
-use super::Tta;
-use super::npy::{self, NpyError};
-use super::probs::order_digest;
 use crate::core::score::{BoardSplit, dry_run_indices};
 use crate::core::spec::{Precision, ResolvedSpec, SpecError};
 use crate::data::cache::{self, Decoded, ImageCache};
 use crate::data::layout::{DataError, NUM_TAGS, read_test, read_train};
 use crate::data::split::split_by_package;
 use crate::home::SessionDir;
+use crate::submit::Tta;
+use crate::submit::npy::{self, NpyError};
+use crate::submit::probs::order_digest;
+use crate::submit::report::{ImageOrigin, ImageSource, InferReport, REPORT};
 use crate::train::checkpoint::{self, CheckpointIoError};
 use crate::train::device::{self, DeviceError, Execution};
 use crate::train::models;
 use crate::train::run::Normalizer;
-
-/// The report's file name in the output folder.
-pub const REPORT: &str = "infer.json";
 
 /// Images per forward pass.
 const BATCH: usize = 128;
@@ -84,73 +81,6 @@ pub enum InferError {
     Torch(String),
     #[error("{path}: {message}")]
     Report { path: PathBuf, message: String },
-}
-
-/// `infer.json`: what was predicted, in which order, how fast.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InferReport {
-    pub epoch: u32,
-    pub tta: Tta,
-    pub dry_run: bool,
-    pub classes: usize,
-    /// Rows of `test.npy`: every test sticker, or the dry-run sample.
-    pub test_rows: usize,
-    /// `order_digest` of the test stickers predicted (`package_id/sticker_id`, in row order).
-    pub test_order: String,
-    /// Rows of `valid.npy` (0 on a dry run).
-    pub valid_rows: usize,
-    /// `order_digest` of the validation stickers in row order (empty on a dry run).
-    pub valid_order: String,
-    /// Images that could not be decoded (predicted from a blank image).
-    pub bad_images: usize,
-    pub device: String,
-    pub seconds: f64,
-    /// Where the test images came from.
-    #[serde(default)]
-    pub test_images: Option<ImageSource>,
-    /// Where the validation images came from (absent on a dry run).
-    #[serde(default)]
-    pub valid_images: Option<ImageSource>,
-}
-
-/// How a split's images were read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageOrigin {
-    /// From a cache file that was already there (nothing decoded).
-    Reused,
-    /// From a cache file this run built while predicting.
-    Built,
-    /// Decoded from the PNGs, no cache file involved.
-    Decoded,
-}
-
-/// One split's image source, as `infer.json` records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageSource {
-    pub origin: ImageOrigin,
-    /// The cache file read (or built); absent when decoded.
-    pub file: Option<PathBuf>,
-    /// Why a cache file was rebuilt, or why the images were decoded instead of read from one.
-    pub note: Option<String>,
-    /// Images decoded from PNG by this run.
-    pub decoded: usize,
-    /// Seconds spent opening (fingerprinting) or building the cache file, overlapped with prediction when building.
-    pub seconds: f64,
-}
-
-impl ImageSource {
-    /// `count` images decoded from PNG, and why no cache file served them.
-    fn decoded(count: usize, note: String) -> Self {
-        Self { origin: ImageOrigin::Decoded, file: None, note: Some(note), decoded: count, seconds: 0.0 }
-    }
-
-    /// Read from an existing cache file, opened in `seconds`.
-    fn reused(file: PathBuf, seconds: f64) -> Self {
-        Self { origin: ImageOrigin::Reused, file: Some(file), note: None, decoded: 0, seconds }
-    }
 }
 
 /// Runs inference as asked and writes the output folder.
@@ -248,13 +178,6 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     Ok(report)
 }
 
-/// Reads a finished output folder's report.
-pub fn read_report(out: &Path) -> Result<InferReport, InferError> {
-    let path = out.join(REPORT);
-    let bytes = std::fs::read(&path).map_err(|source| InferError::Io { path: path.clone(), source })?;
-    serde_json::from_slice(&bytes).map_err(|e| InferError::Report { path, message: e.to_string() })
-}
-
 /// Why images were decoded when the cache is off.
 const CACHE_OFF: &str = "image cache off (RUSH_IMAGE_CACHE=off)";
 
@@ -301,7 +224,7 @@ impl Predictor {
             let consumed = (|| {
                 for (n, pixels) in rx {
                     let probs = catch_unwind(AssertUnwindSafe(|| self.forward(&pixels, n)))
-                        .map_err(|payload| InferError::Torch(panic_message(payload)))??;
+                        .map_err(|payload| InferError::Torch(crate::core::format::panic_message(payload.as_ref())))??;
                     if probs.len() != n * NUM_TAGS {
                         return Err(InferError::Torch(format!("{} probabilities for a batch of {n}", probs.len())));
                     }
@@ -309,7 +232,9 @@ impl Predictor {
                 }
                 Ok(())
             })();
-            let source = producer.join().map_err(|payload| InferError::Torch(panic_message(payload)));
+            let source = producer
+                .join()
+                .map_err(|payload| InferError::Torch(crate::core::format::panic_message(payload.as_ref())));
             consumed?;
             source
         })?;
@@ -550,15 +475,4 @@ fn note_bad(bad: &AtomicUsize, message: &str) {
     if bad.fetch_add(1, Ordering::Relaxed) < NAMED_BAD {
         eprintln!("rush infer: {message}; predicting from a blank image");
     }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-        .chars()
-        .take(2000)
-        .collect()
 }

@@ -18,9 +18,9 @@ pub mod spec_to_start;
 pub mod train_step;
 
 /// The reference scripts, shipped in `bench/` and compiled in so the binary runs them from anywhere.
-pub const PIL_DECODE_PY: &str = include_str!("../../bench/pil_decode.py");
-pub const TORCH_TRAIN_STEP_PY: &str = include_str!("../../bench/torch_train_step.py");
-pub const TORCH_EPOCH_PY: &str = include_str!("../../bench/torch_epoch.py");
+pub const PIL_DECODE_PY: &str = include_str!("../../../bench/pil_decode.py");
+pub const TORCH_TRAIN_STEP_PY: &str = include_str!("../../../bench/torch_train_step.py");
+pub const TORCH_EPOCH_PY: &str = include_str!("../../../bench/torch_epoch.py");
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {

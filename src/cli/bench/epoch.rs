@@ -139,7 +139,7 @@ pub fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
 fn measure(
     args: &Args,
     tmp: &Path,
-    dev: tch::Device,
+    dev: crate::train::device::Device,
     model: ModelName,
     size: u32,
     batch: u32,
