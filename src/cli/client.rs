@@ -108,7 +108,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// A config file (YAML: experiments, user, bind, db, cpu_slots, gpus, stop_grace_secs, executor, slurm, token,
-    /// public_read, submissions_per_day, public_percent, reveal_private; see the README); flags override it.
+    /// public_read, submissions_per_day, public_percent, reveal_private; see docs/daemon.md); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The watched intake folder.

@@ -28,7 +28,7 @@ pub enum ConfigError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Where sessions run: the local worker pool, or a Slurm cluster (one batch job per session; see the README).
+/// Where sessions run: the local worker pool, or a Slurm cluster (one batch job per session; see docs/slurm.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorKind {

@@ -1,4 +1,4 @@
-//! Reads a dataset in the AI RUSH layout (README, "Dataset layout"): `train/train_data/{images/, train_with_valid_tags.csv,
+//! Reads a dataset in the AI RUSH layout (docs/dataset-layout.md): `train/train_data/{images/, train_with_valid_tags.csv,
 //! tag.tsv, packages.tsv}`, `test/test_data/{images/, test_order.csv}` and, apart from them, `test_labels.csv`.
 //!
 //! Bad rows and missing images are problems: counted, reported with file and line, skipped. A dataset with no usable

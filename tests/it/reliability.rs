@@ -1,4 +1,4 @@
-//! What rush promises when things go wrong, one test per promise (README, "What rush promises"): hostile spec files,
+//! What rush promises when things go wrong, one test per promise (docs/promises.md): hostile spec files,
 //! a daemon killed again and again, training children that die or fail, a full disk under a checkpoint, hostile HTTP
 //! clients, load, and a database made by an older rush. Small counts here; `RUSH_SOAK=1` runs the big ones.
 

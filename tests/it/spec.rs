@@ -1,4 +1,4 @@
-//! The spec as users meet it: the shipped examples, the README's documented defaults, `rush spec schema` checked by a
+//! The spec as users meet it: the shipped examples, docs/spec.md's documented defaults, `rush spec schema` checked by a
 //! real JSON Schema validator, and a generated corpus of hostile specs that must each be refused without a panic.
 
 use std::path::{Path, PathBuf};
@@ -27,12 +27,15 @@ fn name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// The fenced ```yaml blocks of the README's "The spec" section, in order.
-fn readme_yaml_blocks() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
-    let section = readme.split("\n## The spec\n").nth(1).expect("README has a `## The spec` section");
-    let section = section.split("\n## ").next().unwrap_or(section);
-    section.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap_or("").to_string()).collect()
+/// The spec reference, docs/spec.md.
+fn spec_doc() -> String {
+    std::fs::read_to_string(repo().join("docs/spec.md")).expect("docs/spec.md")
+}
+
+/// The fenced ```yaml blocks of docs/spec.md, in order.
+fn spec_doc_yaml_blocks() -> Vec<String> {
+    let doc = spec_doc();
+    doc.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap_or("").to_string()).collect()
 }
 
 fn yaml_to_json(text: &str) -> Value {
@@ -61,29 +64,29 @@ fn examples_parse_and_expand() {
 }
 
 #[test]
-fn readme_documents_every_default_and_its_sweeps() {
-    let blocks = readme_yaml_blocks();
+fn the_spec_doc_documents_every_default_and_its_sweeps() {
+    let blocks = spec_doc_yaml_blocks();
     assert!(blocks.len() >= 3, "the full example and two sweeps");
-    let documented = Spec::parse("README.md", &blocks[0]).unwrap_or_else(|e| panic!("{e}"));
+    let documented = Spec::parse("docs/spec.md", &blocks[0]).unwrap_or_else(|e| panic!("{e}"));
     let defaults = Spec { dataset: "emoji".into(), ..Spec::default() };
-    assert_eq!(documented, defaults, "the README's full example must show exactly the defaults");
+    assert_eq!(documented, defaults, "docs/spec.md's full example must show exactly the defaults");
     // Every field of the spec appears in the full example (grid/random as the trailing comment).
     let json = serde_json::to_value(&defaults).unwrap();
     for (key, value) in json.as_object().unwrap() {
-        assert!(blocks[0].contains(&format!("{key}:")), "README example lacks `{key}`");
+        assert!(blocks[0].contains(&format!("{key}:")), "docs/spec.md's example lacks `{key}`");
         if let Value::Object(inner) = value {
             for k in inner.keys() {
-                assert!(blocks[0].contains(&format!("{k}:")), "README example lacks `{key}.{k}`");
+                assert!(blocks[0].contains(&format!("{k}:")), "docs/spec.md's example lacks `{key}.{k}`");
             }
         }
     }
     assert!(blocks[0].contains("grid:") && blocks[0].contains("random:"));
-    let grid = Spec::load("README.md", format!("dataset: emoji\n{}", blocks[1]).as_bytes()).unwrap();
+    let grid = Spec::load("docs/spec.md", format!("dataset: emoji\n{}", blocks[1]).as_bytes()).unwrap();
     assert_eq!(grid.len(), 4);
-    let random = Spec::load("README.md", format!("dataset: emoji\n{}", blocks[2]).as_bytes()).unwrap();
+    let random = Spec::load("docs/spec.md", format!("dataset: emoji\n{}", blocks[2]).as_bytes()).unwrap();
     assert_eq!(random.len(), 8);
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let args = readme.split("-a \"").nth(1).and_then(|s| s.split('"').next()).expect("an -a example");
+    let doc = spec_doc();
+    let args = doc.split("-a \"").nth(1).and_then(|s| s.split('"').next()).expect("an -a example");
     let overridden = apply_overrides(&defaults, args).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(overridden.augment.random_resized_crop, Some([0.5, 1.0]));
 }
@@ -97,9 +100,9 @@ fn spec_schema_command_accepts_examples_and_rejects_bad_specs() {
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
 
     let mut good: Vec<(String, String)> = examples();
-    good.extend(readme_yaml_blocks().into_iter().enumerate().map(|(i, b)| {
+    good.extend(spec_doc_yaml_blocks().into_iter().enumerate().map(|(i, b)| {
         let text = if b.contains("dataset:") { b } else { format!("dataset: emoji\n{b}") };
-        (format!("README block {i}"), text)
+        (format!("docs/spec.md block {i}"), text)
     }));
     good.push(("minimal".into(), "dataset: emoji\n".into()));
     for (file, text) in &good {
@@ -203,8 +206,8 @@ pub fn hostile_corpus() -> Vec<(String, Vec<u8>)> {
     let sources: Vec<(String, String)> = examples()
         .into_iter()
         .chain(std::iter::once((
-            "README".to_string(),
-            readme_yaml_blocks().into_iter().next().expect("README example"),
+            "docs/spec.md".to_string(),
+            spec_doc_yaml_blocks().into_iter().next().expect("docs/spec.md's example"),
         )))
         .collect();
     // Flow-style copies of the examples, so truncation has many cuts inside `{...}`.

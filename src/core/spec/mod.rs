@@ -2,7 +2,7 @@
 //!
 //! Parsing is two-staged, as ripgrep does with arguments: serde reads what was written (unknown fields are errors that
 //! name the field, with line and column), then [`Spec::validate`] checks values and ranges. Sweeps (`grid:` or
-//! `random:`) expand into one concrete spec per session. The field names are the contract (README, "The spec").
+//! `random:`) expand into one concrete spec per session. The field names are the contract (docs/spec.md).
 
 use std::collections::BTreeMap;
 

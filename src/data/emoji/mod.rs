@@ -1,5 +1,5 @@
 //! The emoji-art stand-in dataset: npm tarballs of open emoji styles rendered with resvg into the AI RUSH layout.
-//! Each art style is a package, each emoji a sticker, CLDR keywords become tags (README, "The emoji dataset").
+//! Each art style is a package, each emoji a sticker, CLDR keywords become tags (docs/emoji-dataset.md).
 //!
 //! `recipe` says which styles and splits; `npm` reads tarballs in place; `emojibase` gives the universe and keywords;
 //! `tags` plans the classes and the 350-tag vocabulary (pure); `icons` finds each emoji's drawing (pure); `render`
