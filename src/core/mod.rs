@@ -9,6 +9,7 @@ pub mod event;
 pub mod metric;
 pub mod outcome;
 pub mod queue;
+pub mod rule;
 pub mod schedule;
 pub mod score;
 pub mod session;
