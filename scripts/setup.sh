@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything rush needs to build and run, idempotently, into a cache outside the clone.
 #   RUSH_CACHE (default ~/.cache/rush) holds, keyed by version:
-#     torch-2.11.0/venv   python venv with torch==2.11.0 (libtorch for tch 0.24), safetensors, numpy
+#     torch-2.11.0/venv   python venv with torch==2.11.0 (libtorch for tch 0.24), safetensors, numpy, pillow,
+#                         jsonschema (checks `rush spec schema` against the hostile spec corpus)
 #     target/             the cargo target dir shared by clones (torch-sys compiles once)
 #     npm/                the emoji dataset's pinned npm tarballs (scripts/fetch-npm.sh)
 # Prints `export` lines for the environment on stdout when called with --env.
@@ -18,6 +19,8 @@ install_torch() {
   if [ -f "$VENV/.complete" ]; then
     # Venvs made before pillow was added (the `rush bench decode` reference) get it once.
     "$VENV/bin/python" -c "import PIL" 2>/dev/null || "$VENV/bin/python" -m pip install -q pillow >&2
+    # Likewise jsonschema (the spec schema test's independent JSON Schema validator).
+    "$VENV/bin/python" -c "import jsonschema" 2>/dev/null || "$VENV/bin/python" -m pip install -q jsonschema >&2
     return
   fi
   log "installing torch==$TORCH_VERSION into $VENV (about 4.7 GB, once)"
@@ -25,8 +28,8 @@ install_torch() {
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" safetensors numpy pillow >&2
-  "$VENV/bin/python" -c "import torch, safetensors, numpy, PIL; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" >&2
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" safetensors numpy pillow jsonschema >&2
+  "$VENV/bin/python" -c "import torch, safetensors, numpy, PIL, jsonschema; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" >&2
   touch "$VENV/.complete"
 }
 

@@ -147,9 +147,22 @@ pub enum ModelCommand {
     },
 }
 
+/// `rush spec schema --help`: what the schema checks, and the rules only rush checks.
+fn schema_about() -> String {
+    let beyond: Vec<String> =
+        crate::core::spec::beyond_schema().iter().map(|b| format!("  {}: {}", b.field, b.rule)).collect();
+    format!(
+        "Print the spec's JSON Schema (draft 2020-12) on stdout, for editors (yaml-language-server).\n\n\
+         It carries every field's type, default and allowed values from the same rules rush validates with. \
+         These rules only rush checks, so a spec the schema accepts may still be refused for them:\n{}",
+        beyond.join("\n")
+    )
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SpecCommand {
     /// Print the spec's JSON Schema.
+    #[command(long_about = schema_about())]
     Schema,
 }
 

@@ -11,6 +11,7 @@ pub mod format;
 pub mod metric;
 pub mod outcome;
 pub mod queue;
+pub mod rule;
 pub mod schedule;
 pub mod score;
 pub mod session;

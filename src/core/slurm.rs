@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::outcome::Exit;
 use crate::core::queue::Device;
+use crate::core::rule::{Check, Rule};
 use crate::core::session::SessionId;
 
 /// Slurm text that rush could not read, or a setting Slurm would refuse.
@@ -480,38 +481,101 @@ impl SlurmConfig {
 }
 
 impl SlurmOverrides {
-    /// Checks the values; `prefix` names the section in errors (`slurm` in the daemon config and in a spec).
+    /// Checks the values against [`OVERRIDE_RULES`]; `prefix` names the section in errors (`slurm` in the daemon
+    /// config and in a spec).
     pub fn validate(&self, prefix: &str) -> Result<(), SlurmError> {
-        let field = |name: &str| format!("{prefix}.{name}");
-        for (name, value) in [("partition", &self.partition), ("account", &self.account)] {
-            if let Some(v) = value {
-                let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-                if !ok {
-                    return Err(invalid(&field(name), format!("{v:?} is not a Slurm name")));
-                }
-            }
-        }
-        if let Some(t) = &self.time_limit {
-            time_limit_minutes(t).map_err(|message| invalid(&field("time_limit"), message))?;
-        }
-        if let Some(n) = self.cpus_per_task {
-            if !(1..=1024).contains(&n) {
-                return Err(invalid(&field("cpus_per_task"), format!("{n} is out of range 1..=1024")));
-            }
-        }
-        if let Some(m) = &self.memory {
-            let digits = m.trim_end_matches(['K', 'M', 'G', 'T']);
-            let ok = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && m.len() - digits.len() <= 1;
-            if !ok {
-                return Err(invalid(&field("memory"), format!("{m:?} is not a size like 16G, 512M or 2048")));
-            }
-        }
-        if let Some(a) = self.extra_args.iter().find(|a| !a.starts_with('-') || a.contains('\n')) {
-            return Err(invalid(&field("extra_args"), format!("{a:?} is not an sbatch option (like --qos=high)")));
+        for rule in OVERRIDE_RULES {
+            rule.check(self).map_err(|message| invalid(&format!("{prefix}.{}", rule.path), message))?;
         }
         Ok(())
     }
 }
+
+/// A partition or account name: letters, digits, `-`, `_`, `.`.
+const SLURM_NAME_PATTERN: &str = r"^[A-Za-z0-9._-]+$";
+
+fn slurm_name(v: &str) -> Result<(), String> {
+    let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err("not a Slurm name".into()) }
+}
+
+/// What [`time_limit_minutes`] reads: `UNLIMITED` or `INFINITE` in any case, else minutes, `MM:SS`, `HH:MM:SS`,
+/// `D-HH`, `D-HH:MM` or `D-HH:MM:SS` (numbers as Rust reads them, so a leading `+` is allowed), not all zero.
+const TIME_LIMIT_PATTERN: &str = concat!(
+    r"^(?:[Uu][Nn][Ll][Ii][Mm][Ii][Tt][Ee][Dd]|[Ii][Nn][Ff][Ii][Nn][Ii][Tt][Ee]",
+    r"|(?=[^1-9]*[1-9])(?:\+?[0-9]+-)?\+?[0-9]+(?::\+?[0-9]+){0,2})$"
+);
+
+/// A memory size: digits and at most one unit letter (`16G`, `512M`, `2048`).
+const MEMORY_PATTERN: &str = r"^[0-9]+[KMGT]?$";
+
+fn memory_size(m: &str) -> Result<(), String> {
+    let digits = m.trim_end_matches(['K', 'M', 'G', 'T']);
+    let ok = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && m.len() - digits.len() <= 1;
+    if ok { Ok(()) } else { Err("not a size".into()) }
+}
+
+/// The rules of a `slurm:` section, in the order they are checked; a spec's JSON Schema carries them under `slurm`.
+pub const OVERRIDE_RULES: &[Rule<SlurmOverrides>] = &[
+    Rule {
+        path: "partition",
+        check: Check::Text {
+            get: |o| o.partition.as_deref(),
+            valid: slurm_name,
+            pattern: SLURM_NAME_PATTERN,
+            max_chars: None,
+            beyond: None,
+        },
+        message: "{value} is not a Slurm name",
+    },
+    Rule {
+        path: "account",
+        check: Check::Text {
+            get: |o| o.account.as_deref(),
+            valid: slurm_name,
+            pattern: SLURM_NAME_PATTERN,
+            max_chars: None,
+            beyond: None,
+        },
+        message: "{value} is not a Slurm name",
+    },
+    Rule {
+        path: "time_limit",
+        check: Check::Text {
+            get: |o| o.time_limit.as_deref(),
+            valid: |t| time_limit_minutes(t).map(drop),
+            pattern: TIME_LIMIT_PATTERN,
+            max_chars: None,
+            beyond: Some("each number fits in 64 bits"),
+        },
+        message: "{problem}",
+    },
+    Rule {
+        path: "cpus_per_task",
+        check: Check::Count { get: |o| o.cpus_per_task.map(u64::from), min: 1, max: 1024 },
+        message: "{value} is out of range {range}",
+    },
+    Rule {
+        path: "memory",
+        check: Check::Text {
+            get: |o| o.memory.as_deref(),
+            valid: memory_size,
+            pattern: MEMORY_PATTERN,
+            max_chars: None,
+            beyond: None,
+        },
+        message: "{value} is not a size like 16G, 512M or 2048",
+    },
+    Rule {
+        path: "extra_args",
+        check: Check::EachText {
+            get: |o| o.extra_args.as_slice(),
+            valid: |a| if a.starts_with('-') && !a.contains('\n') { Ok(()) } else { Err("not an option".into()) },
+            pattern: "^-",
+        },
+        message: "{value} is not an sbatch option (like --qos=high)",
+    },
+];
 
 fn invalid(field: &str, message: String) -> SlurmError {
     SlurmError::Invalid { field: field.to_string(), message }

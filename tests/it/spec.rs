@@ -1,11 +1,12 @@
 //! The spec as users meet it: the shipped examples, docs/spec.md's documented defaults, `rush spec schema` checked by a
-//! real JSON Schema validator, and a generated corpus of hostile specs that must each be refused without a panic.
+//! real JSON Schema validator (Rust's `jsonschema`, and Python's, which refuses every hostile spec rush refuses for
+//! a value), and a generated corpus of hostile specs that must each be refused without a panic.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use rush::core::spec::{MAX_SPEC_BYTES, ModelName, Spec, apply_overrides};
+use rush::core::spec::{BeyondSchema, MAX_SPEC_BYTES, ModelName, Spec, SpecError, apply_overrides, beyond_schema};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -438,4 +439,148 @@ fn random_mutations_never_panic() {
     }
     eprintln!("3000 mutants in {:.2?}: {accepted} accepted, {refused} refused", started.elapsed());
     assert!(refused > 1000, "mutations mostly break specs ({refused} refused)");
+}
+
+/// Validates each document against `schema` with Python's `jsonschema` (Draft 2020-12) in one `$RUSH_PYTHON` process:
+/// per document, `None` when valid, else the best-matching error.
+fn python_schema_verdicts(schema: &Value, docs: &[Value]) -> Vec<Option<String>> {
+    let python = std::env::var("RUSH_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "RUSH_PYTHON is not set: run scripts/setup.sh, then eval \"$(scripts/setup.sh --env)\" (it names the \
+             venv's Python, which has the jsonschema package this test validates with)"
+        )
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (schema_file, docs_file) = (dir.path().join("schema.json"), dir.path().join("docs.json"));
+    std::fs::write(&schema_file, schema.to_string()).expect("write schema.json");
+    std::fs::write(&docs_file, Value::from(docs.to_vec()).to_string()).expect("write docs.json");
+    let script = r#"
+import json, sys
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+schema = json.load(open(sys.argv[1]))
+Draft202012Validator.check_schema(schema)
+validator = Draft202012Validator(schema)
+verdicts = []
+for doc in json.load(open(sys.argv[2])):
+    error = best_match(validator.iter_errors(doc))
+    verdicts.append(None if error is None else "/".join(map(str, error.absolute_path)) + ": " + error.message[:300])
+json.dump(verdicts, sys.stdout)
+"#;
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&schema_file)
+        .arg(&docs_file)
+        .output()
+        .unwrap_or_else(|e| panic!("running RUSH_PYTHON={python}: {e}"));
+    assert!(
+        out.status.success(),
+        "{python} failed (no jsonschema? run scripts/setup.sh):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<Option<String>> = serde_json::from_slice(&out.stdout).expect("verdicts as JSON");
+    assert_eq!(verdicts.len(), docs.len());
+    verdicts
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The rule beyond the schema that excuses this refusal, if any: the refusal's field is the rule's (at a grid point,
+/// `grid.<field>`), or a `random.space` key drawn from a `uniform` or `log_uniform` range.
+fn excuse<'a>(refusal: &SpecError, doc: &Value, beyond: &'a [BeyondSchema]) -> Option<&'a BeyondSchema> {
+    let SpecError::Invalid { field, .. } = refusal else { return None };
+    let field = field.strip_prefix("grid.").unwrap_or(field);
+    beyond.iter().find(|b| match b.field.strip_suffix(".*") {
+        None => b.field == field,
+        Some(space) => field.strip_prefix(&format!("{space}.")).is_some_and(|key| {
+            let distribution = &doc["random"]["space"][key];
+            distribution.get("uniform").is_some() || distribution.get("log_uniform").is_some()
+        }),
+    })
+}
+
+/// The JSON Schema and validation are one set of rules: every hostile spec that is a YAML mapping goes to JSON and
+/// to both; the schema refuses each one rush refuses, except for a rule the schema names as beyond it
+/// ([`beyond_schema`], each of which must be met here, so the list is exactly what the schema lets through). Rush
+/// judges the JSON text, so refusals of the YAML itself (size, aliases, tags, duplicate keys) that the JSON no longer
+/// carries are not counted. Every example spec passes both.
+#[test]
+fn the_json_schema_refuses_every_hostile_spec_that_validation_refuses() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rush")).args(["spec", "schema"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let schema: Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
+    let beyond = beyond_schema();
+
+    // Beyond the corpus: one spec per rule beyond the schema that the corpus lacks, and a trailing line break, which
+    // a pattern ending in `$` lets through in Python.
+    let extra = [
+        format!("dataset: emoji\nmemo: {}\n", "é".repeat(2100)),
+        "dataset: emoji\nslurm: {time_limit: '99999999999999999999999'}\n".to_string(),
+        "dataset: emoji\nrandom: {count: 2, space: {seed: {uniform: [9, 1]}}}\n".to_string(),
+        "dataset: emoji\nrandom: {count: 4, space: {image_size: {uniform: [1, 5]}}}\n".to_string(),
+        "dataset: emoji\ngrid: {schedule.min_lr: [1]}\n".to_string(),
+        "dataset: \"emoji\\n\"\n".to_string(),
+        "dataset: emoji\nslurm: {partition: \"gpu\\n\"}\n".to_string(),
+    ];
+    let corpus = hostile_corpus().into_iter().chain(extra.into_iter().map(|t| ("extra".to_string(), t.into_bytes())));
+    let (mut hostile, mut skipped) = (vec![], 0);
+    for (kind, bytes) in corpus {
+        let doc = std::str::from_utf8(&bytes).ok().and_then(|t| serde_saphyr::from_str::<Value>(t).ok());
+        // Not text, not YAML, or nested deeper than Python's JSON reader goes: nothing to give a JSON Schema.
+        match doc.filter(|d| d.is_object() && depth(d) < 200) {
+            Some(doc) => hostile.push((kind, doc)),
+            None => skipped += 1,
+        }
+    }
+    let mut good: Vec<(String, String)> = examples();
+    good.extend(spec_doc_yaml_blocks().into_iter().enumerate().map(|(i, b)| {
+        let text = if b.contains("dataset:") { b } else { format!("dataset: emoji\n{b}") };
+        (format!("docs/spec.md block {i}"), text)
+    }));
+    let good: Vec<(String, Value)> = good.into_iter().map(|(name, text)| (name, yaml_to_json(&text))).collect();
+
+    let docs: Vec<Value> = hostile.iter().map(|(_, d)| d.clone()).chain(good.iter().map(|(_, d)| d.clone())).collect();
+    let verdicts = python_schema_verdicts(&schema, &docs);
+    let (hostile_verdicts, good_verdicts) = verdicts.split_at(hostile.len());
+
+    let mut disagree = vec![];
+    for ((name, doc), verdict) in good.iter().zip(good_verdicts) {
+        if let Some(error) = verdict {
+            disagree.push(format!("example {name}: the schema refuses it: {error}"));
+        }
+        if let Err(e) = Spec::load(name, doc.to_string().as_bytes()) {
+            disagree.push(format!("example {name}: rush refuses its JSON: {e}"));
+        }
+    }
+    let (mut refused_by_both, mut accepted, mut excused) = (0, 0, std::collections::BTreeMap::<String, usize>::new());
+    for ((kind, doc), verdict) in hostile.iter().zip(hostile_verdicts) {
+        let text = doc.to_string();
+        let shown: String = text.chars().take(160).collect();
+        match (Spec::load("hostile.json", text.as_bytes()), verdict) {
+            (Err(_), Some(_)) => refused_by_both += 1,
+            (Err(e), None) => match excuse(&e, doc, &beyond) {
+                Some(b) => *excused.entry(b.field.clone()).or_default() += 1,
+                None => disagree.push(format!("{kind}: the schema accepts {shown}, rush refuses: {e}")),
+            },
+            // What rush accepts as JSON (the YAML's own faults are gone) the schema may still refuse: rush's YAML
+            // reader takes a quoted "3" for a number field, JSON Schema does not.
+            (Ok(_), _) => accepted += 1,
+        }
+    }
+    assert!(disagree.is_empty(), "{} disagreements:\n{}", disagree.len(), disagree.join("\n"));
+    let unmet: Vec<&str> = beyond.iter().map(|b| b.field.as_str()).filter(|f| !excused.contains_key(*f)).collect();
+    assert!(unmet.is_empty(), "rules named beyond the schema that no hostile spec needed: {unmet:?}");
+    eprintln!(
+        "{} hostile specs as JSON ({skipped} not JSON): {refused_by_both} refused by both, {accepted} accepted by rush \
+         as JSON, excused {excused:?}",
+        hostile.len()
+    );
+    assert!(refused_by_both > 300, "only {refused_by_both} hostile specs compared");
 }

@@ -13,12 +13,13 @@ use crate::core::checkpoint::RetentionPolicy;
 
 mod field;
 mod overrides;
+mod rules;
 mod schema;
 mod sweep;
 mod yaml;
 
 pub use overrides::apply_overrides;
-pub use schema::json_schema;
+pub use schema::{BeyondSchema, beyond_schema, json_schema};
 pub use sweep::MAX_SWEEP_SESSIONS;
 pub use yaml::MAX_SPEC_BYTES;
 
@@ -224,7 +225,7 @@ impl JsonSchema for Gpus {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "`auto`, 0 (CPU) or 1 (wait for a GPU)",
-            "oneOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": 0, "maximum": 1}]
+            "oneOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": 0}]
         })
     }
 }
@@ -262,18 +263,13 @@ pub const MAX_MEMO_BYTES: usize = 4096;
 #[serde(deny_unknown_fields, default)]
 pub struct Spec {
     /// A registered dataset name (`rush dataset ls`). Required.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub dataset: String,
     /// Free text shown by `rush ps` and the dashboard.
-    #[schemars(length(max = 4096))]
     pub memo: String,
     pub model: ModelName,
     /// Side of the square input in pixels.
-    #[schemars(range(min = 8, max = 1024))]
     pub image_size: u32,
-    #[schemars(range(min = 1, max = 65536))]
     pub batch_size: u32,
-    #[schemars(range(min = 1, max = 10000))]
     pub epochs: u32,
     pub optimizer: Optimizer,
     pub schedule: Schedule,
@@ -349,86 +345,16 @@ impl Spec {
         Spec::parse_bytes(file, bytes)?.expand(file)
     }
 
-    /// Checks values and ranges that serde cannot.
+    /// Checks values and ranges that serde cannot: the rules of `rules::RULES` in order (the same table the JSON
+    /// Schema is written from), then the Slurm overrides' and the sweep's.
     pub fn validate(&self, file: &str) -> Result<(), SpecError> {
-        let bad = |field: &str, msg: String| Err(SpecError::invalid(file, field, msg));
-        if self.dataset.is_empty() {
-            return bad("dataset", "is required (a registered dataset name, see `rush dataset ls`)".into());
-        }
-        if crate::core::session::validate_name(&self.dataset).is_err() {
-            return bad(
-                "dataset",
-                format!("{:?} is not a dataset name (letters, digits, '-', '_', '.'; no paths)", self.dataset),
-            );
-        }
-        if !(8..=1024).contains(&self.image_size) {
-            return bad("image_size", format!("{} is out of range 8..=1024", self.image_size));
-        }
-        if !(1..=65536).contains(&self.batch_size) {
-            return bad("batch_size", format!("{} is out of range 1..=65536", self.batch_size));
-        }
-        if !(1..=10000).contains(&self.epochs) {
-            return bad("epochs", format!("{} is out of range 1..=10000", self.epochs));
-        }
-        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0 && self.optimizer.lr <= 10.0) {
-            return bad("optimizer.lr", format!("{} must be a number in (0, 10]", self.optimizer.lr));
-        }
-        if !(self.optimizer.weight_decay.is_finite() && (0.0..=1.0).contains(&self.optimizer.weight_decay)) {
-            return bad("optimizer.weight_decay", format!("{} must be in [0, 1]", self.optimizer.weight_decay));
-        }
-        if !(0.0..1.0).contains(&self.optimizer.momentum) {
-            return bad("optimizer.momentum", format!("{} must be in [0, 1)", self.optimizer.momentum));
-        }
-        if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
-            return bad("schedule.warmup_epochs", format!("{} must be >= 0", self.schedule.warmup_epochs));
-        }
-        if !(self.schedule.gamma > 0.0 && self.schedule.gamma <= 1.0) {
-            return bad("schedule.gamma", format!("{} must be in (0, 1]", self.schedule.gamma));
-        }
-        if !(0.0..1.0).contains(&self.loss.label_smoothing) {
-            return bad("loss.label_smoothing", format!("{} must be in [0, 1)", self.loss.label_smoothing));
-        }
-        if let Some([lo, hi]) = self.augment.random_resized_crop {
-            if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-                return bad("augment.random_resized_crop", format!("[{lo}, {hi}] must satisfy 0 < min <= max <= 1"));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.augment.color_jitter) {
-            return bad("augment.color_jitter", format!("{} must be in [0, 1]", self.augment.color_jitter));
-        }
-        if let Gpus::Count(n) = self.resources.gpus {
-            if n > 1 {
-                return bad("resources.gpus", format!("{n}: multi-GPU sessions are not supported (use auto, 0 or 1)"));
-            }
-        }
-        if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
-            return bad("valid_fraction", format!("{} must be in (0, 1)", self.valid_fraction));
-        }
-        if !(self.schedule.min_lr.is_finite()
-            && self.schedule.min_lr >= 0.0
-            && self.schedule.min_lr <= self.optimizer.lr)
-        {
-            return bad(
-                "schedule.min_lr",
-                format!("{} must be in [0, optimizer.lr = {}]", self.schedule.min_lr, self.optimizer.lr),
-            );
-        }
-        if self.schedule.milestones.windows(2).any(|w| w[0] >= w[1]) || self.schedule.milestones.first() == Some(&0) {
-            return bad(
-                "schedule.milestones",
-                format!("{:?} must be epochs >= 1 in increasing order", self.schedule.milestones),
-            );
-        }
-        if self.memo.len() > MAX_MEMO_BYTES {
-            return bad("memo", format!("is {} bytes; at most {MAX_MEMO_BYTES}", self.memo.len()));
-        }
-        if self.grid.is_some() && self.random.is_some() {
-            return bad("grid", "a spec may have `grid` or `random`, not both".into());
+        for rule in rules::RULES {
+            rule.check(self).map_err(|message| SpecError::invalid(file, rule.path, message))?;
         }
         if let Some(Err(crate::core::slurm::SlurmError::Invalid { field, message })) =
             self.slurm.as_ref().map(|o| o.validate("slurm"))
         {
-            return bad(&field, message);
+            return Err(SpecError::invalid(file, &field, message));
         }
         sweep::validate(self, file)
     }

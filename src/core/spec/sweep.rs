@@ -9,20 +9,108 @@
 //! Each point is set through [`Spec::with_field`] (so a key that names no field, or a value of the wrong type, is an
 //! error naming the sweep key) and the result is validated. Expanded specs carry no sweep, and their memo says which
 //! point they are.
+//!
+//! In the JSON Schema ([`write_schema`]): a grid key or random key is one of the spec's field paths (every other key
+//! is refused), a grid list holds 1 to [`MAX_SWEEP_SESSIONS`] values each valid for that field (its schema by
+//! reference), a `choice` likewise, `log_uniform` bounds are > 0, and `random.count` is in range. What is checked only
+//! when the sweep expands is in [`beyond_schema`]: the number of grid combinations, and values drawn from `uniform` or
+//! `log_uniform` (their bounds' order, and each draw as the field's value).
 
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
-use super::field::{check_path, relabel};
+use super::field::{SWEEP_FIELDS, check_path, relabel};
 use super::{Distribution, RandomSweep, Spec, SpecError};
+use crate::core::rule::{self, Check, Rule};
 
 /// The most sessions one sweep may queue; a bigger sweep is refused as a likely mistake.
 pub const MAX_SWEEP_SESSIONS: usize = 1000;
 
 /// One sweep point: (label as the user wrote it, field path, value).
 type Point = Vec<(String, String, Value)>;
+
+/// The rules of a `random:` section that are a field's value (the rest of a sweep is structure, checked below).
+const RANDOM_RULES: &[Rule<RandomSweep>] = &[Rule {
+    path: "count",
+    check: Check::Count { get: |r| Some(r.count.into()), min: 1, max: MAX_SWEEP_SESSIONS as u64 },
+    message: "{value} is out of range {range}",
+}];
+
+/// What [`validate`] and [`Spec::expand`] refuse in a sweep that the JSON Schema cannot say, as (field, rule). A
+/// field `random.space.*` is any key of the space.
+pub(crate) fn beyond_schema() -> Vec<(String, String)> {
+    vec![
+        (
+            "grid".into(),
+            format!(
+                "at most {MAX_SWEEP_SESSIONS} combinations (the product of the lists' lengths; the schema bounds \
+                 each list)"
+            ),
+        ),
+        (
+            "random.space.*".into(),
+            "values drawn from `uniform` or `log_uniform`: low <= high, and each draw is checked as the field's value \
+             when the sweep expands"
+                .into(),
+        ),
+    ]
+}
+
+/// Writes the sweep's shape into the spec's JSON Schema: grid and random keys are field paths, grid values and
+/// choices are valid values of their field, `log_uniform` bounds are > 0, `random.count` is in range.
+pub(crate) fn write_schema(schema: &mut Value) -> Vec<String> {
+    let fields = rule::field_paths(schema, &SWEEP_FIELDS);
+    let mut missing = rule::write(schema, "random", RANDOM_RULES);
+    let grid: Map<String, Value> = fields
+        .iter()
+        .map(|(path, at)| {
+            let values = json!({
+                "type": "array", "minItems": 1, "maxItems": MAX_SWEEP_SESSIONS, "items": {"$ref": format!("#{at}")}
+            });
+            (path.clone(), values)
+        })
+        .collect();
+    match schema.pointer_mut("/properties/grid") {
+        Some(Value::Object(node)) => {
+            node.insert("properties".into(), Value::Object(grid));
+            node.insert("additionalProperties".into(), json!(false));
+            node.insert("minProperties".into(), json!(1));
+        }
+        _ => missing.push("grid".into()),
+    }
+    let space_at = rule::locate(schema, "random.space").map(|(_, at)| at);
+    let Some(Value::Object(space)) = space_at.as_deref().and_then(|at| schema.pointer_mut(at)) else {
+        missing.push("random.space".into());
+        return missing;
+    };
+    let distribution = space.get("additionalProperties").and_then(|d| d.get("$ref")).cloned().unwrap_or_default();
+    let keys: Map<String, Value> = fields
+        .iter()
+        .map(|(path, at)| {
+            let choice = json!({"$ref": distribution, "properties": {"choice": {"items": {"$ref": format!("#{at}")}}}});
+            (path.clone(), choice)
+        })
+        .collect();
+    space.insert("properties".into(), Value::Object(keys));
+    space.insert("additionalProperties".into(), json!(false));
+    space.insert("minProperties".into(), json!(1));
+    let kinds = distribution.as_str().and_then(|r| r.strip_prefix('#')).map(|at| format!("{at}/oneOf"));
+    let Some(Value::Array(kinds)) = kinds.and_then(|at| schema.pointer_mut(&at)) else {
+        missing.push("random.space distributions".into());
+        return missing;
+    };
+    for kind in kinds.iter_mut().filter_map(|k| k.get_mut("properties")).filter_map(Value::as_object_mut) {
+        if let Some(Value::Object(bounds)) = kind.get_mut("log_uniform") {
+            bounds.insert("items".into(), json!({"type": "number", "exclusiveMinimum": 0}));
+        }
+        if let Some(Value::Object(choices)) = kind.get_mut("choice") {
+            choices.insert("minItems".into(), json!(1));
+        }
+    }
+    missing
+}
 
 /// Structural checks on `grid:` / `random:` (run by [`Spec::validate`]); whether each key names a field of the right
 /// type is known only when the points are set, in [`Spec::expand`].
@@ -49,12 +137,9 @@ pub(crate) fn validate(spec: &Spec, file: &str) -> Result<(), SpecError> {
         }
     }
     if let Some(random) = &spec.random {
-        if random.count == 0 || random.count as usize > MAX_SWEEP_SESSIONS {
-            return Err(SpecError::invalid(
-                file,
-                "random.count",
-                format!("{} is out of range 1..={MAX_SWEEP_SESSIONS}", random.count),
-            ));
+        for rule in RANDOM_RULES {
+            rule.check(random)
+                .map_err(|message| SpecError::invalid(file, &format!("random.{}", rule.path), message))?;
         }
         if random.space.is_empty() {
             return Err(SpecError::invalid(
