@@ -1,0 +1,68 @@
+//! The compare page (`/compare?s=...`): up to ten sessions side by side, their loss and validation accuracy on
+//! shared charts, and the spec fields in which they differ.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+
+use super::{AppState, Chrome, PageResult, SessionView, html, positions_for, repeated, spec_json, spec_str};
+use crate::core::metric::MAX_POINTS;
+use crate::core::session::SessionId;
+use crate::web::chart::{self, Chart, Series};
+use crate::web::view;
+
+#[derive(Template)]
+#[template(path = "compare.html")]
+struct CompareTemplate {
+    chrome: Chrome,
+    ids_text: String,
+    errors: Vec<String>,
+    sessions: Vec<SessionView>,
+    chart_loss: String,
+    chart_val: String,
+    differing: Vec<(String, Vec<String>)>,
+}
+
+pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
+    let wanted = repeated(raw.as_deref(), "s");
+    let mut errors = Vec::new();
+    let mut ids = Vec::new();
+    for w in wanted.iter().take(10) {
+        match w.parse::<SessionId>() {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if wanted.len() > 10 {
+        errors.push(format!("{} sessions asked; the first 10 are compared", wanted.len()));
+    }
+    let rows = state.store().sessions_by_id(&ids).await?;
+    for id in &ids {
+        if !rows.iter().any(|r| &r.id == id) {
+            errors.push(format!("unknown session {id}"));
+        }
+    }
+    let now = crate::store::now();
+    let positions = positions_for(&state, &rows).await?;
+    let mut loss = Chart::new("Train loss", "step", "loss");
+    let mut val = Chart::new("Validation accuracy", "epoch", "accuracy");
+    val.y_range = Some((0.0, 1.0));
+    for r in &rows {
+        let label = format!("{} {}", r.id, spec_str(&spec_json(r), "model"));
+        let key = r.id.to_string();
+        let points = state.store().metric_series(&r.id, "loss", false, MAX_POINTS).await?;
+        loss.series.push(Series { label: label.clone(), key: key.clone(), points, dashed: false });
+        let points = state.store().metric_series(&r.id, "val_acc", true, MAX_POINTS).await?;
+        val.series.push(Series { label, key, points, dashed: false });
+    }
+    let flat: Vec<_> = rows.iter().map(|r| view::flatten(&spec_json(r))).collect();
+    html(&CompareTemplate {
+        chrome: Chrome::new(&state, "compare"),
+        ids_text: ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+        errors,
+        sessions: rows.iter().map(|r| SessionView::new(r, &positions, now)).collect(),
+        chart_loss: chart::render(&loss),
+        chart_val: chart::render(&val),
+        differing: if rows.len() > 1 { view::differing(&flat) } else { Vec::new() },
+    })
+}

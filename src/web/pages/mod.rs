@@ -1,0 +1,291 @@
+//! The dashboard's HTML pages (askama templates in `templates/`, escaped by default), one module per page: sessions,
+//! one session with its charts, log and checkpoints, compare, the ensemble picked from checkpoints, a dataset's board,
+//! every submission, rejected specs, datasets, system (with `/metrics` for Prometheus), and the token form. This module
+//! holds what they share: the routes, the error page, the header, the session table row, and the static files. Pages
+//! read through the store; the buttons (stop, fork) go through the daemon, like the JSON API; `/login` and `/logout`
+//! keep or forget the token in a cookie. Live updates are in [`super::sse`].
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use super::AppState;
+use super::chart;
+use super::sse;
+use super::view::{self, Progress};
+use crate::core::session::{SessionId, SessionState};
+use crate::daemon::DaemonError;
+use crate::store::{SessionRow, StoreError};
+
+mod board;
+mod compare;
+mod datasets;
+mod ensemble;
+mod login;
+mod session;
+mod sessions;
+mod specs;
+mod submissions;
+mod system;
+
+/// The dashboard's routes, merged into the app by [`super::router`].
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/sessions") }))
+        .route("/sessions", get(sessions::sessions_page))
+        .route("/sessions/live", get(sse::sessions_live))
+        .route("/sessions/{user}/{dataset}/{n}", get(session::session_page))
+        .route("/sessions/{user}/{dataset}/{n}/live", get(sse::session_live))
+        .route("/sessions/{user}/{dataset}/{n}/charts/{chart}", get(session::session_chart))
+        .route("/sessions/{user}/{dataset}/{n}/files/{*path}", get(session::session_file))
+        .route("/sessions/{user}/{dataset}/{n}/stop", post(session::stop))
+        .route("/sessions/{user}/{dataset}/{n}/fork", post(session::fork))
+        .route("/compare", get(compare::compare_page))
+        .route("/ensemble", get(ensemble::ensemble_page))
+        .route("/specs", get(specs::specs_page))
+        .route("/datasets", get(datasets::datasets_page))
+        .route("/datasets/{name}/board", get(board::board_page))
+        .route("/submissions", get(submissions::submissions_page))
+        .route("/system", get(system::system_page))
+        .route("/metrics", get(system::prometheus))
+        .route("/login", get(login::login_page).post(login::login))
+        .route("/logout", post(login::logout))
+        .route(
+            "/static/rush.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("../../../static/rush.css")) }),
+        )
+        .route(
+            "/static/rush.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../../static/rush.js")) }),
+        )
+        // The pages link the icon; `/favicon.ico` answers too, for whatever asks for it without a link.
+        .route("/static/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON) }))
+        .route("/favicon.ico", get(|| async { asset("image/svg+xml", FAVICON) }))
+}
+
+const FAVICON: &str = include_str!("../../../static/favicon.svg");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+/// A page that could not be shown: a status and a short message (escaped); internals go to the log.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn not_found(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: message.into() }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownSession(id) => PageError::not_found(format!("unknown session {id}")),
+            e => {
+                tracing::error!("dashboard: {e}");
+                Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "the database could not be read".into() }
+            }
+        }
+    }
+}
+
+impl From<DaemonError> for PageError {
+    fn from(e: DaemonError) -> Self {
+        let api = super::api::ApiError::from(e);
+        Self { status: api.status, message: api.message }
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        tracing::error!("dashboard template: {e}");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "the page could not be drawn".into() }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<!doctype html><meta charset=utf-8><title>{status}</title><link rel=stylesheet href=/static/rush.css>\
+             <link rel=icon type=image/svg+xml href=/static/favicon.svg>\
+             <main><div class=\"card error\"><h2>{status}</h2><p>{msg}</p><p><a href=\"/sessions\">Sessions</a></p>\
+             </div></main>",
+            status = self.status,
+            msg = chart::escape(&self.message)
+        );
+        (self.status, Html(body)).into_response()
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+fn html(t: &impl Template) -> PageResult {
+    Ok(Html(t.render()?).into_response())
+}
+
+fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, PageError> {
+    let raw = format!("{user}/{dataset}/{n}");
+    raw.parse().map_err(|_| PageError::bad(format!("{raw:?} is not a session id (USER/DATASET/N)")))
+}
+
+/// The header every page shares.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub nav: &'static str,
+    pub user: String,
+    pub addr: String,
+    /// A token is configured: the header offers to log out.
+    pub logout: bool,
+}
+
+impl Chrome {
+    fn new(state: &AppState, nav: &'static str) -> Self {
+        Self {
+            nav,
+            user: state.daemon.config.user.clone(),
+            addr: state.daemon.config.bind.to_string(),
+            logout: state.daemon.config.access.has_token(),
+        }
+    }
+}
+
+/// The URL of a session's page.
+pub fn session_url(id: &str) -> String {
+    format!("/sessions/{id}")
+}
+
+fn spec_json(row: &SessionRow) -> Value {
+    serde_json::from_str(&row.spec).unwrap_or(Value::Null)
+}
+
+fn spec_str(spec: &Value, field: &str) -> String {
+    match spec.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// One session as a table row shows it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub id: String,
+    pub url: String,
+    pub state: &'static str,
+    pub dataset: String,
+    pub model: String,
+    pub progress: Progress,
+    pub best: String,
+    pub where_: String,
+    pub memo: String,
+    /// Why a session that did not succeed ended (the first line of its reason), or what a fork starts from.
+    pub note: String,
+    pub queued: String,
+    pub queued_exact: String,
+}
+
+/// The row's note: a failed, stopped or interrupted session's reason, else what a fork starts from.
+fn note_of(row: &SessionRow) -> String {
+    let reason = match row.state {
+        SessionState::Failed | SessionState::Stopped | SessionState::Interrupted => {
+            row.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").trim().to_string()
+        }
+        _ => String::new(),
+    };
+    match (&row.fork_of, reason.is_empty()) {
+        (Some(parent), true) => format!("fork of {parent}"),
+        _ => reason,
+    }
+}
+
+fn progress_of(row: &SessionRow, now: f64) -> Progress {
+    let running = (row.state == SessionState::Running).then_some(row.started_at).flatten();
+    // Epochs this run trained begin after the last one a previous run finished; without a record of it, the first.
+    view::progress(row.epoch, row.epochs, running, 1, now)
+}
+
+fn where_of(row: &SessionRow, positions: &HashMap<SessionId, usize>) -> String {
+    match row.state {
+        SessionState::Running => row.slot.clone().unwrap_or_default(),
+        SessionState::Queued => positions.get(&row.id).map(|p| format!("queue #{p}")).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+impl SessionView {
+    fn new(row: &SessionRow, positions: &HashMap<SessionId, usize>, now: f64) -> Self {
+        let spec = spec_json(row);
+        let id = row.id.to_string();
+        SessionView {
+            url: session_url(&id),
+            id,
+            state: row.state.as_str(),
+            dataset: row.id.dataset.clone(),
+            model: spec_str(&spec, "model"),
+            progress: progress_of(row, now),
+            best: view::percent(row.best_val_acc),
+            where_: where_of(row, positions),
+            memo: row.memo.clone(),
+            note: note_of(row),
+            queued: view::ago(now, Some(row.queued_at)),
+            queued_exact: view::datetime(row.queued_at),
+        }
+    }
+}
+
+async fn positions_for(state: &AppState, rows: &[SessionRow]) -> Result<HashMap<SessionId, usize>, PageError> {
+    if rows.iter().any(|r| r.state == SessionState::Queued) {
+        Ok(state.daemon.queue_positions().await?)
+    } else {
+        Ok(HashMap::new())
+    }
+}
+
+/// The live summary the session page shows (also sent as the SSE `state` event).
+pub fn progress_text(p: &Progress) -> String {
+    let mut s = format!("epoch {} of {}", p.done, p.total);
+    if !p.eta.is_empty() {
+        s.push_str(" · ");
+        s.push_str(&p.eta);
+    }
+    s
+}
+
+/// The values of a repeated query parameter (`s=a&s=b`), plus whitespace/comma separated ones in `ids`.
+fn repeated(raw: Option<&str>, key: &str) -> Vec<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+    pairs
+        .into_iter()
+        .filter(|(k, _)| k == key || k == "ids")
+        .flat_map(|(_, v)| v.split([' ', ',', '\n', '\t']).map(str::to_string).collect::<Vec<_>>())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The page URL of each of `sessions` that still exists; a removed session has none (its board lines stay, unlinked).
+async fn session_urls(state: &AppState, mut sessions: Vec<String>) -> Result<HashMap<String, String>, PageError> {
+    sessions.sort();
+    sessions.dedup();
+    let mut urls = HashMap::new();
+    for s in sessions {
+        if let Ok(id) = s.parse::<SessionId>()
+            && state.store().session(&id).await?.is_some()
+        {
+            urls.insert(s.clone(), session_url(&s));
+        }
+    }
+    Ok(urls)
+}
