@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{AppState, Chrome, PageError, PageResult, SessionView, html, positions_for};
 use crate::core::session::SessionState;
-use crate::store::pages::SessionPageQuery;
+use crate::store::dashboard::SessionPageQuery;
 
 /// Sessions per page of the list.
 pub const PAGE_SIZE: i64 = 50;
