@@ -68,8 +68,7 @@ fn checkpoint_views(
                 is_best: Some(c.epoch) == best,
                 modified: view::ago(now, Some(c.created_at)),
                 modified_exact: view::datetime(c.created_at),
-                elapsed: crate::core::checkpoint::training_seconds(c.info().epoch, epoch_seconds)
-                    .or_else(|| row.started_at.map(|s| c.created_at - s))
+                elapsed: crate::core::checkpoint::elapsed(c.info().epoch, c.created_at, row.started_at, epoch_seconds)
                     .map(view::duration)
                     .unwrap_or_default(),
                 summary,
