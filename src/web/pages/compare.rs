@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{RawQuery, State};
 
-use super::{AppState, Chrome, PageResult, SessionView, html, positions_for, repeated, spec_json, spec_str};
+use super::{AppState, Chrome, PageResult, SessionLine, html, positions_for, repeated, spec_json, spec_str};
 use crate::core::metric::MAX_POINTS;
 use crate::core::session::SessionId;
 use crate::web::chart::{self, Chart, Series};
@@ -16,7 +16,7 @@ struct CompareTemplate {
     chrome: Chrome,
     ids_text: String,
     errors: Vec<String>,
-    sessions: Vec<SessionView>,
+    sessions: Vec<SessionLine>,
     chart_loss: String,
     chart_val: String,
     differing: Vec<(String, Vec<String>)>,
@@ -60,7 +60,7 @@ pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): R
         chrome: Chrome::new(&state, "compare"),
         ids_text: ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
         errors,
-        sessions: rows.iter().map(|r| SessionView::new(r, &positions, now)).collect(),
+        sessions: rows.iter().map(|r| SessionLine::new(r, &positions, now)).collect(),
         chart_loss: chart::render(&loss),
         chart_val: chart::render(&val),
         differing: if rows.len() > 1 { view::differing(&flat) } else { Vec::new() },

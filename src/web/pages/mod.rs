@@ -179,9 +179,10 @@ fn spec_str(spec: &Value, field: &str) -> String {
     }
 }
 
-/// One session as a table row shows it.
+/// One session as a line of the sessions and compare tables shows it, formatted for reading (the API's wire form is
+/// [`super::api::SessionView`]).
 #[derive(Debug, Clone)]
-pub struct SessionView {
+pub struct SessionLine {
     pub id: String,
     pub url: String,
     pub state: &'static str,
@@ -225,11 +226,11 @@ fn where_of(row: &SessionRow, positions: &HashMap<SessionId, usize>) -> String {
     }
 }
 
-impl SessionView {
+impl SessionLine {
     fn new(row: &SessionRow, positions: &HashMap<SessionId, usize>, now: f64) -> Self {
         let spec = spec_json(row);
         let id = row.id.to_string();
-        SessionView {
+        SessionLine {
             url: session_url(&id),
             id,
             state: row.state.as_str(),

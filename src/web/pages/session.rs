@@ -24,8 +24,9 @@ use crate::web::view::{self, Progress};
 /// Log lines the session page shows before live ones arrive.
 const LOG_TAIL_LINES: usize = 200;
 
-/// A checkpoint row as the table shows it (the `model ls` columns).
-pub struct CheckpointView {
+/// A checkpoint as a line of the session page's table shows it (the `model ls` columns), formatted for reading (the
+/// API's wire form is [`crate::web::api::CheckpointView`]).
+pub struct CheckpointLine {
     name: String,
     is_best: bool,
     modified: String,
@@ -37,12 +38,12 @@ pub struct CheckpointView {
     member: String,
 }
 
-fn checkpoint_views(
+fn checkpoint_lines(
     row: &SessionRow,
     checkpoints: &[CheckpointRow],
     epoch_seconds: &[(u32, f64)],
     home_dir: &SessionDir,
-) -> Vec<CheckpointView> {
+) -> Vec<CheckpointLine> {
     let now = crate::store::now();
     let infos: Vec<_> = checkpoints.iter().map(CheckpointRow::info).collect();
     let best = crate::core::checkpoint::best(&infos).map(i64::from);
@@ -63,7 +64,7 @@ fn checkpoint_views(
                 .ok()
                 .and_then(|p| p.to_str())
                 .map(|rel| format!("{}/files/{rel}", session_url(&id)));
-            CheckpointView {
+            CheckpointLine {
                 name: c.name.clone(),
                 is_best: Some(c.epoch) == best,
                 modified: view::ago(now, Some(c.created_at)),
@@ -114,7 +115,7 @@ struct SessionTemplate {
     chart_loss: String,
     chart_accuracy: String,
     log_tail: String,
-    checkpoints: Vec<CheckpointView>,
+    checkpoints: Vec<CheckpointLine>,
     /// The session has ended: its empty checkpoint table says so without promising more.
     ended: bool,
     fork_choices: Vec<String>,
@@ -126,7 +127,7 @@ struct SessionTemplate {
 #[derive(Template)]
 #[template(path = "checkpoint_rows.html")]
 struct CheckpointRowsTemplate {
-    checkpoints: Vec<CheckpointView>,
+    checkpoints: Vec<CheckpointLine>,
     ended: bool,
 }
 
@@ -211,10 +212,10 @@ pub(super) async fn session_page(
     let dir = SessionDir::new(state.home().session(&id));
     let checkpoints = state.store().checkpoints(&id).await?;
     let epoch_seconds = state.daemon.epoch_seconds(&id).await?;
-    let views = checkpoint_views(&row, &checkpoints, &epoch_seconds, &dir);
+    let lines = checkpoint_lines(&row, &checkpoints, &epoch_seconds, &dir);
     let ended = row.state.is_terminal();
     if q.fragment.as_deref() == Some("checkpoints") {
-        return html(&CheckpointRowsTemplate { checkpoints: views, ended });
+        return html(&CheckpointRowsTemplate { checkpoints: lines, ended });
     }
     let now = crate::store::now();
     let positions = positions_for(&state, std::slice::from_ref(&row)).await?;
@@ -300,7 +301,7 @@ pub(super) async fn session_page(
         chart_accuracy: chart::render(&acc),
         log_tail: log,
         fork_choices: fork_choices(&checkpoints),
-        checkpoints: views,
+        checkpoints: lines,
         ended,
         spec_text,
         has_spec_file: spec_file.is_some(),

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 
-use super::{AppState, Chrome, PageError, PageResult, SessionView, html, positions_for};
+use super::{AppState, Chrome, PageError, PageResult, SessionLine, html, positions_for};
 use crate::core::session::SessionState;
 use crate::store::dashboard::SessionPageQuery;
 
@@ -34,7 +34,7 @@ pub struct StatePill {
 #[template(path = "sessions.html")]
 struct SessionsTemplate {
     chrome: Chrome,
-    rows: Vec<SessionView>,
+    rows: Vec<SessionLine>,
     total: i64,
     count_all: i64,
     dataset: String,
@@ -50,7 +50,7 @@ struct SessionsTemplate {
 #[derive(Template)]
 #[template(path = "session_rows.html")]
 struct SessionRowsTemplate {
-    rows: Vec<SessionView>,
+    rows: Vec<SessionLine>,
 }
 
 pub(super) fn list_url(dataset: &str, state: &str, cursor: Option<(&str, i64)>) -> String {
@@ -86,7 +86,7 @@ pub(super) async fn sessions_page(State(state): State<AppState>, Query(q): Query
         .await?;
     let positions = positions_for(&state, &page.rows).await?;
     let now = crate::store::now();
-    let rows: Vec<SessionView> = page.rows.iter().map(|r| SessionView::new(r, &positions, now)).collect();
+    let rows: Vec<SessionLine> = page.rows.iter().map(|r| SessionLine::new(r, &positions, now)).collect();
     if q.fragment.as_deref() == Some("rows") {
         return html(&SessionRowsTemplate { rows });
     }
