@@ -66,3 +66,31 @@ pub(super) async fn board_page(
         .collect();
     html(&BoardTemplate { chrome: Chrome::new(&state, "datasets"), board, lines })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+
+    #[tokio::test]
+    async fn the_board_ranks_scored_submissions_and_keeps_private_scores_hidden() {
+        let f = Fixture::new().await;
+        let lower = f.scored_submission(false, 0.75).await;
+        let higher = f.scored_submission(false, 0.8).await;
+        let dry = f.scored_submission(true, 0.9).await;
+        let failed = f.failed_submission("out of memory").await;
+        let page = f.get("/datasets/emoji/board").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let line = |id: i64| page.body.find(&format!("#submission-{id}\">{id}</a>"));
+        let (first, second) = (line(higher).unwrap(), line(lower).unwrap());
+        assert!(first < second, "ranked by public score");
+        assert!(line(dry).is_none() && line(failed).is_none(), "dry runs and failures are not on the board");
+        assert!(page.body.contains("<td class=\"num\">0.8000</td>") && !page.body.contains("0.5000"), "no private");
+        assert!(page.body.contains(&format!("<a class=\"mono\" href=\"/sessions/{0}\">{0}</a>", f.running)));
+        assert_eq!(f.get("/datasets/emoji/board?private=true").await.status, StatusCode::FORBIDDEN);
+        let unknown = f.get("/datasets/%3Cb%3Enope/board").await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert!(unknown.body.contains("nope") && !unknown.body.contains("<b>"), "{}", unknown.body);
+    }
+}

@@ -66,3 +66,31 @@ pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): R
         differing: if rows.len() > 1 { view::differing(&flat) } else { Vec::new() },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::{ESCAPED_MEMO, Fixture, HOSTILE_MEMO};
+
+    #[tokio::test]
+    async fn compare_shows_the_sessions_and_what_differs_and_names_what_it_cannot_compare() {
+        let f = Fixture::new().await;
+        let (r, q) = (f.running.to_string(), f.queued.to_string());
+        let page = f.get(&format!("/compare?s={r}&ids=tester%2Femoji%2F99%2C{q}+nope&s={r}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        for id in [&r, &q] {
+            assert!(page.body.contains(&format!("href=\"/sessions/{id}\">{id}</a>")), "{id}");
+        }
+        assert!(page.body.contains(&format!("value=\"{r} tester/emoji/99 {q}\"")), "each id once, in the order asked");
+        assert!(page.body.contains(ESCAPED_MEMO) && !page.body.contains(HOSTILE_MEMO), "the memo, escaped");
+        assert!(page.body.contains("<div class=\"card error\">unknown session tester/emoji/99</div>"), "{}", page.body);
+        assert_eq!(page.body.matches("<div class=\"card error\">").count(), 2, "the unknown one and `nope`");
+        assert!(page.body.contains("<td class=\"mono\">optimizer.lr</td>"), "{}", page.body);
+        assert!(page.body.contains("<td class=\"mono\">model</td>") && page.body.contains("resnet18"));
+
+        let many: Vec<String> = (1..=12).map(|n| format!("s=tester%2Femoji%2F{n}")).collect();
+        let page = f.get(&format!("/compare?{}", many.join("&"))).await;
+        assert!(page.body.contains("12 sessions asked; the first 10 are compared"), "{}", page.body);
+    }
+}

@@ -45,3 +45,24 @@ pub(super) async fn datasets_page(State(state): State<AppState>) -> PageResult {
         .collect();
     html(&DatasetsTemplate { chrome: Chrome::new(&state, "datasets"), datasets })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+
+    #[tokio::test]
+    async fn each_dataset_shows_its_sizes_and_links_its_sessions_and_board() {
+        let f = Fixture::new().await;
+        let page = f.get("/datasets").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let row = page.body.split("<td class=\"mono\">emoji</td>").nth(1).unwrap().split("</tr>").next().unwrap();
+        assert!(
+            row.starts_with("<td class=\"num\">300</td><td class=\"num\">8</td><td class=\"num\">60</td>"),
+            "{row}"
+        );
+        assert!(row.contains("href=\"/sessions?dataset=emoji\">sessions</a>"), "{row}");
+        assert!(row.contains("href=\"/datasets/emoji/board\">board</a>"), "{row}");
+    }
+}

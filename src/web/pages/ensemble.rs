@@ -137,3 +137,29 @@ pub(super) async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): 
         datasets,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+
+    #[tokio::test]
+    async fn the_builder_resolves_members_and_names_the_bad_ones() {
+        let f = Fixture::new().await;
+        let r = f.running.to_string();
+        let page = f.get(&format!("/ensemble?m={r}:best&m=nocolon&m=tester/emoji/9:1&m={r}:x")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains(&format!("data-session=\"{r}\" data-epoch=\"2\"")), "`best` is epoch 2");
+        assert!(page.body.contains(&format!("rush submit {r}:best</pre>")), "{}", page.body);
+        assert!(page.body.contains("&#34;nocolon&#34; is not SESSION:CHECKPOINT"), "{}", page.body);
+        assert!(page.body.contains("unknown session tester/emoji/9"), "{}", page.body);
+        assert!(page.body.contains(&format!("&#34;{r}:x&#34;: invalid checkpoint name")), "{}", page.body);
+        assert!(page.body.contains("data-dataset=\"emoji\""), "the members' dataset");
+        // Without members: pick a dataset; an unknown one is named.
+        let page = f.get("/ensemble").await;
+        assert!(page.body.contains("href=\"/ensemble?d=emoji\""), "{}", page.body);
+        let page = f.get("/ensemble?d=nope").await;
+        assert!(page.body.contains("unknown dataset &#34;nope&#34; (registered: emoji)"), "{}", page.body);
+    }
+}

@@ -26,6 +26,8 @@ mod board;
 mod compare;
 mod datasets;
 mod ensemble;
+#[cfg(test)]
+mod fixture;
 mod login;
 mod session;
 mod sessions;
@@ -289,4 +291,112 @@ async fn session_urls(state: &AppState, mut sessions: Vec<String>) -> Result<Has
         }
     }
     Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::Fixture;
+    use super::*;
+
+    async fn shown(e: PageError) -> (StatusCode, String) {
+        let response = e.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn page_errors_carry_their_status_and_show_no_internals() {
+        let conflict = DaemonError::Conflict("session tester/emoji/1 is already stopped".into());
+        let cases = [
+            (
+                PageError::from(StoreError::UnknownSession("tester/emoji/9".into())),
+                404,
+                "unknown session tester/emoji/9",
+            ),
+            (
+                PageError::from(DaemonError::Store(StoreError::UnknownSession("a/b/1".into()))),
+                404,
+                "unknown session a/b/1",
+            ),
+            (PageError::from(DaemonError::NotFound("no checkpoint 9".into())), 404, "no checkpoint 9"),
+            (PageError::from(conflict), 409, "already stopped"),
+            (PageError::from(DaemonError::Invalid("bad args".into())), 400, "bad args"),
+            (PageError::from(DaemonError::Limit("no submissions left today".into())), 429, "no submissions left"),
+            (PageError::not_found("no chart"), 404, "no chart"),
+            (PageError::bad("not a session id"), 400, "not a session id"),
+        ];
+        for (error, status, message) in cases {
+            let (got, body) = shown(error).await;
+            assert_eq!(got.as_u16(), status, "{body}");
+            assert!(body.contains(message), "{status}: {body}");
+            assert!(body.contains(&format!("<title>{got}</title>")) && body.contains("href=\"/sessions\""), "{body}");
+        }
+        // Internals go to the log, not to the page.
+        let corrupt = StoreError::Corrupt { table: "sessions", message: "secret detail".into() };
+        let (status, body) = shown(PageError::from(corrupt)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("the database could not be read") && !body.contains("secret detail"), "{body}");
+        let (status, body) = shown(PageError::from(askama::Error::Fmt)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("the page could not be drawn"), "{body}");
+        // The message is escaped.
+        let (_, body) = shown(PageError::bad("\"<b>x</b>\" is not a session id")).await;
+        assert!(
+            body.contains("&quot;&lt;b&gt;x&lt;/b&gt;&quot; is not a session id") && !body.contains("<b>x"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_line_says_where_the_session_is_and_why_it_ended() {
+        let f = Fixture::new().await;
+        let store = f.state.store();
+        let running = store.session_required(&f.running).await.unwrap();
+        let queued = store.session_required(&f.queued).await.unwrap();
+        let positions = positions_for(&f.state, &[running.clone(), queued.clone()]).await.unwrap();
+        let now = crate::store::now();
+        let line = SessionLine::new(&running, &positions, now);
+        assert_eq!((line.where_.as_str(), line.state, line.model.as_str()), ("cpu0", "running", "baseline_cnn"));
+        assert_eq!((line.progress.done, line.progress.total, line.best.as_str()), (2, 5, "50.00%"));
+        assert_eq!(line.url, format!("/sessions/{}", f.running));
+        let line = SessionLine::new(&queued, &positions, now);
+        assert_eq!((line.where_.as_str(), line.note.as_str()), ("queue #1", ""));
+        // An ended session: the first line of why; a fork that has not failed: what it starts from.
+        let mut failed = queued.clone();
+        failed.state = SessionState::Failed;
+        failed.exit_reason = Some("  CUDA out of memory \nTraceback ...".into());
+        failed.fork_of = Some(format!("{}:2", f.running));
+        let line = SessionLine::new(&failed, &positions, now);
+        assert_eq!((line.where_.as_str(), line.note.as_str()), ("", "CUDA out of memory"));
+        let mut fork = queued.clone();
+        fork.fork_of = Some(format!("{}:2", f.running));
+        assert_eq!(SessionLine::new(&fork, &positions, now).note, format!("fork of {}:2", f.running));
+    }
+
+    #[test]
+    fn repeated_parameters_and_id_lists_are_read_in_order() {
+        let raw = "s=a%2Fb%2F1&x=zz&ids=c%2Fd%2F2%2C+e%2Fd%2F3&s=&s=f%2Fd%2F4";
+        assert_eq!(repeated(Some(raw), "s"), ["a/b/1", "c/d/2", "e/d/3", "f/d/4"]);
+        assert_eq!(repeated(Some(raw), "x"), ["zz", "c/d/2", "e/d/3"]);
+        assert!(repeated(None, "s").is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_page_route_answers_and_the_root_opens_the_sessions() {
+        let f = Fixture::new().await;
+        let root = f.get("/").await;
+        assert_eq!((root.status, root.header("location")), (StatusCode::SEE_OTHER, "/sessions"));
+        for (uri, content_type) in [
+            ("/static/rush.css", "text/css; charset=utf-8"),
+            ("/static/rush.js", "text/javascript; charset=utf-8"),
+            ("/static/favicon.svg", "image/svg+xml"),
+            ("/favicon.ico", "image/svg+xml"),
+        ] {
+            let a = f.get(uri).await;
+            assert_eq!((a.status, a.header("content-type")), (StatusCode::OK, content_type), "{uri}");
+            assert_eq!(a.header("cache-control"), "max-age=300", "{uri}");
+            assert!(!a.body.is_empty(), "{uri}");
+        }
+    }
 }

@@ -382,3 +382,135 @@ pub(super) async fn fork(
         Err(e) => back_with_error(&url, &PageError::from(e).message),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::{ESCAPED_MEMO, Fixture, HOSTILE_LOG_LINE, HOSTILE_MEMO};
+    use super::*;
+    use crate::store::MetricRow;
+
+    #[tokio::test]
+    async fn the_page_shows_the_session_with_its_log_and_checkpoint_escaped() {
+        let f = Fixture::new().await;
+        let base = session_url(&f.running.to_string());
+        let page = f.get(&base).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains(ESCAPED_MEMO) && !page.body.contains(HOSTILE_MEMO), "the memo, escaped");
+        assert!(page.body.contains("&#60;img src=x onerror=alert(2)&#62;"), "the log's line, escaped");
+        assert!(!page.body.contains(HOSTILE_LOG_LINE));
+        // The checkpoint: its summary, a download of its file (inside the session folder), a fork choice.
+        let sdir = SessionDir::new(f.state.home().session(&f.running));
+        let file = sdir.checkpoint_weights(2);
+        let rel = file.strip_prefix(sdir.root()).unwrap().display().to_string();
+        assert!(page.body.contains(&format!("href=\"{base}/files/{rel}\">download</a>")), "{}", page.body);
+        assert!(page.body.contains("val acc 50.00%, val loss 1.2, train loss 1.1"), "{}", page.body);
+        assert!(page.body.contains("<option value=\"best\""), "the fork box");
+        assert!(page.body.contains(&format!("{base}/live?log_offset=")), "the live stream continues the log");
+        // `?error=` (a button's refusal) is shown, escaped.
+        let page = f.get(&format!("{base}?error=%3Cb%3Eno%3C%2Fb%3E")).await;
+        assert!(page.body.contains("<div class=\"card error\">&#60;b&#62;no&#60;/b&#62;</div>"), "{}", page.body);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_elapsed_is_training_time_else_time_since_the_start_never_negative() {
+        let f = Fixture::new().await;
+        let row = f.state.store().session_required(&f.running).await.unwrap();
+        let started = row.started_at.unwrap();
+        // Checkpoint 3 of an earlier run: saved before this run started, and epoch 3's duration is unknown.
+        let earlier = CheckpointRow {
+            session: f.running.to_string(),
+            epoch: 3,
+            name: "3".into(),
+            path: "/elsewhere/3.safetensors".into(),
+            val_acc: 0.25,
+            val_loss: None,
+            train_loss: None,
+            bytes: 8,
+            created_at: started - 100.0,
+        };
+        f.state.store().add_checkpoint(&earlier).await.unwrap();
+        let seconds = |epoch: i64, value: f64| MetricRow {
+            session: f.running.to_string(),
+            step: epoch * 10,
+            epoch,
+            name: "epoch_seconds".into(),
+            value,
+            t: 0.0,
+        };
+        f.state.store().insert_metrics(&[seconds(1, 10.0), seconds(2, 20.0)]).await.unwrap();
+        let rows = f.get(&format!("/sessions/{}?fragment=checkpoints", f.running)).await;
+        assert_eq!(rows.status, StatusCode::OK);
+        let elapsed = |name: &str| {
+            let row = rows.body.split(&format!("<td class=\"mono\">{name}")).nth(1).unwrap_or_else(|| panic!("{name}"));
+            row.split("<td class=\"num\">").nth(1).and_then(|c| c.split("</td>").next()).unwrap_or("?").to_string()
+        };
+        assert_eq!(elapsed("2"), "30s", "epochs 1 and 2 trained 10 s and 20 s");
+        assert_eq!(elapsed("3"), "0s", "saved before the start: zero, not blank");
+        assert!(!rows.body.contains("/elsewhere/"), "no download for a file outside the session folder");
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_bad_ids_and_charts_are_error_pages() {
+        let f = Fixture::new().await;
+        let page = f.get("/sessions/tester/emoji/77").await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+        assert!(page.body.contains("unknown session tester/emoji/77"), "{}", page.body);
+        let page = f.get("/sessions/%3Cb%3E/emoji/1").await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        assert!(page.body.contains("is not a session id") && !page.body.contains("<b>"), "{}", page.body);
+        for uri in ["/sessions/tester/emoji/77/charts/loss.svg", "/sessions/tester/emoji/1/charts/x.svg"] {
+            assert_eq!(f.get(uri).await.status, StatusCode::NOT_FOUND, "{uri}");
+        }
+        let chart = f.get(&format!("/sessions/{}/charts/accuracy.svg", f.running)).await;
+        assert_eq!((chart.status, chart.header("content-type")), (StatusCode::OK, "image/svg+xml"));
+        assert_eq!(f.get("/sessions/tester/emoji/77/files/train.log").await.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_stop_button_goes_back_to_the_page_with_the_daemon_s_answer() {
+        let f = Fixture::new().await;
+        let url = session_url(&f.queued.to_string());
+        let stopped = f.post_form(&format!("{url}/stop"), "", &[]).await;
+        assert_eq!((stopped.status, stopped.header("location")), (StatusCode::SEE_OTHER, url.as_str()));
+        assert_eq!(f.state.store().session_required(&f.queued).await.unwrap().state, SessionState::Stopped);
+        let again = f.post_form(&format!("{url}/stop"), "", &[]).await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER);
+        let back = again.header("location");
+        assert!(back.starts_with(&format!("{url}?error=")) && back.contains("already+stopped"), "{back}");
+        let fork = f.post_form(&format!("{url}/fork"), "checkpoint=best", &[]).await;
+        assert!(fork.header("location").starts_with(&format!("{url}?error=")), "no checkpoint to fork from");
+    }
+
+    #[test]
+    fn the_fork_box_offers_best_and_last_then_the_epochs_newest_first() {
+        let checkpoint = |epoch: i64| CheckpointRow {
+            session: "tester/emoji/1".into(),
+            epoch,
+            name: epoch.to_string(),
+            path: String::new(),
+            val_acc: 0.5,
+            val_loss: None,
+            train_loss: None,
+            bytes: 1,
+            created_at: 0.0,
+        };
+        assert!(fork_choices(&[]).is_empty());
+        assert_eq!(fork_choices(&[checkpoint(1), checkpoint(3), checkpoint(2)]), ["best", "last", "3", "2", "1"]);
+    }
+
+    #[tokio::test]
+    async fn the_log_tail_is_the_last_whole_lines_and_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.log");
+        assert_eq!(log_tail(&path, 3).await, (String::new(), 0), "no log yet");
+        let text: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(log_tail(&path, 3).await, ("line 9997\nline 9998\nline 9999\n".to_string(), text.len() as u64));
+        // Longer than the 64 KiB window: every line shown is whole.
+        let (tail, _) = log_tail(&path, 100_000).await;
+        assert!(tail.starts_with("line ") && tail.len() <= 64 * 1024, "{}", &tail[..20]);
+        assert!(tail.lines().all(|l| l.strip_prefix("line ").is_some_and(|n| n.parse::<u32>().is_ok())));
+    }
+}

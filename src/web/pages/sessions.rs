@@ -122,3 +122,46 @@ pub(super) async fn sessions_page(State(state): State<AppState>, Query(q): Query
         state: q.state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::{ESCAPED_MEMO, Fixture, HOSTILE_MEMO};
+    use super::*;
+
+    #[tokio::test]
+    async fn the_list_shows_every_session_with_its_memo_escaped() {
+        let f = Fixture::new().await;
+        let page = f.get("/sessions").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains(ESCAPED_MEMO) && !page.body.contains(HOSTILE_MEMO), "the memo, escaped");
+        for id in [&f.running, &f.queued] {
+            assert!(page.body.contains(&format!("<tr data-id=\"{id}\">")), "{id}");
+        }
+        assert!(page.body.contains("<td>cpu0</td>") && page.body.contains("<td>queue #1</td>"), "where each one is");
+        assert!(page.body.contains("<a href=\"/sessions\" class=\"on\">"), "the menu marks the page");
+    }
+
+    #[tokio::test]
+    async fn filters_narrow_the_list_and_a_bad_state_is_refused() {
+        let f = Fixture::new().await;
+        let rows = f.get("/sessions?state=queued&fragment=rows").await;
+        assert_eq!(rows.status, StatusCode::OK);
+        assert!(rows.body.contains(&format!("data-id=\"{}\"", f.queued)), "{}", rows.body);
+        assert!(!rows.body.contains(&format!("data-id=\"{}\"", f.running)), "{}", rows.body);
+        assert!(!rows.body.contains("<html"), "the fragment is the rows alone");
+        let none = f.get("/sessions?dataset=other").await;
+        assert!(none.body.contains("No sessions match.") && none.body.contains("dataset other"), "{}", none.body);
+        let bad = f.get("/sessions?state=%3Cb%3Ebogus").await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.body.contains("bogus") && !bad.body.contains("<b>"), "{}", bad.body);
+    }
+
+    #[test]
+    fn list_urls_keep_the_filter_and_the_cursor() {
+        assert_eq!(list_url("", "", None), "/sessions");
+        assert_eq!(list_url("my set", "queued", Some(("before", 7))), "/sessions?dataset=my+set&state=queued&before=7");
+        assert_eq!(list_url("", "failed", Some(("after", 3))), "/sessions?state=failed&after=3");
+    }
+}

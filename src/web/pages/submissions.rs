@@ -78,3 +78,30 @@ pub(super) async fn submissions_page(State(state): State<AppState>, Query(q): Qu
         .collect();
     html(&SubmissionsTemplate { chrome: Chrome::new(&state, "submissions"), dataset, submissions })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+
+    #[tokio::test]
+    async fn every_submission_is_listed_newest_first_with_its_error_escaped() {
+        let f = Fixture::new().await;
+        let ranked = f.scored_submission(false, 0.75).await;
+        let dry = f.scored_submission(true, 0.625).await;
+        let failed = f.failed_submission("rush infer: <b>out of memory</b>").await;
+        let page = f.get("/submissions?dataset=emoji").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let at = |id: i64| page.body.find(&format!("id=\"submission-{id}\"")).unwrap_or_else(|| panic!("{id}"));
+        assert!(at(failed) < at(dry) && at(dry) < at(ranked), "newest first");
+        let row = |id: i64| page.body[at(id)..].split("</tr>").next().unwrap().to_string();
+        assert!(row(dry).contains("<td>yes</td>") && row(dry).contains("0.6250 (4 samples)"), "{}", row(dry));
+        assert!(row(ranked).contains("0.7500") && !row(ranked).contains("0.5000"), "no private score here");
+        assert!(row(failed).contains("&#60;b&#62;out of memory&#60;/b&#62;"), "{}", row(failed));
+        assert!(!page.body.contains("<b>out"));
+        assert!(row(ranked).contains(&format!("href=\"/sessions/{0}\">{0}:2</a>", f.running)), "{}", row(ranked));
+        let other = f.get("/submissions?dataset=other").await;
+        assert!(other.body.contains("No submissions yet."), "{}", other.body);
+    }
+}

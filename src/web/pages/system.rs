@@ -138,3 +138,39 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> PageResult {
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_system_page_shows_the_slots_the_queue_and_the_folders() {
+        let f = Fixture::new().await;
+        let page = f.get("/system").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("queue depth <b>1</b>"), "{}", page.body);
+        assert!(page.body.contains(&f.state.home().root().display().to_string()), "the home folder");
+        assert!(page.body.contains("<td class=\"mono\">cpu0</td>"), "the slot");
+        assert!(page.body.contains("<span class=\"badge running\">running</span></td><td class=\"num\">1</td>"));
+    }
+
+    #[tokio::test]
+    async fn prometheus_reads_the_counts_as_they_change() {
+        let f = Fixture::new().await;
+        f.state.daemon.stop_session(&f.queued).await.unwrap();
+        let metrics = f.get("/metrics").await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        assert!(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
+        for line in ["rush_sessions{state=\"stopped\"} 1", "rush_queue_depth 0", "rush_slot_busy{slot=\"cpu0\"} 0"] {
+            assert!(metrics.body.lines().any(|l| l == line), "{line}: {}", metrics.body);
+        }
+    }
+
+    #[test]
+    fn prometheus_labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
