@@ -77,6 +77,14 @@ pub fn training_seconds(epoch: u32, epoch_seconds: &[(u32, f64)]) -> Option<f64>
     (1..=epoch).map(|e| epoch_seconds.iter().rev().find(|(at, _)| *at == e).map(|(_, s)| *s)).sum()
 }
 
+/// A checkpoint's "elapsed": the seconds of training up to its `epoch` ([`training_seconds`]), or, when an epoch's
+/// duration is missing, the time from the session's start to when the checkpoint was saved, never below zero (a
+/// checkpoint of an earlier run, or a clock set back, would make it negative). `None` when neither is known. The one
+/// rule for the API's `elapsed` and the session page's column.
+pub fn elapsed(epoch: u32, saved_at: f64, started_at: Option<f64>, epoch_seconds: &[(u32, f64)]) -> Option<f64> {
+    training_seconds(epoch, epoch_seconds).or_else(|| started_at.map(|start| (saved_at - start).max(0.0)))
+}
+
 /// Keep the best `keep_best` by validation accuracy, plus the last when `keep_last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -156,6 +164,18 @@ mod tests {
         assert_eq!(training_seconds(1, &seconds), Some(10.0));
         assert_eq!(training_seconds(0, &seconds), Some(0.0));
         assert_eq!(training_seconds(4, &seconds), None);
+    }
+
+    #[test]
+    fn elapsed_is_training_time_else_time_since_the_start_never_negative() {
+        let seconds = [(1, 10.0), (2, 12.0)];
+        // every epoch's duration known: their sum, whatever the clock says
+        assert_eq!(elapsed(2, 500.0, Some(100.0), &seconds), Some(22.0));
+        // a duration missing: from the session's start to the save
+        assert_eq!(elapsed(3, 500.0, Some(100.0), &seconds), Some(400.0));
+        // saved before the (latest) start: zero, not a negative time
+        assert_eq!(elapsed(3, 90.0, Some(100.0), &seconds), Some(0.0));
+        assert_eq!(elapsed(3, 500.0, None, &seconds), None);
     }
 
     #[test]

@@ -15,9 +15,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::core::session::SessionError;
 
 pub mod checkpoints;
+pub mod dashboard;
 pub mod datasets;
 pub mod metrics;
-pub mod pages;
 pub mod sessions;
 pub mod slurm;
 pub mod specs;

@@ -17,7 +17,7 @@ pub struct SessionRow {
     pub spec_id: Option<i64>,
     /// `session:checkpoint` a fork started from.
     pub fork_of: Option<String>,
-    /// The resolved spec as JSON.
+    /// The resolved spec as JSON, as stored; read it through [`SessionRow::resolved_spec`].
     pub spec: String,
     pub memo: String,
     pub priority: i32,

@@ -118,9 +118,7 @@ pub struct CheckpointView {
 
 impl CheckpointView {
     fn new(row: CheckpointRow, started: Option<f64>, epoch_seconds: &[(u32, f64)]) -> Self {
-        let epoch = row.epoch.clamp(0, u32::MAX as i64) as u32;
-        let elapsed = crate::core::checkpoint::training_seconds(epoch, epoch_seconds)
-            .or_else(|| started.map(|s| (row.created_at - s).max(0.0)));
+        let elapsed = crate::core::checkpoint::elapsed(row.info().epoch, row.created_at, started, epoch_seconds);
         CheckpointView {
             session: row.session,
             checkpoint: row.name,

@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
-use super::pages::{PageError, progress_text};
+use super::error::PageError;
+use super::view::progress_text;
 use crate::core::event::{Event, EventLine};
 use crate::core::session::{SessionId, SessionState};
 use crate::daemon::LiveEvent;

@@ -34,6 +34,16 @@ pub fn progress(done: Option<i64>, total: i64, running_since: Option<f64>, first
     Progress { done: d, total, percent, eta }
 }
 
+/// The live summary the session page shows (also sent as the SSE `state` event).
+pub fn progress_text(p: &Progress) -> String {
+    let mut s = format!("epoch {} of {}", p.done, p.total);
+    if !p.eta.is_empty() {
+        s.push_str(" · ");
+        s.push_str(&p.eta);
+    }
+    s
+}
+
 /// Flattens a JSON object to dotted paths and short display values (`optimizer.lr` -> `0.002`).
 pub fn flatten(value: &Value) -> BTreeMap<String, String> {
     fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {

@@ -1,0 +1,516 @@
+//! One session's page (`/sessions/{user}/{dataset}/{n}`): its summary, charts, log tail, checkpoints, spec, forks and
+//! submissions; its chart images and files; and the stop and fork buttons, which go through the daemon.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    AppState, Chrome, PageError, PageResult, html, positions_for, progress_of, progress_text, session_id, session_url,
+    spec_json, spec_str, where_of,
+};
+use crate::core::metric::MAX_POINTS;
+use crate::core::session::{SessionId, SessionState};
+use crate::home::SessionDir;
+use crate::store::{CheckpointRow, SessionRow, StoreError};
+use crate::web::chart::{self, Chart, Series};
+use crate::web::files;
+use crate::web::view::{self, Progress};
+
+/// Log lines the session page shows before live ones arrive.
+const LOG_TAIL_LINES: usize = 200;
+
+/// A checkpoint as a line of the session page's table shows it (the `model ls` columns), formatted for reading (the
+/// API's wire form is [`crate::web::api::CheckpointView`]).
+pub struct CheckpointLine {
+    name: String,
+    is_best: bool,
+    modified: String,
+    modified_exact: String,
+    elapsed: String,
+    summary: String,
+    size: String,
+    download: Option<String>,
+    member: String,
+}
+
+fn checkpoint_lines(
+    row: &SessionRow,
+    checkpoints: &[CheckpointRow],
+    epoch_seconds: &[(u32, f64)],
+    home_dir: &SessionDir,
+) -> Vec<CheckpointLine> {
+    let now = crate::store::now();
+    let infos: Vec<_> = checkpoints.iter().map(CheckpointRow::info).collect();
+    let best = crate::core::checkpoint::best(&infos).map(i64::from);
+    let id = row.id.to_string();
+    checkpoints
+        .iter()
+        .map(|c| {
+            let mut summary = format!("val acc {}", view::percent(Some(c.val_acc)));
+            if let Some(l) = c.val_loss {
+                summary.push_str(&format!(", val loss {}", view::number(l)));
+            }
+            if let Some(l) = c.train_loss {
+                summary.push_str(&format!(", train loss {}", view::number(l)));
+            }
+            // Offer the download only for a file inside the session folder (the safe file route serves no other).
+            let download = std::path::Path::new(&c.path)
+                .strip_prefix(home_dir.root())
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(|rel| format!("{}/files/{rel}", session_url(&id)));
+            CheckpointLine {
+                name: c.name.clone(),
+                is_best: Some(c.epoch) == best,
+                modified: view::ago(now, Some(c.created_at)),
+                modified_exact: view::datetime(c.created_at),
+                elapsed: crate::core::checkpoint::elapsed(c.info().epoch, c.created_at, row.started_at, epoch_seconds)
+                    .map(view::duration)
+                    .unwrap_or_default(),
+                summary,
+                size: view::bytes(c.bytes),
+                download,
+                member: format!("{id}:{}", c.name),
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "session.html")]
+struct SessionTemplate {
+    chrome: Chrome,
+    /// Sessions forked from this one: (url, "id from checkpoint E").
+    forks: Vec<(String, String)>,
+    /// Submissions with this session among their members: (url, "#id state score").
+    submissions: Vec<(String, String)>,
+    id: String,
+    base: String,
+    live_url: String,
+    state: &'static str,
+    terminal: bool,
+    memo: String,
+    error: Option<String>,
+    dataset: String,
+    dataset_q: String,
+    model: String,
+    progress: Progress,
+    progress_text: String,
+    best: String,
+    where_: String,
+    queued: String,
+    queued_exact: String,
+    started: String,
+    elapsed: String,
+    /// Seconds a running session has run (empty otherwise): the live script keeps "Run time" ticking from it.
+    running_for: String,
+    last_step: String,
+    fork_of: Option<(String, String)>,
+    reason: String,
+    chart_loss: String,
+    chart_accuracy: String,
+    log_tail: String,
+    checkpoints: Vec<CheckpointLine>,
+    /// The session has ended: its empty checkpoint table says so without promising more.
+    ended: bool,
+    fork_choices: Vec<String>,
+    spec_text: String,
+    has_spec_file: bool,
+    has_log: bool,
+}
+
+#[derive(Template)]
+#[template(path = "checkpoint_rows.html")]
+struct CheckpointRowsTemplate {
+    checkpoints: Vec<CheckpointLine>,
+    ended: bool,
+}
+
+/// A session's stored spec as the YAML its `spec.yaml` holds (the runner writes it with the same
+/// `ResolvedSpec::to_yaml`); a stored spec that does not read as one is still shown as YAML.
+fn spec_yaml(row: &SessionRow, raw: &Value) -> String {
+    row.resolved_spec()
+        .ok()
+        .and_then(|r| r.to_yaml().ok())
+        .or_else(|| serde_saphyr::to_string(raw).ok())
+        .unwrap_or_default()
+}
+
+/// What the fork box offers: `best` and `last` first (the default; resolved when the fork is made, so they never name
+/// a checkpoint retention has deleted since the page was drawn), then the saved checkpoints, newest first. The live
+/// script rebuilds it the same way from each `checkpoint` event.
+fn fork_choices(checkpoints: &[CheckpointRow]) -> Vec<String> {
+    if checkpoints.is_empty() {
+        return Vec::new();
+    }
+    let mut epochs: Vec<&CheckpointRow> = checkpoints.iter().collect();
+    epochs.sort_by_key(|c| std::cmp::Reverse(c.epoch));
+    ["best".to_string(), "last".to_string()].into_iter().chain(epochs.iter().map(|c| c.name.clone())).collect()
+}
+
+/// The last `lines` lines of a log file and its length (where a live tail continues from).
+pub async fn log_tail(path: &std::path::Path, lines: usize) -> (String, u64) {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return (String::new(), 0) };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return (String::new(), 0);
+    }
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    if (&mut file).take(len - start).read_to_end(&mut buf).await.is_err() {
+        return (String::new(), 0);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    // A window that starts mid-line drops its first, partial line.
+    let text = if start > 0 { text.split_once('\n').map(|(_, rest)| rest).unwrap_or("") } else { &text };
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    (if tail.is_empty() { tail } else { tail + "\n" }, len)
+}
+
+/// The two charts of a session: loss per step (with validation loss at each epoch's end), accuracy per epoch.
+pub async fn session_charts(state: &AppState, id: &SessionId, limit: usize) -> Result<(Chart, Chart), StoreError> {
+    let store = state.store();
+    let loss = store.metric_series(id, "loss", false, limit).await?;
+    let val_loss = store.metric_series(id, "val_loss", false, limit).await?;
+    let train_acc = store.metric_series(id, "train_acc", true, limit).await?;
+    let val_acc = store.metric_series(id, "val_acc", true, limit).await?;
+    let line = |label: &str, key: &str, points, dashed| Series { label: label.into(), key: key.into(), points, dashed };
+    let loss_chart = Chart::new("Loss", "step", "loss").series(line("train loss", "loss", loss, false)).series(line(
+        "val loss (epoch end)",
+        "val_loss",
+        val_loss,
+        true,
+    ));
+    let mut acc_chart = Chart::new("Accuracy", "epoch", "accuracy")
+        .series(line("train acc", "train_acc", train_acc, false))
+        .series(line("val acc", "val_acc", val_acc, true));
+    acc_chart.y_range = Some((0.0, 1.0));
+    Ok((loss_chart, acc_chart))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionQuery {
+    fragment: Option<String>,
+    error: Option<String>,
+}
+
+pub(super) async fn session_page(
+    State(state): State<AppState>,
+    Path((user, dataset, n)): Path<(String, String, String)>,
+    Query(q): Query<SessionQuery>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    let row = state.store().session_required(&id).await?;
+    let dir = SessionDir::new(state.home().session(&id));
+    let checkpoints = state.store().checkpoints(&id).await?;
+    let epoch_seconds = state.daemon.epoch_seconds(&id).await?;
+    let lines = checkpoint_lines(&row, &checkpoints, &epoch_seconds, &dir);
+    let ended = row.state.is_terminal();
+    if q.fragment.as_deref() == Some("checkpoints") {
+        return html(&CheckpointRowsTemplate { checkpoints: lines, ended });
+    }
+    let now = crate::store::now();
+    let positions = positions_for(&state, std::slice::from_ref(&row)).await?;
+    let spec = spec_json(&row);
+    let (loss, acc) = session_charts(&state, &id, MAX_POINTS).await?;
+    let (log, offset) = log_tail(&dir.log(), LOG_TAIL_LINES).await;
+    // The spec as the session runs it: `spec.yaml` once the runner wrote it, else the stored spec, as the same YAML
+    // (a session that never started has no folder). Links go only to files that exist.
+    let spec_file = tokio::fs::read_to_string(dir.spec()).await.ok();
+    let has_log = tokio::fs::metadata(dir.log()).await.is_ok_and(|m| m.is_file());
+    let spec_text = match &spec_file {
+        Some(text) => text.clone(),
+        None => spec_yaml(&row, &spec),
+    };
+    let last_step = match state.store().last_metric(&id, "loss").await? {
+        Some((step, _, loss)) => format!("step {step} · loss {loss:.4}"),
+        None => String::new(),
+    };
+    let progress = progress_of(&row, now);
+    let running_for = (row.state == SessionState::Running).then_some(row.started_at).flatten().map(|s| now - s);
+    let elapsed = match (row.started_at, row.finished_at, running_for) {
+        (Some(s), Some(f), _) => view::duration(f - s),
+        (_, _, Some(r)) => view::duration(r),
+        _ => String::new(),
+    };
+    let base = session_url(&id.to_string());
+    let parent = format!("{id}:");
+    let forks = state
+        .store()
+        .forks_of(&id)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let epoch = s.fork_of.as_deref().and_then(|f| f.strip_prefix(&parent)).unwrap_or("?").to_string();
+            (session_url(&s.id.to_string()), format!("{} from checkpoint {epoch}", s.id))
+        })
+        .collect();
+    let submissions = state
+        .store()
+        .submissions_of(&id)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let score = s.public_score.map(|p| format!(" {}", view::percent(Some(p)))).unwrap_or_default();
+            let kind = if s.dry_run { " (dry run)" } else { "" };
+            (
+                format!("/submissions?dataset={}#submission-{}", id.dataset, s.id),
+                format!("#{} {}{score}{kind}", s.id, s.state),
+            )
+        })
+        .collect();
+    html(&SessionTemplate {
+        chrome: Chrome::new(&state, "sessions"),
+        forks,
+        submissions,
+        live_url: format!("{base}/live?log_offset={offset}"),
+        id: id.to_string(),
+        state: row.state.as_str(),
+        terminal: row.state.is_terminal(),
+        memo: row.memo.clone(),
+        error: q.error,
+        dataset_q: serde_urlencoded::to_string([("", &id.dataset)])
+            .map(|s| s.trim_start_matches('=').to_string())
+            .unwrap_or_default(),
+        dataset: id.dataset.clone(),
+        model: spec_str(&spec, "model"),
+        progress_text: progress_text(&progress),
+        progress,
+        best: view::percent(row.best_val_acc),
+        where_: where_of(&row, &positions),
+        queued: view::ago(now, Some(row.queued_at)),
+        queued_exact: view::datetime(row.queued_at),
+        started: row.started_at.map(view::datetime).unwrap_or_default(),
+        elapsed,
+        running_for: running_for.map(|r| format!("{:.0}", r.max(0.0))).unwrap_or_default(),
+        last_step,
+        fork_of: row.fork_of.as_ref().map(|f| {
+            let session = f.rsplit_once(':').map(|(s, _)| s).unwrap_or(f);
+            (session_url(session), f.clone())
+        }),
+        reason: row.exit_reason.clone().unwrap_or_default(),
+        chart_loss: chart::render(&loss),
+        chart_accuracy: chart::render(&acc),
+        log_tail: log,
+        fork_choices: fork_choices(&checkpoints),
+        checkpoints: lines,
+        ended,
+        spec_text,
+        has_spec_file: spec_file.is_some(),
+        has_log,
+        base,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChartQuery {
+    /// At most this many points per line (capped at 1,000).
+    points: Option<usize>,
+}
+
+pub(super) async fn session_chart(
+    State(state): State<AppState>,
+    Path((user, dataset, n, which)): Path<(String, String, String, String)>,
+    Query(q): Query<ChartQuery>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    state.store().session_required(&id).await?;
+    let limit = q.points.unwrap_or(MAX_POINTS).clamp(2, MAX_POINTS);
+    let (loss, acc) = session_charts(&state, &id, limit).await?;
+    let chart = match which.as_str() {
+        "loss.svg" => loss,
+        "accuracy.svg" => acc,
+        other => return Err(PageError::not_found(format!("no chart {other:?} (loss.svg, accuracy.svg)"))),
+    };
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], chart::render(&chart))
+        .into_response())
+}
+
+pub(super) async fn session_file(
+    State(state): State<AppState>,
+    Path((user, dataset, n, path)): Path<(String, String, String, String)>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    state.store().session_required(&id).await?;
+    Ok(files::serve(&state.home().session(&id), &path).await)
+}
+
+pub(super) async fn stop(
+    State(state): State<AppState>,
+    Path((user, dataset, n)): Path<(String, String, String)>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    let url = session_url(&id.to_string());
+    Ok(match state.daemon.stop_session(&id).await {
+        Ok(_) => Redirect::to(&url).into_response(),
+        Err(e) => back_with_error(&url, &PageError::from(e).message),
+    })
+}
+
+fn back_with_error(url: &str, message: &str) -> Response {
+    let q = serde_urlencoded::to_string([("error", message)]).unwrap_or_default();
+    Redirect::to(&format!("{url}?{q}")).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ForkForm {
+    checkpoint: String,
+    #[serde(default)]
+    args: String,
+    #[serde(default)]
+    memo: String,
+}
+
+pub(super) async fn fork(
+    State(state): State<AppState>,
+    Path((user, dataset, n)): Path<(String, String, String)>,
+    Form(form): Form<ForkForm>,
+) -> PageResult {
+    let id = session_id(&user, &dataset, &n)?;
+    let url = session_url(&id.to_string());
+    let memo = (!form.memo.is_empty()).then_some(form.memo.as_str());
+    Ok(match state.daemon.fork(&id, &form.checkpoint, Some(&form.args), memo).await {
+        Ok(new) => Redirect::to(&session_url(&new.to_string())).into_response(),
+        Err(e) => back_with_error(&url, &PageError::from(e).message),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::{ESCAPED_MEMO, Fixture, HOSTILE_LOG_LINE, HOSTILE_MEMO};
+    use super::*;
+    use crate::store::MetricRow;
+
+    #[tokio::test]
+    async fn the_page_shows_the_session_with_its_log_and_checkpoint_escaped() {
+        let f = Fixture::new().await;
+        let base = session_url(&f.running.to_string());
+        let page = f.get(&base).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains(ESCAPED_MEMO) && !page.body.contains(HOSTILE_MEMO), "the memo, escaped");
+        assert!(page.body.contains("&#60;img src=x onerror=alert(2)&#62;"), "the log's line, escaped");
+        assert!(!page.body.contains(HOSTILE_LOG_LINE));
+        // The checkpoint: its summary, a download of its file (inside the session folder), a fork choice.
+        let sdir = SessionDir::new(f.state.home().session(&f.running));
+        let file = sdir.checkpoint_weights(2);
+        let rel = file.strip_prefix(sdir.root()).unwrap().display().to_string();
+        assert!(page.body.contains(&format!("href=\"{base}/files/{rel}\">download</a>")), "{}", page.body);
+        assert!(page.body.contains("val acc 50.00%, val loss 1.2, train loss 1.1"), "{}", page.body);
+        assert!(page.body.contains("<option value=\"best\""), "the fork box");
+        assert!(page.body.contains(&format!("{base}/live?log_offset=")), "the live stream continues the log");
+        // `?error=` (a button's refusal) is shown, escaped.
+        let page = f.get(&format!("{base}?error=%3Cb%3Eno%3C%2Fb%3E")).await;
+        assert!(page.body.contains("<div class=\"card error\">&#60;b&#62;no&#60;/b&#62;</div>"), "{}", page.body);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_elapsed_is_training_time_else_time_since_the_start_never_negative() {
+        let f = Fixture::new().await;
+        let row = f.state.store().session_required(&f.running).await.unwrap();
+        let started = row.started_at.unwrap();
+        // Checkpoint 3 of an earlier run: saved before this run started, and epoch 3's duration is unknown.
+        let earlier = CheckpointRow {
+            session: f.running.to_string(),
+            epoch: 3,
+            name: "3".into(),
+            path: "/elsewhere/3.safetensors".into(),
+            val_acc: 0.25,
+            val_loss: None,
+            train_loss: None,
+            bytes: 8,
+            created_at: started - 100.0,
+        };
+        f.state.store().add_checkpoint(&earlier).await.unwrap();
+        let seconds = |epoch: i64, value: f64| MetricRow {
+            session: f.running.to_string(),
+            step: epoch * 10,
+            epoch,
+            name: "epoch_seconds".into(),
+            value,
+            t: 0.0,
+        };
+        f.state.store().insert_metrics(&[seconds(1, 10.0), seconds(2, 20.0)]).await.unwrap();
+        let rows = f.get(&format!("/sessions/{}?fragment=checkpoints", f.running)).await;
+        assert_eq!(rows.status, StatusCode::OK);
+        let elapsed = |name: &str| {
+            let row = rows.body.split(&format!("<td class=\"mono\">{name}")).nth(1).unwrap_or_else(|| panic!("{name}"));
+            row.split("<td class=\"num\">").nth(1).and_then(|c| c.split("</td>").next()).unwrap_or("?").to_string()
+        };
+        assert_eq!(elapsed("2"), "30s", "epochs 1 and 2 trained 10 s and 20 s");
+        assert_eq!(elapsed("3"), "0s", "saved before the start: zero, not blank");
+        assert!(!rows.body.contains("/elsewhere/"), "no download for a file outside the session folder");
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_bad_ids_and_charts_are_error_pages() {
+        let f = Fixture::new().await;
+        let page = f.get("/sessions/tester/emoji/77").await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+        assert!(page.body.contains("unknown session tester/emoji/77"), "{}", page.body);
+        let page = f.get("/sessions/%3Cb%3E/emoji/1").await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        assert!(page.body.contains("is not a session id") && !page.body.contains("<b>"), "{}", page.body);
+        for uri in ["/sessions/tester/emoji/77/charts/loss.svg", "/sessions/tester/emoji/1/charts/x.svg"] {
+            assert_eq!(f.get(uri).await.status, StatusCode::NOT_FOUND, "{uri}");
+        }
+        let chart = f.get(&format!("/sessions/{}/charts/accuracy.svg", f.running)).await;
+        assert_eq!((chart.status, chart.header("content-type")), (StatusCode::OK, "image/svg+xml"));
+        assert_eq!(f.get("/sessions/tester/emoji/77/files/train.log").await.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_stop_button_goes_back_to_the_page_with_the_daemon_s_answer() {
+        let f = Fixture::new().await;
+        let url = session_url(&f.queued.to_string());
+        let stopped = f.post_form(&format!("{url}/stop"), "", &[]).await;
+        assert_eq!((stopped.status, stopped.header("location")), (StatusCode::SEE_OTHER, url.as_str()));
+        assert_eq!(f.state.store().session_required(&f.queued).await.unwrap().state, SessionState::Stopped);
+        let again = f.post_form(&format!("{url}/stop"), "", &[]).await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER);
+        let back = again.header("location");
+        assert!(back.starts_with(&format!("{url}?error=")) && back.contains("already+stopped"), "{back}");
+        let fork = f.post_form(&format!("{url}/fork"), "checkpoint=best", &[]).await;
+        assert!(fork.header("location").starts_with(&format!("{url}?error=")), "no checkpoint to fork from");
+    }
+
+    #[test]
+    fn the_fork_box_offers_best_and_last_then_the_epochs_newest_first() {
+        let checkpoint = |epoch: i64| CheckpointRow {
+            session: "tester/emoji/1".into(),
+            epoch,
+            name: epoch.to_string(),
+            path: String::new(),
+            val_acc: 0.5,
+            val_loss: None,
+            train_loss: None,
+            bytes: 1,
+            created_at: 0.0,
+        };
+        assert!(fork_choices(&[]).is_empty());
+        assert_eq!(fork_choices(&[checkpoint(1), checkpoint(3), checkpoint(2)]), ["best", "last", "3", "2", "1"]);
+    }
+
+    #[tokio::test]
+    async fn the_log_tail_is_the_last_whole_lines_and_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.log");
+        assert_eq!(log_tail(&path, 3).await, (String::new(), 0), "no log yet");
+        let text: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(log_tail(&path, 3).await, ("line 9997\nline 9998\nline 9999\n".to_string(), text.len() as u64));
+        // Longer than the 64 KiB window: every line shown is whole.
+        let (tail, _) = log_tail(&path, 100_000).await;
+        assert!(tail.starts_with("line ") && tail.len() <= 64 * 1024, "{}", &tail[..20]);
+        assert!(tail.lines().all(|l| l.strip_prefix("line ").is_some_and(|n| n.parse::<u32>().is_ok())));
+    }
+}
