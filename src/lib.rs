@@ -32,7 +32,7 @@
 //! | `train` | `core`, `home`, `disk`, `data`, `submit` |
 //! | `daemon` | `core`, `home`, `disk`, `data`, `submit`, `store` |
 //! | `slurm` | `core`, `home`, `disk`, `store`, `daemon` |
-//! | `web` | `core`, `home`, `submit`, `store`, `daemon` |
+//! | `web` | `core`, `home`, `disk`, `submit`, `store`, `daemon` |
 //! | `serve` | `core`, `home`, `disk`, `store`, `daemon`, `slurm`, `web` |
 //! | `cli` | `core`, `home`, `disk`, `data`, `submit`, `train`, `store`, `daemon`, `slurm`, `web`, `serve` |
 

@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::AppState;
 pub use super::error::{ApiError, ErrorBody};
@@ -316,10 +315,22 @@ fn log_stream(
     let tail = Tail { state, id, path, offset: 0, follow, finishing: false };
     futures::stream::unfold(tail, |mut t| async move {
         loop {
-            let chunk = read_from(&t.path, t.offset).await;
-            if !chunk.is_empty() {
-                t.offset += chunk.len() as u64;
-                return Some((Ok(chunk), t));
+            // Whole lines while the session runs; once it has ended (or without follow), the last one too.
+            let partial = !t.follow || t.finishing;
+            let (lines, next) = super::logs::lines_from(&t.path, t.offset, 1 << 20, partial).await;
+            if next != t.offset || !lines.is_empty() {
+                t.offset = next;
+                let mut chunk = Vec::new();
+                for line in lines {
+                    chunk.extend_from_slice(line.text.as_bytes());
+                    if line.complete {
+                        chunk.push(b'\n');
+                    }
+                }
+                if !chunk.is_empty() {
+                    return Some((Ok(chunk), t));
+                }
+                continue;
             }
             if !t.follow || t.finishing || t.state.daemon.shutdown.is_cancelled() {
                 return None;
@@ -335,16 +346,6 @@ fn log_stream(
             }
         }
     })
-}
-
-async fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
-    let Ok(mut f) = tokio::fs::File::open(path).await else { return Vec::new() };
-    if f.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    let _ = (&mut f).take(1 << 20).read_to_end(&mut buf).await;
-    buf
 }
 
 /// Live events of a session as server-sent events: `event` lines as the child wrote them, then `end` with the state.

@@ -142,36 +142,12 @@ async fn with_saved(state: &AppState, id: &SessionId, data: String) -> String {
     value.to_string()
 }
 
-/// Reads what was appended to the log since `offset`: whole lines only (a partial last line waits for its end).
-/// A file that shrank (replaced) is read again from the start.
+/// The log lines appended since `offset` (whole lines only: a partial last line waits for its end), as a terminal
+/// shows them: a progress bar redraws with '\r', so the text after the last one.
 async fn read_log(path: &std::path::Path, offset: &mut u64) -> Vec<String> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let Ok(mut file) = tokio::fs::File::open(path).await else { return Vec::new() };
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    if len < *offset {
-        *offset = 0;
-    }
-    if len == *offset || file.seek(std::io::SeekFrom::Start(*offset)).await.is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    if (&mut file).take((len - *offset).min(LOG_CHUNK)).read_to_end(&mut buf).await.is_err() {
-        return Vec::new();
-    }
-    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
-        // One line longer than a chunk: show it in pieces rather than stall.
-        if buf.len() as u64 >= LOG_CHUNK {
-            *offset += buf.len() as u64;
-            return vec![String::from_utf8_lossy(&buf).into_owned()];
-        }
-        return Vec::new();
-    };
-    *offset += end as u64 + 1;
-    String::from_utf8_lossy(&buf[..end])
-        .split('\n')
-        // A progress bar redraws with '\r': show what a terminal would (the text after the last one).
-        .map(|l| l.rsplit('\r').next().unwrap_or("").to_string())
-        .collect()
+    let (lines, next) = super::logs::lines_from(path, *offset, LOG_CHUNK, false).await;
+    *offset = next;
+    lines.into_iter().map(|l| l.text.rsplit('\r').next().unwrap_or("").to_string()).collect()
 }
 
 /// `GET /sessions/{id}/live?log_offset=N`: steps, epochs, checkpoints, log lines and state changes of one session.

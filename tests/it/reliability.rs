@@ -332,10 +332,10 @@ fn infer_children(env: &Env) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.get(1).map(String::as_str) == Some("infer") && args.get(2).is_some_and(|a| a.starts_with(&home)) {
-            if alive(pid) {
-                found.push(pid);
-            }
+        let ours =
+            args.get(1).map(String::as_str) == Some("infer") && args.get(2).is_some_and(|a| a.starts_with(&home));
+        if ours && alive(pid) {
+            found.push(pid);
         }
     }
     found
@@ -558,19 +558,27 @@ const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/logout"),
 ];
 
-/// The routes of `src/web/*.rs` with a method other than GET, as (METHOD, full path).
+/// The routes of `src/web/**/*.rs` with a method other than GET, as (METHOD, full path).
 fn declared_mutating_routes() -> BTreeSet<(String, String)> {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
-    let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(&web).unwrap().flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-            continue;
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+                out.push(path);
+            }
         }
+    }
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
+    let mut files = Vec::new();
+    rust_files(&web, &mut files);
+    let mut out = BTreeSet::new();
+    for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let text = text.split("#[cfg(test)]").next().unwrap();
-        // api.rs and submissions.rs are nested under /api (see src/web/mod.rs and api::routes).
-        let api = ["api.rs", "submissions.rs"].iter().any(|f| path.ends_with(f));
+        // api.rs and submissions.rs (not pages/submissions.rs) are nested under /api (see src/web/mod.rs).
+        let api = ["api.rs", "submissions.rs"].iter().any(|f| path == web.join(f));
         let prefix = if api { "/api" } else { "" };
         for chunk in text.split(".route(").skip(1) {
             let Some(route) = chunk.trim_start().strip_prefix('"').and_then(|r| r.split('"').next()) else { continue };

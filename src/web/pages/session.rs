@@ -155,24 +155,7 @@ fn fork_choices(checkpoints: &[CheckpointRow]) -> Vec<String> {
 
 /// The last `lines` lines of a log file and its length (where a live tail continues from).
 pub async fn log_tail(path: &std::path::Path, lines: usize) -> (String, u64) {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    const WINDOW: u64 = 64 * 1024;
-    let Ok(mut file) = tokio::fs::File::open(path).await else { return (String::new(), 0) };
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(WINDOW);
-    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return (String::new(), 0);
-    }
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    if (&mut file).take(len - start).read_to_end(&mut buf).await.is_err() {
-        return (String::new(), 0);
-    }
-    let text = String::from_utf8_lossy(&buf);
-    // A window that starts mid-line drops its first, partial line.
-    let text = if start > 0 { text.split_once('\n').map(|(_, rest)| rest).unwrap_or("") } else { &text };
-    let all: Vec<&str> = text.lines().collect();
-    let tail = all[all.len().saturating_sub(lines)..].join("\n");
-    (if tail.is_empty() { tail } else { tail + "\n" }, len)
+    crate::web::logs::last(path, lines).await
 }
 
 /// The two charts of a session: loss per step (with validation loss at each epoch's end), accuracy per epoch.
