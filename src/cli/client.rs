@@ -1,5 +1,5 @@
-//! The daemon and its client verbs: `daemon`, `run`, `ps`, `logs`, `stop`, `rm`, `fork`, `model`, `spec`, `submit`,
-//! `ensemble`. Client verbs talk to the daemon's HTTP JSON API.
+//! The daemon's client verbs: `run`, `ps`, `logs`, `stop`, `rm`, `fork`, `model`, `spec`, `submit`, `ensemble`,
+//! `submissions`. They talk to the daemon's HTTP JSON API (`rush daemon` itself is `super::daemon`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +22,6 @@ use http::Api;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: watch experiments/, queue, train, serve the dashboard.
-    Daemon(DaemonArgs),
     /// Queue a session (the spec lands in experiments/ under a new name).
     Run {
         /// The registered dataset to train on (`rush dataset ls`).
@@ -103,29 +101,6 @@ pub enum Command {
         #[arg(short = 'j', long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    /// A config file (YAML: experiments, user, bind, db, cpu_slots, gpus, stop_grace_secs, executor, slurm, token,
-    /// public_read, submissions_per_day, public_percent, reveal_private; see docs/daemon.md); flags override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The watched intake folder.
-    #[arg(long)]
-    pub experiments: Option<PathBuf>,
-    /// The user name in session ids (default: $USER, else `local`).
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Address to bind (default 127.0.0.1:8470; port 0 picks a free one).
-    #[arg(long)]
-    pub bind: Option<String>,
-    /// CPU worker slots when there is no GPU.
-    #[arg(long)]
-    pub cpu_slots: Option<u32>,
-    /// GPU ids to use (default: all detected).
-    #[arg(long, value_delimiter = ',')]
-    pub gpus: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,7 +184,6 @@ pub enum EnsembleCommand {
 
 pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Daemon(args) => daemon(global, args),
         Command::Run { dataset, spec, args, memo } => run_session(global, &dataset, spec.as_deref(), args, memo),
         Command::Ps { all, dataset, json } => ps(global, all, dataset, json),
         Command::Logs { session, follow } => logs(global, &session, follow),
@@ -234,33 +208,6 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
 /// Parses a session id typed by the user.
 fn id(text: &str) -> anyhow::Result<SessionId> {
     Ok(text.parse()?)
-}
-
-/// `rush daemon`: resolve the configuration, then run until SIGTERM/SIGINT.
-fn daemon(global: &Global, args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    use crate::daemon::config::{DaemonConfig, Flags};
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
-    let detected = if args.gpus.is_some() { 0 } else { crate::train::device::CudaView::probe().device_count as u32 };
-    let flags = Flags {
-        config: args.config,
-        experiments: args.experiments,
-        user: args.user,
-        bind: args.bind,
-        cpu_slots: args.cpu_slots,
-        gpus: args.gpus,
-        token: global.token.clone().map(crate::core::access::Token::new),
-    };
-    let config = DaemonConfig::resolve(global.home.clone(), flags, detected)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-    runtime.block_on(crate::serve::run(config))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `rush run`: write a new, uniquely named spec into the daemon's experiments folder, then wait for its verdict.

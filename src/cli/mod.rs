@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod client;
+pub mod daemon;
 pub mod dataset;
 pub mod spec;
 pub mod trainer;
@@ -32,6 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: watch experiments/, queue, train, serve the dashboard.
+    Daemon(daemon::DaemonArgs),
     #[command(flatten)]
     Trainer(trainer::Command),
     /// Datasets: generate, build, register, list, board.
@@ -47,6 +50,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let global = Global { home: crate::home::Home::new(&cli.home), url: cli.url, token: cli.token };
     match cli.command {
+        Command::Daemon(args) => daemon::run(&global, args),
         Command::Trainer(cmd) => trainer::run(&global, cmd),
         Command::Dataset(cmd) => dataset::run(&global, cmd),
         Command::Client(cmd) => client::run(&global, cmd),
