@@ -1,7 +1,8 @@
 """PyTorch DataLoader reference for `rush bench epoch`: a standard input pipeline (torch DataLoader with worker
 processes, PIL decode of the RGBA sticker PNGs, resize to SIZE (bilinear), composite on white, random resized crop and
 horizontal flip, pinned memory on CUDA) feeding the same model, size, batch, precision and optimizer as
-`bench/torch_train_step.py` (SGD lr 0.1, momentum 0.9, weight decay 5e-4; bf16 autocast and channels-last on CUDA).
+`bench/torch_train_step.py` (SGD lr 0.1, momentum 0.9, weight decay 5e-4; bf16 autocast on the device, channels-last
+on CUDA).
 Trains EPOCHS epochs over the dataset's training CSV (full batches) and prints one JSON line with each epoch's images,
 seconds and data-wait seconds (time the loop spent in the DataLoader).
 
@@ -88,7 +89,7 @@ def main():
     fmt = torch.channels_last if cuda else torch.contiguous_format
     model = MODELS[a.model]().to(dev, memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    bf16 = a.precision == "bf16" and cuda
+    bf16 = a.precision == "bf16"
     data = Stickers(a.dataset, a.size, (0.6, 1.0), a.limit)
     loader = torch.utils.data.DataLoader(data, batch_size=a.batch, shuffle=True, drop_last=True,
                                          num_workers=a.workers, pin_memory=cuda,
@@ -110,7 +111,7 @@ def main():
             x = ((x - mean) / std).contiguous(memory_format=fmt)
             y = y.to(dev, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             loss.backward()

@@ -1,6 +1,7 @@
 """PyTorch eager reference for `rush bench train`: the same model (torchvision's ResNet layout, 350 outputs, defined
 here because the venv has no torchvision), size, batch, precision and optimizer (SGD lr 0.1, momentum 0.9, weight
-decay 5e-4) on one fixed random batch already on the device. bf16 = torch.autocast on CUDA; channels-last on CUDA.
+decay 5e-4) on one fixed random batch already on the device. bf16 = torch.autocast on the device (CUDA, or the CPU,
+as rush does on a CPU with native bf16); channels-last on CUDA.
 Prints one JSON line: images_per_sec, seconds, steps, torch.
 
 Usage: python bench/torch_train_step.py --model resnet18 --size 64 --batch 32 --steps 10 [--device cuda] [--compile]
@@ -123,11 +124,11 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev).to(memory_format=fmt)
     y = torch.randint(0, NUM_TAGS, (a.batch,), device=dev)
-    bf16 = a.precision == "bf16" and cuda
+    bf16 = a.precision == "bf16"
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()

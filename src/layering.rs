@@ -243,8 +243,11 @@ fn violations(src: &Path, lib: &str) -> Vec<String> {
         }
         for (n, line) in code_lines(&source.text) {
             let at = format!("src/{}:{n}", source.rel);
-            if top != "train" && (line.contains("tch::") && tch_path(&line) || line.trim_start().starts_with("use tch"))
-            {
+            let torch = (line.contains("tch::") && tch_path(&line))
+                || line.contains("torch_sys::")
+                || line.trim_start().starts_with("use tch")
+                || line.trim_start().starts_with("use torch_sys");
+            if top != "train" && torch {
                 problems.push(format!("{at}: names tch outside `train`: {}", line.trim()));
             }
             for target in paths_in(&line, &source.module) {

@@ -1,6 +1,7 @@
 //! Which device the child trains on and how: the choice (a pure function of the flag, `CUDA_VISIBLE_DEVICES` and what
-//! libtorch sees), and the CUDA settings tch 0.24 lacks (bf16 autocast through libtorch's own exported functions,
-//! cuDNN benchmark mode). The CPU always runs fp32.
+//! libtorch sees), and the settings tch 0.24 lacks: bf16 autocast through libtorch's own exported functions (on CUDA,
+//! and on a CPU with native bf16, AVX512-BF16 or AMX), cuDNN benchmark mode. A CPU without native bf16 runs fp32: bf16
+//! emulated there is slower than fp32, so a spec's `precision: bf16` says so in the log and trains in fp32.
 
 pub use tch::Device;
 
@@ -76,19 +77,72 @@ pub fn name(device: Device) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Execution {
     pub device: Device,
-    /// bf16 autocast around the forward pass (CUDA only).
+    /// bf16 autocast around the forward pass (CUDA's, or the CPU's on a CPU with native bf16).
     pub autocast_bf16: bool,
     /// NHWC strides for inputs and 4-D weights (CUDA only).
     pub channels_last: bool,
 }
 
-/// Sets up `device` for training at `precision` and says how it will run. On the CPU that is always fp32 and NCHW.
+/// Whether this CPU computes in bf16 natively, from `/proc/cpuinfo`'s flags: the feature that does it (`amx_bf16`,
+/// then `avx512_bf16`), or `None`.
+pub fn native_bf16(cpuinfo: &str) -> Option<&'static str> {
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .unwrap_or_default();
+    ["amx_bf16", "avx512_bf16"].into_iter().find(|f| flags.contains(f))
+}
+
+/// What a spec's `precision: bf16` means on this machine's CPU, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuBf16 {
+    /// bf16 autocast on the CPU, through this feature (or `forced` by `RUSH_CPU_BF16=on`).
+    Autocast(String),
+    /// fp32, for this reason.
+    Fp32(String),
+}
+
+impl CpuBf16 {
+    /// Decides from the CPU's flags, the `RUSH_CPU_BF16` setting (`on`: autocast even without native bf16, slow but
+    /// exact to what a bf16 CPU computes, for tests; `off`: never) and whether libtorch exports the CPU autocast
+    /// functions. Pure: [`CpuBf16::here`] reads the machine.
+    pub fn decide(cpuinfo: &str, setting: Option<&str>, exported: bool) -> CpuBf16 {
+        if !exported {
+            return CpuBf16::Fp32("libtorch does not export at::autocast::set_autocast_enabled".into());
+        }
+        match (setting.map(str::trim), native_bf16(cpuinfo)) {
+            (Some("off"), _) => CpuBf16::Fp32("RUSH_CPU_BF16=off".into()),
+            (Some("on"), native) => CpuBf16::Autocast(native.unwrap_or("forced by RUSH_CPU_BF16=on").to_string()),
+            (_, Some(feature)) => CpuBf16::Autocast(feature.to_string()),
+            (_, None) => CpuBf16::Fp32("this CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)".into()),
+        }
+    }
+
+    /// The decision for this machine.
+    pub fn here() -> CpuBf16 {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        CpuBf16::decide(&cpuinfo, std::env::var("RUSH_CPU_BF16").ok().as_deref(), autocast::cpu_available())
+    }
+}
+
+/// Sets up `device` for training at `precision` and says how it will run. The CPU runs NCHW, and bf16 only where
+/// [`CpuBf16::here`] says so (the log says which and why).
 pub fn prepare(device: Device, precision: Precision) -> Execution {
     if !device.is_cuda() {
-        if precision == Precision::Bf16 {
-            eprintln!("rush train: the CPU trains in fp32 (the spec's bf16 applies on CUDA only)");
-        }
-        return Execution { device, autocast_bf16: false, channels_last: false };
+        let autocast_bf16 = precision == Precision::Bf16
+            && match CpuBf16::here() {
+                CpuBf16::Autocast(feature) => {
+                    eprintln!("rush: bf16 autocast on the CPU ({feature})");
+                    true
+                }
+                CpuBf16::Fp32(why) => {
+                    eprintln!("rush: the CPU runs fp32, not the spec's bf16: {why}");
+                    false
+                }
+            };
+        return Execution { device, autocast_bf16, channels_last: false };
     }
     tch::Cuda::cudnn_set_benchmark(true);
     let autocast_bf16 = precision == Precision::Bf16 && autocast::use_bf16();
@@ -101,24 +155,81 @@ pub fn prepare(device: Device, precision: Precision) -> Execution {
 impl Execution {
     /// Runs `f` (the forward pass) under bf16 autocast when asked, else plainly.
     pub fn forward<T>(&self, f: impl FnOnce() -> T) -> T {
-        if self.autocast_bf16 { tch::autocast(true, f) } else { f() }
+        match (self.autocast_bf16, self.device.is_cuda()) {
+            (false, _) => f(),
+            (true, true) => tch::autocast(true, f),
+            (true, false) => autocast::cpu(f),
+        }
     }
 }
 
-/// bf16 autocast for CUDA. `tch::autocast` toggles CUDA autocast with its default dtype (fp16, which would need a loss
-/// scaler); libtorch exports the device-generic `at::autocast::set_autocast_dtype(DeviceType, ScalarType)` from
-/// libtorch_cpu.so, so we look it up at run time (no link-time dependence on a C++ name) and set bf16 for CUDA on the
-/// training thread (the setting is thread-local), then let `tch::autocast` handle nesting and the cast cache.
+/// bf16 autocast. `tch::autocast` toggles CUDA autocast with its default dtype (fp16, which would need a loss scaler),
+/// and has nothing for the CPU. libtorch exports the device-generic functions from libtorch_cpu.so:
+/// `at::autocast::set_autocast_dtype(DeviceType, ScalarType)` and `set_autocast_enabled(DeviceType, bool)`. We look
+/// them up at run time (no link-time dependence on a C++ name). On CUDA we set bf16 on the training thread (the
+/// setting is thread-local), then let `tch::autocast` handle nesting and the cast cache; on the CPU, [`cpu`] does the
+/// same as `tch::autocast` does for CUDA, with the CPU's switch.
 pub mod autocast {
     /// `at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)`; both are `enum class : int8_t`.
     const SET_AUTOCAST_DTYPE: &[u8] = b"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE\0";
     /// `at::autocast::get_autocast_dtype(c10::DeviceType)`.
     const GET_AUTOCAST_DTYPE: &[u8] = b"_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE\0";
+    /// `at::autocast::set_autocast_enabled(c10::DeviceType, bool)`.
+    const SET_AUTOCAST_ENABLED: &[u8] = b"_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb\0";
+    /// `at::autocast::is_autocast_enabled(c10::DeviceType)`.
+    const IS_AUTOCAST_ENABLED: &[u8] = b"_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE\0";
+    const DEVICE_CPU: i8 = 0;
     const DEVICE_CUDA: i8 = 1;
     const SCALAR_BFLOAT16: i8 = 15;
 
     type SetDtype = unsafe extern "C" fn(i8, i8);
     type GetDtype = unsafe extern "C" fn(i8) -> i8;
+    type SetEnabled = unsafe extern "C" fn(i8, bool);
+    type IsEnabled = unsafe extern "C" fn(i8) -> bool;
+
+    /// The CPU's switch and dtype setter, when libtorch exports them.
+    fn cpu_functions() -> Option<(SetEnabled, IsEnabled, SetDtype)> {
+        let (set, is, dtype) =
+            (symbol(SET_AUTOCAST_ENABLED)?, symbol(IS_AUTOCAST_ENABLED)?, symbol(SET_AUTOCAST_DTYPE)?);
+        // SAFETY: the symbols are libtorch's functions with these C++ signatures (`DeviceType` and `ScalarType` are
+        // `enum class : int8_t`, which travel like an `i8` in the x86-64 SysV ABI; `bool` as a C `bool`).
+        unsafe {
+            Some((
+                std::mem::transmute::<*mut libc::c_void, SetEnabled>(set),
+                std::mem::transmute::<*mut libc::c_void, IsEnabled>(is),
+                std::mem::transmute::<*mut libc::c_void, SetDtype>(dtype),
+            ))
+        }
+    }
+
+    /// Whether CPU autocast can be switched here.
+    pub fn cpu_available() -> bool {
+        cpu_functions().is_some()
+    }
+
+    /// Runs `f` under CPU autocast in bf16 (plainly when libtorch lacks the functions): the CPU's switch on, the
+    /// nesting counted, the cast cache cleared when the outermost region ends, the previous state restored.
+    pub fn cpu<T>(f: impl FnOnce() -> T) -> T {
+        let Some((set_enabled, is_enabled, set_dtype)) = cpu_functions() else { return f() };
+        // SAFETY: libtorch's own functions (see `cpu_functions`); the nesting calls are torch-sys's C wrappers. None
+        // throws, and they touch thread-local state of this thread only.
+        let previous = unsafe {
+            let previous = is_enabled(DEVICE_CPU);
+            set_dtype(DEVICE_CPU, SCALAR_BFLOAT16);
+            set_enabled(DEVICE_CPU, true);
+            torch_sys::at_autocast_increment_nesting();
+            previous
+        };
+        let result = f();
+        // SAFETY: as above.
+        unsafe {
+            if torch_sys::at_autocast_decrement_nesting() == 0 {
+                torch_sys::at_autocast_clear_cache();
+            }
+            set_enabled(DEVICE_CPU, previous);
+        }
+        result
+    }
 
     fn symbol(name: &[u8]) -> Option<*mut libc::c_void> {
         // SAFETY: `name` is NUL-terminated; RTLD_DEFAULT searches the libraries already loaded (libtorch_cpu.so is a
@@ -172,9 +283,46 @@ mod tests {
     }
 
     #[test]
-    fn the_cpu_runs_fp32() {
-        let ex = prepare(Device::Cpu, Precision::Bf16);
+    fn the_cpu_runs_bf16_only_where_it_is_native_or_forced() {
+        let amd = "processor\t: 0\nflags\t\t: fpu vme avx2 avx512f\n";
+        let intel = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16 amx_int8\n";
+        let cooper = "flags\t\t: avx512f avx512_bf16\n";
+        assert_eq!(native_bf16(amd), None);
+        assert_eq!(native_bf16(intel), Some("amx_bf16"));
+        assert_eq!(native_bf16(cooper), Some("avx512_bf16"));
+        assert_eq!(native_bf16("flags: xamx_bf16x"), None, "whole flags only");
+        assert_eq!(CpuBf16::decide(intel, None, true), CpuBf16::Autocast("amx_bf16".into()));
+        assert!(matches!(CpuBf16::decide(amd, None, true), CpuBf16::Fp32(why) if why.contains("no native bf16")));
+        assert_eq!(CpuBf16::decide(amd, Some("on"), true), CpuBf16::Autocast("forced by RUSH_CPU_BF16=on".into()));
+        assert!(matches!(CpuBf16::decide(intel, Some("off"), true), CpuBf16::Fp32(_)));
+        assert!(matches!(CpuBf16::decide(intel, Some("on"), false), CpuBf16::Fp32(why) if why.contains("export")));
+        // fp32 asked: fp32, whatever the CPU.
+        let ex = prepare(Device::Cpu, Precision::Fp32);
         assert!(!ex.autocast_bf16 && !ex.channels_last);
+        let ex = prepare(Device::Cpu, Precision::Bf16);
+        assert_eq!(ex.autocast_bf16, matches!(CpuBf16::here(), CpuBf16::Autocast(_)));
+        assert!(!ex.channels_last);
+    }
+
+    #[test]
+    fn cpu_autocast_computes_a_linear_layer_in_bf16_and_restores_fp32() {
+        assert!(autocast::cpu_available(), "libtorch exports the CPU autocast functions");
+        let x = tch::Tensor::randn([4, 8], (tch::Kind::Float, Device::Cpu));
+        let w = tch::Tensor::randn([3, 8], (tch::Kind::Float, Device::Cpu));
+        let inside = autocast::cpu(|| x.linear::<tch::Tensor>(&w, None));
+        assert_eq!(inside.kind(), tch::Kind::BFloat16, "a linear layer runs in bf16 under CPU autocast");
+        let outside = x.linear::<tch::Tensor>(&w, None);
+        assert_eq!(outside.kind(), tch::Kind::Float, "and in fp32 after it");
+        let diff = (inside.to_kind(tch::Kind::Float) - &outside).abs().max().double_value(&[]);
+        assert!(diff < 0.1, "bf16 is close to fp32: {diff}");
+        // Nested regions restore the state of the outer one.
+        let nested = autocast::cpu(|| {
+            let _ = autocast::cpu(|| x.linear::<tch::Tensor>(&w, None));
+            x.linear::<tch::Tensor>(&w, None)
+        });
+        assert_eq!(nested.kind(), tch::Kind::BFloat16);
+        let ex = Execution { device: Device::Cpu, autocast_bf16: true, channels_last: false };
+        assert_eq!(ex.forward(|| x.linear::<tch::Tensor>(&w, None)).kind(), tch::Kind::BFloat16);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `rush doctor`: what libtorch and CUDA look like from inside this binary (version, where libtorch was loaded from,
-//! CUDA and cuDNN availability, the devices). Works, and says so, on a machine without a GPU or driver.
+//! CUDA and cuDNN availability, the devices with their memory, and what a spec's `precision: bf16` means on the GPU
+//! and on this CPU). Works, and says so, on a machine without a GPU or driver.
 
 use std::path::{Path, PathBuf};
 
@@ -22,12 +23,18 @@ pub struct Report {
     pub cudnn_available: bool,
     pub cudnn_version: Option<i64>,
     pub cpu_threads: i32,
+    /// libtorch exports the functions bf16 autocast needs on CUDA.
+    pub cuda_bf16_autocast: bool,
+    /// What `precision: bf16` does on this CPU: `bf16 autocast (amx_bf16)`, or `fp32: <why>`.
+    pub cpu_bf16: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GpuInfo {
     pub index: usize,
     pub name: String,
+    /// Total memory in bytes, when libtorch reports it.
+    pub memory_bytes: Option<u64>,
 }
 
 pub fn report() -> Report {
@@ -36,7 +43,10 @@ pub fn report() -> Report {
     let cuda_available = tch::Cuda::is_available();
     let count = if cuda_available { tch::Cuda::device_count().max(0) as usize } else { 0 };
     let devices = (0..count)
-        .map(|index| GpuInfo { index, name: gpu_name(index).unwrap_or_else(|| "(name unavailable)".into()) })
+        .map(|index| {
+            let (name, memory_bytes) = gpu_properties(index).unwrap_or_else(|| ("(name unavailable)".into(), None));
+            GpuInfo { index, name, memory_bytes }
+        })
         .collect();
     let cudnn_available = cuda_available && tch::Cuda::cudnn_is_available();
     Report {
@@ -51,6 +61,11 @@ pub fn report() -> Report {
         cudnn_available,
         cudnn_version: cudnn_available.then(tch::utils::version_cudnn),
         cpu_threads: tch::get_num_threads(),
+        cuda_bf16_autocast: super::device::autocast::use_bf16(),
+        cpu_bf16: match super::device::CpuBf16::here() {
+            super::device::CpuBf16::Autocast(feature) => format!("bf16 autocast ({feature})"),
+            super::device::CpuBf16::Fp32(why) => format!("fp32: {why}"),
+        },
     }
 }
 
@@ -70,7 +85,8 @@ impl Report {
         }
         s += &format!("devices         {}\n", self.devices.len());
         for d in &self.devices {
-            s += &format!("  cuda:{}  {}\n", d.index, d.name);
+            let memory = d.memory_bytes.map(|b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64));
+            s += &format!("  cuda:{}  {}{}\n", d.index, d.name, memory.unwrap_or_default());
         }
         let cudnn = match self.cudnn_version {
             Some(v) => format!("yes ({v})"),
@@ -78,8 +94,12 @@ impl Report {
         };
         s += &format!("cudnn           {cudnn}\n");
         s += &format!("cpu threads     {}\n", self.cpu_threads);
+        let gpu_bf16 =
+            if self.cuda_bf16_autocast { "bf16 autocast" } else { "fp32 (libtorch lacks the autocast dtype setter)" };
+        s += &format!("bf16 on cuda    {gpu_bf16}\n");
+        s += &format!("bf16 on cpu     {}\n", self.cpu_bf16);
         if !self.cuda_available {
-            s += "training runs on the CPU here (fp32)\n";
+            s += "training runs on the CPU here\n";
         }
         s
     }
@@ -114,9 +134,11 @@ fn read_version(lib_dir: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// A GPU's name through libtorch's `at::cuda::getDeviceProperties(c10::DeviceIndex)`, whose `cudaDeviceProp` starts
-/// with `char name[256]`. Looked up at run time, so a CPU-only libtorch simply has no names.
-fn gpu_name(index: usize) -> Option<String> {
+/// A GPU's name and total memory through libtorch's `at::cuda::getDeviceProperties(c10::DeviceIndex)`, whose
+/// `cudaDeviceProp` starts with `char name[256]`, then `cudaUUID_t uuid` (16 bytes), `char luid[8]`,
+/// `unsigned int luidDeviceNodeMask` and `size_t totalGlobalMem` (at byte 288, after padding; the same from CUDA 10 to
+/// 13). Looked up at run time, so a CPU-only libtorch simply has none.
+fn gpu_properties(index: usize) -> Option<(String, Option<u64>)> {
     const GET_DEVICE_PROPERTIES: &[u8] = b"_ZN2at4cuda19getDevicePropertiesEa\0";
     let index = i8::try_from(index).ok()?;
     // SAFETY: NUL-terminated name; RTLD_DEFAULT searches the loaded libraries.
@@ -136,7 +158,11 @@ fn gpu_name(index: usize) -> Option<String> {
         }
         let bytes = std::slice::from_raw_parts(props.cast::<u8>(), 256);
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+        let name = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        let memory = std::ptr::read_unaligned(props.cast::<u8>().add(288).cast::<u64>());
+        // A value outside 1 GiB..4 TiB means the layout is not what we expect: say nothing rather than something wrong.
+        let memory = ((1u64 << 30)..(4u64 << 40)).contains(&memory).then_some(memory);
+        Some((name, memory))
     }
 }
 
@@ -157,5 +183,10 @@ mod tests {
         }
         // build.rs links libtorch_cuda in whenever the libtorch has it (the pip wheel does).
         assert!(r.libtorch_cuda_path.is_some(), "{}", r.to_text());
+        assert!(r.cuda_bf16_autocast, "{}", r.to_text());
+        let text = r.to_text();
+        assert!(text.contains("bf16 on cuda    bf16 autocast"), "{text}");
+        let cpu = text.lines().find(|l| l.starts_with("bf16 on cpu")).unwrap_or_default();
+        assert!(cpu.contains("bf16 autocast (") || cpu.contains("fp32: "), "{text}");
     }
 }

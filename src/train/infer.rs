@@ -3,7 +3,8 @@
 //!
 //! Like the training child it is given a session folder (its `spec.yaml` names the dataset folder, the model, the
 //! image size and the validation split's seed) and an output folder, nothing else: it reads test images in
-//! `test_order.csv` order and never test labels. Batched, bf16 autocast on CUDA, fp32 on the CPU, optionally averaged
+//! `test_order.csv` order and never test labels. Batched, bf16 autocast on CUDA (on the CPU: the spec's precision where
+//! the CPU has native bf16, else fp32), optionally averaged
 //! with the horizontal mirror (flip test-time augmentation). An image that cannot be decoded is predicted from a blank
 //! (white) image and counted, so rows always line up with the order.
 //!
@@ -95,8 +96,9 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
 
     let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let device = device::choose(opts.device.as_deref(), cuda_visible.as_deref(), device::CudaView::probe())?;
-    // Inference always autocasts to bf16 on CUDA; the CPU runs fp32.
-    let ex = device::prepare(device, if device.is_cuda() { Precision::Bf16 } else { Precision::Fp32 });
+    // Inference always autocasts to bf16 on CUDA; on the CPU it runs as the session trained: bf16 where the spec asks
+    // for it and the CPU has native bf16 (`device::CpuBf16`), else fp32.
+    let ex = device::prepare(device, if device.is_cuda() { Precision::Bf16 } else { spec.precision });
 
     let vs = VarStore::new(device);
     let model = models::build(spec.model, &vs);

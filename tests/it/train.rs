@@ -146,6 +146,50 @@ fn baseline_cnn_learns_well_above_chance() {
     assert!(best >= 5.0 * chance, "best val_acc {best:.3} < 5 x chance {chance:.3} (run took {:.1} s)", run.seconds);
 }
 
+/// The final validation accuracy of a run of `yaml` on the small set with `RUSH_CPU_BF16` set to `cpu_bf16`, and the
+/// child's stderr.
+fn final_val_acc(name: &str, yaml: &str, cpu_bf16: &str) -> (f64, String) {
+    let dir = session(name, small_set(), yaml);
+    let out = rush().arg("train").arg(&dir).env("RUSH_CPU_BF16", cpu_bf16).output().unwrap();
+    assert!(out.status.success(), "rush train failed:\n{}", stderr(&out));
+    let last = events(&out.stdout)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Epoch { val_acc, .. } => Some(*val_acc),
+            _ => None,
+        })
+        .last()
+        .expect("an epoch");
+    (last, stderr(&out))
+}
+
+/// bf16 on the CPU (CPU autocast, forced with `RUSH_CPU_BF16=on` so the test means the same on a CPU without native
+/// bf16, where it is emulated) learns as fp32 does: the same spec and seed end within a tolerance of each other.
+#[test]
+fn cpu_bf16_autocast_learns_as_fp32_does() {
+    let yaml = |precision: &str| {
+        format!(
+            "model: baseline_cnn\nimage_size: 32\nbatch_size: 32\nepochs: 3\nseed: 9\nprecision: {precision}\n\
+             optimizer: {{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0005}}\n\
+             schedule: {{name: cosine, warmup_epochs: 0.5}}\naugment: {{random_resized_crop: null, hflip: false}}\n"
+        )
+    };
+    let (fp32, fp32_log) = final_val_acc("precision-fp32", &yaml("fp32"), "on");
+    let (bf16, bf16_log) = final_val_acc("precision-bf16", &yaml("bf16"), "on");
+    assert!(bf16_log.contains("bf16 autocast on the CPU"), "{bf16_log}");
+    assert!(!fp32_log.contains("bf16 autocast"), "fp32 asked, fp32 run: {fp32_log}");
+    eprintln!("final val_acc: fp32 {fp32:.3}, bf16 {bf16:.3}");
+    // 8 classes: chance is 0.125. Both learn, and bf16 ends near fp32 (48 validation stickers: 2 points each).
+    assert!(fp32 > 0.4 && bf16 > 0.4, "fp32 {fp32:.3}, bf16 {bf16:.3}");
+    assert!((fp32 - bf16).abs() <= 0.15, "fp32 {fp32:.3} vs bf16 {bf16:.3}");
+    // And `off` keeps a bf16 spec in fp32, saying why.
+    let dir =
+        session("precision-off", tiny_set(), &format!("{}\nepochs: 1\n", yaml("bf16").replace("epochs: 3\n", "")));
+    let out = rush().arg("train").arg(&dir).env("RUSH_CPU_BF16", "off").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the CPU runs fp32, not the spec's bf16: RUSH_CPU_BF16=off"), "{}", stderr(&out));
+}
+
 #[test]
 fn event_stream_parses_and_follows_the_schema() {
     let run = baseline_run();

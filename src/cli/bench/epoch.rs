@@ -164,9 +164,9 @@ fn measure(
         }
     };
     let gpu = dev.is_cuda();
-    // The CPU trains in fp32 whatever the spec says (both sides).
+    // bf16 on the GPU, and on a CPU with native bf16 (`device::CpuBf16`); otherwise fp32, on both sides.
     let precision = match args.precision {
-        Precision::Bf16 if gpu => "bf16",
+        Precision::Bf16 if gpu || matches!(device::CpuBf16::here(), device::CpuBf16::Autocast(_)) => "bf16",
         _ => "fp32",
     };
     let yaml = format!(
