@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Packs what bench/gpu.sh needs on a GPU machine without Rust or network (such as the lent H200 with torch at
-# /opt/torch/.venv): the release binary, into .gpu/ in the repository root, which .git/info/exclude keeps out of git.
-# The repository's tracked files (bench/gpu.sh, the reference scripts) travel with the working tree; .gpu/ travels
-# when named as carried. On that machine, from the repository root:
+# Packs what bench/gpu.sh and scripts/gpu-accept.sh need on a GPU machine without Rust or network (such as the lent
+# H100/H200 with torch at /opt/torch/.venv) into .gpu/ in the repository root, which .git/info/exclude keeps out of
+# git: the stripped release binary (.gpu/rush) and the pinned emoji npm tarballs (.gpu/npm/, from
+# ${RUSH_CACHE:-~/.cache/rush}/npm, fetched there by scripts/fetch-npm.sh when missing), about 50 MB in all; the run
+# tool carries at most 64 MiB, which this script checks. The repository's tracked files (the scripts, the reference
+# scripts) travel with the working tree; .gpu/ travels when named as carried. On that machine, from the repository
+# root:
 #
 #   bench/gpu.sh .gpu/rush 2>&1 | tee "$OUT/gpu.log"
+#   scripts/gpu-accept.sh .gpu/rush       # finds the tarballs in .gpu/npm, writes its log under $OUT/gpu-accept/
 #
 # Usage: bench/gpu-pack.sh [path/to/rush]   # default: $CARGO_TARGET_DIR/release/rush, else target/release/rush
 set -euo pipefail
@@ -17,7 +21,18 @@ if command -v readelf >/dev/null && ! readelf -d "$RUSH" | grep -q "/opt/torch/.
 fi
 exclude="$(git rev-parse --git-path info/exclude)"
 grep -qxF "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >>"$exclude"
-mkdir -p .gpu
+mkdir -p .gpu/npm
 cp "$RUSH" .gpu/rush
 strip .gpu/rush 2>/dev/null || true
-echo "packed .gpu/rush ($(du -h .gpu/rush | cut -f1)); carry [\".gpu\"] and run: bench/gpu.sh .gpu/rush"
+# The emoji dataset's inputs (scripts/gpu-accept.sh builds it there): the tarballs recipes/emoji.yaml names.
+npm_cache="${RUSH_CACHE:-$HOME/.cache/rush}/npm"
+scripts/fetch-npm.sh
+rm -f .gpu/npm/*.tgz
+cp "$npm_cache"/*.tgz .gpu/npm/
+bytes=$(du -sb .gpu | cut -f1)
+echo "packed .gpu/rush ($(du -h .gpu/rush | cut -f1)) and $(ls .gpu/npm | wc -l) emoji tarballs ($(du -sh .gpu/npm | cut -f1)):" \
+  "$((bytes >> 20)) MiB in all; carry [\".gpu\"] and run: bench/gpu.sh .gpu/rush, or scripts/gpu-accept.sh .gpu/rush"
+if [ "$bytes" -gt $((64 << 20)) ]; then
+  echo "more than the 64 MiB the run tool carries" >&2
+  exit 1
+fi

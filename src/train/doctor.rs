@@ -1,6 +1,7 @@
 //! `rush doctor`: what libtorch and CUDA look like from inside this binary (version, where libtorch was loaded from,
-//! CUDA and cuDNN availability, the devices with their memory, and what a spec's `precision: bf16` means on the GPU
-//! and on this CPU). Works, and says so, on a machine without a GPU or driver.
+//! CUDA and cuDNN availability, the devices with their memory and compute capability, whether the trainer's bf16
+//! autocast works on the GPU, and what a spec's `precision: bf16` means on this CPU). Works, and says so, on a machine
+//! without a GPU or driver.
 
 use std::path::{Path, PathBuf};
 
@@ -22,10 +23,11 @@ pub struct Report {
     pub devices: Vec<GpuInfo>,
     pub cudnn_available: bool,
     pub cudnn_version: Option<i64>,
+    /// Whether a bf16 spec trains under bf16 autocast here: CUDA is available, libtorch exports the autocast dtype
+    /// functions the trainer uses (`train::device::autocast`), and the first GPU computes in bf16 (sm 8.0 or later).
+    pub bf16_autocast: bool,
     pub cpu_threads: i32,
-    /// libtorch exports the functions bf16 autocast needs on CUDA.
-    pub cuda_bf16_autocast: bool,
-    /// What `precision: bf16` does on this CPU: `bf16 autocast (amx_bf16)`, or `fp32: <why>`.
+    /// What `precision: bf16` does on this CPU: `bf16 autocast (amx_bf16)`, or `fp32: <why>` (`device::CpuBf16`).
     pub cpu_bf16: String,
 }
 
@@ -33,8 +35,10 @@ pub struct Report {
 pub struct GpuInfo {
     pub index: usize,
     pub name: String,
-    /// Total memory in bytes, when libtorch reports it.
+    /// Global memory in bytes, as CUDA reports it.
     pub memory_bytes: Option<u64>,
+    /// `major.minor`, e.g. `9.0` for an H100.
+    pub compute_capability: Option<String>,
 }
 
 pub fn report() -> Report {
@@ -42,13 +46,20 @@ pub fn report() -> Report {
     let libtorch_version = libtorch_path.as_deref().and_then(|p| p.parent()).and_then(read_version);
     let cuda_available = tch::Cuda::is_available();
     let count = if cuda_available { tch::Cuda::device_count().max(0) as usize } else { 0 };
-    let devices = (0..count)
-        .map(|index| {
-            let (name, memory_bytes) = gpu_properties(index).unwrap_or_else(|| ("(name unavailable)".into(), None));
-            GpuInfo { index, name, memory_bytes }
+    let devices: Vec<GpuInfo> = (0..count)
+        .map(|index| match gpu_properties(index) {
+            Some(p) => GpuInfo {
+                index,
+                name: p.name,
+                memory_bytes: Some(p.memory_bytes),
+                compute_capability: Some(format!("{}.{}", p.major, p.minor)),
+            },
+            None => GpuInfo { index, name: "(name unavailable)".into(), memory_bytes: None, compute_capability: None },
         })
         .collect();
     let cudnn_available = cuda_available && tch::Cuda::cudnn_is_available();
+    let bf16_hardware = devices.first().and_then(|d| d.compute_capability.as_deref()).is_some_and(computes_bf16);
+    let bf16_autocast = cuda_available && bf16_hardware && super::device::autocast::use_bf16();
     Report {
         libtorch_version,
         libtorch_path,
@@ -60,8 +71,8 @@ pub fn report() -> Report {
         devices,
         cudnn_available,
         cudnn_version: cudnn_available.then(tch::utils::version_cudnn),
+        bf16_autocast,
         cpu_threads: tch::get_num_threads(),
-        cuda_bf16_autocast: super::device::autocast::use_bf16(),
         cpu_bf16: match super::device::CpuBf16::here() {
             super::device::CpuBf16::Autocast(feature) => format!("bf16 autocast ({feature})"),
             super::device::CpuBf16::Fp32(why) => format!("fp32: {why}"),
@@ -85,18 +96,22 @@ impl Report {
         }
         s += &format!("devices         {}\n", self.devices.len());
         for d in &self.devices {
-            let memory = d.memory_bytes.map(|b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64));
-            s += &format!("  cuda:{}  {}{}\n", d.index, d.name, memory.unwrap_or_default());
+            s += &format!("  cuda:{}  {}", d.index, d.name);
+            if let Some(bytes) = d.memory_bytes {
+                s += &format!(", {:.1} GiB", bytes as f64 / (1u64 << 30) as f64);
+            }
+            if let Some(cc) = &d.compute_capability {
+                s += &format!(", sm {cc}");
+            }
+            s += "\n";
         }
         let cudnn = match self.cudnn_version {
             Some(v) => format!("yes ({v})"),
             None => yes_no(self.cudnn_available).to_string(),
         };
         s += &format!("cudnn           {cudnn}\n");
+        s += &format!("bf16 autocast   {}\n", yes_no(self.bf16_autocast));
         s += &format!("cpu threads     {}\n", self.cpu_threads);
-        let gpu_bf16 =
-            if self.cuda_bf16_autocast { "bf16 autocast" } else { "fp32 (libtorch lacks the autocast dtype setter)" };
-        s += &format!("bf16 on cuda    {gpu_bf16}\n");
         s += &format!("bf16 on cpu     {}\n", self.cpu_bf16);
         if !self.cuda_available {
             s += "training runs on the CPU here\n";
@@ -134,11 +149,29 @@ fn read_version(lib_dir: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// A GPU's name and total memory through libtorch's `at::cuda::getDeviceProperties(c10::DeviceIndex)`, whose
-/// `cudaDeviceProp` starts with `char name[256]`, then `cudaUUID_t uuid` (16 bytes), `char luid[8]`,
-/// `unsigned int luidDeviceNodeMask` and `size_t totalGlobalMem` (at byte 288, after padding; the same from CUDA 10 to
-/// 13). Looked up at run time, so a CPU-only libtorch simply has none.
-fn gpu_properties(index: usize) -> Option<(String, Option<u64>)> {
+/// Whether a GPU of this compute capability (`major.minor`) computes in bf16 (Ampere, sm 8.0, and later).
+fn computes_bf16(capability: &str) -> bool {
+    capability.split('.').next().and_then(|major| major.parse::<u32>().ok()).is_some_and(|major| major >= 8)
+}
+
+/// What `rush doctor` reads of one GPU's `cudaDeviceProp`.
+struct DeviceProps {
+    name: String,
+    memory_bytes: u64,
+    major: i32,
+    minor: i32,
+}
+
+/// Byte offsets in CUDA's `cudaDeviceProp` (driver_types.h, the same from CUDA 10 to 13): `char name[256]`, a 16-byte
+/// uuid, `char luid[8]`, `unsigned luidDeviceNodeMask`, then (8-aligned) `size_t totalGlobalMem` at 288, ... and
+/// `int major, minor` at 360 and 364.
+const PROP_TOTAL_GLOBAL_MEM: usize = 288;
+const PROP_MAJOR: usize = 360;
+const PROP_MINOR: usize = 364;
+
+/// A GPU's properties through libtorch's `at::cuda::getDeviceProperties(c10::DeviceIndex)`, which returns its
+/// `cudaDeviceProp`. Looked up at run time, so a CPU-only libtorch simply has none.
+fn gpu_properties(index: usize) -> Option<DeviceProps> {
     const GET_DEVICE_PROPERTIES: &[u8] = b"_ZN2at4cuda19getDevicePropertiesEa\0";
     let index = i8::try_from(index).ok()?;
     // SAFETY: NUL-terminated name; RTLD_DEFAULT searches the loaded libraries.
@@ -148,21 +181,24 @@ fn gpu_properties(index: usize) -> Option<(String, Option<u64>)> {
     }
     type GetProps = unsafe extern "C" fn(i8) -> *const libc::c_char;
     // SAFETY: the function takes an int8 device index (checked < device_count by the caller, so it does not throw)
-    // and returns a pointer to a `cudaDeviceProp` that libtorch keeps alive; its first field is a NUL-terminated name
-    // within 256 bytes.
+    // and returns a pointer to a `cudaDeviceProp` that libtorch keeps alive (about 1 KiB): its first field is a
+    // NUL-terminated name within 256 bytes, and the fields read below lie within its first 368 bytes.
     unsafe {
         let get: GetProps = std::mem::transmute::<*mut libc::c_void, GetProps>(ptr);
         let props = get(index);
         if props.is_null() {
             return None;
         }
-        let bytes = std::slice::from_raw_parts(props.cast::<u8>(), 256);
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        let name = String::from_utf8_lossy(&bytes[..end]).into_owned();
-        let memory = std::ptr::read_unaligned(props.cast::<u8>().add(288).cast::<u64>());
-        // A value outside 1 GiB..4 TiB means the layout is not what we expect: say nothing rather than something wrong.
-        let memory = ((1u64 << 30)..(4u64 << 40)).contains(&memory).then_some(memory);
-        Some((name, memory))
+        let bytes = std::slice::from_raw_parts(props.cast::<u8>(), PROP_MINOR + 4);
+        let end = bytes[..256].iter().position(|&b| b == 0).unwrap_or(256);
+        let field = |at: usize, len: usize| &bytes[at..at + len];
+        let int = |at: usize| i32::from_ne_bytes(field(at, 4).try_into().unwrap_or_default());
+        Some(DeviceProps {
+            name: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+            memory_bytes: u64::from_ne_bytes(field(PROP_TOTAL_GLOBAL_MEM, 8).try_into().unwrap_or_default()),
+            major: int(PROP_MAJOR),
+            minor: int(PROP_MINOR),
+        })
     }
 }
 
@@ -178,15 +214,24 @@ mod tests {
         let v = r.libtorch_version.as_deref().expect("version");
         assert!(v.starts_with("2.11.0"), "{v}");
         assert!(r.to_text().contains("libtorch        2.11.0"), "{}", r.to_text());
+        assert!(r.to_text().contains("bf16 autocast   "), "{}", r.to_text());
         if !r.cuda_available {
-            assert!(r.devices.is_empty());
+            assert!(r.devices.is_empty() && !r.bf16_autocast);
+        }
+        for d in &r.devices {
+            assert!(d.memory_bytes.is_some_and(|b| b >= 1 << 30), "{d:?}");
+            assert!(d.compute_capability.as_deref().is_some_and(|c| c.contains('.')), "{d:?}");
         }
         // build.rs links libtorch_cuda in whenever the libtorch has it (the pip wheel does).
         assert!(r.libtorch_cuda_path.is_some(), "{}", r.to_text());
-        assert!(r.cuda_bf16_autocast, "{}", r.to_text());
         let text = r.to_text();
-        assert!(text.contains("bf16 on cuda    bf16 autocast"), "{text}");
         let cpu = text.lines().find(|l| l.starts_with("bf16 on cpu")).unwrap_or_default();
         assert!(cpu.contains("bf16 autocast (") || cpu.contains("fp32: "), "{text}");
+    }
+
+    #[test]
+    fn bf16_needs_ampere_or_later() {
+        assert!(computes_bf16("8.0") && computes_bf16("9.0") && computes_bf16("10.0"));
+        assert!(!computes_bf16("7.5") && !computes_bf16("") && !computes_bf16("x.y"));
     }
 }

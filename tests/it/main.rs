@@ -6,6 +6,7 @@ mod common;
 mod daemon;
 mod data;
 mod emoji;
+mod gpu_accept;
 mod reliability;
 mod slurm;
 mod slurm_daemon;
