@@ -324,7 +324,8 @@ print(m.group(1), m.group(2).replace(" ", "_")) if m else print("-1 -")
   log_a="$(train_log "$A")"
   read -r final_a first_ips_a ips_a wait_a epochs_a < <(epoch_figures <<<"$log_a")
   best_a="$(api "/api/sessions/$A" '"%.4f" % d["best_val_acc"] if d["best_val_acc"] is not None else ""')"
-  if [ "$DEVICE" = cpu ]; then want="on cpu (fp32)"; else want="on cuda:0 (bf16 autocast"; fi
+  # On the CPU a bf16 spec runs fp32, or bf16 autocast where the CPU has native bf16 (AMX, AVX512-BF16).
+  if [ "$DEVICE" = cpu ]; then want="on cpu ("; else want="on cuda:0 (bf16 autocast"; fi
   fallback=""
   if [ "$DEVICE" != cpu ]; then
     fallback="$(grep -E 'on cpu|the CPU trains|training in fp32' <<<"$log_a" | head -n 1)"

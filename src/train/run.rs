@@ -474,7 +474,8 @@ impl Trainer<'_> {
             "rush train: {} on {device}{} | {} train / {} valid images, {} classes | {} epoch{} x {} steps",
             spec.model.as_str(),
             match (self.ex.autocast_bf16, self.ex.channels_last) {
-                (true, _) => " (bf16 autocast, channels-last)",
+                (true, true) => " (bf16 autocast, channels-last)",
+                (true, false) => " (bf16 autocast)",
                 (false, true) => " (fp32, channels-last)",
                 (false, false) => " (fp32)",
             },
