@@ -127,6 +127,24 @@ impl CpuBf16 {
     }
 }
 
+/// The smallest image side at which the CPU trains in bf16. Below it, the models' last strided 3x3 convolution sees a
+/// 1x1 input, and oneDNN's bf16 weight gradient for that case is sometimes NaN (read from uninitialised memory: 22 of
+/// 60 seeded trials of a 3x3 stride-2 convolution on a 1x1 input under PyTorch 2.11's own CPU autocast, on AMX; never
+/// at 2x2 and above, never in fp32 or with oneDNN off). Inference needs no gradient and is not affected.
+pub const CPU_BF16_MIN_TRAIN_SIZE: u32 = 32;
+
+/// [`prepare`] for training at `image_size`: a CPU trains in fp32 below [`CPU_BF16_MIN_TRAIN_SIZE`], saying why.
+pub fn prepare_training(device: Device, precision: Precision, image_size: u32) -> Execution {
+    if !device.is_cuda() && precision == Precision::Bf16 && image_size < CPU_BF16_MIN_TRAIN_SIZE {
+        eprintln!(
+            "rush: the CPU trains in fp32, not the spec's bf16, below {CPU_BF16_MIN_TRAIN_SIZE} px (image_size \
+             {image_size}): oneDNN's bf16 gradient of a strided convolution on a 1x1 input is unreliable"
+        );
+        return prepare(device, Precision::Fp32);
+    }
+    prepare(device, precision)
+}
+
 /// Sets up `device` for training at `precision` and says how it will run. The CPU runs NCHW, and bf16 only where
 /// [`CpuBf16::here`] says so (the log says which and why).
 pub fn prepare(device: Device, precision: Precision) -> Execution {
@@ -302,6 +320,51 @@ mod tests {
         let ex = prepare(Device::Cpu, Precision::Bf16);
         assert_eq!(ex.autocast_bf16, matches!(CpuBf16::here(), CpuBf16::Autocast(_)));
         assert!(!ex.channels_last);
+    }
+
+    #[test]
+    fn small_images_train_fp32_on_the_cpu_and_any_size_on_cuda_asks_bf16() {
+        assert!(!prepare_training(Device::Cpu, Precision::Bf16, 16).autocast_bf16);
+        assert!(!prepare_training(Device::Cpu, Precision::Bf16, 31).autocast_bf16);
+        let native = matches!(CpuBf16::here(), CpuBf16::Autocast(_));
+        assert_eq!(prepare_training(Device::Cpu, Precision::Bf16, 32).autocast_bf16, native);
+        assert!(!prepare_training(Device::Cpu, Precision::Fp32, 64).autocast_bf16);
+    }
+
+    /// The ground of [`CPU_BF16_MIN_TRAIN_SIZE`], kept as a check of the libtorch in use: a 3x3 stride-2 convolution
+    /// under CPU bf16 autocast gets finite weight gradients on a 2x2 input, the smallest the limit lets through. (On a
+    /// 1x1 input some seeded trials get NaN; that count is printed, not asserted: it is the bug, and it may go.)
+    #[test]
+    fn onednn_bf16_weight_gradients_on_a_1x1_input_are_unreliable() {
+        if !matches!(
+            CpuBf16::decide(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(), None, true),
+            CpuBf16::Autocast(_)
+        ) {
+            return; // emulated bf16 takes another path; the limit is for native bf16
+        }
+        let bad = |side: i64| {
+            (0..40)
+                .filter(|&seed| {
+                    tch::manual_seed(seed);
+                    let vs = tch::nn::VarStore::new(Device::Cpu);
+                    let conv = tch::nn::conv2d(
+                        vs.root(),
+                        256,
+                        256,
+                        3,
+                        tch::nn::ConvConfig { stride: 2, padding: 1, ..Default::default() },
+                    );
+                    let x = tch::Tensor::randn([16, 256, side, side], (tch::Kind::Float, Device::Cpu));
+                    let y = autocast::cpu(|| tch::nn::Module::forward(&conv, &x));
+                    y.to_kind(tch::Kind::Float).sum(tch::Kind::Float).backward();
+                    let g = conv.ws.grad();
+                    !bool::try_from(g.isfinite().all()).unwrap_or(false)
+                })
+                .count()
+        };
+        let (one, two) = (bad(1), bad(2));
+        eprintln!("non-finite weight gradients in 40 trials: 1x1 input {one}, 2x2 input {two}");
+        assert_eq!(two, 0);
     }
 
     #[test]

@@ -259,7 +259,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
 
     let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let device = device::choose(opts.device.as_deref(), cuda_visible.as_deref(), device::CudaView::probe())?;
-    let ex = device::prepare(device, spec.precision);
+    let ex = device::prepare_training(device, spec.precision, spec.image_size);
 
     let set = read_train(&resolved.dataset_path)?;
     if !set.problems.is_empty() {

@@ -103,7 +103,7 @@ fn the_gpu_acceptance_script_passes_on_the_cpu_at_toy_sizes() {
     assert!(cell("daemon", 1).starts_with("slot cpu0; emoji: 2154 train images, 187 classes, 1558 test"), "{stdout}");
     assert!(cell("GPU statistics", 1).contains("/system and /metrics answered"), "{stdout}");
     let training = cell("training", 1);
-    assert!(training.contains("best val_acc") && training.contains("'on cpu (fp32)'"), "{training}");
+    assert!(training.contains("best val_acc") && training.contains("'on cpu ('"), "{training}");
     let figure = cell("training", 2);
     let rate: f64 = figure.split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(0.0);
     assert!(rate > 0.0 && figure.contains("img/s, data_wait_s "), "{figure}");

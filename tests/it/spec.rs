@@ -55,7 +55,8 @@ fn examples_parse_and_expand() {
     let cpu = Spec::parse("cpu", &examples[0].1).unwrap();
     assert_eq!((cpu.dataset.as_str(), cpu.image_size, cpu.batch_size), ("emoji", 48, 64));
     assert_eq!(serde_json::to_value(cpu.resources.gpus).unwrap(), 0);
-    assert_eq!(serde_json::to_value(cpu.precision).unwrap(), "fp32");
+    // bf16: CPU autocast where the CPU has native bf16, fp32 elsewhere (BENCHMARKS.md, "CPU bf16").
+    assert_eq!(serde_json::to_value(cpu.precision).unwrap(), "bf16");
     let gpu = Spec::parse("gpu", &examples[1].1).unwrap();
     assert_eq!((gpu.model, gpu.image_size, gpu.batch_size), (ModelName::Resnet50, 128, 256));
     assert_eq!(serde_json::to_value(gpu.resources.gpus).unwrap(), 1);

@@ -324,26 +324,34 @@ fn the_gpu_script_runs_on_the_cpu_at_toy_sizes_and_prints_every_row() {
         assert!(!line.contains("failed") && !line.contains("timed out"), "{line}\n--- runs ---\n{runs}");
     }
     let rows = table_rows(&stdout);
-    // 2 models x 2 precisions of steps (bf16 runs as fp32 on the CPU), 2 models x 2 trainer changes (channels-last is
-    // CUDA only), 2 models x (first, later) epochs, 1 score
-    let expected: [(&str, &str); 13] = [
-        ("train step baseline_cnn 32px batch 16 fp32 on cpu", ""),
-        ("train step baseline_cnn 32px batch 16 fp32 on cpu", ""),
-        ("train step resnet18 32px batch 16 fp32 on cpu", ""),
-        ("train step resnet18 32px batch 16 fp32 on cpu", ""),
-        ("trainer change: flat-buffer update", "baseline_cnn 32px batch 16 fp32 on cpu"),
-        ("trainer change: loss read once per window", "baseline_cnn 32px batch 16 fp32 on cpu"),
-        ("trainer change: flat-buffer update", "resnet18 32px batch 16 fp32 on cpu"),
-        ("trainer change: loss read once per window", "resnet18 32px batch 16 fp32 on cpu"),
-        ("epoch 1 incl. cache build", "resnet18 32px"),
-        ("epochs 2..2, resnet18 32px", ""),
-        ("epoch 1 incl. cache build", "baseline_cnn 32px"),
-        ("epochs 2..2, baseline_cnn 32px", ""),
-        ("score 200 synth test stickers (370x320), 3-model baseline_cnn ensemble at 32px on cpu", ""),
-    ];
+    // 2 models x 2 precisions of steps (bf16 runs as fp32 on a CPU without native bf16), 2 models x 2 trainer changes
+    // (channels-last is CUDA only; the ablation runs bf16), 2 models x (first, later) epochs, 1 score
+    let b = match rush::train::device::CpuBf16::here() {
+        rush::train::device::CpuBf16::Autocast(_) => "bf16",
+        rush::train::device::CpuBf16::Fp32(_) => "fp32",
+    };
+    let expected: Vec<(String, String)> = [
+        ("train step baseline_cnn 32px batch 16 fp32 on cpu".to_string(), String::new()),
+        (format!("train step baseline_cnn 32px batch 16 {b} on cpu"), String::new()),
+        ("train step resnet18 32px batch 16 fp32 on cpu".to_string(), String::new()),
+        (format!("train step resnet18 32px batch 16 {b} on cpu"), String::new()),
+        ("trainer change: flat-buffer update".to_string(), format!("baseline_cnn 32px batch 16 {b} on cpu")),
+        ("trainer change: loss read once per window".to_string(), format!("baseline_cnn 32px batch 16 {b} on cpu")),
+        ("trainer change: flat-buffer update".to_string(), format!("resnet18 32px batch 16 {b} on cpu")),
+        ("trainer change: loss read once per window".to_string(), format!("resnet18 32px batch 16 {b} on cpu")),
+        ("epoch 1 incl. cache build".to_string(), "resnet18 32px".to_string()),
+        ("epochs 2..2, resnet18 32px".to_string(), String::new()),
+        ("epoch 1 incl. cache build".to_string(), "baseline_cnn 32px".to_string()),
+        ("epochs 2..2, baseline_cnn 32px".to_string(), String::new()),
+        (
+            "score 200 synth test stickers (370x320), 3-model baseline_cnn ensemble at 32px on cpu".to_string(),
+            String::new(),
+        ),
+    ]
+    .into();
     assert_eq!(rows.len(), expected.len(), "{stdout}");
     for (row, (start, also)) in rows.iter().zip(expected) {
-        assert!(row[0].starts_with(start) && row[0].contains(also), "expected {start:?}: {row:?}");
+        assert!(row[0].starts_with(start.as_str()) && row[0].contains(also.as_str()), "expected {start:?}: {row:?}");
         let figure: f64 = row[1].split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(-1.0);
         assert!(figure > 0.0 && figure.is_finite(), "no figure in {row:?}");
     }
