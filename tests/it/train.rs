@@ -154,11 +154,11 @@ fn final_val_acc(name: &str, yaml: &str, cpu_bf16: &str) -> (f64, String) {
     assert!(out.status.success(), "rush train failed:\n{}", stderr(&out));
     let last = events(&out.stdout)
         .iter()
-        .filter_map(|e| match e {
+        .rev()
+        .find_map(|e| match e {
             Event::Epoch { val_acc, .. } => Some(*val_acc),
             _ => None,
         })
-        .last()
         .expect("an epoch");
     (last, stderr(&out))
 }
