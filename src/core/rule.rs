@@ -98,6 +98,9 @@ pub enum Check<T: 'static> {
     /// A finite number in `range` and at most the field `limit` (read by `limit_of`). Schema: `range`, and `limit`'s
     /// own upper bound (from its rule in the same table); the comparison with the other field is beyond it.
     NumberAtMost { get: fn(&T) -> f64, range: Interval, limit: &'static str, limit_of: fn(&T) -> f64 },
+    /// A finite number in `range` and below the field `limit` (strictly). Schema: `range`; the comparison with the
+    /// other field is beyond it.
+    NumberBelow { get: fn(&T) -> f64, range: Interval, limit: &'static str, limit_of: fn(&T) -> f64 },
     /// A pair `[min, max]`, each in `range`, `min <= max`. Schema: `items` in `range`; the order is beyond it.
     Pair { get: fn(&T) -> Option<[f64; 2]>, range: Interval },
     /// Whole numbers, each `>= min`, in increasing order. Schema: `items` `>= min`, `uniqueItems`; the order is
@@ -150,6 +153,14 @@ impl<T> Rule<T> {
                     Ok(())
                 } else {
                     say(&x, &[("range", range.describe()), ("limit", format!("{limit} = {most}"))])
+                }
+            }
+            Check::NumberBelow { get, range, limit, limit_of } => {
+                let (x, below) = (get(item), limit_of(item));
+                if range.contains(x) && x < below {
+                    Ok(())
+                } else {
+                    say(&x, &[("range", range.describe()), ("limit", format!("{limit} = {below}"))])
                 }
             }
             Check::Pair { get, range } => match get(item) {
@@ -207,6 +218,7 @@ impl<T> Check<T> {
                 Some(format!("at most {max} bytes of UTF-8 (the schema's maxLength counts characters)"))
             }
             Check::NumberAtMost { limit, .. } => Some(format!("at most `{limit}`")),
+            Check::NumberBelow { limit, .. } => Some(format!("below `{limit}`")),
             Check::Pair { .. } => Some("min <= max".into()),
             Check::Increasing { .. } => Some("in increasing order (the schema says: distinct)".into()),
             _ => None,
@@ -334,7 +346,7 @@ fn write_field<T>(node: &mut Map<String, Value>, check: &Check<T>, rules: &[Rule
             node.insert("minimum".into(), json!(min));
             node.insert("maximum".into(), json!(max));
         }
-        Check::Number { range, .. } => range.write(node),
+        Check::Number { range, .. } | Check::NumberBelow { range, .. } => range.write(node),
         Check::NumberAtMost { range, limit, .. } => {
             let limit_high = rules.iter().find_map(|r| match &r.check {
                 Check::Number { range, .. } if r.path == *limit => Some(range.high),

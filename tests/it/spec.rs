@@ -527,6 +527,7 @@ fn the_json_schema_refuses_every_hostile_spec_that_validation_refuses() {
         "dataset: emoji\nrandom: {count: 2, space: {seed: {uniform: [9, 1]}}}\n".to_string(),
         "dataset: emoji\nrandom: {count: 4, space: {image_size: {uniform: [1, 5]}}}\n".to_string(),
         "dataset: emoji\ngrid: {schedule.min_lr: [1]}\n".to_string(),
+        "dataset: emoji\nepochs: 2\nschedule: {warmup_epochs: 2}\n".to_string(),
         "dataset: \"emoji\\n\"\n".to_string(),
         "dataset: emoji\nslurm: {partition: \"gpu\\n\"}\n".to_string(),
     ];

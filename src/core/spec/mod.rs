@@ -110,8 +110,9 @@ pub enum ScheduleName {
 #[serde(deny_unknown_fields, default)]
 pub struct Schedule {
     pub name: ScheduleName,
-    /// Linear warm-up length in epochs (fractions allowed).
-    pub warmup_epochs: f64,
+    /// Linear warm-up length in epochs (fractions allowed), below `epochs`. Left out (`null`): a tenth of the run, at
+    /// most one epoch ([`Schedule::warmup_for`]).
+    pub warmup_epochs: Option<f64>,
     /// `step` only: epochs after which the rate is multiplied by `gamma`.
     pub milestones: Vec<u32>,
     /// `step` only.
@@ -122,7 +123,15 @@ pub struct Schedule {
 
 impl Default for Schedule {
     fn default() -> Self {
-        Self { name: ScheduleName::Cosine, warmup_epochs: 1.0, milestones: vec![], gamma: 0.1, min_lr: 0.0 }
+        Self { name: ScheduleName::Cosine, warmup_epochs: None, milestones: vec![], gamma: 0.1, min_lr: 0.0 }
+    }
+}
+
+impl Schedule {
+    /// The warm-up of a run of `epochs`: the spec's `warmup_epochs`, or a tenth of the run and at most one epoch. (A
+    /// fixed default of one epoch made a one-epoch run warm up for the whole run and reach its rate at the last step.)
+    pub fn warmup_for(&self, epochs: f64) -> f64 {
+        self.warmup_epochs.unwrap_or_else(|| (epochs / 10.0).min(1.0))
     }
 }
 

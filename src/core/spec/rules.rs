@@ -68,11 +68,14 @@ pub(crate) const RULES: &[Rule<Spec>] = &[
     },
     Rule {
         path: "schedule.warmup_epochs",
-        check: Check::Number {
-            get: |s| s.schedule.warmup_epochs,
+        check: Check::NumberBelow {
+            get: |s| s.schedule.warmup_epochs.unwrap_or(0.0),
             range: Interval { low: Bound::Closed(0.0), high: Bound::Unbounded },
+            limit: "epochs",
+            limit_of: |s| f64::from(s.epochs),
         },
-        message: "{value} must be {range}",
+        message: "{value} must be {range} and below {limit}: a warm-up that long takes the whole run (leave it out \
+                  for a tenth of the run, at most one epoch)",
     },
     Rule {
         path: "schedule.gamma",

@@ -159,7 +159,7 @@ mod tests {
                     }
                     (vec![json!(min), json!(max)], out)
                 }
-                Check::Number { range, .. } | Check::NumberAtMost { range, .. } => {
+                Check::Number { range, .. } | Check::NumberAtMost { range, .. } | Check::NumberBelow { range, .. } => {
                     use crate::core::rule::Bound;
                     let mut inside = vec![];
                     let mut outside = vec![];
@@ -178,6 +178,10 @@ mod tests {
                     }
                     if let Check::NumberAtMost { .. } = rule.check {
                         inside.retain(|x| x.as_f64().is_some_and(|x| x <= 0.002));
+                    }
+                    if let Check::NumberBelow { .. } = rule.check {
+                        // below the default of the other field (`epochs: 30`)
+                        inside.retain(|x| x.as_f64().is_some_and(|x| x < 30.0));
                     }
                     (inside, outside)
                 }
@@ -289,6 +293,7 @@ mod tests {
         assert_eq!(
             fields,
             [
+                "schedule.warmup_epochs",
                 "augment.random_resized_crop",
                 "schedule.min_lr",
                 "schedule.milestones",
