@@ -296,9 +296,7 @@ pub fn sort_classes(rows: &mut [ClassRow], column: ClassColumn, descending: bool
             ClassColumn::Support => a.support.cmp(&b.support),
             ClassColumn::Accuracy => a.accuracy.total_cmp(&b.accuracy),
             ClassColumn::Predicted => a.predicted.cmp(&b.predicted),
-            ClassColumn::Confused => {
-                a.top_wrong.map_or(0, |w| w.count).cmp(&b.top_wrong.map_or(0, |w| w.count))
-            }
+            ClassColumn::Confused => a.top_wrong.map_or(0, |w| w.count).cmp(&b.top_wrong.map_or(0, |w| w.count)),
         };
         let order = if descending { order.reverse() } else { order };
         order.then(a.class.cmp(&b.class))
@@ -324,9 +322,7 @@ pub struct ClassDelta {
 /// stickers one gets right and the other misses.
 pub fn class_delta(a: &Outcomes, b: &Outcomes) -> Vec<ClassDelta> {
     let (rows_a, rows_b) = (a.per_class(), b.per_class());
-    let side = |rows: &[ClassRow], class: u16| {
-        rows.iter().find(|r| r.class == class).map(|r| (r.support, r.accuracy))
-    };
+    let side = |rows: &[ClassRow], class: u16| rows.iter().find(|r| r.class == class).map(|r| (r.support, r.accuracy));
     let paired = a.labels == b.labels;
     let mut only: HashMap<u16, (usize, usize)> = HashMap::new();
     if paired {
