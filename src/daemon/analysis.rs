@@ -43,8 +43,11 @@ pub const FROM_CACHE: &str = "cache";
 /// lists every image).
 #[derive(Debug, Default)]
 pub struct TrainSets {
-    sets: Mutex<HashMap<PathBuf, (Vec<Stamp>, Arc<TrainSet>)>>,
+    sets: Mutex<HashMap<PathBuf, Kept>>,
 }
+
+/// A training set and the stamps of the files it was read from.
+type Kept = (Vec<Stamp>, Arc<TrainSet>);
 
 /// A file's modification time and length, or `None` when it is missing.
 type Stamp = Option<(SystemTime, u64)>;
