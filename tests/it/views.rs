@@ -49,14 +49,6 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     env.ok(&["dataset", "push", "synth", src.to_str().unwrap()]);
 
-    // Two sessions, three epochs each; every checkpoint is kept (keep_best 3 and the last).
-    env.drop_spec("a.yaml", &quick_spec("synth", 3, "seed: 1\n"));
-    env.drop_spec("b.yaml", &quick_spec("synth", 3, "seed: 2\n"));
-    let (a, b) = ("tester/synth/1", "tester/synth/2");
-    wait_for(Duration::from_secs(30), "two sessions", || env.session(b));
-    env.wait_state(a, "succeeded", TRAIN_TIMEOUT);
-    env.wait_state(b, "succeeded", TRAIN_TIMEOUT);
-
     // The validation split and its labels, computed here as the trainer does.
     let set = rush::data::layout::read_train(&env.home.join("datasets/synth")).unwrap();
     let split = rush::data::split::split_by_package(&set, 0.1, 1);
@@ -64,6 +56,17 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
         split.valid.iter().map(|&i| format!("{}/{}", set.samples[i].package_id, set.samples[i].sticker_id)).collect();
     let order = rush::submit::probs::order_digest(keys.iter().map(String::as_str));
     let labels: Vec<u16> = split.valid.iter().map(|&i| set.samples[i].label()).collect();
+    // One validation sticker cannot be decoded: the trainer skips it, and its row is predicted from a blank image, as
+    // `rush infer` predicts it, so the rows still line up.
+    std::fs::write(&set.samples[split.valid[1]].path, b"not a png").unwrap();
+
+    // Two sessions, three epochs each; every checkpoint is kept (keep_best 3 and the last).
+    env.drop_spec("a.yaml", &quick_spec("synth", 3, "seed: 1\n"));
+    env.drop_spec("b.yaml", &quick_spec("synth", 3, "seed: 2\n"));
+    let (a, b) = ("tester/synth/1", "tester/synth/2");
+    wait_for(Duration::from_secs(30), "two sessions", || env.session(b));
+    env.wait_state(a, "succeeded", TRAIN_TIMEOUT);
+    env.wait_state(b, "succeeded", TRAIN_TIMEOUT);
 
     // Every kept checkpoint has its predictions, recorded in its JSON; their accuracy is the val_acc it reported.
     let mut kept: Vec<(String, u32, f64)> = Vec::new();
@@ -98,12 +101,18 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(infer_out.join("infer.json")).unwrap()).unwrap();
     assert_eq!(report["valid_order"], order.as_str());
+    assert_eq!(report["bad_images"], 1, "the undecodable sticker, predicted from a blank image: {report}");
     let (_, _, inferred) = npy::read_f16_matrix(&infer_out.join("valid.npy")).unwrap();
     let (_, _, saved) = npy::read_f16_matrix(&SessionDir::new(env.session_dir(id)).checkpoint_valid(*epoch)).unwrap();
     assert_eq!(inferred.len(), saved.len());
     let worst =
         inferred.iter().zip(&saved).map(|(x, y)| (x - y).abs() - 2e-3 * x.abs().max(y.abs())).fold(0f32, f32::max);
     assert!(worst <= 1e-3, "the trainer's and rush infer's validation probabilities differ by {worst} beyond rounding");
+    let blank = &saved[350..700];
+    assert!((blank.iter().sum::<f32>() - 1.0).abs() < 0.02, "the blank row holds probabilities too");
+    eprintln!(
+        "figure: the trainer's validation probabilities against rush infer's: {worst:+.2e} beyond rounding at worst"
+    );
 
     // ensemble auto: every kept checkpoint of both sessions competes, none of them ever submitted.
     let auto = env.json(&["ensemble", "auto", "-d", "synth", "--max-members", "4", "-j"]);
