@@ -110,4 +110,8 @@ impl SessionDir {
     pub fn checkpoint_state(&self, epoch: u32) -> PathBuf {
         self.checkpoints().join(format!("{epoch}.state.safetensors"))
     }
+    /// `checkpoints/<epoch>.valid.npy`: the epoch's class probabilities on the validation split (`submit::valid`).
+    pub fn checkpoint_valid(&self, epoch: u32) -> PathBuf {
+        self.checkpoints().join(format!("{epoch}.valid.npy"))
+    }
 }

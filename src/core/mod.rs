@@ -4,6 +4,7 @@
 //! CLI) act on what the core decides.
 
 pub mod access;
+pub mod analysis;
 pub mod checkpoint;
 pub mod ensemble;
 pub mod event;
@@ -17,3 +18,4 @@ pub mod score;
 pub mod session;
 pub mod slurm;
 pub mod spec;
+pub mod tags;

@@ -10,10 +10,12 @@ use crate::core::session::SessionId;
 use crate::home::SessionDir;
 use crate::store::{CheckpointRow, Store, StoreError};
 
-/// The files of one saved epoch: the weights the event named, plus the metadata and optimizer state beside them.
+/// The files of one saved epoch: the weights the event named, plus the validation predictions, metadata and optimizer
+/// state beside them. The predictions go before the JSON that records them.
 pub fn files(dir: &SessionDir, row: &CheckpointRow) -> Vec<PathBuf> {
     let epoch = row.epoch.clamp(0, u32::MAX as i64) as u32;
     let mut out = vec![PathBuf::from(&row.path), dir.checkpoint_weights(epoch)];
+    out.push(dir.checkpoint_valid(epoch));
     out.push(dir.checkpoint_meta(epoch));
     out.push(dir.checkpoint_state(epoch));
     out.dedup();
@@ -131,7 +133,12 @@ mod tests {
 
     fn save(dir: &SessionDir, epoch: u32) {
         std::fs::create_dir_all(dir.checkpoints()).unwrap();
-        for f in [dir.checkpoint_weights(epoch), dir.checkpoint_meta(epoch), dir.checkpoint_state(epoch)] {
+        for f in [
+            dir.checkpoint_weights(epoch),
+            dir.checkpoint_valid(epoch),
+            dir.checkpoint_meta(epoch),
+            dir.checkpoint_state(epoch),
+        ] {
             std::fs::write(f, b"abc").unwrap();
         }
     }
@@ -155,8 +162,11 @@ mod tests {
         assert_eq!(kept, vec![2, 4, 5]);
         for epoch in [1, 3] {
             assert!(!dir.checkpoint_weights(epoch).exists() && !dir.checkpoint_state(epoch).exists());
+            assert!(!dir.checkpoint_valid(epoch).exists(), "the validation predictions go with the checkpoint");
         }
-        assert!(dir.checkpoint_meta(2).exists() && dir.checkpoint_state(5).exists());
+        assert!(
+            dir.checkpoint_meta(2).exists() && dir.checkpoint_state(5).exists() && dir.checkpoint_valid(4).exists()
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,10 @@
-//! Ensembles from the probability cache, without new inference: the validation accuracy of a hand-made mix (the
-//! builder page asks this on every change) and greedy forward selection over every cached checkpoint of a dataset
-//! (`rush ensemble auto`).
+//! Ensembles without new inference: the validation accuracy of a hand-made mix (the builder page asks this on every
+//! change) and greedy forward selection over every checkpoint of a dataset (`rush ensemble auto`). A checkpoint's
+//! validation probabilities come from the probability cache (a submission's `rush infer`, with or without flip) or,
+//! for a kept checkpoint that was never submitted, from its own `<epoch>.valid.npy`, which the trainer wrote when it
+//! saved it (`submit::valid`: without flip). So `auto` chooses among every kept checkpoint of the dataset, submitted or
+//! not, and only the chosen members' test inference runs when the ensemble is submitted. Asked for flip, a checkpoint
+//! never submitted with flip competes with its probabilities without flip (the answer counts them).
 //!
 //! Validation labels come from the training CSV (they are not hidden): a session's validation split is recomputed
 //! from its spec (`valid_fraction`, `seed`) and matched to cache entries by the order digest, so members are only ever
@@ -18,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use super::{Daemon, DaemonError};
 use crate::core::ensemble::{GreedyOptions, Mix, Probs, Stop, cross_fit, greedy_select};
 use crate::core::session::SessionId;
-use crate::data::layout::read_train;
 use crate::data::split::{selection_fold, split_by_package};
-use crate::home::Home;
+use crate::home::{Home, SessionDir};
 use crate::submit::Tta;
 use crate::submit::probs::{self, CacheKey, CacheMeta, CacheSplit};
+use crate::submit::valid::{self, ValidRecord};
 
 /// A cached checkpoint as the builder and `ensemble auto` list it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +75,13 @@ pub struct AutoEnsemble {
     pub dataset: String,
     pub tta: Tta,
     pub candidates: usize,
+    /// Candidates whose validation probabilities are their checkpoint's own (kept, never submitted): their test
+    /// inference runs only if they are submitted.
+    #[serde(default)]
+    pub from_checkpoints: usize,
+    /// Asked for flip: candidates judged on probabilities without flip (never submitted with flip).
+    #[serde(default)]
+    pub without_flip: usize,
     pub members: Vec<AutoMember>,
     pub val_acc: f64,
     pub best_single: String,
@@ -105,6 +116,60 @@ struct ValidLabels {
 /// Validation labels by order digest, for the splits the dataset's sessions use.
 type Splits = HashMap<String, ValidLabels>;
 
+/// Where a candidate's validation probabilities are read from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The probability cache.
+    Cache(CacheMeta),
+    /// A kept checkpoint's `<epoch>.valid.npy` (without flip).
+    Checkpoint(SessionDir),
+}
+
+/// A checkpoint with validation probabilities, as selection and the builder use it.
+#[derive(Debug, Clone)]
+struct Candidate {
+    session: SessionId,
+    epoch: u32,
+    /// The test-time augmentation of its probabilities.
+    tta: Tta,
+    /// The order digest of its validation split.
+    order: String,
+    source: Source,
+}
+
+impl Candidate {
+    fn from_cache(meta: CacheMeta) -> Self {
+        Candidate {
+            session: meta.session.clone(),
+            epoch: meta.epoch,
+            tta: meta.tta,
+            order: meta.order.clone(),
+            source: Source::Cache(meta),
+        }
+    }
+
+    fn from_checkpoint(session: SessionId, epoch: u32, dir: SessionDir, record: ValidRecord) -> Self {
+        Candidate { session, epoch, tta: Tta::None, order: record.order, source: Source::Checkpoint(dir) }
+    }
+
+    fn load(&self, home: &Home) -> Result<Probs, DaemonError> {
+        let gone =
+            || DaemonError::NotFound(format!("{}:{}: its validation probabilities vanished", self.session, self.epoch));
+        match &self.source {
+            Source::Cache(meta) => read_valid(home, meta),
+            Source::Checkpoint(dir) => valid::read(dir, self.epoch, &self.order).map_err(invalid)?.ok_or_else(gone),
+        }
+    }
+}
+
+/// The checkpoint's own validation predictions, when it is kept and has them.
+fn checkpoint_candidate(home: &Home, session: &SessionId, epoch: u32) -> Result<Option<Candidate>, DaemonError> {
+    let dir = SessionDir::new(home.session(session));
+    Ok(valid::record(&dir, epoch)
+        .map_err(invalid)?
+        .map(|record| Candidate::from_checkpoint(session.clone(), epoch, dir, record)))
+}
+
 impl Daemon {
     /// Validation labels of every distinct split among the dataset's sessions, keyed by order digest.
     async fn validation_splits(&self, dataset: &str) -> Result<Splits, DaemonError> {
@@ -118,10 +183,9 @@ impl Daemon {
                 }
             }
         }
-        let path = self.home().dataset(dataset);
+        let (path, sets) = (self.home().dataset(dataset), self.train_sets.clone());
         tokio::task::spawn_blocking(move || -> Result<Splits, DaemonError> {
-            let set =
-                read_train(&path).map_err(|e| DaemonError::Invalid(format!("dataset {}: {e}", path.display())))?;
+            let set = sets.get(&path)?;
             let mut splits = Splits::new();
             for (fraction, seed) in wanted {
                 let split = split_by_package(&set, f64::from_bits(fraction), seed);
@@ -202,23 +266,28 @@ impl Daemon {
             let mut loaded = Vec::with_capacity(members.len());
             let mut order: Option<String> = None;
             for m in &members {
+                // cached (as asked), else the checkpoint's own predictions (without flip)
                 let key = CacheKey { session: m.session.clone(), epoch: m.epoch, split: CacheSplit::Valid, tta };
-                let meta = probs::meta(&home, &key).map_err(invalid)?.ok_or_else(|| {
-                    DaemonError::NotFound(format!(
-                        "{}:{} has no cached validation probabilities{}; submit it first (dry runs cache nothing)",
-                        m.session,
-                        m.epoch,
-                        if tta == Tta::Flip { " with flip" } else { "" }
-                    ))
-                })?;
-                if order.as_ref().is_some_and(|o| *o != meta.order) {
+                let candidate = match probs::meta(&home, &key).map_err(invalid)? {
+                    Some(meta) => Candidate::from_cache(meta),
+                    None => checkpoint_candidate(&home, &m.session, m.epoch)?.ok_or_else(|| {
+                        DaemonError::NotFound(format!(
+                            "{}:{} has no validation probabilities: none cached{} and none saved with the checkpoint \
+                             (deleted, or saved by an older rush); submit it first (dry runs cache nothing)",
+                            m.session,
+                            m.epoch,
+                            if tta == Tta::Flip { " with flip" } else { "" }
+                        ))
+                    })?,
+                };
+                if order.as_ref().is_some_and(|o| *o != candidate.order) {
                     return Err(DaemonError::Invalid(format!(
                         "{}:{} was validated on another split than the first member (different valid_fraction or seed)",
                         m.session, m.epoch
                     )));
                 }
-                order = Some(meta.order.clone());
-                loaded.push(read_valid(&home, &meta)?);
+                order = Some(candidate.order.clone());
+                loaded.push(candidate.load(&home)?);
             }
             let order = order.unwrap_or_default();
             let labels = &splits
@@ -236,7 +305,20 @@ impl Daemon {
         .await
     }
 
-    /// Greedy forward selection with replacement over every cached checkpoint of `dataset` (Caruana et al., 2004).
+    /// Every kept checkpoint of the dataset's sessions, `(session, epoch)`.
+    async fn kept_checkpoints(&self, dataset: &str) -> Result<Vec<(SessionId, u32)>, DaemonError> {
+        let filter = crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()) };
+        let mut kept = Vec::new();
+        for row in self.store.sessions(&filter).await? {
+            for c in self.store.checkpoints(&row.id).await? {
+                kept.push((row.id.clone(), c.epoch.clamp(0, i64::from(u32::MAX)) as u32));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Greedy forward selection with replacement over every checkpoint of `dataset` with validation probabilities
+    /// (Caruana et al., 2004): the cached ones of `tta`, and every kept checkpoint with its own.
     pub async fn auto_ensemble(
         &self,
         dataset: &str,
@@ -244,23 +326,38 @@ impl Daemon {
         tta: Tta,
     ) -> Result<AutoEnsemble, DaemonError> {
         let splits = self.validation_splits(dataset).await?;
+        let kept = self.kept_checkpoints(dataset).await?;
         let home = self.home().clone();
         let dataset = dataset.to_string();
         blocking(move || {
-            let mut by_split: BTreeMap<String, Vec<CacheMeta>> = BTreeMap::new();
-            for meta in valid_entries(&home, &dataset)?.into_iter().filter(|m| m.tta == tta) {
-                if splits.contains_key(&meta.order) {
-                    by_split.entry(meta.order.clone()).or_default().push(meta);
+            let mut candidates: Vec<Candidate> = valid_entries(&home, &dataset)?
+                .into_iter()
+                .filter(|m| m.tta == tta)
+                .map(Candidate::from_cache)
+                .collect();
+            for (session, epoch) in &kept {
+                if !candidates.iter().any(|c| c.session == *session && c.epoch == *epoch)
+                    && let Some(c) = checkpoint_candidate(&home, session, *epoch)?
+                {
+                    candidates.push(c);
+                }
+            }
+            candidates.sort_by(|a, b| (&a.session, a.epoch).cmp(&(&b.session, b.epoch)));
+            let mut by_split: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+            for c in candidates {
+                if splits.contains_key(&c.order) {
+                    by_split.entry(c.order.clone()).or_default().push(c);
                 }
             }
             let Some((order, metas)) = by_split.into_iter().max_by_key(|(_, metas)| metas.len()) else {
                 return Err(DaemonError::NotFound(format!(
-                    "dataset {dataset} has no cached validation probabilities{}: submit checkpoints first",
-                    if tta == Tta::Flip { " with flip" } else { "" }
+                    "dataset {dataset} has no checkpoint with validation probabilities: each checkpoint a session \
+                     saves has them (train one), and so does every submitted one{}",
+                    if tta == Tta::Flip { " (with flip when submitted with --tta flip)" } else { "" }
                 )));
             };
             let ValidLabels { labels, folds } = &splits[&order];
-            let loaded: Vec<Probs> = metas.iter().map(|m| read_valid(&home, m)).collect::<Result<_, _>>()?;
+            let loaded: Vec<Probs> = metas.iter().map(|c| c.load(&home)).collect::<Result<_, _>>()?;
             let refs: Vec<&Probs> = loaded.iter().collect();
             let options = GreedyOptions { max_members: max_members.max(1), init_best: 0, stop: Stop::BestSoFar };
             let selection = greedy_select(&refs, labels, options).map_err(invalid)?;
@@ -289,6 +386,8 @@ impl Daemon {
                 dataset,
                 tta,
                 candidates: metas.len(),
+                from_checkpoints: metas.iter().filter(|c| matches!(c.source, Source::Checkpoint(_))).count(),
+                without_flip: metas.iter().filter(|c| c.tta != tta).count(),
                 members,
                 val_acc: selection.val_acc,
                 best_single: name(selection.best_single),

@@ -23,7 +23,8 @@
 //! - **Submission worker** (one task, [`submissions`]): takes the oldest queued submission, leases a free slot (while
 //!   it waits the scheduler starts no session), runs `rush infer` children for uncached members, mixes, writes the
 //!   `.npy` and has the scorer score it; a panic fails that submission and the loop goes on. [`ensembles`] answers the
-//!   builder and `ensemble auto` from the cache; [`board`] is the board as everyone may see it.
+//!   builder and `ensemble auto` from the cache and the checkpoints' validation predictions; [`board`] is the board as
+//!   everyone may see it; [`analysis`] reads what the views of a checkpoint's mistakes and of a dataset show.
 //! - **Metric writer** (one task): commits metric rows in one transaction per batch; steps never wait on it.
 //! - **HTTP** (the web layer, wired in by `serve`, the composition root): reads the store; mutations (stop, rm, fork,
 //!   model rm, dataset register, submit) call methods of [`Daemon`], so the daemon stays the database's only writer.
@@ -55,6 +56,7 @@ use crate::core::spec::{ResolvedSpec, Spec, SpecError};
 use crate::home::{Home, SessionDir};
 use crate::store::{DatasetRow, MetricSink, NewSession, Store, StoreError};
 
+pub mod analysis;
 pub mod board;
 pub mod checkpoints;
 pub mod config;
@@ -73,6 +75,10 @@ pub mod submissions;
 pub mod watcher;
 
 // The facade: what the web layer may name.
+pub use analysis::{
+    CheckpointAnalysis, ClassComparison, DatasetClass, DatasetOverview, DatasetPackage, Gallery, GalleryItem,
+    PackageAccuracy, PackageSamples, Sticker, TagSamples,
+};
 pub use board::{BoardLineView, BoardView};
 pub use config::DaemonConfig;
 pub use ensembles::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
@@ -173,6 +179,8 @@ pub struct Daemon {
     /// Wakes the submission worker (a submission was queued or a slot freed).
     submission_wake: Arc<Notify>,
     runners: TaskTracker,
+    /// Training sets read for the analysis views and the ensembles.
+    train_sets: Arc<analysis::TrainSets>,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -205,6 +213,7 @@ impl Daemon {
             wake,
             submission_wake,
             runners: TaskTracker::new(),
+            train_sets: Arc::default(),
             #[cfg(test)]
             fail_ticks: Default::default(),
             #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod npy;
 pub mod probs;
 pub mod report;
 pub mod scorer;
+pub mod valid;
 
 use std::fmt;
 use std::str::FromStr;

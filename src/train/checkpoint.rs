@@ -1,8 +1,10 @@
 //! Checkpoint files of a session, one set per epoch (NSML's `nsml.save(epoch)`):
 //! `checkpoints/<epoch>.safetensors` (the model's weights under their VarStore names, readable by Python's
 //! `safetensors.torch.load_file`), `<epoch>.state.safetensors` (optimizer state, step, epoch, seed: what resume
-//! needs) and `<epoch>.json` ([`CheckpointMeta`]: metrics, spec hash, sizes). Each file is written atomically (temp
-//! file, fsync, rename, fsync of the folder); the JSON comes last, so a checkpoint with its JSON is complete.
+//! needs), `<epoch>.valid.npy` (the epoch's validation probabilities, `submit::valid`) and `<epoch>.json`
+//! ([`CheckpointMeta`]: metrics, spec hash, sizes, the record of the validation predictions). Each file is written
+//! atomically (temp file, fsync, rename, fsync of the folder); the JSON comes last, so a checkpoint with its JSON is
+//! complete.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +17,7 @@ use tch::{Device, Tensor};
 
 use crate::disk::WriteError;
 use crate::home::SessionDir;
+use crate::submit::valid::ValidRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointIoError {
@@ -56,6 +59,9 @@ pub struct CheckpointMeta {
     pub bytes: u64,
     /// Size of `<epoch>.state.safetensors`.
     pub state_bytes: u64,
+    /// What `<epoch>.valid.npy` holds (absent in checkpoints saved before it was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<ValidRecord>,
 }
 
 /// Writes through a temp file beside `path` (`disk::write_atomic_with`: `write` fills the temp path, which is
@@ -266,6 +272,7 @@ mod tests {
             image_size: 32,
             bytes: 10,
             state_bytes: 20,
+            valid: Some(ValidRecord { rows: 3, classes: 350, order: "abc".into() }),
         };
         assert_eq!(complete_epochs(&session).unwrap(), Vec::<u32>::new());
         save_meta(&session.checkpoint_meta(2), &meta).unwrap();
@@ -273,5 +280,11 @@ mod tests {
         std::fs::write(session.checkpoint_weights(2), b"x").unwrap();
         assert_eq!(complete_epochs(&session).unwrap(), vec![2]);
         assert_eq!(load_meta(&session.checkpoint_meta(2)).unwrap(), meta);
+        // a checkpoint saved before the validation predictions reads without their record
+        let old = CheckpointMeta { valid: None, ..meta.clone() };
+        save_meta(&session.checkpoint_meta(2), &old).unwrap();
+        let text = std::fs::read_to_string(session.checkpoint_meta(2)).unwrap();
+        assert!(!text.contains("valid\""), "{text}");
+        assert_eq!(load_meta(&session.checkpoint_meta(2)).unwrap(), old);
     }
 }

@@ -119,6 +119,8 @@ pub struct Batch {
     pub labels: Tensor,
     pub targets: Option<Tensor>,
     pub len: usize,
+    /// The sample index of each image, in order (images that failed to decode are left out of a batch).
+    pub indices: Vec<usize>,
 }
 
 /// Where the training loop takes an epoch's batches from: the streaming [`Loader`] or the device-resident dataset
@@ -282,6 +284,7 @@ fn pack(samples: &[Sample], kept: &[(usize, Vec<u8>)], side: usize, spec: &Loade
         labels: pin(Tensor::from_slice(&labels)),
         targets: targets.map(|t| pin(Tensor::from_slice(&t).view([n as i64, NUM_TAGS as i64]))),
         len: n,
+        indices: kept.iter().map(|(index, _)| *index).collect(),
     }
 }
 

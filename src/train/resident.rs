@@ -213,7 +213,8 @@ impl ResidentImages {
             }
             upload(Tensor::from_slice(&t).view([kept.len() as i64, NUM_TAGS as i64]), self.device)
         });
-        Some(Batch { images, labels: self.labels.index_select(0, &idx), targets, len: kept.len() })
+        let indices = kept.iter().map(|k| k.0).collect();
+        Some(Batch { images, labels: self.labels.index_select(0, &idx), targets, len: kept.len(), indices })
     }
 }
 

@@ -9,6 +9,11 @@
 //! Syncs: losses and accuracy counts accumulate on the device and are read only once per logging window (every few
 //! steps; no `.item()` per step), which is also when a NaN/inf loss is noticed.
 //!
+//! Validation: each epoch's class probabilities on the validation split are kept and written with the checkpoint
+//! (`checkpoints/<epoch>.valid.npy`, `submit::valid`), rows in the split's order as `rush infer` predicts them (an
+//! image that cannot be decoded is predicted from a blank one, as there), so the daemon can analyse and ensemble
+//! checkpoints without running inference.
+//!
 //! Data: the images come from the dataset's decoded-image cache (`data::cache`, built on first use), streamed by
 //! `train::loader`, or, when the uint8 dataset fits on the device, from `train::resident` (uploaded once, augmented
 //! there). The time the steps wait for batches is reported per epoch.
@@ -26,9 +31,11 @@ use crate::core::event::Event;
 use crate::core::schedule::learning_rate;
 use crate::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
 use crate::data::cache::{self, ImageCache};
-use crate::data::layout::{DataError, Sample, read_train};
+use crate::data::layout::{DataError, NUM_TAGS, Sample, read_train};
 use crate::data::split::split_by_package;
 use crate::home::SessionDir;
+use crate::submit::npy::NpyError;
+use crate::submit::probs::order_digest;
 use crate::train::TrainOptions;
 use crate::train::checkpoint::{self, CheckpointIoError, CheckpointMeta, Progress};
 use crate::train::device::{self, DeviceError, Execution};
@@ -53,6 +60,8 @@ pub enum TrainError {
     Split { path: PathBuf, message: String },
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointIoError),
+    #[error("checkpoint: validation predictions: {0}")]
+    ValidPredictions(#[from] NpyError),
     #[error(transparent)]
     Optim(#[from] OptimError),
     #[error(
@@ -215,6 +224,12 @@ impl Totals {
     }
 }
 
+/// A float tensor's values, row-major, on the host.
+fn host_values(t: &Tensor) -> Result<Vec<f32>, TrainError> {
+    let flat = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    Vec::<f32>::try_from(&flat).map_err(|e| TrainError::Torch(e.to_string()))
+}
+
 fn nan_or_inf(x: f64) -> &'static str {
     if x.is_nan() { "NaN" } else { "inf" }
 }
@@ -230,7 +245,10 @@ struct Trainer<'a> {
     ex: Execution,
     samples: Arc<[Sample]>,
     train_idx: Vec<usize>,
+    /// Ascending, as the split lists them.
     valid_idx: Vec<usize>,
+    /// `order_digest` of the validation keys `package_id/sticker_id`, in `valid_idx` order.
+    valid_order: String,
     vs: VarStore,
     model: Box<dyn ModuleT>,
     flat: FlatParams,
@@ -279,6 +297,9 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
             set.packages.len()
         )));
     }
+    let valid_keys: Vec<String> =
+        split.valid.iter().map(|&i| format!("{}/{}", set.samples[i].package_id, set.samples[i].sticker_id)).collect();
+    let valid_order = order_digest(valid_keys.iter().map(String::as_str));
     let samples: Arc<[Sample]> = set.samples.into();
 
     tch::manual_seed(spec.seed as i64);
@@ -316,6 +337,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
         samples,
         train_idx: split.train,
         valid_idx: split.valid,
+        valid_order,
         vs,
         model,
         flat,
@@ -499,7 +521,7 @@ impl Trainer<'_> {
         for epoch in start_epoch..=spec.epochs {
             let started = Instant::now();
             let (train, waited, data_wait) = self.train_epoch(epoch, sink)?;
-            let valid = self.validate()?;
+            let (valid, valid_probs) = self.validate()?;
             if !valid.loss().is_finite() {
                 let (value, at) = (nan_or_inf(valid.loss()), format!("the end of epoch {epoch}"));
                 return Err(TrainError::NonFinite { what: "validation loss", value, at });
@@ -527,7 +549,7 @@ impl Trainer<'_> {
                 data_wait,
                 data_wait_s: Some(waited.as_secs_f64()),
             });
-            let bytes = self.save_checkpoint(epoch, &train, &valid)?;
+            let bytes = self.save_checkpoint(epoch, &train, &valid, &valid_probs)?;
             best = best.max(valid.acc());
             sink.emit(Event::Checkpoint {
                 name: epoch.to_string(),
@@ -646,30 +668,83 @@ impl Trainer<'_> {
         (loss.detach(), correct)
     }
 
-    fn validate(&mut self) -> Result<Totals, TrainError> {
+    /// The validation split's loss and accuracy, and its class probabilities: row-major `(valid, NUM_TAGS)` f32 in the
+    /// split's order. They stay on the device until the end (one copy to the host per epoch, no sync per batch).
+    fn validate(&mut self) -> Result<(Totals, Vec<f32>), TrainError> {
         let spec = self.spec().clone();
         let batches = loader::eval_batches(&self.valid_idx, spec.batch_size as usize);
         let mut loader = self.loader(batches, false, 0);
         let mut acc = Accumulator::new(self.ex.device);
+        let mut probs: Vec<Tensor> = Vec::new();
+        let mut indices: Vec<usize> = Vec::with_capacity(self.valid_idx.len());
         while let Some(batch) = loader.next_batch() {
-            let (loss, correct) = guarded(&spec, || {
+            let (loss, correct, p) = guarded(&spec, || {
                 tch::no_grad(|| {
                     let x = self.norm.input(&batch.images, &self.ex);
                     let labels = to_device(&batch.labels, self.ex.device);
                     let targets = batch.targets.as_ref().map(|t| to_device(t, self.ex.device));
                     let logits = self.ex.forward(|| self.model.forward_t(&x, false)).to_kind(Kind::Float);
                     let loss = loss_of(&spec, &logits, &labels, targets.as_ref());
-                    (loss, logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))
+                    let correct = logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+                    (loss, correct, logits.softmax(-1, Kind::Float))
                 })
             })?;
             acc.add(&loss, &correct, batch.len);
+            probs.push(p);
+            indices.extend_from_slice(&batch.indices);
         }
         let mut totals = Totals::default();
         totals.add(guarded(&spec, || acc.take())?);
-        Ok(totals)
+        let probs = guarded(&spec, || self.valid_probabilities(&probs, &indices))??;
+        Ok((totals, probs))
     }
 
-    fn save_checkpoint(&self, epoch: u32, train: &Totals, valid: &Totals) -> Result<u64, TrainError> {
+    /// The validation probabilities of every row of the split, from each batch's `(n, NUM_TAGS)` probabilities and
+    /// the sample indices of its images; rows whose image could not be decoded get those of a blank (white) image,
+    /// as `rush infer` predicts them.
+    fn valid_probabilities(&self, parts: &[Tensor], indices: &[usize]) -> Result<Vec<f32>, TrainError> {
+        let rows = self.valid_idx.len();
+        let mut out = vec![0f32; rows * NUM_TAGS];
+        let mut filled = vec![false; rows];
+        if !parts.is_empty() {
+            let values = host_values(&Tensor::cat(parts, 0))?;
+            if values.len() != indices.len() * NUM_TAGS {
+                let message = format!("{} validation probabilities for {} images", values.len(), indices.len());
+                return Err(TrainError::Torch(message));
+            }
+            for (k, index) in indices.iter().enumerate() {
+                let Ok(row) = self.valid_idx.binary_search(index) else {
+                    return Err(TrainError::Torch(format!("sample {index} is not in the validation split")));
+                };
+                out[row * NUM_TAGS..(row + 1) * NUM_TAGS].copy_from_slice(&values[k * NUM_TAGS..(k + 1) * NUM_TAGS]);
+                filled[row] = true;
+            }
+        }
+        if filled.contains(&false) {
+            let side = i64::from(self.spec().image_size);
+            let white = Tensor::from_slice(&vec![255u8; (side * side * 3) as usize]).view([1, side, side, 3]);
+            let blank = tch::no_grad(|| {
+                let x = self.norm.input(&white, &self.ex);
+                self.ex.forward(|| self.model.forward_t(&x, false)).to_kind(Kind::Float).softmax(-1, Kind::Float)
+            });
+            let blank = host_values(&blank)?;
+            if blank.len() != NUM_TAGS {
+                return Err(TrainError::Torch(format!("{} probabilities for a blank image", blank.len())));
+            }
+            for row in (0..rows).filter(|&r| !filled[r]) {
+                out[row * NUM_TAGS..(row + 1) * NUM_TAGS].copy_from_slice(&blank);
+            }
+        }
+        Ok(out)
+    }
+
+    fn save_checkpoint(
+        &self,
+        epoch: u32,
+        train: &Totals,
+        valid: &Totals,
+        valid_probs: &[f32],
+    ) -> Result<u64, TrainError> {
         let dir = self.session.checkpoints();
         std::fs::create_dir_all(&dir).map_err(|source| TrainError::Session { path: dir, source })?;
         let spec = self.spec();
@@ -679,6 +754,15 @@ impl Trainer<'_> {
             &self.session.checkpoint_state(epoch),
             Progress { epoch, step, seed: spec.seed },
             self.optimizer.state_tensors(&self.flat),
+        )?;
+        // before the JSON, which completes the checkpoint and records what the file holds
+        let valid_record = crate::submit::valid::write(
+            self.session,
+            epoch,
+            &self.valid_order,
+            self.valid_idx.len(),
+            NUM_TAGS,
+            valid_probs,
         )?;
         let meta = CheckpointMeta {
             epoch,
@@ -692,6 +776,7 @@ impl Trainer<'_> {
             image_size: spec.image_size,
             bytes,
             state_bytes,
+            valid: Some(valid_record),
         };
         checkpoint::save_meta(&self.session.checkpoint_meta(epoch), &meta)?;
         Ok(bytes)

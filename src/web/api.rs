@@ -8,7 +8,8 @@
 //! `GET /info`, `GET /sessions?all=&dataset=`, `GET|DELETE /sessions/{id}`, `POST /sessions/{id}/stop`,
 //! `POST /sessions/{id}/fork`, `GET /sessions/{id}/logs?follow=`, `GET /sessions/{id}/events` (server-sent events),
 //! `GET /sessions/{id}/metrics?name=`, `GET /sessions/{id}/checkpoints`, `DELETE /sessions/{id}/checkpoints/{name}`,
-//! `GET /specs?path=`, `GET /datasets`, `POST /datasets/{name}`.
+//! `GET /specs?path=`, `GET /datasets`, `POST /datasets/{name}`; the submissions' routes (`super::submissions`) and the
+//! analysis views' (`super::analysis`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -167,6 +168,7 @@ pub fn routes() -> Router<AppState> {
         .route("/datasets", get(datasets))
         .route("/datasets/{name}", post(register_dataset))
         .merge(super::submissions::routes())
+        .merge(super::analysis::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(json_errors))
 }

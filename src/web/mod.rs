@@ -7,6 +7,7 @@ use axum::Router;
 
 use crate::daemon::Daemon;
 
+pub mod analysis;
 pub mod api;
 pub mod auth;
 pub mod chart;

@@ -15,5 +15,6 @@ mod speed;
 mod submit;
 mod submit_files;
 mod train;
+mod views;
 mod web;
 mod web_browser;

@@ -1,6 +1,8 @@
 //! The dashboard in a real browser (see `browser`): headless Chromium drives the real daemon with a real training
 //! child. It opens the sessions page, follows the running session, sees a chart point and a log line arrive over SSE,
-//! clicks stop and sees the state change. Screenshots are kept as artifacts.
+//! clicks stop and sees the state change. A second test looks at what a trained checkpoint gets wrong (the per-class
+//! view and its sorting, the confusion pairs, the gallery whose images load) and at the dataset's page. Screenshots
+//! are kept as artifacts.
 
 use std::path::Path;
 use std::process::Command;
@@ -251,6 +253,171 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
         c.goto(&format!("{base}{path}")).await.unwrap();
         screenshot(c, name).await;
     }
+    c.clone().close().await.unwrap();
+    drop(daemon);
+}
+
+/// The images (of those `selector` matches, the first `n`) once each has loaded with a real size: how many, or `None`
+/// while one is still loading or broken.
+async fn loaded_images(c: &fantoccini::Client, selector: &str, n: usize) -> Option<i64> {
+    let script = format!(
+        "var all = Array.prototype.slice.call(document.querySelectorAll('{selector}'), 0, {n}); \
+         return all.length > 0 && all.every(function (i) {{ return i.complete && i.naturalWidth > 0; }}) ? all.length : 0"
+    );
+    js_number(c, &script).await.filter(|k| *k > 0)
+}
+
+/// The numbers of a column of the per-class table (`td.acc` values, or the cells of column `k`), in page order.
+const ACCURACIES: &str = "return Array.prototype.map.call(document.querySelectorAll('#classes tbody td.acc'), \
+                          function (td) { return td.getAttribute('data-value'); }).join(',')";
+
+fn numbers(text: &str) -> Vec<f64> {
+    text.split(',').filter_map(|v| v.parse().ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_checkpoint_gets_wrong_and_the_dataset_page_in_a_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, exp, data) = (tmp.path().join("home"), tmp.path().join("exp"), tmp.path().join("synth"));
+    run_ok(rush().args(["dataset", "synth", "--out"]).arg(&data).args([
+        "--train",
+        "300",
+        "--test",
+        "60",
+        "--classes",
+        "8",
+        "--width",
+        "48",
+        "--height",
+        "48",
+        "--quiet",
+    ]));
+    run_ok(rush().arg("--home").arg(&home).args(["dataset", "push", "emoji"]).arg(&data));
+    let log = std::fs::File::create(tmp.path().join("daemon.log")).unwrap();
+    let daemon = Guard(
+        rush()
+            .arg("--home")
+            .arg(&home)
+            .args(["daemon", "--bind", "127.0.0.1:0", "--user", "browser", "--cpu-slots", "1", "--experiments"])
+            .arg(&exp)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let addr_file = home.join("daemon.addr");
+    let addr = wait_for("the daemon's address", Duration::from_secs(60), || async {
+        std::fs::read_to_string(&addr_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    })
+    .await;
+    let base = format!("http://{addr}");
+    // One short epoch at a small learning rate: a checkpoint that still confuses classes.
+    std::fs::write(
+        exp.join("wrong.yaml"),
+        "dataset: emoji\nmodel: baseline_cnn\nimage_size: 32\nbatch_size: 32\nepochs: 1\nprecision: fp32\n\
+         optimizer: {name: sgd, lr: 0.001}\nschedule: {name: constant}\n",
+    )
+    .unwrap();
+    wait_for("the session to succeed", Duration::from_secs(300), || async {
+        let s: serde_json::Value =
+            reqwest::get(format!("{base}/api/sessions/browser/emoji/1")).await.ok()?.json().await.ok()?;
+        assert!(s["state"] != "failed", "{s}\n{}", daemon_log(tmp.path()));
+        (s["state"] == "succeeded").then_some(())
+    })
+    .await;
+
+    let browser = Browser::start(&tmp.path().join("chromium-profile")).await;
+    let c = &browser.client;
+
+    // From the session page to what its best checkpoint gets wrong.
+    c.goto(&format!("{base}/sessions/browser/emoji/1")).await.unwrap();
+    c.find(Locator::Id("analysis-link")).await.unwrap().click().await.unwrap();
+    let rows = wait_for("the per-class table", Duration::from_secs(30), || async {
+        js_number(c, "return document.querySelectorAll('#classes tbody tr[data-class]').length")
+            .await
+            .filter(|n| *n > 0)
+    })
+    .await;
+    let ascending = numbers(&js_string(c, ACCURACIES).await.unwrap());
+    assert_eq!(ascending.len() as i64, rows);
+    assert!(ascending.windows(2).all(|w| w[0] <= w[1]), "the least accurate first: {ascending:?}");
+    screenshot(c, "dashboard-analysis.png").await;
+    // Sortable: the accuracy header turns the order, the support header sorts by support.
+    c.find(Locator::Css("th[data-sort=\"accuracy\"] a")).await.unwrap().click().await.unwrap();
+    let descending = wait_for("the accuracy column sorted the other way", Duration::from_secs(30), || async {
+        let url = c.current_url().await.ok()?;
+        url.query()?.contains("dir=desc").then_some(())?;
+        Some(numbers(&js_string(c, ACCURACIES).await?))
+    })
+    .await;
+    assert!(descending.windows(2).all(|w| w[0] >= w[1]), "{descending:?}");
+    let mut sorted = ascending.clone();
+    sorted.reverse();
+    assert_eq!(descending, sorted, "the same rows the other way round");
+    c.find(Locator::Css("th[data-sort=\"support\"] a")).await.unwrap().click().await.unwrap();
+    let supports = "return Array.prototype.map.call(document.querySelectorAll('#classes tbody tr'), \
+                    function (tr) { return tr.children[2].textContent.trim(); }).join(',')";
+    let by_support = wait_for("the support column sorted", Duration::from_secs(30), || async {
+        c.current_url().await.ok()?.query()?.contains("sort=support").then_some(())?;
+        Some(numbers(&js_string(c, supports).await?))
+    })
+    .await;
+    assert_eq!(by_support.len() as i64, rows);
+    assert!(by_support.windows(2).all(|w| w[0] >= w[1]), "{by_support:?}");
+
+    // The confusion pairs, each opening the stickers involved: they load.
+    let pairs = js_number(c, "return document.querySelectorAll('#confusions tbody tr[data-truth]').length").await;
+    assert!(pairs.is_some_and(|n| n > 0), "an undertrained checkpoint confuses classes");
+    let (truth, predicted) = (
+        js_string(c, "return document.querySelector('#confusions tr[data-truth]').getAttribute('data-truth')").await,
+        js_string(c, "return document.querySelector('#confusions tr[data-truth]').getAttribute('data-predicted')")
+            .await,
+    );
+    c.find(Locator::Css("#confusions tr[data-truth] a")).await.unwrap().click().await.unwrap();
+    let shown = wait_for("the pair's stickers to load", Duration::from_secs(30), || async {
+        loaded_images(c, "#gallery img", 6).await
+    })
+    .await;
+    let url = c.current_url().await.unwrap();
+    let query = url.query().unwrap_or_default().to_string();
+    assert!(
+        query.contains(&format!("truth={}", truth.unwrap()))
+            && query.contains(&format!("predicted={}", predicted.unwrap())),
+        "{query}"
+    );
+    let wrong = js_number(c, "return document.querySelectorAll('#gallery figure.sticker.wrong').length").await;
+    let all = js_number(c, "return document.querySelectorAll('#gallery figure.sticker').length").await;
+    assert!(wrong.is_some() && wrong == all, "a confusion pair holds only wrong predictions");
+    let guesses =
+        js_number(c, "return document.querySelectorAll('#gallery figure.sticker')[0].querySelectorAll('li').length")
+            .await;
+    assert_eq!(guesses, Some(3), "the top three predicted tags");
+    eprintln!("{shown} images of the pair loaded");
+    screenshot(c, "dashboard-gallery.png").await;
+
+    // The dataset page, from the datasets list: its classes with thumbnails that load, and one class's samples.
+    c.goto(&format!("{base}/datasets")).await.unwrap();
+    c.find(Locator::Css("a[href=\"/datasets/emoji\"]")).await.unwrap().click().await.unwrap();
+    let classes = wait_for("the dataset's classes", Duration::from_secs(30), || async {
+        js_number(c, "return document.querySelectorAll('#dataset-classes tr[data-tag]').length")
+            .await
+            .filter(|n| *n > 0)
+    })
+    .await;
+    assert_eq!(classes, 8, "the 8 classes of the synthetic set");
+    wait_for("the class thumbnails to load", Duration::from_secs(30), || async {
+        loaded_images(c, "#dataset-classes img", 8).await.filter(|n| *n == 8)
+    })
+    .await;
+    screenshot(c, "dashboard-dataset.png").await;
+    c.find(Locator::Css("#dataset-classes tr[data-tag] td.name a")).await.unwrap().click().await.unwrap();
+    wait_for("a class's samples from each package", Duration::from_secs(30), || async {
+        loaded_images(c, "#samples img", 4).await
+    })
+    .await;
+    let keywords = js_number(c, "return document.querySelectorAll('#keywords tbody tr').length").await;
+    assert_eq!(keywords, Some(4), "the synthetic tags' keywords in en, ko, ja and fr");
+    screenshot(c, "dashboard-dataset-tag.png").await;
     c.clone().close().await.unwrap();
     drop(daemon);
 }

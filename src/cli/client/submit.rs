@@ -160,10 +160,19 @@ pub fn auto(
     if json {
         println!("{}", serde_json::to_string_pretty(&chosen)?);
     } else {
+        let cached = chosen.candidates - chosen.from_checkpoints;
         println!(
-            "greedy selection over {} cached checkpoints of {dataset} ({} validation samples):",
-            chosen.candidates, chosen.valid_rows
+            "greedy selection over {} checkpoints of {dataset} ({cached} cached, {} never submitted, with the \
+             validation predictions saved with them; {} validation samples):",
+            chosen.candidates, chosen.from_checkpoints, chosen.valid_rows
         );
+        if chosen.without_flip > 0 {
+            println!(
+                "{} of them were never submitted with flip: they compete with their validation predictions without \
+                 flip",
+                chosen.without_flip
+            );
+        }
         let rows: Vec<Vec<String>> = chosen
             .members
             .iter()

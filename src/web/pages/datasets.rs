@@ -1,4 +1,5 @@
-//! The datasets page (`/datasets`): each registered dataset's sizes, with links to its sessions and its board.
+//! The datasets page (`/datasets`): each registered dataset's sizes, with links to its page (classes, packages,
+//! stickers), its sessions and its board.
 
 use askama::Template;
 use axum::extract::State;
@@ -16,6 +17,8 @@ pub struct DatasetView {
     registered_exact: String,
     sessions_url: String,
     board_url: String,
+    /// The dataset's page: its classes, packages and stickers.
+    page_url: String,
 }
 
 #[derive(Template)]
@@ -35,6 +38,7 @@ pub(super) async fn datasets_page(State(state): State<AppState>) -> PageResult {
         .map(|d| DatasetView {
             sessions_url: list_url(&d.name, "", None),
             board_url: format!("/datasets/{}/board", d.name),
+            page_url: format!("/datasets/{}", d.name),
             train: d.train_images,
             classes: d.classes,
             test: d.test_images,

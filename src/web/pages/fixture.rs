@@ -1,7 +1,10 @@
 //! The pages' test fixture: the whole router over a real daemon state in a temporary folder (store, home, config; no
 //! scheduler, no child), seeded with a dataset, a running session with a hostile memo, a checkpoint and a log, a queued
-//! session and a rejected spec, and helpers that send it a request and read the whole answer.
+//! session and a rejected spec, and helpers that send it a request and read the whole answer. On demand, the dataset's
+//! files (a tiny synthetic set with a hostile tag name) and validation predictions of checkpoints.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -26,6 +29,41 @@ pub const ESCAPED_MEMO: &str = "&#60;script&#62;alert(1)&#60;/script&#62;";
 pub const HOSTILE_LOG_LINE: &str = "<img src=x onerror=alert(2)>";
 /// The path of the rejected spec.
 pub const HOSTILE_SPEC: &str = "exp/<b>bold</b>.yaml";
+/// The name of the first class's tag in [`Fixture::with_dataset`]'s `tag.tsv`.
+pub const HOSTILE_TAG: &str = "<script>alert(4)</script>";
+
+/// What [`Fixture::with_dataset`] wrote.
+pub struct DatasetFacts {
+    /// Training images.
+    pub images: usize,
+    /// Images per package, by package id.
+    pub per_package: Vec<(String, usize)>,
+    /// Images per class (first tag), by tag id; the first class's tag is named [`HOSTILE_TAG`]. Every tag `t` has the
+    /// keywords `en{t}`, `한{t}` and `日{t}` (languages en, ko, ja).
+    pub per_class: Vec<(u16, usize)>,
+    /// One sticker: (package, sticker).
+    pub first: (String, String),
+    /// `train/train_data/images`.
+    pub images_dir: PathBuf,
+    /// The validation split (`packages.tsv` marks it): (package, sticker, label), in order.
+    pub valid: Vec<(String, String, u16)>,
+}
+
+impl DatasetFacts {
+    /// The class after `class` among the dataset's classes (the wrong guess of the predictions).
+    pub fn next_class(&self, class: u16) -> u16 {
+        let at = self.per_class.iter().position(|c| c.0 == class).unwrap_or(0);
+        self.per_class[(at + 1) % self.per_class.len()].0
+    }
+}
+
+/// What [`Fixture::with_predictions`] wrote.
+pub struct PredictionFacts {
+    pub dataset: DatasetFacts,
+    /// The running session's checkpoint 2: the predicted class of each validation row. Every third row (0, 3, ...) is
+    /// wrong, taken for the next class (probability 0.6, the true one 0.3); the rest are right (0.7, the next 0.2).
+    pub predicted: Vec<u16>,
+}
 
 pub struct Fixture {
     pub state: AppState,
@@ -109,6 +147,105 @@ impl Fixture {
             .unwrap();
         store.reject_spec(HOSTILE_SPEC, "h1", "field `model`: unknown model \"<svg onload=alert(3)>\"").await.unwrap();
         Fixture { state, running, queued, _dir: dir }
+    }
+
+    /// Writes the dataset's files under the home: a synthetic set of 40 training stickers (8 packages of 5, 4 classes,
+    /// 2 packages marked for validation) whose `tag.tsv` names tags in en, ko and ja, the first class hostile.
+    pub async fn with_dataset(&self) -> DatasetFacts {
+        let root = self.state.home().dataset("emoji");
+        let opts = crate::data::synth::SynthOptions {
+            out: root.clone(),
+            train: 40,
+            test: 8,
+            seed: 5,
+            per_package: 5,
+            classes: 4,
+            width: 16,
+            height: 16,
+            valid_fraction: 0.25,
+            threads: Some(1),
+        };
+        crate::data::synth::generate(&opts, &indicatif::ProgressBar::hidden()).unwrap();
+        let set = crate::data::layout::read_train(&root).unwrap();
+        let first_class = set.samples.iter().map(|s| s.label()).min().unwrap();
+        let mut tsv = String::from("tag\tkeywords\tlanguages\tname\n");
+        for t in 0..crate::data::layout::NUM_TAGS {
+            let name = if t == usize::from(first_class) { HOSTILE_TAG.to_string() } else { format!("name{t}") };
+            tsv.push_str(&format!("{t}\ten{t}|한{t}|日{t}\ten|ko|ja\t{name}\n"));
+        }
+        let train = crate::data::layout::train_dir(&root);
+        std::fs::write(train.join(crate::data::layout::TAG_TSV), tsv).unwrap();
+        let set = crate::data::layout::read_train(&root).unwrap();
+        let (mut per_package, mut per_class) = (BTreeMap::new(), BTreeMap::new());
+        for s in &set.samples {
+            *per_package.entry(s.package_id.clone()).or_insert(0) += 1;
+            *per_class.entry(s.label()).or_insert(0) += 1;
+        }
+        let split = crate::data::split::split_by_package(&set, 0.1, 1);
+        assert!(!split.valid.is_empty() && !split.train.is_empty());
+        let valid = split
+            .valid
+            .iter()
+            .map(|&i| (set.samples[i].package_id.clone(), set.samples[i].sticker_id.clone(), set.samples[i].label()))
+            .collect();
+        DatasetFacts {
+            images: set.samples.len(),
+            per_package: per_package.into_iter().collect(),
+            per_class: per_class.into_iter().collect(),
+            first: (set.samples[0].package_id.clone(), set.samples[0].sticker_id.clone()),
+            images_dir: train.join("images"),
+            valid,
+        }
+    }
+
+    /// [`Self::with_dataset`], plus validation predictions: those of [`PredictionFacts`] for the running session's
+    /// checkpoint 2, and for the queued session a checkpoint 1 that gets every sticker right.
+    pub async fn with_predictions(&self) -> PredictionFacts {
+        let dataset = self.with_dataset().await;
+        let classes = crate::data::layout::NUM_TAGS;
+        let order = crate::submit::probs::order_digest(
+            dataset.valid.iter().map(|v| format!("{}/{}", v.0, v.1)).collect::<Vec<_>>().iter().map(String::as_str),
+        );
+        let write = |id: &SessionId, epoch: u32, guess: &dyn Fn(usize, u16) -> (u16, f32, f32)| {
+            let sdir = SessionDir::new(self.state.home().session(id));
+            std::fs::create_dir_all(sdir.checkpoints()).unwrap();
+            let mut values = vec![0f32; dataset.valid.len() * classes];
+            let mut predicted = Vec::new();
+            for (r, v) in dataset.valid.iter().enumerate() {
+                let (top, p_top, p_truth) = guess(r, v.2);
+                let next = dataset.next_class(v.2);
+                values[r * classes + usize::from(top)] = p_top;
+                values[r * classes + usize::from(if top == v.2 { next } else { v.2 })] = p_truth;
+                predicted.push(top);
+            }
+            let record =
+                crate::submit::valid::write(&sdir, epoch, &order, dataset.valid.len(), classes, &values).unwrap();
+            let meta = serde_json::json!({"epoch": epoch, "valid": record});
+            std::fs::write(sdir.checkpoint_meta(epoch), serde_json::to_vec(&meta).unwrap()).unwrap();
+            predicted
+        };
+        let predicted = write(&self.running, 2, &|r, label| {
+            if r % 3 == 0 { (dataset.next_class(label), 0.6, 0.3) } else { (label, 0.7, 0.2) }
+        });
+        write(&self.queued, 1, &|_, label| (label, 0.9, 0.05));
+        let sdir = SessionDir::new(self.state.home().session(&self.queued));
+        std::fs::write(sdir.checkpoint_weights(1), [7u8; 64]).unwrap();
+        self.state
+            .store()
+            .add_checkpoint(&CheckpointRow {
+                session: self.queued.to_string(),
+                epoch: 1,
+                name: "1".into(),
+                path: sdir.checkpoint_weights(1).display().to_string(),
+                val_acc: 1.0,
+                val_loss: Some(0.1),
+                train_loss: Some(0.1),
+                bytes: 64,
+                created_at: crate::store::now(),
+            })
+            .await
+            .unwrap();
+        PredictionFacts { dataset, predicted }
     }
 
     /// Sends `req` through the whole router (the access guard included).

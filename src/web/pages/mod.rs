@@ -1,6 +1,7 @@
 //! The dashboard's HTML pages (askama templates in `templates/`, escaped by default), one module per page: sessions,
-//! one session with its charts, log and checkpoints, compare, the ensemble picked from checkpoints, a dataset's board,
-//! every submission, rejected specs, datasets, system (with `/metrics` for Prometheus), and the token form. This module
+//! one session with its charts, log and checkpoints, what a checkpoint gets wrong (with its gallery of stickers),
+//! compare, the ensemble picked from checkpoints, a dataset (its classes, packages and stickers) and its board, every
+//! submission, rejected specs, datasets, system (with `/metrics` for Prometheus), and the token form. This module
 //! holds what they share: the routes, the error page, the header, the session table row, and the static files. Pages
 //! read through the store; the buttons (stop, fork) go through the daemon, like the JSON API; `/login` and `/logout`
 //! keep or forget the token in a cookie. Live updates are in [`super::sse`].
@@ -22,8 +23,10 @@ use super::view::{self, Progress};
 use crate::core::session::{SessionId, SessionState};
 use crate::store::SessionRow;
 
+mod analysis;
 mod board;
 mod compare;
+mod dataset;
 mod datasets;
 mod ensemble;
 #[cfg(test)]
@@ -47,11 +50,16 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions/{user}/{dataset}/{n}/files/{*path}", get(session::session_file))
         .route("/sessions/{user}/{dataset}/{n}/stop", post(session::stop))
         .route("/sessions/{user}/{dataset}/{n}/fork", post(session::fork))
+        .route("/sessions/{user}/{dataset}/{n}/analysis", get(analysis::analysis_page))
+        .route("/sessions/{user}/{dataset}/{n}/gallery", get(analysis::gallery_page))
         .route("/compare", get(compare::compare_page))
         .route("/ensemble", get(ensemble::ensemble_page))
         .route("/specs", get(specs::specs_page))
         .route("/datasets", get(datasets::datasets_page))
+        .route("/datasets/{name}", get(dataset::dataset_page))
         .route("/datasets/{name}/board", get(board::board_page))
+        .route("/datasets/{name}/tags/{tag}", get(dataset::tag_page))
+        .route("/datasets/{name}/images/{package}/{sticker}", get(dataset::image))
         .route("/submissions", get(submissions::submissions_page))
         .route("/system", get(system::system_page))
         .route("/metrics", get(system::prometheus))

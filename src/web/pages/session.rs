@@ -36,6 +36,8 @@ pub struct CheckpointLine {
     size: String,
     download: Option<String>,
     member: String,
+    /// Its per-class, confusion and per-package views.
+    analysis: String,
 }
 
 fn checkpoint_lines(
@@ -76,6 +78,7 @@ fn checkpoint_lines(
                 size: view::bytes(c.bytes),
                 download,
                 member: format!("{id}:{}", c.name),
+                analysis: format!("{}/analysis?checkpoint={}", session_url(&id), c.epoch),
             }
         })
         .collect()
