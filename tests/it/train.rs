@@ -158,7 +158,7 @@ fn final_val_acc(name: &str, yaml: &str, cpu_bf16: &str) -> (f64, String) {
             Event::Epoch { val_acc, .. } => Some(*val_acc),
             _ => None,
         })
-        .last()
+        .next_back()
         .expect("an epoch");
     (last, stderr(&out))
 }
