@@ -21,6 +21,52 @@
     if (dot) { dot.classList.toggle("on", on); dot.textContent = on ? "live" : "not live"; }
   }
 
+  // The sessions list's columns sort in the page: a click on a header sorts by it, a second click the other way. A
+  // sweep's points (rows sharing data-group, its header row first) move together, ordered by their first point (the
+  // best: the server puts it on top). Cells sort by their data-v when they have one, else by their text.
+  var sorting = null;
+  function sortTable(table) {
+    if (!sorting || !table) { return; }
+    var body = table.querySelector("tbody");
+    var groups = [], byKey = {};
+    Array.prototype.forEach.call(body.rows, function (r, i) {
+      var key = r.dataset.group || "row-" + i;
+      if (!byKey[key]) { byKey[key] = { rows: [], first: null, at: groups.length }; groups.push(byKey[key]); }
+      byKey[key].rows.push(r);
+      if (!byKey[key].first && r.dataset.id) { byKey[key].first = r; }
+    });
+    var value = function (g) {
+      var cell = g.first && g.first.cells[sorting.col];
+      if (!cell) { return null; }
+      var v = cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent.trim();
+      if (sorting.num) { var n = parseFloat(v); return isNaN(n) ? null : n; }
+      return v === "" ? null : v.toLowerCase();
+    };
+    groups.sort(function (a, b) {
+      var x = value(a), y = value(b);
+      if (x === y) { return a.at - b.at; }
+      if (x === null) { return 1; }
+      if (y === null) { return -1; }
+      return (x < y ? -1 : 1) * sorting.dir;
+    });
+    groups.forEach(function (g) { g.rows.forEach(function (r) { body.appendChild(r); }); });
+  }
+  var sortable = document.getElementById("sessions");
+  if (sortable) {
+    sortable.querySelectorAll("th[data-sort]").forEach(function (th) {
+      th.classList.add("sortable");
+      th.addEventListener("click", function () {
+        var col = th.cellIndex, num = th.dataset.sort === "num";
+        // Numbers (accuracy, sizes, times) are most useful high first; text from A.
+        var dir = sorting && sorting.col === col ? -sorting.dir : (num ? -1 : 1);
+        sorting = { col: col, dir: dir, num: num };
+        sortable.querySelectorAll("th[data-sort]").forEach(function (o) { o.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+        sortTable(sortable);
+      });
+    });
+  }
+
   // The sessions list: when the daemon reports a change, fetch the page again and swap in its rows, the state counts
   // and the totals (all rendered from escaped templates).
   var list = document.getElementById("sessions");
@@ -42,6 +88,7 @@
           // Keep the compare boxes the user ticked across the refresh.
           var ticked = Array.prototype.map.call(body.querySelectorAll("input[name=s]:checked"), function (i) { return i.value; });
           body.innerHTML = rows.innerHTML;
+          sortTable(list);
           body.querySelectorAll("input[name=s]").forEach(function (i) { i.checked = ticked.indexOf(i.value) >= 0; });
           ["sessions-total", "state-pills", "sessions-showing"].forEach(function (id) { swap(doc, id); });
           if (cmpUpdate) { cmpUpdate(); }
@@ -56,9 +103,16 @@
   var page = document.getElementById("session");
   if (page && page.dataset.live) {
     var base = page.dataset.base;
+    // Redraws keep the smoothing and log axis the page was drawn with.
+    var chartQuery = page.dataset.chartQuery ? "?" + page.dataset.chartQuery : "";
+    var chart = function (name, box) {
+      return throttle(function () { refresh(base + "/charts/" + name + ".svg" + chartQuery, document.getElementById(box)); }, 1500);
+    };
     var charts = {
-      loss: throttle(function () { refresh(base + "/charts/loss.svg", document.getElementById("chart-loss")); }, 1500),
-      accuracy: throttle(function () { refresh(base + "/charts/accuracy.svg", document.getElementById("chart-accuracy")); }, 1500)
+      loss: chart("loss", "chart-loss"),
+      accuracy: chart("accuracy", "chart-accuracy"),
+      lr: chart("lr", "chart-lr"),
+      throughput: chart("throughput", "chart-throughput")
     };
     var log = document.getElementById("log");
     // "Run time" ticks while the session runs: from the seconds the server counted when it drew the page (or from the
@@ -87,7 +141,7 @@
       var d = JSON.parse(e.data);
       var s = document.getElementById("step-now");
       if (s) { s.textContent = "step " + d.step + " · loss " + Number(d.loss).toFixed(4); }
-      charts.loss();
+      charts.loss(); charts.lr(); charts.throughput();
     });
     stream.addEventListener("epoch", function () { charts.accuracy(); charts.loss(); });
     stream.addEventListener("log", function (e) {
@@ -133,7 +187,7 @@
       if (d.state === "running") { tick(0); } else { untick(); }
     });
     stream.addEventListener("end", function () {
-      untick(); stream.close(); setLive(false); charts.loss(); charts.accuracy();
+      untick(); stream.close(); setLive(false); charts.loss(); charts.accuracy(); charts.lr(); charts.throughput();
       refresh(base + "?fragment=checkpoints", document.querySelector("#checkpoints tbody"));
     });
   }

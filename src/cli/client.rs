@@ -1,5 +1,5 @@
-//! The daemon's client verbs: `run`, `ps`, `logs`, `stop`, `rm`, `fork`, `model`, `spec`, `submit`, `ensemble`,
-//! `submissions`. They talk to the daemon's HTTP JSON API (`rush daemon` itself is `super::daemon`).
+//! The daemon's client verbs: `run`, `ps`, `specs`, `logs`, `stop`, `rm`, `fork`, `model`, `spec`, `submit`,
+//! `ensemble`, `submissions`. They talk to the daemon's HTTP JSON API (`rush daemon` itself is `super::daemon`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,10 +9,10 @@ use clap::{Args, Subcommand};
 
 use super::Global;
 use crate::core::format;
-use crate::core::session::SessionId;
+use crate::core::session::{SessionId, SessionRef};
 use crate::core::spec::Spec;
 use crate::store::{DatasetRow, SpecRow, SpecStatus};
-use crate::web::api::{Changed, CheckpointView, ForkRequest, Info, SessionView};
+use crate::web::api::{Changed, CheckpointView, ForkRequest, Info, RejectedSpec, SessionView};
 
 pub mod http;
 pub mod submit;
@@ -49,27 +49,40 @@ pub enum Command {
         #[arg(short = 'j', long)]
         json: bool,
     },
+    /// Spec files in experiments/ that were rejected, with why (a fixed file leaves the list).
+    Specs {
+        /// JSON, every field.
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
     /// Show a session's log.
     Logs {
-        /// A session id, `user/dataset/n`.
+        /// A session: `user/dataset/n`, or yours as `dataset/n` or `n`.
         session: String,
         /// Follow until the session ends.
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Stop a queued or running session.
+    /// Stop queued or running sessions.
     Stop {
-        /// A session id, `user/dataset/n`.
-        session: String,
+        /// Sessions: `user/dataset/n`, or yours as `dataset/n` or `n`.
+        #[arg(required_unless_present = "sweep")]
+        sessions: Vec<String>,
+        /// Every queued or running point of the sweep this session belongs to.
+        #[arg(long, value_name = "SESSION")]
+        sweep: Option<String>,
     },
-    /// Remove a finished session and its files.
+    /// Remove a finished session and its files (asks first; -y for scripts).
     Rm {
-        /// A session id, `user/dataset/n`.
+        /// A session: `user/dataset/n`, or yours as `dataset/n` or `n`.
         session: String,
+        /// Do not ask: remove at once.
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
     /// Start a new session from a checkpoint of another.
     Fork {
-        /// The session to fork, `user/dataset/n`.
+        /// The session to fork: `user/dataset/n`, or yours as `dataset/n` or `n`.
         session: String,
         /// The checkpoint to start from: an epoch, `best` or `last`.
         #[arg(short = 'c', long)]
@@ -107,18 +120,21 @@ pub enum Command {
 pub enum ModelCommand {
     /// List a session's checkpoints.
     Ls {
-        /// A session id, `user/dataset/n`.
+        /// A session: `user/dataset/n`, or yours as `dataset/n` or `n`.
         session: String,
         /// JSON, every field.
         #[arg(short = 'j', long)]
         json: bool,
     },
-    /// Delete a checkpoint (refused while a queued submission or fork needs it).
+    /// Delete a checkpoint (refused while a queued submission or fork needs it; asks first, -y for scripts).
     Rm {
-        /// A session id, `user/dataset/n`.
+        /// A session: `user/dataset/n`, or yours as `dataset/n` or `n`.
         session: String,
         /// An epoch, `best` or `last`.
         checkpoint: String,
+        /// Do not ask: delete at once.
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
 }
 
@@ -186,14 +202,13 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Run { dataset, spec, args, memo } => run_session(global, &dataset, spec.as_deref(), args, memo),
         Command::Ps { all, dataset, json } => ps(global, all, dataset, json),
+        Command::Specs { json } => specs(global, json),
         Command::Logs { session, follow } => logs(global, &session, follow),
-        Command::Stop { session } => change(global, "POST", &format!("/sessions/{}/stop", id(&session)?)),
-        Command::Rm { session } => change(global, "DELETE", &format!("/sessions/{}", id(&session)?)),
+        Command::Stop { sessions, sweep } => stop(global, &sessions, sweep.as_deref()),
+        Command::Rm { session, yes } => remove(global, &session, yes),
         Command::Fork { session, checkpoint, args, memo } => fork(global, &session, checkpoint, args, memo),
         Command::Model(ModelCommand::Ls { session, json }) => model_ls(global, &session, json),
-        Command::Model(ModelCommand::Rm { session, checkpoint }) => {
-            change(global, "DELETE", &format!("/sessions/{}/checkpoints/{checkpoint}", id(&session)?))
-        }
+        Command::Model(ModelCommand::Rm { session, checkpoint, yes }) => model_rm(global, &session, &checkpoint, yes),
         Command::Spec(SpecCommand::Schema) => super::spec::schema(),
         Command::Submit(a) => {
             submit::submit(global, &a.targets, a.weights.as_deref(), a.tta.as_deref(), a.test, a.verbose)
@@ -205,9 +220,44 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Parses a session id typed by the user.
-fn id(text: &str) -> anyhow::Result<SessionId> {
-    Ok(text.parse()?)
+/// The session a user typed: a whole id as it is; `dataset/n` and `n` are the daemon's user's (`rush ps` shows them
+/// so), and `n` must name one session among the registered datasets.
+pub fn resolve(api: &Api, typed: &str) -> anyhow::Result<SessionId> {
+    let reference: SessionRef = typed.parse()?;
+    if let SessionRef::Full(id) = &reference {
+        return Ok(id.clone());
+    }
+    let info: Info = api.get("/info")?;
+    let datasets: Vec<String> = match reference {
+        SessionRef::Number(_) => api.get::<Vec<DatasetRow>>("/datasets")?.into_iter().map(|d| d.name).collect(),
+        _ => Vec::new(),
+    };
+    let mut existing = Vec::new();
+    if matches!(reference, SessionRef::Number(_)) {
+        for id in reference.candidates(&info.user, &datasets) {
+            if api.get_optional::<SessionView>(&format!("/sessions/{id}"))?.is_some() {
+                existing.push(id);
+            }
+        }
+    }
+    Ok(reference.pick(typed, &info.user, &datasets, existing)?)
+}
+
+/// Asks `question` on the terminal and says whether the answer was yes; `yes` (`-y`) answers for scripts. Without a
+/// terminal to ask on and without `-y`, nothing is deleted: the error says to pass `-y`.
+fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Nothing was deleted: there is no terminal to ask on; pass -y to confirm");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// `rush run`: write a new, uniquely named spec into the daemon's experiments folder, then wait for its verdict.
@@ -234,7 +284,15 @@ fn run_session(
     if let Some(m) = memo {
         spec.memo = m;
     }
-    spec.validate(&spec_file.map_or_else(|| "-d/-a".to_string(), |p| p.display().to_string()))?;
+    // What the user typed, to name in a refusal instead of the file written for them.
+    let mut typed = format!("rush run -d {dataset}");
+    if let Some(p) = spec_file {
+        typed.push_str(&format!(" -e {}", p.display()));
+    }
+    if let Some(a) = args.as_deref().filter(|a| !a.trim().is_empty()) {
+        typed.push_str(&format!(" -a {a:?}"));
+    }
+    spec.validate(&spec_file.map_or_else(|| typed.clone(), |p| p.display().to_string()))?;
     let yaml = serde_saphyr::to_string(&spec).context("writing the spec as YAML")?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let name = format!("run-{}-{}-{}.yaml", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
@@ -255,9 +313,11 @@ fn run_session(
                     return Ok(ExitCode::SUCCESS);
                 }
                 SpecStatus::Rejected => {
-                    // The file was ours, not the user's: leave no refused spec behind to be read again later.
+                    // The file was ours, not the user's: leave no refused spec (nor its error file) behind.
                     let _ = std::fs::remove_file(&path);
-                    bail!("{}", row.error.as_deref().unwrap_or("the spec was rejected"))
+                    let _ = std::fs::remove_file(crate::daemon::intake::error_file(&path));
+                    let error = row.error.as_deref().unwrap_or("the spec was rejected");
+                    bail!("{}", error.replace(&key, &typed))
                 }
             }
         }
@@ -304,6 +364,8 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
     if json {
         return print_json(&sessions);
     }
+    let info: Info = api.get("/info")?;
+    let rejected: Vec<RejectedSpec> = api.get("/specs/rejected")?;
     let now = crate::store::now();
     let rows: Vec<Vec<String>> = sessions
         .iter()
@@ -320,6 +382,9 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
             if let Some(acc) = s.best_val_acc {
                 summary.push_str(&format!(" best val_acc={acc:.4}"));
             }
+            if let Some(eta) = s.eta {
+                summary.push_str(&format!(" ETA {}", format::duration(eta)));
+            }
             let description = s.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").to_string();
             vec![
                 s.id.clone(),
@@ -331,7 +396,54 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
             ]
         })
         .collect();
-    print!("{}", table::render(&["Name", "Created", "Args", "Status", "Summary", "Description"], &rows));
+    print!("{}", table::render(&["Name", "Created", "Memo", "Status", "Summary", "Description"], &rows));
+    if let Some(n) = info.waiting_submission {
+        println!("submission {n} waits for a slot: it takes the next one free, before the queued sessions");
+    }
+    print!("{}", rejected_since(&rejected, info.started_at, now));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines `ps` adds under its table: the spec files rejected since the daemon started, one line each with why.
+fn rejected_since(rejected: &[RejectedSpec], started_at: f64, now: f64) -> String {
+    let recent: Vec<&RejectedSpec> = rejected.iter().filter(|r| r.seen_at >= started_at).collect();
+    let older = rejected.len() - recent.len();
+    let mut out = String::new();
+    if !recent.is_empty() {
+        out.push_str(&format!(
+            "\n{} spec file{} rejected since the daemon started (fix and save to queue; `rush specs` lists them):\n",
+            recent.len(),
+            if recent.len() == 1 { "" } else { "s" }
+        ));
+        for r in &recent {
+            out.push_str(&format!("  {} ({})\n", table::one_line(&r.error, 300), format::ago(now, Some(r.seen_at))));
+        }
+    } else if older > 0 {
+        out.push_str(&format!(
+            "\n{older} spec file{} rejected before the daemon started: `rush specs`\n",
+            if older == 1 { " is still" } else { "s are still" }
+        ));
+    }
+    out
+}
+
+/// `rush specs`: the spec files in experiments/ whose current content was rejected, with why.
+fn specs(global: &Global, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let rejected: Vec<RejectedSpec> = api.get("/specs/rejected")?;
+    if json {
+        return print_json(&rejected);
+    }
+    if rejected.is_empty() {
+        println!("no rejected spec files: every spec in experiments/ was read");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = crate::store::now();
+    for r in &rejected {
+        let error_file = crate::daemon::intake::error_file(Path::new(&r.path));
+        println!("{}  (rejected {}; why also in {})", r.path, format::ago(now, Some(r.seen_at)), error_file.display());
+        println!("  {}", table::one_line(&r.error, 2000));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -341,7 +453,7 @@ const MEMO_WIDTH: usize = 48;
 /// `rush logs [-f]`: the session's `train.log`, followed until the session ends with `-f`, then how it ended.
 fn logs(global: &Global, session: &str, follow: bool) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let id = id(session)?;
+    let id = resolve(&api, session)?;
     let mut resp = api.stream(&format!("/sessions/{id}/logs?follow={follow}"))?;
     let mut out = std::io::stdout().lock();
     if std::io::copy(&mut resp, &mut out).is_err() {
@@ -362,13 +474,87 @@ fn logs(global: &Global, session: &str, follow: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// `stop`, `rm`, `model rm`: one change, its message printed.
-fn change(global: &Global, method: &str, path: &str) -> anyhow::Result<ExitCode> {
+/// `rush stop SESSION... [--sweep SESSION]`: stops each, printing each outcome; one that cannot be stopped is said on
+/// stderr and the others are still stopped (the exit status says whether all were).
+fn stop(global: &Global, typed: &[String], sweep: Option<&str>) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let done: Changed = match method {
-        "POST" => api.post(path, &serde_json::json!({}))?,
-        _ => api.delete(path)?,
+    let mut ids = Vec::new();
+    let mut failed = false;
+    for t in typed {
+        match resolve(&api, t) {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                eprintln!("rush: {}", super::error_line(&e));
+                failed = true;
+            }
+        }
+    }
+    if let Some(t) = sweep {
+        let points = sweep_points(&api, t)?;
+        if points.is_empty() {
+            println!("nothing to stop: no point of {t}'s sweep is queued or running");
+        }
+        ids.extend(points.into_iter().filter(|p| !ids.contains(p)).collect::<Vec<_>>());
+    }
+    for id in ids {
+        match api.post::<_, Changed>(&format!("/sessions/{id}/stop"), &serde_json::json!({})) {
+            Ok(done) => println!("{}", done.message),
+            Err(e) => {
+                eprintln!("rush: {}", super::error_line(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The queued and running sessions queued from the same spec file as `typed` (a sweep's points), in queue order.
+fn sweep_points(api: &Api, typed: &str) -> anyhow::Result<Vec<SessionId>> {
+    let id = resolve(api, typed)?;
+    let one: SessionView = api.get(&format!("/sessions/{id}"))?;
+    let Some(spec) = one.spec_id else {
+        bail!("--sweep {typed}: {id} is a fork, queued from no spec file, so it belongs to no sweep");
     };
+    let active: Vec<SessionView> = api.get("/sessions")?;
+    active
+        .into_iter()
+        .filter(|s| s.spec_id == Some(spec))
+        .map(|s| s.id.parse().with_context(|| format!("session id {}", s.id)))
+        .collect()
+}
+
+/// `rush rm SESSION [-y]`: asks first on a terminal.
+fn remove(global: &Global, typed: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let id = resolve(&api, typed)?;
+    let s: SessionView = api.get(&format!("/sessions/{id}"))?;
+    let checkpoints: Vec<CheckpointView> = api.get(&format!("/sessions/{id}/checkpoints"))?;
+    let question = format!(
+        "Remove {id} ({}, {} checkpoint{}) with its folder, logs and checkpoints?",
+        s.state,
+        checkpoints.len(),
+        if checkpoints.len() == 1 { "" } else { "s" }
+    );
+    if !confirm(&question, yes)? {
+        println!("kept {id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done: Changed = api.delete(&format!("/sessions/{id}"))?;
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush model rm SESSION CKPT [-y]`: asks first on a terminal.
+fn model_rm(global: &Global, typed: &str, checkpoint: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global)?;
+    let id = resolve(&api, typed)?;
+    // An unknown session is said before anything is asked.
+    api.get::<SessionView>(&format!("/sessions/{id}"))?;
+    if !confirm(&format!("Delete checkpoint {checkpoint} of {id} (its weights and state)?"), yes)? {
+        println!("kept checkpoint {checkpoint} of {id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done: Changed = api.delete(&format!("/sessions/{id}/checkpoints/{checkpoint}"))?;
     println!("{}", done.message);
     Ok(ExitCode::SUCCESS)
 }
@@ -382,8 +568,8 @@ fn fork(
     memo: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let done: Changed =
-        api.post(&format!("/sessions/{}/fork", id(session)?), &ForkRequest { checkpoint, args, memo })?;
+    let id = resolve(&api, session)?;
+    let done: Changed = api.post(&format!("/sessions/{id}/fork"), &ForkRequest { checkpoint, args, memo })?;
     println!("{}", done.session);
     Ok(ExitCode::SUCCESS)
 }
@@ -391,7 +577,8 @@ fn fork(
 /// `rush model ls`: NSML's columns (Checkpoint, Last Modified, Elapsed, Summary, Size).
 fn model_ls(global: &Global, session: &str, json: bool) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let list: Vec<CheckpointView> = api.get(&format!("/sessions/{}/checkpoints", id(session)?))?;
+    let id = resolve(&api, session)?;
+    let list: Vec<CheckpointView> = api.get(&format!("/sessions/{id}/checkpoints"))?;
     if json {
         return print_json(&list);
     }

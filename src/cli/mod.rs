@@ -15,17 +15,28 @@ pub mod dataset;
 pub mod spec;
 pub mod trainer;
 
+/// The options every command takes. Their environment variables are read by [`Global::resolve`], not by clap, so one
+/// set to the empty string counts as unset (clap would refuse it as a missing value).
+const GLOBAL_OPTIONS: &str = "Global options (every command takes them):
+      --home <DIR>     The rush home folder: database, datasets, sessions [env: RUSH_HOME] [default: .rush]
+      --url <URL>      The daemon's address [env: RUSH_URL] [default: read from the home's daemon.addr]
+      --token <TOKEN>  API token for a daemon bound beyond loopback [env: RUSH_TOKEN]";
+
+/// The line under each command's help, instead of the global options themselves.
+const GLOBAL_NOTE: &str = "Global options --home, --url and --token work here too: see `rush --help`.";
+
 #[derive(Debug, Parser)]
 #[command(name = "rush", version, about = "An NSML-style experiment daemon for image classifiers")]
+#[command(after_help = GLOBAL_OPTIONS)]
 pub struct Cli {
-    /// The rush home folder (database, datasets, sessions).
-    #[arg(long, global = true, env = "RUSH_HOME", default_value = ".rush")]
-    pub home: PathBuf,
-    /// The daemon's address (default: read from the home folder's `daemon.addr`).
-    #[arg(long, global = true, env = "RUSH_URL")]
+    /// The rush home folder (database, datasets, sessions) [env: RUSH_HOME] [default: .rush].
+    #[arg(long, global = true, hide = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// The daemon's address (default: read from the home folder's `daemon.addr`) [env: RUSH_URL].
+    #[arg(long, global = true, hide = true)]
     pub url: Option<String>,
-    /// API token for a daemon bound beyond loopback.
-    #[arg(long, global = true, env = "RUSH_TOKEN", hide_env_values = true)]
+    /// API token for a daemon bound beyond loopback [env: RUSH_TOKEN].
+    #[arg(long, global = true, hide = true)]
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -46,9 +57,27 @@ pub enum Command {
     Bench(crate::cli::bench::Args),
 }
 
+/// The command line's definition: [`Cli`], each command's help ending with [`GLOBAL_NOTE`].
+pub fn command() -> clap::Command {
+    fn note(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+        names.iter().fold(cmd, |cmd, name| cmd.mut_subcommand(name, |sub| note(sub.after_help(GLOBAL_NOTE))))
+    }
+    note(<Cli as clap::CommandFactory>::command())
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    let global = Global { home: crate::home::Home::new(&cli.home), url: cli.url, token: cli.token };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `rush infer` is read apart: no listing, usage or typo suggestion names it (see `trainer::InferArgs`).
+    if args.get(1).is_some_and(|a| a == "infer") {
+        return trainer::infer(<trainer::InferArgs as Parser>::parse_from(&args[1..]));
+    }
+    let matches = command().get_matches_from(&args);
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if !matches!(cli.command, Command::Daemon(_) | Command::Trainer(_)) {
+        quiet_broken_pipe();
+    }
+    let global = Global::resolve(cli.home, cli.url, cli.token, |name| std::env::var(name).ok());
     match cli.command {
         Command::Daemon(args) => daemon::run(&global, args),
         Command::Trainer(cmd) => trainer::run(&global, cmd),
@@ -58,12 +87,38 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A listing piped into `head` ends when `head` stops reading: exit at once and quietly, as Unix tools do, rather than
+/// panic in `println!` ("failed printing to stdout: Broken pipe", exit 101). Not for the daemon and the training
+/// child, which must outlive a reader that went away.
+fn quiet_broken_pipe() {
+    // SAFETY: restoring a signal's default disposition before this process starts any thread of its own.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Options every command sees.
 #[derive(Debug, Clone)]
 pub struct Global {
     pub home: crate::home::Home,
     pub url: Option<String>,
     pub token: Option<String>,
+}
+
+impl Global {
+    /// The flags, else their environment variables (`env` reads one; set but empty counts as unset), else defaults.
+    pub fn resolve(
+        home: Option<PathBuf>,
+        url: Option<String>,
+        token: Option<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Global {
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let home = home.or_else(|| var("RUSH_HOME").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".rush"));
+        Global {
+            home: crate::home::Home::new(&home),
+            url: url.or_else(|| var("RUSH_URL")),
+            token: token.or_else(|| var("RUSH_TOKEN")),
+        }
+    }
 }
 
 /// An error and its causes on one line, `outer: cause: cause`, each cause once. Many of rush's errors already name
@@ -86,6 +141,40 @@ pub fn error_line(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn global_options_come_from_flags_then_non_empty_variables_then_defaults() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let g = Global::resolve(None, None, None, env(&[("RUSH_HOME", ""), ("RUSH_URL", ""), ("RUSH_TOKEN", "")]));
+        assert_eq!((g.home.root(), g.url, g.token), (std::path::Path::new(".rush"), None, None));
+        let g = Global::resolve(None, None, None, env(&[("RUSH_HOME", "/h"), ("RUSH_URL", "http://x:1")]));
+        assert_eq!((g.home.root(), g.url.as_deref()), (std::path::Path::new("/h"), Some("http://x:1")));
+        let g = Global::resolve(Some("/flag".into()), None, Some("t".into()), env(&[("RUSH_HOME", "/h")]));
+        assert_eq!((g.home.root(), g.token.as_deref()), (std::path::Path::new("/flag"), Some("t")));
+    }
+
+    #[test]
+    fn help_lists_the_global_options_once_and_no_hidden_command() {
+        let mut cmd = command();
+        let top = cmd.render_long_help().to_string();
+        assert!(top.contains("--home <DIR>") && top.contains("RUSH_HOME"), "{top}");
+        assert!(!top.contains("infer"), "{top}");
+        let run = cmd.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        assert!(!run.contains("--home <") && !run.contains("--token <"), "{run}");
+        assert!(run.contains(GLOBAL_NOTE), "{run}");
+        let usage = cmd.find_subcommand_mut("run").unwrap().render_usage().to_string();
+        assert!(!usage.contains("home"), "{usage}");
+        let model = cmd.find_subcommand_mut("model").unwrap();
+        let rm = model.find_subcommand_mut("rm").unwrap().render_long_help().to_string();
+        assert!(rm.contains(GLOBAL_NOTE) && !rm.contains("--url <"), "{rm}");
+        // Still accepted anywhere.
+        let m = command().try_get_matches_from(["rush", "ps", "--home", "/x", "--url", "http://a:1"]).unwrap();
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.home.as_deref(), Some(std::path::Path::new("/x")));
+        assert!(command().try_get_matches_from(["rush", "infer", "x"]).is_err(), "no `infer` subcommand for clap");
+    }
 
     #[test]
     fn an_error_line_names_each_cause_once() {

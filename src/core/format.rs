@@ -36,6 +36,13 @@ pub fn datetime(t: f64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t as i64).ok().and_then(|d| d.format(&fmt).ok()).unwrap_or_default()
 }
 
+/// UTC date and time with its zone, "2025-11-30 14:02:07 UTC": what the dashboard shows, so no reader takes it for
+/// their local time.
+pub fn datetime_utc(t: f64) -> String {
+    let text = datetime(t);
+    if text.is_empty() { text } else { format!("{text} UTC") }
+}
+
 /// "512 B", "43.1 kB", "97.8 MB", "1.2 GB" (decimal units, as `ls -h --si` and NSML printed).
 pub fn bytes(n: i64) -> String {
     let n = n.max(0) as f64;
@@ -93,6 +100,7 @@ mod tests {
         assert_eq!(duration(3720.0), "1h 02m");
         assert_eq!(duration(90_000.0), "1d 1h");
         assert_eq!(datetime(0.0), "1970-01-01 00:00:00");
+        assert_eq!(datetime_utc(0.0), "1970-01-01 00:00:00 UTC");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(43_100), "43.1 kB");
         assert_eq!(bytes(97_800_000), "97.8 MB");

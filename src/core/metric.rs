@@ -17,6 +17,28 @@ impl Point {
 /// The default cap on points per chart line.
 pub const MAX_POINTS: usize = 1000;
 
+/// The heaviest smoothing a chart offers: beyond it a curve is a flat line.
+pub const MAX_SMOOTHING: f64 = 0.999;
+
+/// `points` smoothed by an exponential moving average with `weight` (0: none, up to [`MAX_SMOOTHING`]), debiased at
+/// the start as TensorBoard does, so the first points are not pulled towards zero. Non-finite values are skipped.
+pub fn ema(points: &[Point], weight: f64) -> Vec<Point> {
+    let weight = if weight.is_finite() { weight.clamp(0.0, MAX_SMOOTHING) } else { 0.0 };
+    if weight == 0.0 {
+        return points.to_vec();
+    }
+    let (mut last, mut steps) = (0.0, 0i32);
+    points
+        .iter()
+        .filter(|p| p.x.is_finite() && p.y.is_finite())
+        .map(|p| {
+            last = last * weight + (1.0 - weight) * p.y;
+            steps += 1;
+            Point::new(p.x, last / (1.0 - weight.powi(steps)))
+        })
+        .collect()
+}
+
 /// Reduces `points` (ordered by x) to at most `limit` points, keeping order and the extremes.
 ///
 /// The series is cut into `limit / 2` buckets of consecutive points; each bucket contributes its minimum and its
@@ -141,5 +163,19 @@ mod tests {
         }
         assert_eq!(bucket_width(5.0, 5.0, 1000), 1);
         assert_eq!(bucket_width(0.0, f64::NAN, 1000), 1);
+    }
+
+    #[test]
+    fn ema_smooths_without_pulling_the_start_to_zero() {
+        let pts: Vec<Point> = [4.0, 0.0, 4.0, 0.0].iter().enumerate().map(|(i, y)| Point::new(i as f64, *y)).collect();
+        assert_eq!(ema(&pts, 0.0), pts, "no smoothing");
+        let s = ema(&pts, 0.5);
+        assert_eq!(s[0], Point::new(0.0, 4.0), "debiased: the first point is itself");
+        assert!(s.iter().skip(1).all(|p| p.y > 0.0 && p.y < 4.0), "{s:?}");
+        let spread = |v: &[Point]| {
+            v.iter().map(|p| p.y).fold(f64::MIN, f64::max) - v.iter().map(|p| p.y).fold(f64::MAX, f64::min)
+        };
+        assert!(spread(&ema(&pts, 0.9)[1..]) < spread(&s[1..]), "heavier is smoother");
+        assert_eq!(ema(&pts, 5.0).len(), 4, "clamped, not refused");
     }
 }

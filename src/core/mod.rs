@@ -11,6 +11,7 @@ pub mod event;
 pub mod format;
 pub mod metric;
 pub mod outcome;
+pub mod progress;
 pub mod queue;
 pub mod rule;
 pub mod schedule;

@@ -122,6 +122,12 @@ pub fn positions<K: Copy>(waiting: &[Waiting<K>]) -> Vec<(K, usize)> {
     order(waiting).into_iter().enumerate().map(|(i, w)| (w.key, i + 1)).collect()
 }
 
+/// [`positions`] with `ahead` jobs before every session (a submission waiting for a slot takes the next free one), so
+/// no session is called next while one of them is.
+pub fn positions_after<K: Copy>(waiting: &[Waiting<K>], ahead: usize) -> Vec<(K, usize)> {
+    positions(waiting).into_iter().map(|(k, p)| (k, p + ahead)).collect()
+}
+
 /// Why a session can never run on this daemon's slots, if it cannot: a GPU session with no GPU slot, or a CPU session
 /// with no CPU slot.
 pub fn refusal(device: Device, slots: &[Slot]) -> Option<String> {
@@ -156,6 +162,8 @@ mod tests {
         let keys: Vec<u32> = order(&q).iter().map(|w| w.key).collect();
         assert_eq!(keys, vec![2, 4, 3, 1]);
         assert_eq!(positions(&q), vec![(2, 1), (4, 2), (3, 3), (1, 4)]);
+        // A submission waiting for a slot comes first: no session is next meanwhile.
+        assert_eq!(positions_after(&q, 1), vec![(2, 2), (4, 3), (3, 4), (1, 5)]);
     }
 
     #[test]

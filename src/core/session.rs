@@ -14,6 +14,16 @@ pub enum SessionError {
     InvalidName(String),
     #[error("session {id}: cannot go from {from} to {to}")]
     IllegalTransition { id: String, from: SessionState, to: SessionState },
+    #[error("invalid session {0:?}: expected USER/DATASET/N, DATASET/N or N (yours), e.g. local/emoji/3, emoji/3 or 3")]
+    InvalidRef(String),
+    #[error("no session {typed} of user {user}{}", looked_in(.datasets))]
+    NoSuch { typed: String, user: String, datasets: Vec<String> },
+    #[error("session {typed} could be {}: give its dataset (DATASET/N) or the whole id", .matches.join(" or "))]
+    Ambiguous { typed: String, matches: Vec<String> },
+}
+
+fn looked_in(datasets: &[String]) -> String {
+    if datasets.is_empty() { String::new() } else { format!(" (looked in {})", datasets.join(", ")) }
 }
 
 /// A user, dataset or similar name that becomes a path component and a URL segment.
@@ -76,6 +86,72 @@ impl TryFrom<String> for SessionId {
 impl From<SessionId> for String {
     fn from(id: SessionId) -> String {
         id.to_string()
+    }
+}
+
+/// A session as a user may type it: the whole id, `dataset/n` (the current user's session on that dataset) or `n`
+/// (the current user's session with that number, on whichever dataset has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRef {
+    Full(SessionId),
+    OnDataset { dataset: String, n: u32 },
+    Number(u32),
+}
+
+impl FromStr for SessionRef {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SessionError::InvalidRef(s.to_string());
+        let number = |n: &str| n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(bad);
+        match s.matches('/').count() {
+            0 => Ok(SessionRef::Number(number(s)?)),
+            1 => {
+                let (dataset, n) = s.split_once('/').ok_or_else(bad)?;
+                validate_name(dataset).map_err(|_| bad())?;
+                Ok(SessionRef::OnDataset { dataset: dataset.to_string(), n: number(n)? })
+            }
+            _ => s.parse().map(SessionRef::Full).map_err(|_| bad()),
+        }
+    }
+}
+
+impl SessionRef {
+    /// The ids this may name for `user`; a bare number is tried on each of `datasets`.
+    pub fn candidates(&self, user: &str, datasets: &[String]) -> Vec<SessionId> {
+        match self {
+            SessionRef::Full(id) => vec![id.clone()],
+            SessionRef::OnDataset { dataset, n } => SessionId::new(user, dataset, *n).into_iter().collect(),
+            SessionRef::Number(n) => datasets.iter().filter_map(|d| SessionId::new(user, d, *n).ok()).collect(),
+        }
+    }
+
+    /// The one session meant, given which of the [`SessionRef::candidates`] exist: a whole id or `dataset/n` needs
+    /// no lookup (an unknown one is reported where it is used); a number must match exactly one.
+    pub fn pick(
+        &self,
+        typed: &str,
+        user: &str,
+        datasets: &[String],
+        existing: Vec<SessionId>,
+    ) -> Result<SessionId, SessionError> {
+        match self {
+            SessionRef::Full(id) => Ok(id.clone()),
+            SessionRef::OnDataset { dataset, n } => {
+                SessionId::new(user, dataset, *n).map_err(|_| SessionError::InvalidRef(typed.to_string()))
+            }
+            SessionRef::Number(_) => match existing.len() {
+                1 => Ok(existing.into_iter().next().ok_or_else(|| SessionError::InvalidRef(typed.to_string()))?),
+                0 => Err(SessionError::NoSuch {
+                    typed: typed.to_string(),
+                    user: user.to_string(),
+                    datasets: datasets.to_vec(),
+                }),
+                _ => Err(SessionError::Ambiguous {
+                    typed: typed.to_string(),
+                    matches: existing.iter().map(|i| i.to_string()).collect(),
+                }),
+            },
+        }
     }
 }
 
@@ -163,6 +239,32 @@ mod tests {
         assert_eq!(id.to_string(), "nsmlteam/airush1/1");
         for bad in ["a/b", "a/b/c/d", "a/b/x", "../b/1", "a/../1", "a/b/0", "/b/1", "a b/c/1", ""] {
             assert!(bad.parse::<SessionId>().is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn shorthands_name_the_current_user_s_sessions() {
+        let datasets = vec!["emoji".to_string(), "synth".to_string()];
+        let id = |s: &str| s.parse::<SessionId>().unwrap();
+        let full: SessionRef = "bob/emoji/3".parse().unwrap();
+        assert_eq!(full.pick("bob/emoji/3", "tester", &datasets, vec![]), Ok(id("bob/emoji/3")));
+        let on: SessionRef = "emoji/3".parse().unwrap();
+        assert_eq!(on, SessionRef::OnDataset { dataset: "emoji".into(), n: 3 });
+        assert_eq!(on.candidates("tester", &datasets), [id("tester/emoji/3")]);
+        assert_eq!(on.pick("emoji/3", "tester", &datasets, vec![]), Ok(id("tester/emoji/3")));
+        let n: SessionRef = "3".parse().unwrap();
+        assert_eq!(n.candidates("tester", &datasets), [id("tester/emoji/3"), id("tester/synth/3")]);
+        assert_eq!(n.pick("3", "tester", &datasets, vec![id("tester/synth/3")]), Ok(id("tester/synth/3")));
+        let both = n.pick("3", "tester", &datasets, vec![id("tester/emoji/3"), id("tester/synth/3")]).unwrap_err();
+        assert_eq!(
+            both.to_string(),
+            "session 3 could be tester/emoji/3 or tester/synth/3: give its dataset (DATASET/N) or the whole id"
+        );
+        let none = n.pick("3", "tester", &datasets, vec![]).unwrap_err().to_string();
+        assert_eq!(none, "no session 3 of user tester (looked in emoji, synth)");
+        for bad in ["0", "x", "emoji/x", "../3", "a/b/c/d", "", "emoji/0", "-1"] {
+            let e = bad.parse::<SessionRef>().unwrap_err();
+            assert!(e.to_string().contains("DATASET/N or N"), "{bad}: {e}");
         }
     }
 

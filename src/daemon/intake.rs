@@ -11,6 +11,7 @@ use sha2::Digest;
 use super::{Daemon, DaemonError, resolved_json};
 use crate::core::session::SessionId;
 use crate::core::spec::{MAX_SPEC_BYTES, Spec};
+use crate::store::SpecStatus;
 
 /// What became of one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,7 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
             return Ok(Intake::Seen);
         }
         let error = format!("{key}: the file is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes", meta.len());
+        write_error_file(path, &error).await;
         daemon.store.reject_spec(&key, &hash, &error).await?;
         tracing::warn!("rejected {error}");
         return Ok(Intake::Rejected(error));
@@ -61,17 +63,25 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
         }
     };
     let hash = hex::encode(sha2::Sha256::digest(&bytes));
-    if daemon.store.spec_seen(&key, &hash).await? {
+    if let Some((status, error)) = daemon.store.spec_verdict(&key, &hash).await? {
+        // Content read before (put back, say, after a fix): its error file follows what that content was.
+        match (status, error) {
+            (SpecStatus::Rejected, Some(error)) => write_error_file(path, &error).await,
+            _ => remove_error_file(path).await,
+        }
         return Ok(Intake::Seen);
     }
     let specs = match check(daemon, &key, &bytes).await {
         Ok(specs) => specs,
         Err(error) => {
+            // Written before the rejection is recorded, so whoever reads the rejection finds the file too.
+            write_error_file(path, &error).await;
             daemon.store.reject_spec(&key, &hash, &error).await?;
             tracing::warn!("rejected {error}");
             return Ok(Intake::Rejected(error));
         }
     };
+    remove_error_file(path).await;
     let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(s, None)).collect();
     let home = daemon.home().clone();
     let ids =
@@ -82,6 +92,64 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
         daemon.wake();
     }
     Ok(Intake::Queued(ids))
+}
+
+/// The file beside a rejected spec that holds why it was rejected: `bad.yaml` -> `bad.yaml.error`.
+pub fn error_file(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".error");
+    path.with_file_name(name)
+}
+
+/// Writes `error` (one line) beside the spec at `path`; a failure is logged, never the spec's verdict.
+async fn write_error_file(path: &Path, error: &str) {
+    let file = error_file(path);
+    let text = format!("{error}\n");
+    // A rescan reads every rejected file again each minute: write only what changed.
+    if tokio::fs::read_to_string(&file).await.is_ok_and(|old| old == text) {
+        return;
+    }
+    let written = tokio::task::spawn_blocking(move || crate::disk::write_atomic(&file, text.as_bytes())).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("{}: writing its error file: {e}", path.display()),
+        Err(e) => tracing::warn!("{}: writing its error file: {e}", path.display()),
+    }
+}
+
+/// Removes the error file beside the spec at `path`, if there is one.
+async fn remove_error_file(path: &Path) {
+    let file = error_file(path);
+    match tokio::fs::remove_file(&file).await {
+        Ok(()) => tracing::info!("{}: fixed; removed {}", path.display(), file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("{}: {e}", file.display()),
+    }
+}
+
+/// The error files under `root` whose spec file is gone (deleted or renamed): the rescan removes them.
+pub fn orphan_error_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && !hidden => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    let spec = path.to_str().and_then(|p| p.strip_suffix(".error")).map(PathBuf::from);
+                    if spec.is_some_and(|s| is_spec_file(&s) && !s.exists()) {
+                        out.push(path);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Parses, validates and expands a spec, and checks its dataset is registered; the error is the user's message.
@@ -131,6 +199,18 @@ mod tests {
         {
             assert!(!is_spec_file(Path::new(no)), "{no}");
         }
+    }
+
+    #[test]
+    fn error_files_sit_beside_their_spec_and_orphans_are_found() {
+        assert_eq!(error_file(Path::new("/e/sub/bad.yaml")), PathBuf::from("/e/sub/bad.yaml.error"));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        for f in ["kept.yaml", "kept.yaml.error", "sub/gone.yml.error", "notes.error", "x.txt.error"] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        assert_eq!(orphan_error_files(root), vec![root.join("sub/gone.yml.error")]);
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Panics caught in the scheduler and the submission worker.
     pub panics: Panics,
+    /// When this daemon started (seconds since the Unix epoch): `rush ps` lists the specs rejected since.
+    pub started_at: f64,
     executor: Arc<dyn executor::Executor>,
     slots: Arc<slots::SlotPool>,
     /// Wakes the scheduler (a session was queued or a slot freed).
@@ -208,6 +210,7 @@ impl Daemon {
             live: live::Hub::default(),
             shutdown: CancellationToken::new(),
             panics: Panics::default(),
+            started_at: crate::store::now(),
             executor,
             slots,
             wake,
@@ -252,7 +255,8 @@ impl Daemon {
         self.slots.views()
     }
 
-    /// Queue positions (1 = next to run) of the queued sessions among `rows`, computed over the whole queue.
+    /// Queue positions (1 = next to run) of the queued sessions, computed over the whole queue. A submission that
+    /// waits for a slot takes the next free one, so while one waits no session is next.
     pub async fn queue_positions(&self) -> Result<HashMap<SessionId, usize>, DaemonError> {
         let queued = self.store.queue().await?;
         let waiting: Vec<Waiting<usize>> = queued
@@ -260,7 +264,13 @@ impl Daemon {
             .enumerate()
             .map(|(i, r)| Waiting { key: i, priority: r.priority, seq: r.seq, device: r.device })
             .collect();
-        Ok(queue::positions(&waiting).into_iter().map(|(i, pos)| (queued[i].id.clone(), pos)).collect())
+        let ahead = usize::from(self.slots.waiting_submission().is_some());
+        Ok(queue::positions_after(&waiting, ahead).into_iter().map(|(i, pos)| (queued[i].id.clone(), pos)).collect())
+    }
+
+    /// The submission waiting for a slot now, if one is: it goes before every queued session.
+    pub fn waiting_submission(&self) -> Option<i64> {
+        self.slots.waiting_submission()
     }
 
     /// Stops a queued or running session; returns its state afterwards. A running child gets SIGTERM, then SIGKILL

@@ -37,7 +37,8 @@ struct State {
     holders: Vec<Option<Holder>>,
     /// How to stop each session that holds a slot.
     stops: HashMap<SessionId, CancellationToken>,
-    submission_waiting: bool,
+    /// The submission that waits for a slot.
+    waiting: Option<i64>,
 }
 
 /// The slots of one daemon.
@@ -120,7 +121,7 @@ impl SlotPool {
     pub fn snapshot(&self) -> Snapshot {
         let state = self.state();
         let slots = self.kinds.iter().zip(&state.holders).map(|(&kind, h)| Slot { kind, busy: h.is_some() }).collect();
-        Snapshot { slots, submission_waiting: state.submission_waiting }
+        Snapshot { slots, submission_waiting: state.waiting.is_some() }
     }
 
     /// Leases slot `index` to session `id`, registering `stop` as the way to stop it; `None` when the slot is taken
@@ -144,11 +145,11 @@ impl SlotPool {
         match gpu.or_else(|| (0..self.kinds.len()).find(free)) {
             Some(index) => {
                 state.holders[index] = Some(Holder::Submission(id));
-                state.submission_waiting = false;
+                state.waiting = None;
                 Some(Lease { pool: self.clone(), index })
             }
             None => {
-                state.submission_waiting = true;
+                state.waiting = Some(id);
                 None
             }
         }
@@ -156,7 +157,12 @@ impl SlotPool {
 
     /// The waiting submission gave up (the daemon is shutting down).
     pub fn stop_waiting(&self) {
-        self.state().submission_waiting = false;
+        self.state().waiting = None;
+    }
+
+    /// The submission that waits for a slot now, if one does: it takes the next free slot, before any session.
+    pub fn waiting_submission(&self) -> Option<i64> {
+        self.state().waiting
     }
 
     /// How to stop session `id`, while it holds a slot.
@@ -248,6 +254,7 @@ mod tests {
         assert!(!pool.snapshot().submission_waiting);
         assert!(pool.lease_submission(7).is_none(), "all slots held");
         assert!(pool.snapshot().submission_waiting, "sessions now leave the next free slot to it");
+        assert_eq!(pool.waiting_submission(), Some(7), "and the pool says which submission waits");
         drop(second);
         let got = pool.lease_submission(7).unwrap();
         assert_eq!(got.kind(), SlotKind::Cpu(0));

@@ -92,6 +92,39 @@ impl Daemon {
         self.store.submission(id).await?.ok_or_else(|| DaemonError::NotFound(format!("submission {id} vanished")))
     }
 
+    /// What a queued submission waits for, in words: the slots and what holds them (`a slot: cpu0 runs
+    /// local/emoji/2`), or the submission before it (one runs at a time). `None` when it waits for nothing (it is
+    /// about to start, or runs, or has ended).
+    pub fn submission_waits_for(&self, row: &SubmissionRow) -> Option<String> {
+        if row.state != crate::store::SubmissionState::Queued {
+            return None;
+        }
+        let views = self.slots.views();
+        match self.slots.waiting_submission() {
+            Some(w) if w == row.id => {
+                let held: Vec<String> =
+                    views.iter().filter_map(|v| v.session.as_ref().map(|s| format!("{} runs {s}", v.slot))).collect();
+                Some(format!("a slot: {}", if held.is_empty() { "none is free".to_string() } else { held.join(", ") }))
+            }
+            Some(w) => Some(format!("submission {w}, which waits for a slot (one submission runs at a time)")),
+            None => views
+                .iter()
+                .filter_map(|v| v.session.as_deref()?.strip_prefix("submission "))
+                .find(|n| *n != row.id.to_string())
+                .map(|n| format!("submission {n} to finish (one submission runs at a time)")),
+        }
+    }
+
+    /// The ranked submissions `user` has left today on `dataset` (the daily limit less those made since 00:00 UTC
+    /// that did not fail), and the limit.
+    pub async fn submissions_left(&self, user: &str, dataset: &str) -> Result<(u32, u32), DaemonError> {
+        let (start, end) = score::utc_day(time::OffsetDateTime::now_utc());
+        let day = (start.unix_timestamp() as f64, end.unix_timestamp() as f64);
+        let used = self.store.ranked_submissions_made(user, dataset, day).await?;
+        let per_day = self.config.submissions_per_day;
+        Ok((per_day.saturating_sub(used), per_day))
+    }
+
     /// The epoch a checkpoint name (`7`, `best`, `last`) of a session means now.
     pub async fn resolve_checkpoint(&self, id: &SessionId, checkpoint: CheckpointRef) -> Result<u32, DaemonError> {
         Ok(self.checkpoint_row(id, checkpoint).await?.epoch as u32)

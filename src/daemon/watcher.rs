@@ -25,7 +25,7 @@ use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 
-use super::intake::{Intake, intake_file, is_spec_file, spec_files};
+use super::intake::{Intake, intake_file, is_spec_file, orphan_error_files, spec_files};
 use super::{Daemon, DaemonError};
 
 /// How long notify gathers events for one file before reporting it.
@@ -186,7 +186,17 @@ async fn run<D: Send + 'static>(
                     }
                 }
                 let root = daemon.config.experiments.clone();
-                let files = tokio::task::spawn_blocking(move || spec_files(&root)).await.unwrap_or_default();
+                let files = tokio::task::spawn_blocking(move || {
+                    // The error files of specs deleted since: nothing is wrong with a file that is not there.
+                    for orphan in orphan_error_files(&root) {
+                        if std::fs::remove_file(&orphan).is_ok() {
+                            tracing::info!("{}: its spec is gone; removed", orphan.display());
+                        }
+                    }
+                    spec_files(&root)
+                })
+                .await
+                .unwrap_or_default();
                 look_at(&daemon, &mut writers, files, &tx).await
             }
             Job::Recheck(files) => look_at(&daemon, &mut writers, files, &tx).await,

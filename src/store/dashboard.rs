@@ -101,6 +101,31 @@ impl Store {
         Ok(out)
     }
 
+    /// For each of `ids` (spec rows), its file's path and how many sessions it queued: a sweep queued several.
+    pub async fn spec_sessions(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (String, i64)>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        // One pass over the sessions for all of them (a page shows at most a few hundred).
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT specs.id, specs.path, count(sessions.id) FROM specs JOIN sessions ON sessions.spec_id = specs.id
+             WHERE specs.id IN ({marks}) GROUP BY specs.id"
+        );
+        let mut query = sqlx::query_as::<_, (i64, String, i64)>(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        for (id, path, n) in query.fetch_all(&self.reader).await? {
+            out.insert(id, (path, n));
+        }
+        Ok(out)
+    }
+
     /// The dataset names sessions were queued on (the filter's choices), sorted.
     pub async fn session_datasets(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT DISTINCT dataset FROM sessions ORDER BY dataset").fetch_all(&self.reader).await?)
@@ -244,6 +269,16 @@ impl Store {
         )
         .bind(id.to_string())
         .bind(name)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    /// The newest step of a session that has a training loss, and when the child wrote it: (step, t).
+    pub async fn last_step(&self, id: &SessionId) -> Result<Option<(i64, f64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT step, t FROM metrics WHERE session = ? AND name = 'loss' ORDER BY step DESC, rowid DESC LIMIT 1",
+        )
+        .bind(id.to_string())
         .fetch_optional(&self.reader)
         .await?)
     }

@@ -359,6 +359,15 @@ impl Store {
         Ok(())
     }
 
+    /// The newest stored event of `kind` of a session, as (t, JSON line).
+    pub async fn last_event(&self, id: &SessionId, kind: &str) -> Result<Option<(f64, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT t, body FROM events WHERE session = ? AND kind = ? ORDER BY id DESC LIMIT 1")
+            .bind(id.to_string())
+            .bind(kind)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
     /// A session's stored events (oldest first) as (t, kind, JSON line).
     pub async fn events(&self, id: &SessionId) -> Result<Vec<(f64, String, String)>, StoreError> {
         Ok(sqlx::query_as("SELECT t, kind, body FROM events WHERE session = ? ORDER BY id")

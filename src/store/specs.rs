@@ -58,6 +58,23 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// What became of this (path, content) when it was read before: its status and error; `None` if never read.
+    pub async fn spec_verdict(
+        &self,
+        path: &str,
+        hash: &str,
+    ) -> Result<Option<(SpecStatus, Option<String>)>, StoreError> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, error FROM specs WHERE path = ? AND hash = ?")
+                .bind(path)
+                .bind(hash)
+                .fetch_optional(&self.writer)
+                .await?;
+        Ok(row.map(|(status, error)| {
+            (if status == "accepted" { SpecStatus::Accepted } else { SpecStatus::Rejected }, error)
+        }))
+    }
+
     /// Forgets the rejections whose error contains `needle` and whose file `still_there` says exists, so the next
     /// intake reads those files again (a spec refused for a missing dataset gets another chance once the dataset is
     /// registered). Returns their paths.

@@ -208,6 +208,27 @@ impl Store {
         Ok(Ok(id))
     }
 
+    /// How many ranked submissions (not dry runs, not failed) `user` made to `dataset` in `[day_start, day_end)`: what
+    /// the daily limit counts.
+    pub async fn ranked_submissions_made(
+        &self,
+        user: &str,
+        dataset: &str,
+        (day_start, day_end): (f64, f64),
+    ) -> Result<u32, StoreError> {
+        let (used,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM submissions WHERE user = ? AND dataset = ? AND dry_run = 0 AND state != 'failed'
+             AND created_at >= ? AND created_at < ?",
+        )
+        .bind(user)
+        .bind(dataset)
+        .bind(day_start)
+        .bind(day_end)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(used.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
     pub async fn submission(&self, id: i64) -> Result<Option<SubmissionRow>, StoreError> {
         let raw: Option<RawRow> =
             sqlx::query_as("SELECT * FROM submissions WHERE id = ?").bind(id).fetch_optional(&self.writer).await?;

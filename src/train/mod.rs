@@ -25,6 +25,7 @@ pub mod infer;
 pub mod loader;
 pub mod models;
 pub mod optim;
+mod progress;
 pub mod resident;
 pub mod run;
 pub mod timing;

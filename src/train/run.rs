@@ -266,6 +266,8 @@ struct Trainer<'a> {
     log_every: u64,
     /// Steps between host reads of the running loss (the NaN check).
     sync_every: u64,
+    /// The progress line every few seconds.
+    progress: super::progress::Progress,
 }
 
 fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Result<(), TrainError> {
@@ -351,6 +353,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
         total_steps,
         log_every,
         sync_every,
+        progress: super::progress::Progress::new(),
     };
     trainer.run(sink)
 }
@@ -518,6 +521,7 @@ impl Trainer<'_> {
             steps_per_epoch: self.steps_per_epoch,
             start_epoch,
         });
+        self.progress.start(u64::from(start_epoch.saturating_sub(1)) * self.steps_per_epoch);
         for epoch in start_epoch..=spec.epochs {
             let started = Instant::now();
             let (train, waited, data_wait) = self.train_epoch(epoch, sink)?;
@@ -633,14 +637,25 @@ impl Trainer<'_> {
             if done % self.log_every == 0 || last_of_epoch {
                 let elapsed = window_start.0.elapsed();
                 let waited = loader.waited() - window_start.1;
+                let img_per_s = if elapsed.is_zero() { 0.0 } else { window.images as f64 / elapsed.as_secs_f64() };
                 sink.emit(Event::Step {
                     step: done,
                     epoch,
                     loss: finite(window.loss()),
                     lr,
-                    img_per_s: if elapsed.is_zero() { 0.0 } else { window.images as f64 / elapsed.as_secs_f64() },
+                    img_per_s,
                     data_wait: share(waited, elapsed),
                 });
+                let line = crate::core::progress::StepProgress {
+                    epoch,
+                    epochs: spec.epochs,
+                    step_in_epoch: index,
+                    steps_per_epoch: self.steps_per_epoch,
+                    loss: window.loss(),
+                    img_per_s,
+                    eta: None,
+                };
+                self.progress.tick(done, self.total_steps, line);
                 window = Totals::default();
                 window_start = (Instant::now(), loader.waited());
             }

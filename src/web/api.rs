@@ -8,8 +8,8 @@
 //! `GET /info`, `GET /sessions?all=&dataset=`, `GET|DELETE /sessions/{id}`, `POST /sessions/{id}/stop`,
 //! `POST /sessions/{id}/fork`, `GET /sessions/{id}/logs?follow=`, `GET /sessions/{id}/events` (server-sent events),
 //! `GET /sessions/{id}/metrics?name=`, `GET /sessions/{id}/checkpoints`, `DELETE /sessions/{id}/checkpoints/{name}`,
-//! `GET /specs?path=`, `GET /datasets`, `POST /datasets/{name}`; the submissions' routes (`super::submissions`) and the
-//! analysis views' (`super::analysis`).
+//! `GET /specs?path=`, `GET /specs/rejected`, `GET /datasets`, `POST /datasets/{name}`; the submissions' routes
+//! (`super::submissions`) and the analysis views' (`super::analysis`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +46,12 @@ pub struct Info {
     pub user: String,
     pub slots: Vec<SlotView>,
     pub pid: u32,
+    /// When the daemon started (seconds since the Unix epoch).
+    #[serde(default)]
+    pub started_at: f64,
+    /// A submission waiting for a slot: it takes the next free one, before any queued session.
+    #[serde(default)]
+    pub waiting_submission: Option<i64>,
 }
 
 /// A session as the API shows it.
@@ -69,6 +75,12 @@ pub struct SessionView {
     pub best_val_acc: Option<f64>,
     pub pid: Option<i64>,
     pub fork_of: Option<String>,
+    /// The spec file it came from (the points of one sweep share it); none for a fork.
+    #[serde(default)]
+    pub spec_id: Option<i64>,
+    /// A running session: the seconds its run has left at the pace of its steps so far.
+    #[serde(default)]
+    pub eta: Option<f64>,
     /// The resolved spec.
     pub spec: serde_json::Value,
 }
@@ -93,9 +105,45 @@ impl SessionView {
             best_val_acc: row.best_val_acc,
             pid: row.pid,
             fork_of: row.fork_of,
+            spec_id: row.spec_id,
+            eta: None,
             spec,
         }
     }
+}
+
+/// The seconds a running session's run has left: the steps still to go at the pace of this run's steps so far
+/// (`core::progress`), from its `started` event and its newest step. `None` for a session that is not running or
+/// has made no step in this run yet.
+pub async fn eta_of(store: &crate::store::Store, row: &SessionRow, now: f64) -> Option<f64> {
+    use crate::core::event::{Event, EventLine};
+    if row.state != SessionState::Running {
+        return None;
+    }
+    let (started_t, body) = store.last_event(&row.id, "started").await.ok()??;
+    let Event::Started { steps_per_epoch, epochs, start_epoch, .. } = EventLine::parse(&body).ok()?.event else {
+        return None;
+    };
+    let (step, t) = store.last_step(&row.id).await.ok()??;
+    if t < started_t {
+        return None;
+    }
+    let first = u64::from(start_epoch.saturating_sub(1)) * steps_per_epoch;
+    let eta = crate::core::progress::eta_seconds(
+        first,
+        step.max(0) as u64,
+        u64::from(epochs) * steps_per_epoch,
+        t - started_t,
+    )?;
+    Some((eta - (now - t).max(0.0)).max(0.0))
+}
+
+/// A spec file whose current content was rejected, and why (`GET /specs/rejected`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejectedSpec {
+    pub path: String,
+    pub error: String,
+    pub seen_at: f64,
 }
 
 /// A checkpoint as `model ls` shows it.
@@ -165,6 +213,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions/{user}/{dataset}/{n}/checkpoints", get(checkpoints))
         .route("/sessions/{user}/{dataset}/{n}/checkpoints/{checkpoint}", axum::routing::delete(remove_checkpoint))
         .route("/specs", get(specs))
+        .route("/specs/rejected", get(rejected_specs))
         .route("/datasets", get(datasets))
         .route("/datasets/{name}", post(register_dataset))
         .merge(super::submissions::routes())
@@ -225,6 +274,8 @@ async fn info(State(state): State<AppState>) -> ApiResult<Info> {
         user: d.config.user.clone(),
         slots: d.slots(),
         pid: std::process::id(),
+        started_at: d.started_at,
+        waiting_submission: d.waiting_submission(),
     }))
 }
 
@@ -238,19 +289,26 @@ struct ListQuery {
 async fn list_sessions(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Vec<SessionView>> {
     let rows = state.store().sessions(&SessionFilter { all: q.all, dataset: q.dataset }).await?;
     let positions = state.daemon.queue_positions().await?;
-    Ok(Json(rows.into_iter().map(|r| view(r, &positions)).collect()))
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(view(&state, r, &positions).await);
+    }
+    Ok(Json(out))
 }
 
-fn view(row: SessionRow, positions: &HashMap<SessionId, usize>) -> SessionView {
+async fn view(state: &AppState, row: SessionRow, positions: &HashMap<SessionId, usize>) -> SessionView {
     let pos = positions.get(&row.id).copied();
-    SessionView::new(row, pos)
+    let eta = eta_of(state.store(), &row, crate::store::now()).await;
+    let mut view = SessionView::new(row, pos);
+    view.eta = eta;
+    view
 }
 
 async fn get_session(State(state): State<AppState>, Path((u, d, n)): IdPath) -> ApiResult<SessionView> {
     let id = session_id(&u, &d, &n)?;
     let row = state.store().session_required(&id).await?;
     let positions = state.daemon.queue_positions().await?;
-    Ok(Json(view(row, &positions)))
+    Ok(Json(view(&state, row, &positions).await))
 }
 
 async fn stop_session(State(state): State<AppState>, Path((u, d, n)): IdPath) -> ApiResult<Changed> {
@@ -423,6 +481,17 @@ struct SpecQuery {
 async fn specs(State(state): State<AppState>, Query(q): Query<SpecQuery>) -> ApiResult<Vec<SpecRow>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(state.store().specs(q.path.as_deref(), limit).await?))
+}
+
+/// The spec files whose current content was rejected and that are still there, newest first.
+async fn rejected_specs(State(state): State<AppState>) -> ApiResult<Vec<RejectedSpec>> {
+    let mut out = Vec::new();
+    for (path, error, seen_at) in state.store().rejected_specs(500).await? {
+        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+            out.push(RejectedSpec { path, error, seen_at });
+        }
+    }
+    Ok(Json(out))
 }
 
 async fn datasets(State(state): State<AppState>) -> ApiResult<Vec<DatasetRow>> {

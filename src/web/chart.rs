@@ -36,6 +36,8 @@ pub struct Chart {
     pub y_range: Option<(f64, f64)>,
     /// The x values are whole numbers (epochs, steps): ticks fall on them only.
     pub integer_x: bool,
+    /// A logarithmic y axis (values of zero or less are left out: they have no place on it).
+    pub log_y: bool,
 }
 
 impl Chart {
@@ -49,6 +51,7 @@ impl Chart {
             height: 300,
             y_range: None,
             integer_x: matches!(x_label, "epoch" | "step"),
+            log_y: false,
         }
     }
 
@@ -213,8 +216,37 @@ fn bounds(chart: &Chart) -> Option<(f64, f64, f64, f64, f64)> {
     Some((x0, x1, y0, y1, ystep))
 }
 
+/// A tick label on a log axis at `v` = log10 of the value: the value itself, three significant digits at most.
+pub fn log_tick_label(v: f64) -> String {
+    let value = 10f64.powf(v);
+    if !value.is_finite() {
+        return String::new();
+    }
+    // Decided on the exponent, with a little slack: 10^-3 computes as 0.000999...
+    if !(-3.0 - 1e-9..5.0).contains(&v) {
+        return format!("{value:.0e}");
+    }
+    let decimals = (2 - (v + 1e-9).floor() as i64).clamp(0, 6) as usize;
+    trim(format!("{value:.decimals$}"))
+}
+
 /// Draws the chart as a standalone `<svg>` element.
 pub fn render(chart: &Chart) -> String {
+    if !chart.log_y {
+        return draw(chart, false);
+    }
+    // On a log axis the plot is drawn in log10 of the values; the ticks say the values.
+    let mut log = chart.clone();
+    log.y_range = None;
+    log.y_label = format!("{} (log scale)", chart.y_label);
+    for s in &mut log.series {
+        s.points =
+            s.points.iter().filter(|p| p.y > 0.0 && p.y.is_finite()).map(|p| Point::new(p.x, p.y.log10())).collect();
+    }
+    draw(&log, true)
+}
+
+fn draw(chart: &Chart, log_y: bool) -> String {
     let labels: Vec<String> = chart.series.iter().map(|s| s.label.clone()).collect();
     let (legend, rows) = legend_layout(&chart.title, &labels, chart.width as f64);
     // Legend rows beyond the first push the plot down; the chart grows by as much, so the plot keeps its size.
@@ -227,8 +259,9 @@ pub fn render(chart: &Chart) -> String {
     let (x0, x1, y0, y1, ystep) = range.unwrap_or((0.0, 1.0, 0.0, 1.0, 0.2));
     let _ = write!(
         svg,
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{top}" data-pw="{pw}" data-ph="{ph}">"#,
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}" data-x0="{x0}" data-x1="{x1}" data-y0="{y0}" data-y1="{y1}" data-left="{LEFT}" data-top="{top}" data-pw="{pw}" data-ph="{ph}"{log}>"#,
         title = escape(&chart.title),
+        log = if log_y { r#" data-log-y="1""# } else { "" },
     );
     let _ = write!(
         svg,
@@ -258,7 +291,7 @@ pub fn render(chart: &Chart) -> String {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 6.0,
             sy(t) + 4.0,
-            escape(&tick_label(t, ystep))
+            escape(&if log_y { log_tick_label(t) } else { tick_label(t, ystep) })
         );
     }
     let xstep = tick_step(x0, x1, 6, chart.integer_x);
@@ -494,6 +527,32 @@ mod tests {
         let bottom = format!("y=\"{:.1}\"", 300.0 - BOTTOM + 4.0);
         let ticks = svg.split("class=\"ticks\"").nth(1).unwrap();
         assert!(ticks.contains(&bottom), "no tick label at the bottom of the y axis: {ticks}");
+    }
+
+    #[test]
+    fn a_log_axis_spans_decades_and_labels_the_values() {
+        let mut chart = Chart::new("Learning rate", "step", "lr");
+        chart.log_y = true;
+        chart.series.push(Series {
+            label: "lr".into(),
+            key: "lr".into(),
+            points: (0..100)
+                .map(|i| Point::new(i as f64, 0.1 * 0.9f64.powi(i)))
+                .chain([Point::new(100.0, 0.0)])
+                .collect(),
+            dashed: false,
+        });
+        let svg = render(&chart);
+        assert!(svg.contains("data-log-y=\"1\"") && svg.contains("lr (log scale)"), "{svg}");
+        assert_eq!(polyline_points(&svg), vec![100], "the zero has no place on a log axis");
+        let ticks = svg.split("class=\"ticks\"").nth(1).unwrap();
+        for label in ["0.001", "0.01", "0.1"] {
+            assert!(ticks.contains(&format!(">{label}</text>")), "{label}: {ticks}");
+        }
+        assert_eq!(log_tick_label(0.0), "1");
+        assert_eq!(log_tick_label(-4.0), "1e-4");
+        assert_eq!(log_tick_label(1.5), "31.6");
+        assert_eq!(log_tick_label(6.0), "1e6");
     }
 
     #[test]

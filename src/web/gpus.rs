@@ -28,11 +28,18 @@ pub enum GpuReport {
 
 static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
 
+/// What the pages say on a machine whose NVIDIA driver (its NVML library) cannot be loaded.
+pub const NO_GPU: &str = "no NVIDIA GPU: NVML, the NVIDIA driver's monitoring library, is not installed here";
+
 /// Samples every GPU (NVML is loaded once per process; loading it fails cleanly without a driver).
 pub fn sample() -> GpuReport {
     let nvml = match NVML.get_or_init(|| Nvml::init().map_err(|e| e.to_string())) {
         Ok(n) => n,
-        Err(e) => return GpuReport::Unavailable(format!("NVML is not available ({e}): no GPU or no NVIDIA driver")),
+        Err(e) => {
+            // The loader's own words (a missing libnvidia-ml.so) mean nothing to most readers: the log keeps them.
+            tracing::debug!("NVML: {e}");
+            return GpuReport::Unavailable(NO_GPU.to_string());
+        }
     };
     let count = match nvml.device_count() {
         Ok(c) => c,

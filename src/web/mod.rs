@@ -14,6 +14,7 @@ pub mod chart;
 pub mod error;
 pub mod files;
 pub mod gpus;
+pub mod host;
 pub mod logs;
 pub mod pages;
 pub mod sse;

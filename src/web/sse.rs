@@ -101,7 +101,7 @@ fn state_json(row: &SessionRow) -> String {
         "percent": p.percent,
         "progress": progress_text(&p),
         "best": super::view::percent(row.best_val_acc),
-        "reason": row.exit_reason.clone().unwrap_or_default(),
+        "reason": super::view::exit_text(row.state, row.exit_reason.as_deref()),
     })
     .to_string()
 }

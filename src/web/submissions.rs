@@ -53,6 +53,15 @@ pub struct SubmissionView {
     pub score_seconds: Option<f64>,
     /// The prediction file's download path, once written.
     pub download: Option<String>,
+    /// A queued submission: what it waits for (`a slot: cpu0 runs local/emoji/2`). Only `GET /submissions/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// A ranked submission: how many more its user may make today on its dataset. Only for one submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_today: Option<u32>,
+    /// The daily limit those are counted against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
 }
 
 impl SubmissionView {
@@ -76,7 +85,21 @@ impl SubmissionView {
             finished: row.finished_at,
             infer_seconds: row.infer_seconds,
             score_seconds: row.score_seconds,
+            waiting_for: None,
+            left_today: None,
+            per_day: None,
         }
+    }
+
+    /// With what only the view of one submission carries: what it waits for, and the ranked submissions left today.
+    async fn detailed(row: SubmissionRow, state: &AppState) -> Result<Self, ApiError> {
+        let waiting_for = state.daemon.submission_waits_for(&row);
+        let left = if row.dry_run { None } else { Some(state.daemon.submissions_left(&row.user, &row.dataset).await?) };
+        let shown = state.daemon.reveals(&row.dataset);
+        let mut view = SubmissionView::new(row, shown);
+        view.waiting_for = waiting_for;
+        (view.left_today, view.per_day) = left.unzip();
+        Ok(view)
     }
 }
 
@@ -100,7 +123,9 @@ struct RevealQuery {
 
 async fn create(State(state): State<AppState>, Json(request): Json<Submission>) -> ApiResult<SubmissionView> {
     let row = state.daemon.queue_submission(&request).await?;
-    Ok(Json(SubmissionView::new(row, false)))
+    let mut view = SubmissionView::detailed(row, &state).await?;
+    view.private_score = None;
+    Ok(Json(view))
 }
 
 async fn list(State(state): State<AppState>, Query(q): Query<RevealQuery>) -> ApiResult<Vec<SubmissionView>> {
@@ -133,8 +158,7 @@ async fn one(
 ) -> ApiResult<SubmissionView> {
     let r = row(&state, id).await?;
     state.daemon.check_private_asked(&r.dataset, q.private)?;
-    let shown = state.daemon.reveals(&r.dataset);
-    Ok(Json(SubmissionView::new(r, shown)))
+    Ok(Json(SubmissionView::detailed(r, &state).await?))
 }
 
 /// The prediction file, as `submission-<id>.npy`.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-pub use crate::core::format::{ago, bytes, datetime, duration, number, percent};
+pub use crate::core::format::{ago, bytes, datetime, datetime_utc, duration, number, percent};
 
 /// A session's progress: epochs done of all, as a percentage, and the time left when it can be told.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,18 @@ pub fn progress_text(p: &Progress) -> String {
         s.push_str(&p.eta);
     }
     s
+}
+
+/// What a session's "Exit" says: why it ended or, for a session that finished every epoch and has no other word, that
+/// it did; nothing while it is queued or running.
+pub fn exit_text(state: crate::core::session::SessionState, reason: Option<&str>) -> String {
+    let reason = reason.map(str::trim).unwrap_or("");
+    match state {
+        crate::core::session::SessionState::Succeeded if reason.is_empty() => {
+            "succeeded: every epoch trained (exit code 0)".to_string()
+        }
+        _ => reason.to_string(),
+    }
 }
 
 /// Flattens a JSON object to dotted paths and short display values (`optimizer.lr` -> `0.002`).
@@ -98,6 +110,14 @@ mod tests {
         // Resumed at epoch 6: two epochs (6, 7) in 20 s.
         assert_eq!(progress(Some(7), 10, Some(0.0), 6, 20.0).eta, "ETA 30s");
         assert_eq!(progress(Some(99), 10, None, 1, 0.0).done, 10);
+    }
+
+    #[test]
+    fn a_succeeded_session_says_so_where_others_say_why() {
+        use crate::core::session::SessionState;
+        assert_eq!(exit_text(SessionState::Succeeded, None), "succeeded: every epoch trained (exit code 0)");
+        assert_eq!(exit_text(SessionState::Failed, Some("CUDA out of memory")), "CUDA out of memory");
+        assert_eq!(exit_text(SessionState::Running, None), "");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Env {
     pub home: PathBuf,
     pub experiments: PathBuf,
     pub daemon: Option<Child>,
+    /// More environment for the daemon (and so its children), set before [`Env::start`].
+    pub daemon_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -49,7 +51,7 @@ impl Env {
         let home = tmp.path().join("home");
         let experiments = tmp.path().join("experiments");
         std::fs::create_dir_all(&experiments).unwrap();
-        Env { tmp, home, experiments, daemon: None }
+        Env { tmp, home, experiments, daemon: None, daemon_env: Vec::new() }
     }
 
     /// The CLI with this home, as a user would run it.
@@ -111,6 +113,7 @@ impl Env {
             // Two cores for the whole suite: one intra-op thread per trainer.
             .env("OMP_NUM_THREADS", "1")
             .env("RUST_LOG", "info,sqlx=warn")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -113,15 +113,15 @@ fn a_dropped_spec_trains_to_success_with_metrics_checkpoints_retention_and_the_c
     assert!(env.ok(&["logs", &id]).contains("epoch 3/3"));
 
     // model rm: the file goes, then the row.
-    env.ok(&["model", "rm", &id, "last"]);
+    env.ok(&["model", "rm", "-y", &id, "last"]);
     assert!(!env.session_dir(&id).join("checkpoints/3.safetensors").exists());
     let left: Vec<(i64,)> = env.db("SELECT epoch FROM checkpoints WHERE session = 'tester/synth/1'");
     assert_eq!(left.len(), expected.len() - 1);
-    let refused = env.fails(&["model", "rm", &id, "9"]);
+    let refused = env.fails(&["model", "rm", "-y", &id, "9"]);
     assert!(refused.contains("no checkpoint 9 (saved: ") && !refused.contains(", 3"), "{refused}");
 
     // rm: folder and rows gone; the number is not reused.
-    env.ok(&["rm", &id]);
+    env.ok(&["rm", "-y", &id]);
     assert!(!env.session_dir(&id).exists());
     assert!(env.session(&id).is_none());
     let rows: Vec<(i64,)> = env.db("SELECT COUNT(*) FROM checkpoints WHERE session = 'tester/synth/1'");

@@ -2,6 +2,7 @@
 
 mod bench;
 mod browser;
+mod cli;
 mod common;
 mod daemon;
 mod data;

@@ -234,7 +234,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     assert_eq!(saved.first(), Some(&pinned_epoch), "retention deleted a checkpoint a queued submission needs");
     assert_eq!(saved.len(), 2, "only the pinned and the last checkpoint are kept: {saved:?}");
     assert_eq!(api_json(&env, &format!("/submissions/{pinned_id}"))["state"], "queued");
-    let refused = env.fails(&["model", "rm", long, &pinned_epoch.to_string()]);
+    let refused = env.fails(&["model", "rm", "-y", long, &pinned_epoch.to_string()]);
     assert!(refused.contains(&format!("still needed by submission {pinned_id}")), "{refused}");
     env.ok(&["stop", long]);
     let pinned = wait_for(Duration::from_secs(120), "the pinned submission to be scored", || {
@@ -404,7 +404,7 @@ fn two_sessions_their_ensemble_and_the_board_on_the_cpu() {
     env.ok(&["submit", "-t", a, "last"]);
     // a cached checkpoint still submits after retention (here `model rm`) deleted its weights
     let epoch = api_json(&env, &format!("/submissions/{}", ids[0]))["members"][0]["epoch"].as_u64().unwrap();
-    env.ok(&["model", "rm", a, &epoch.to_string()]);
+    env.ok(&["model", "rm", "-y", a, &epoch.to_string()]);
     let after = env.ok(&["submit", "-t", &format!("{a}:{epoch}")]);
     let after = numpy_load(&env.home.join(format!("submissions/{}/predictions.npy", submission_id(&after))), dry_n);
     assert_eq!(after, dry_predictions);

@@ -142,7 +142,12 @@ async fn fixture_revealing(access: Option<Access>, reveal: &[&str]) -> Fixture {
         })
         .await
         .unwrap();
-    store.reject_spec(HOSTILE_SPEC, "h1", "field `model`: unknown model \"<svg onload=alert(3)>\"").await.unwrap();
+    // The rejected spec is still there (the specs page lists only files that are).
+    let rejected = dir.path().join(HOSTILE_SPEC);
+    std::fs::create_dir_all(rejected.parent().unwrap()).unwrap();
+    std::fs::write(&rejected, "model: x\n").unwrap();
+    let rejected = rejected.display().to_string();
+    store.reject_spec(&rejected, "h1", "field `model`: unknown model \"<svg onload=alert(3)>\"").await.unwrap();
     Fixture { state, _dir: dir, running, queued }
 }
 

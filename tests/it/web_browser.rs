@@ -1,8 +1,8 @@
 //! The dashboard in a real browser (see `browser`): headless Chromium drives the real daemon with a real training
-//! child. It opens the sessions page, follows the running session, sees a chart point and a log line arrive over SSE,
-//! clicks stop and sees the state change. A second test looks at what a trained checkpoint gets wrong (the per-class
-//! view and its sorting, the confusion pairs, the gallery whose images load) and at the dataset's page. Screenshots
-//! are kept as artifacts.
+//! child. It opens the sessions page and sorts it, follows the running session, sees a chart point and a log line
+//! arrive over SSE and the learning-rate chart, clicks stop and sees the state change. A second test looks at what a
+//! trained checkpoint gets wrong (the per-class view and its sorting, the confusion pairs, the gallery whose images
+//! load) and at the dataset's page. Screenshots are kept as artifacts.
 
 use std::path::Path;
 use std::process::Command;
@@ -137,6 +137,27 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     let marker = c.execute("return window.__listNotReloaded === true", vec![]).await.unwrap();
     assert_eq!(marker, serde_json::Value::Bool(true), "the sessions page was not reloaded");
 
+    // The columns sort with a click on their header, and again the other way (newest first before either).
+    let order = "return Array.prototype.map.call(document.querySelectorAll('#sessions tbody tr[data-id]'), \
+                 function (r) { return r.dataset.id; }).join(',')";
+    assert_eq!(js_string(c, order).await.as_deref(), Some("browser/emoji/2,browser/emoji/1"));
+    let click_memo = "Array.prototype.find.call(document.querySelectorAll('#sessions th'), \
+                      function (t) { return t.textContent.trim() === 'Memo'; }).click(); return 1";
+    c.execute(click_memo, vec![]).await.unwrap();
+    wait_for("the rows sorted by memo, A first", Duration::from_secs(10), || async {
+        js_string(c, order).await.filter(|o| o == "browser/emoji/1,browser/emoji/2")
+    })
+    .await;
+    c.execute(click_memo, vec![]).await.unwrap();
+    wait_for("the rows sorted by memo the other way", Duration::from_secs(10), || async {
+        js_string(c, order).await.filter(|o| o == "browser/emoji/2,browser/emoji/1")
+    })
+    .await;
+    let sorted = "return document.querySelector('#sessions th[aria-sort]').textContent.trim() + ' ' + \
+                  document.querySelector('#sessions th[aria-sort]').getAttribute('aria-sort')";
+    assert_eq!(js_string(c, sorted).await.as_deref(), Some("Memo descending"));
+    screenshot(c, "dashboard-sessions-sorted.png").await;
+
     // The header names the address the daemon really listens on (`--bind 127.0.0.1:0` chose the port).
     let host = js_string(c, "return document.querySelector('header .host').textContent.trim()").await;
     assert_eq!(host, Some(format!("browser @ {addr}")));
@@ -172,6 +193,15 @@ async fn the_dashboard_follows_a_session_live_and_stops_it_in_a_browser() {
     let marker = c.execute("return window.__notReloaded === true", vec![]).await.unwrap();
     assert_eq!(marker, serde_json::Value::Bool(true), "the page was not reloaded");
     eprintln!("chart points {points0} -> {points1}, log lines {lines0} -> {lines1}");
+    // The learning rate is charted per step too (constant here: sgd without a schedule).
+    let lr = "var s = document.querySelector('#chart-lr svg'); var p = s && s.querySelector('polyline'); \
+              return s && p ? s.getAttribute('aria-label') + ' ' + \
+              p.getAttribute('points').split(' ').filter(function (x) { return x; }).length : ''";
+    let drawn = wait_for("the lr chart", Duration::from_secs(30), || async {
+        js_string(c, lr).await.filter(|t| t.starts_with("Learning rate ") && !t.ends_with(" 0"))
+    })
+    .await;
+    eprintln!("lr chart: {drawn} points");
     screenshot(c, "dashboard-session-running.png").await;
 
     let system = reqwest::get(format!("{base}/system")).await.unwrap().text().await.unwrap();

@@ -29,9 +29,27 @@ pub fn submit(
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let tta: Tta = tta.unwrap_or("none").parse()?;
-    let request = Submission::from_args(targets, weights, tta, dry_run)?;
     let api = Api::connect(global)?;
+    let targets = resolve_targets(&api, targets)?;
+    let request = Submission::from_args(&targets, weights, tta, dry_run)?;
     send(&api, &request, verbose)
+}
+
+/// The targets with their session shorthands (`3`, `emoji/3`, in `3 best` or `3:best`) written out as whole ids.
+fn resolve_targets(api: &Api, targets: &[String]) -> anyhow::Result<Vec<String>> {
+    if let [session, checkpoint] = targets
+        && !session.contains(':')
+        && !checkpoint.contains(':')
+    {
+        return Ok(vec![super::resolve(api, session)?.to_string(), checkpoint.clone()]);
+    }
+    targets
+        .iter()
+        .map(|t| match t.rsplit_once(':') {
+            Some((session, checkpoint)) => Ok(format!("{}:{checkpoint}", super::resolve(api, session)?)),
+            None => Ok(t.clone()),
+        })
+        .collect()
 }
 
 /// Queues `request`, waits for it and prints the score.
@@ -46,8 +64,14 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
     }
     let started = Instant::now();
     let mut last = (queued.state, queued.slot.clone());
+    let mut waiting: Option<String> = None;
     let done = loop {
         let s: SubmissionView = api.get(&format!("/submissions/{id}"))?;
+        // Say what it waits for, each time that changes (not only with -v: a wait can be long).
+        if s.waiting_for.is_some() && s.waiting_for != waiting {
+            eprintln!("submission {id}: waiting for {}", s.waiting_for.as_deref().unwrap_or_default());
+        }
+        waiting = s.waiting_for.clone();
         // The slot says more as the submission runs (under Slurm: its job, and whether Slurm keeps it waiting).
         if verbose && (s.state, s.slot.clone()) != last {
             eprintln!(
@@ -83,6 +107,12 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
             .map(|split| split.n_public().to_string())
             .unwrap_or_else(|_| "?".into());
         println!("submission {id}: public score {score:.4} (on the public {public} of {samples} test stickers)");
+        if let Some(line) = standing(&board, id) {
+            println!("{line}");
+        }
+        if let (Some(left), Some(per_day)) = (done.left_today, done.per_day) {
+            println!("{}", left_today(left, per_day, &done.dataset));
+        }
     }
     if verbose {
         eprintln!(
@@ -93,6 +123,40 @@ fn send(api: &Api, request: &Submission, verbose: bool) -> anyhow::Result<ExitCo
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a scored submission stands: its rank on the board and the best public score so far.
+fn standing(board: &BoardView, id: i64) -> Option<String> {
+    let line = board.lines.iter().find(|l| l.id == id)?;
+    let best = board.lines.first()?;
+    let score = if board.revealed { "score" } else { "public score" };
+    Some(if best.id == id {
+        format!(
+            "rank {} of {} on the board of {}: the best {score} so far",
+            line.rank,
+            board.lines.len(),
+            board.dataset
+        )
+    } else {
+        format!(
+            "rank {} of {} on the board of {}; the best {score} so far is {:.4} (submission {} by {})",
+            line.rank,
+            board.lines.len(),
+            board.dataset,
+            best.private_score.filter(|_| board.revealed).unwrap_or(best.public_score),
+            best.id,
+            best.user
+        )
+    })
+}
+
+/// How many ranked submissions are left today.
+fn left_today(left: u32, per_day: u32, dataset: &str) -> String {
+    format!(
+        "{left} of {per_day} ranked submission{} left today on {dataset} (the count starts again at 00:00 UTC; dry runs \
+         with -t are free)",
+        if per_day == 1 { "" } else { "s" }
+    )
 }
 
 /// `rush submissions [-d DATASET] [-j]`: every submission, newest first, whatever became of it.
@@ -262,4 +326,42 @@ pub fn board(global: &Global, dataset: &str, private: bool, json: bool) -> anyho
         println!("(public scores on {}% of the test set; private scores hidden)", board.public_percent);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::BoardLineView;
+
+    fn line(rank: usize, id: i64, public: f64) -> BoardLineView {
+        BoardLineView {
+            rank,
+            id,
+            sessions: vec!["u/emoji/1".into()],
+            checkpoints: vec!["3".into()],
+            weights: vec![1.0],
+            tta: "none".into(),
+            public_score: public,
+            private_score: None,
+            submitted_at: 0.0,
+            user: "u".into(),
+        }
+    }
+
+    #[test]
+    fn a_scored_submission_says_its_rank_the_best_and_what_is_left() {
+        let board = BoardView {
+            dataset: "emoji".into(),
+            revealed: false,
+            public_percent: 30,
+            lines: vec![line(1, 9, 0.875), line(2, 12, 0.8), line(3, 4, 0.5)],
+        };
+        assert_eq!(
+            standing(&board, 12).unwrap(),
+            "rank 2 of 3 on the board of emoji; the best public score so far is 0.8750 (submission 9 by u)"
+        );
+        assert_eq!(standing(&board, 9).unwrap(), "rank 1 of 3 on the board of emoji: the best public score so far");
+        assert_eq!(standing(&board, 77), None);
+        assert!(left_today(3, 10, "emoji").starts_with("3 of 10 ranked submissions left today on emoji"));
+    }
 }

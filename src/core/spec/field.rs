@@ -68,7 +68,9 @@ impl Spec {
             walked.push_str(key);
             node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
         }
-        serde_json::from_value(json).map_err(|e| SpecError::invalid(file, label, e.to_string()))
+        serde_json::from_value(json).map_err(|e| {
+            SpecError::invalid(file, label, super::words::did_you_mean(&super::words::plain_types(&e.to_string())))
+        })
     }
 }
 

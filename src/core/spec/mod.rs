@@ -16,6 +16,7 @@ mod overrides;
 mod rules;
 mod schema;
 mod sweep;
+mod words;
 mod yaml;
 
 pub use overrides::apply_overrides;

@@ -158,6 +158,7 @@ fn describe(file: &str, field: &str, e: &serde_saphyr::Error) -> SpecError {
     } else if !field.is_empty() {
         message = format!("field `{field}`: {message}");
     }
+    let message = super::words::did_you_mean(&super::words::plain_types(&message));
     match location {
         Some(l) => SpecError::Syntax { file: file.to_string(), line: l.line(), column: l.column(), message },
         None => SpecError::Parse { file: file.to_string(), message },

@@ -58,7 +58,7 @@ pub(super) async fn board_page(
             public: format!("{:.4}", l.public_score),
             private: l.private_score.map(|p| format!("{p:.4}")).unwrap_or_default(),
             submitted: view::ago(now, Some(l.submitted_at)),
-            submitted_exact: view::datetime(l.submitted_at),
+            submitted_exact: view::datetime_utc(l.submitted_at),
             user: l.user.clone(),
         })
         .collect();

@@ -1,6 +1,7 @@
 //! The compare page (`/compare?s=...`): up to ten sessions side by side, their loss and validation accuracy on
 //! shared charts, the spec fields in which they differ, and the first two's best checkpoints class by class (which
-//! classes one gets that the other misses, from their validation predictions).
+//! classes one gets that the other misses, from their validation predictions). Opened with no session, it offers the
+//! recent ones to pick from.
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -9,6 +10,7 @@ use super::{AppState, Chrome, PageResult, SessionLine, html, positions_for, repe
 use crate::core::metric::MAX_POINTS;
 use crate::core::session::SessionId;
 use crate::core::tags::NAME_LANGUAGE;
+use crate::store::dashboard::SessionPageQuery;
 use crate::web::analysis::label;
 use crate::web::chart::{self, Chart, Series};
 use crate::web::view;
@@ -26,6 +28,8 @@ struct CompareTemplate {
     /// The first two sessions class by class, or why not.
     delta: Option<DeltaView>,
     delta_note: String,
+    /// With no session asked: the most recent ones, to pick from.
+    recent: Vec<SessionLine>,
 }
 
 /// Two checkpoints class by class.
@@ -94,6 +98,9 @@ async fn class_delta(state: &AppState, a: &SessionId, b: &SessionId) -> Result<D
     })
 }
 
+/// How many recent sessions the picker offers.
+const RECENT: i64 = 30;
+
 pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
     let wanted = repeated(raw.as_deref(), "s");
     let mut errors = Vec::new();
@@ -136,6 +143,13 @@ pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): R
         },
         _ => (None, String::new()),
     };
+    let recent = if wanted.is_empty() {
+        let page = state.store().session_page(&SessionPageQuery { limit: RECENT, ..Default::default() }).await?;
+        let positions = positions_for(&state, &page.rows).await?;
+        page.rows.iter().map(|r| SessionLine::new(r, &positions, now)).collect()
+    } else {
+        Vec::new()
+    };
     html(&CompareTemplate {
         chrome: Chrome::new(&state, "compare"),
         ids_text: ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
@@ -146,6 +160,7 @@ pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): R
         differing: if rows.len() > 1 { view::differing(&flat) } else { Vec::new() },
         delta,
         delta_note,
+        recent,
     })
 }
 
@@ -171,9 +186,25 @@ mod tests {
         assert!(page.body.contains("<td class=\"mono\">optimizer.lr</td>"), "{}", page.body);
         assert!(page.body.contains("<td class=\"mono\">model</td>") && page.body.contains("resnet18"));
 
+        assert!(!page.body.contains("id=\"compare-pick\""), "sessions asked: no picker");
+
         let many: Vec<String> = (1..=12).map(|n| format!("s=tester%2Femoji%2F{n}")).collect();
         let page = f.get(&format!("/compare?{}", many.join("&"))).await;
         assert!(page.body.contains("12 sessions asked; the first 10 are compared"), "{}", page.body);
+    }
+
+    #[tokio::test]
+    async fn compare_with_no_session_offers_the_recent_ones_to_pick() {
+        let f = Fixture::new().await;
+        let page = f.get("/compare").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let picker = page.body.split("id=\"compare-pick\"").nth(1).expect("a picker");
+        for id in [&f.running, &f.queued] {
+            assert!(picker.contains(&format!("<input type=\"checkbox\" name=\"s\" value=\"{id}\"")), "{id}");
+        }
+        assert!(picker.find(&f.queued.to_string()) < picker.find(&f.running.to_string()), "newest first");
+        assert!(picker.contains(ESCAPED_MEMO) && !picker.contains(HOSTILE_MEMO), "memos, escaped");
+        assert!(picker.contains("id=\"compare-button\""), "the button the page script enables at two");
     }
 }
 

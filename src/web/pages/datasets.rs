@@ -43,7 +43,7 @@ pub(super) async fn datasets_page(State(state): State<AppState>) -> PageResult {
             classes: d.classes,
             test: d.test_images,
             registered: view::ago(now, Some(d.registered_at)),
-            registered_exact: view::datetime(d.registered_at),
+            registered_exact: view::datetime_utc(d.registered_at),
             name: d.name,
         })
         .collect();

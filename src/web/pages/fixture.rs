@@ -27,8 +27,8 @@ pub const HOSTILE_MEMO: &str = "<script>alert(1)</script>";
 pub const ESCAPED_MEMO: &str = "&#60;script&#62;alert(1)&#60;/script&#62;";
 /// A line of the running session's log.
 pub const HOSTILE_LOG_LINE: &str = "<img src=x onerror=alert(2)>";
-/// The path of the rejected spec.
-pub const HOSTILE_SPEC: &str = "exp/<b>bold</b>.yaml";
+/// The path of the rejected spec in the experiments folder (`</b>` makes it a file in a folder).
+pub const HOSTILE_SPEC: &str = "<b>bold</b>.yaml";
 /// The name of the first class's tag in [`Fixture::with_dataset`]'s `tag.tsv`.
 pub const HOSTILE_TAG: &str = "<script>alert(4)</script>";
 
@@ -145,7 +145,12 @@ impl Fixture {
             })
             .await
             .unwrap();
-        store.reject_spec(HOSTILE_SPEC, "h1", "field `model`: unknown model \"<svg onload=alert(3)>\"").await.unwrap();
+        // The rejected spec is still in the experiments folder (the specs page lists only files that are).
+        let rejected = state.daemon.config.experiments.join(HOSTILE_SPEC);
+        std::fs::create_dir_all(rejected.parent().unwrap()).unwrap();
+        std::fs::write(&rejected, "model: x\n").unwrap();
+        let error = "field `model`: unknown model \"<svg onload=alert(3)>\"";
+        store.reject_spec(&rejected.display().to_string(), "h1", error).await.unwrap();
         Fixture { state, running, queued, _dir: dir }
     }
 

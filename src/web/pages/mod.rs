@@ -152,6 +152,30 @@ pub struct SessionLine {
     pub note: String,
     pub queued: String,
     pub queued_exact: String,
+    /// Values the table sorts by where the text would not: the session's number, the best accuracy as a number
+    /// ("" for none), the time it was queued.
+    pub n: u32,
+    pub best_value: String,
+    pub queued_at: String,
+    /// The hyperparameter columns the sessions table shows (its `col` choice), in order.
+    pub params: Vec<String>,
+    /// The sweep the session is a point of on the sessions table ("" for none), and, on its first row there, the
+    /// sweep's header.
+    pub group: String,
+    pub sweep: Option<SweepHead>,
+}
+
+/// The row heading a sweep's points on the sessions table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepHead {
+    /// The spec file's name.
+    pub name: String,
+    pub path: String,
+    /// Points queued, and shown on this page.
+    pub points: i64,
+    pub shown: usize,
+    /// The best point's validation accuracy.
+    pub best: String,
 }
 
 /// The row's note: a failed, stopped or interrupted session's reason, else what a fork starts from.
@@ -198,7 +222,13 @@ impl SessionLine {
             memo: row.memo.clone(),
             note: note_of(row),
             queued: view::ago(now, Some(row.queued_at)),
-            queued_exact: view::datetime(row.queued_at),
+            queued_exact: view::datetime_utc(row.queued_at),
+            n: row.id.n,
+            best_value: row.best_val_acc.map(|b| b.to_string()).unwrap_or_default(),
+            queued_at: format!("{:.3}", row.queued_at),
+            params: Vec::new(),
+            group: String::new(),
+            sweep: None,
         }
     }
 }

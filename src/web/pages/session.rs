@@ -70,7 +70,7 @@ fn checkpoint_lines(
                 name: c.name.clone(),
                 is_best: Some(c.epoch) == best,
                 modified: view::ago(now, Some(c.created_at)),
-                modified_exact: view::datetime(c.created_at),
+                modified_exact: view::datetime_utc(c.created_at),
                 elapsed: crate::core::checkpoint::elapsed(c.info().epoch, c.created_at, row.started_at, epoch_seconds)
                     .map(view::duration)
                     .unwrap_or_default(),
@@ -117,6 +117,13 @@ struct SessionTemplate {
     reason: String,
     chart_loss: String,
     chart_accuracy: String,
+    chart_lr: String,
+    chart_throughput: String,
+    /// The chart options as a query string, which the live redraws of the charts keep.
+    chart_query: String,
+    /// The smoothing weights offered, and whether each is the one shown.
+    smooth_choices: Vec<(String, bool)>,
+    log_y: bool,
     log_tail: String,
     checkpoints: Vec<CheckpointLine>,
     /// The session has ended: its empty checkpoint table says so without promising more.
@@ -182,10 +189,80 @@ pub async fn session_charts(state: &AppState, id: &SessionId, limit: usize) -> R
     Ok((loss_chart, acc_chart))
 }
 
+/// How the per-step charts are drawn: smoothed (an exponential moving average of this weight, 0 for none) and with a
+/// logarithmic y axis (loss and learning rate). From the page's `?smooth=0.9&log=1`, kept by its live redraws.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChartOptions {
+    pub smooth: f64,
+    pub log_y: bool,
+}
+
+/// The smoothing weights the page offers.
+const SMOOTHING: [&str; 5] = ["0", "0.6", "0.8", "0.9", "0.99"];
+
+impl ChartOptions {
+    fn from_query(smooth: Option<&str>, log: Option<&str>) -> Self {
+        let smooth = smooth.and_then(|s| s.trim().parse::<f64>().ok()).filter(|s| s.is_finite()).unwrap_or(0.0);
+        ChartOptions {
+            smooth: smooth.clamp(0.0, crate::core::metric::MAX_SMOOTHING),
+            log_y: matches!(log.map(str::trim), Some("1" | "true" | "on")),
+        }
+    }
+
+    /// The query string that asks for these options (`""` for the defaults).
+    fn query(&self) -> String {
+        let mut params = Vec::new();
+        if self.smooth > 0.0 {
+            params.push(("smooth", self.smooth.to_string()));
+        }
+        if self.log_y {
+            params.push(("log", "1".to_string()));
+        }
+        serde_urlencoded::to_string(&params).unwrap_or_default()
+    }
+
+    /// Smooths every series of a per-step chart and, for `log`, draws it on a log axis.
+    fn apply(&self, chart: &mut Chart, log: bool) {
+        for s in &mut chart.series {
+            s.points = crate::core::metric::ema(&s.points, self.smooth);
+        }
+        chart.log_y = log && self.log_y;
+    }
+}
+
+/// The per-step charts beside loss and accuracy: the learning rate and the training throughput (img/s), as every
+/// `step` event records them.
+pub async fn rate_charts(state: &AppState, id: &SessionId, limit: usize) -> Result<(Chart, Chart), StoreError> {
+    let store = state.store();
+    let lr = store.metric_series(id, "lr", false, limit).await?;
+    let speed = store.metric_series(id, "img_per_s", false, limit).await?;
+    let line = |label: &str, key: &str, points| Series { label: label.into(), key: key.into(), points, dashed: false };
+    let lr_chart = Chart::new("Learning rate", "step", "lr").series(line("lr", "lr", lr));
+    let speed_chart = Chart::new("Throughput", "step", "img/s").series(line("train img/s", "img_per_s", speed));
+    Ok((lr_chart, speed_chart))
+}
+
+/// All four charts of a session, drawn as `opts` asks.
+async fn all_charts(
+    state: &AppState,
+    id: &SessionId,
+    limit: usize,
+    opts: ChartOptions,
+) -> Result<[Chart; 4], StoreError> {
+    let (mut loss, acc) = session_charts(state, id, limit).await?;
+    let (mut lr, mut speed) = rate_charts(state, id, limit).await?;
+    opts.apply(&mut loss, true);
+    opts.apply(&mut lr, true);
+    opts.apply(&mut speed, false);
+    Ok([loss, acc, lr, speed])
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct SessionQuery {
     fragment: Option<String>,
     error: Option<String>,
+    smooth: Option<String>,
+    log: Option<String>,
 }
 
 pub(super) async fn session_page(
@@ -206,7 +283,8 @@ pub(super) async fn session_page(
     let now = crate::store::now();
     let positions = positions_for(&state, std::slice::from_ref(&row)).await?;
     let spec = spec_json(&row);
-    let (loss, acc) = session_charts(&state, &id, MAX_POINTS).await?;
+    let chart_options = ChartOptions::from_query(q.smooth.as_deref(), q.log.as_deref());
+    let [loss, acc, lr, speed] = all_charts(&state, &id, MAX_POINTS, chart_options).await?;
     let (log, offset) = log_tail(&dir.log(), LOG_TAIL_LINES).await;
     // The spec as the session runs it: `spec.yaml` once the runner wrote it, else the stored spec, as the same YAML
     // (a session that never started has no folder). Links go only to files that exist.
@@ -273,8 +351,8 @@ pub(super) async fn session_page(
         best: view::percent(row.best_val_acc),
         where_: where_of(&row, &positions),
         queued: view::ago(now, Some(row.queued_at)),
-        queued_exact: view::datetime(row.queued_at),
-        started: row.started_at.map(view::datetime).unwrap_or_default(),
+        queued_exact: view::datetime_utc(row.queued_at),
+        started: row.started_at.map(view::datetime_utc).unwrap_or_default(),
         elapsed,
         running_for: running_for.map(|r| format!("{:.0}", r.max(0.0))).unwrap_or_default(),
         last_step,
@@ -282,9 +360,17 @@ pub(super) async fn session_page(
             let session = f.rsplit_once(':').map(|(s, _)| s).unwrap_or(f);
             (session_url(session), f.clone())
         }),
-        reason: row.exit_reason.clone().unwrap_or_default(),
+        reason: view::exit_text(row.state, row.exit_reason.as_deref()),
         chart_loss: chart::render(&loss),
         chart_accuracy: chart::render(&acc),
+        chart_lr: chart::render(&lr),
+        chart_throughput: chart::render(&speed),
+        chart_query: chart_options.query(),
+        smooth_choices: SMOOTHING
+            .iter()
+            .map(|s| (s.to_string(), s.parse::<f64>().is_ok_and(|v| (v - chart_options.smooth).abs() < 1e-9)))
+            .collect(),
+        log_y: chart_options.log_y,
         log_tail: log,
         fork_choices: fork_choices(&checkpoints),
         checkpoints: lines,
@@ -300,6 +386,8 @@ pub(super) async fn session_page(
 pub struct ChartQuery {
     /// At most this many points per line (capped at 1,000).
     points: Option<usize>,
+    smooth: Option<String>,
+    log: Option<String>,
 }
 
 pub(super) async fn session_chart(
@@ -310,11 +398,18 @@ pub(super) async fn session_chart(
     let id = session_id(&user, &dataset, &n)?;
     state.store().session_required(&id).await?;
     let limit = q.points.unwrap_or(MAX_POINTS).clamp(2, MAX_POINTS);
-    let (loss, acc) = session_charts(&state, &id, limit).await?;
+    let opts = ChartOptions::from_query(q.smooth.as_deref(), q.log.as_deref());
+    let [loss, acc, lr, speed] = all_charts(&state, &id, limit, opts).await?;
     let chart = match which.as_str() {
         "loss.svg" => loss,
         "accuracy.svg" => acc,
-        other => return Err(PageError::not_found(format!("no chart {other:?} (loss.svg, accuracy.svg)"))),
+        "lr.svg" => lr,
+        "throughput.svg" => speed,
+        other => {
+            return Err(PageError::not_found(format!(
+                "no chart {other:?} (loss.svg, accuracy.svg, lr.svg, throughput.svg)"
+            )));
+        }
     };
     Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], chart::render(&chart))
         .into_response())
@@ -397,6 +492,68 @@ mod tests {
         // `?error=` (a button's refusal) is shown, escaped.
         let page = f.get(&format!("{base}?error=%3Cb%3Eno%3C%2Fb%3E")).await;
         assert!(page.body.contains("<div class=\"card error\">&#60;b&#62;no&#60;/b&#62;</div>"), "{}", page.body);
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_session_s_exit_says_so_and_times_name_their_zone() {
+        let f = Fixture::new().await;
+        f.state.store().transition(&f.running, SessionState::Succeeded, None, None).await.unwrap();
+        let page = f.get(&session_url(&f.running.to_string())).await;
+        let exit = page.body.split("<span>Exit</span><b id=\"reason\">").nth(1).and_then(|r| r.split("</b>").next());
+        assert_eq!(exit, Some("succeeded: every epoch trained (exit code 0)"), "{}", page.body);
+        let started = page.body.split("<span>Started</span><b>").nth(1).and_then(|r| r.split("</b>").next());
+        assert!(started.is_some_and(|s| s.ends_with(" UTC")), "{started:?}");
+        assert!(page.body.contains(" UTC\">"), "the exact times in titles name the zone too");
+    }
+
+    #[tokio::test]
+    async fn lr_and_throughput_are_charted_smoothed_and_on_a_log_axis_when_asked() {
+        let f = Fixture::new().await;
+        let row = |step: i64, name: &str, value: f64| MetricRow {
+            session: f.running.to_string(),
+            step,
+            epoch: 1,
+            name: name.into(),
+            value,
+            t: 0.0,
+        };
+        let mut rows = Vec::new();
+        for step in 1..=40 {
+            rows.push(row(step, "loss", if step % 2 == 0 { 1.0 } else { 3.0 }));
+            rows.push(row(step, "lr", 0.1 * 0.8f64.powi(step as i32)));
+            rows.push(row(step, "img_per_s", 500.0 + step as f64));
+        }
+        f.state.store().insert_metrics(&rows).await.unwrap();
+        let base = session_url(&f.running.to_string());
+        let page = f.get(&base).await;
+        for (id, title) in [("chart-lr", "Learning rate"), ("chart-throughput", "Throughput")] {
+            let chart = page.body.split(&format!("<div id=\"{id}\" class=\"chart-box\">")).nth(1).unwrap_or("");
+            assert!(chart.starts_with("<svg class=\"chart\"") && chart.contains(title), "{id}");
+            let points = chart.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or("");
+            assert_eq!(points.split(' ').count(), 40, "{id}: one point per step");
+        }
+        assert!(page.body.contains("<select id=\"smooth\" name=\"smooth\""), "the smoothing choice");
+        // The chart routes take the same options: a smoothed loss swings less; a log axis says so.
+        let f = &f;
+        let svg = |q: &'static str, which: &'static str| {
+            let uri = format!("{base}/charts/{which}{q}");
+            async move { f.get(&uri).await }
+        };
+        let ys = |svg: &str| -> Vec<f64> {
+            let p = svg.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or("");
+            p.split(' ').filter_map(|xy| xy.split_once(',')?.1.parse().ok()).collect()
+        };
+        let spread =
+            |v: Vec<f64>| v.iter().copied().fold(f64::MIN, f64::max) - v.iter().copied().fold(f64::MAX, f64::min);
+        let raw = svg("", "loss.svg").await.body;
+        let smooth = svg("?smooth=0.9", "loss.svg").await.body;
+        assert!(spread(ys(&smooth)[5..].to_vec()) < spread(ys(&raw)[5..].to_vec()) / 2.0, "smoothed");
+        let lr = svg("?log=1", "lr.svg").await;
+        assert_eq!(lr.status, StatusCode::OK);
+        assert!(lr.body.contains("data-log-y=\"1\"") && lr.body.contains("(log scale)"), "{}", lr.body);
+        let page = f.get(&format!("{base}?smooth=0.9&log=1")).await;
+        assert!(page.body.contains("data-chart-query=\"smooth=0.9&#38;log=1\""), "the live redraws keep the options");
+        assert!(page.body.contains("<option value=\"0.9\" selected>"), "the choice shown");
     }
 
     #[tokio::test]

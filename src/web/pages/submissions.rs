@@ -71,7 +71,7 @@ pub(super) async fn submissions_page(State(state): State<AppState>, Query(q): Qu
                 score,
                 error: view.error.unwrap_or_default(),
                 created: view::ago(now, Some(view.created)),
-                created_exact: view::datetime(view.created),
+                created_exact: view::datetime_utc(view.created),
                 download: view.download.unwrap_or_default(),
             }
         })

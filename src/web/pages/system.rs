@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use super::{AppState, Chrome, PageResult, html, progress_of, progress_text, session_url};
 use crate::core::session::{SessionId, SessionState};
 use crate::daemon::Task;
-use crate::web::{gpus, view};
+use crate::web::{gpus, host, view};
 
 pub struct SlotRow {
     slot: String,
@@ -38,6 +38,33 @@ struct SystemTemplate {
     counts: Vec<(&'static str, i64)>,
     gpus: Vec<GpuView>,
     gpu_note: Option<String>,
+    host: HostView,
+}
+
+/// The host's CPU, memory and disk, formatted (empty where a figure could not be read).
+pub struct HostView {
+    cpus: usize,
+    load: String,
+    memory: String,
+    mem_percent: u64,
+    disk: String,
+    disk_percent: u64,
+}
+
+impl HostView {
+    fn new(h: &host::HostSample) -> Self {
+        let share = |(used, total): (u64, u64)| (used * 100).checked_div(total).unwrap_or(0);
+        let amount =
+            |(used, total): (u64, u64)| format!("{} / {}", view::bytes(used as i64), view::bytes(total as i64));
+        HostView {
+            cpus: h.cpus,
+            load: h.load.map(|[a, b, c]| format!("{a:.2} {b:.2} {c:.2}")).unwrap_or_default(),
+            memory: h.memory.map(amount).unwrap_or_default(),
+            mem_percent: h.memory.map(share).unwrap_or(0),
+            disk: h.disk.map(amount).unwrap_or_default(),
+            disk_percent: h.disk.map(share).unwrap_or(0),
+        }
+    }
 }
 
 pub(super) async fn system_page(State(state): State<AppState>) -> PageResult {
@@ -63,6 +90,8 @@ pub(super) async fn system_page(State(state): State<AppState>) -> PageResult {
         Ok(gpus::GpuReport::Unavailable(why)) => (Vec::new(), Some(why)),
         Err(e) => (Vec::new(), Some(format!("GPU probe failed: {e}"))),
     };
+    let root = state.home().root().to_path_buf();
+    let host = tokio::task::spawn_blocking(move || host::sample(&root)).await.unwrap_or_default();
     html(&SystemTemplate {
         chrome: Chrome::new(&state, "system"),
         home: state.home().root().display().to_string(),
@@ -82,6 +111,7 @@ pub(super) async fn system_page(State(state): State<AppState>) -> PageResult {
             })
             .collect(),
         gpu_note,
+        host: HostView::new(&host),
     })
 }
 
@@ -164,6 +194,15 @@ mod tests {
         assert!(page.body.contains(&f.state.home().root().display().to_string()), "the home folder");
         assert!(page.body.contains("<td class=\"mono\">cpu0</td>"), "the slot");
         assert!(page.body.contains("<span class=\"badge running\">running</span></td><td class=\"num\">1</td>"));
+        // The host is always shown: CPU cores, memory and the home's disk.
+        for fact in ["<th>CPU cores</th>", "<th>Memory</th>", "<th>Disk (home)</th>"] {
+            assert!(page.body.contains(fact), "{fact}: {}", page.body);
+        }
+        // Without a GPU driver: plain words, not a loader's error.
+        if let gpus::GpuReport::Unavailable(why) = gpus::sample() {
+            assert!(page.body.contains("no NVIDIA GPU") && why == gpus::NO_GPU, "{why}");
+            assert!(!page.body.contains("libnvidia") && !page.body.contains(".so"), "{}", page.body);
+        }
     }
 
     #[tokio::test]
