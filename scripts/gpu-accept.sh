@@ -263,7 +263,7 @@ image_size: $3
 batch_size: $4
 epochs: $5
 optimizer: {name: adamw, lr: $LR, weight_decay: 0.05}
-schedule: {name: cosine, warmup_epochs: 1}
+schedule: {name: cosine}
 loss: {name: cross_entropy, label_smoothing: 0.1}
 augment: {random_resized_crop: [0.6, 1.0], hflip: true, color_jitter: 0.2}
 precision: $1

@@ -58,7 +58,9 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
     let labels: Vec<u16> = split.valid.iter().map(|&i| set.samples[i].label()).collect();
     // One validation sticker cannot be decoded: the trainer skips it, and its row is predicted from a blank image, as
     // `rush infer` predicts it, so the rows still line up.
-    std::fs::write(&set.samples[split.valid[1]].path, b"not a png").unwrap();
+    let broken = &set.samples[split.valid[1]];
+    std::fs::write(&broken.path, b"not a png").unwrap();
+    let broken_src = format!("/{}/{}", broken.package_id, broken.sticker_id);
 
     // Two sessions, three epochs each; every checkpoint is kept (keep_best 3 and the last).
     env.drop_spec("a.yaml", &quick_spec("synth", 3, "seed: 1\n"));
@@ -169,7 +171,13 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
     assert!(page.contains("<table id=\"classes\">") && page.contains("<tr data-class=\""), "{page}");
     let class = analysis["classes"][0]["class"].as_u64().unwrap();
     let gallery = get(&env, &format!("/sessions/{a}/gallery?class={class}")).text().unwrap();
-    let src = gallery.split("<img src=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    // The first image that is not the undecodable sticker (served as it is on disk).
+    let src = gallery
+        .split("<img src=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_string())
+        .find(|s| !s.ends_with(&broken_src))
+        .unwrap_or_else(|| panic!("a decodable sticker in the gallery: {gallery}"));
     let image = get(&env, &src);
     assert_eq!(image.headers()["content-type"], "image/png");
     assert!(image.bytes().unwrap().starts_with(b"\x89PNG"));
