@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod analysis;
+pub mod asha;
 pub mod checkpoint;
 pub mod ensemble;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod rule;
 pub mod schedule;
 pub mod score;
 pub mod session;
+pub mod share;
 pub mod slurm;
 pub mod spec;
 pub mod tags;
