@@ -46,7 +46,6 @@ pub mod serve;
 pub mod slurm;
 pub mod store;
 pub mod submit;
-pub mod train;
 pub mod web;
 
 #[cfg(test)]
