@@ -4,7 +4,7 @@
 # then, when a GPU is visible, bench/gpu.sh (the GPU rows, rush and the PyTorch references back to back). Prints one
 # Markdown table at the end.
 #
-# Usage (from the repository root, after `cargo build --release`):
+# Usage (from the repository root, after `cargo build --release --bins`):
 #   bench/all.sh [path/to/rush]       # default: $CARGO_TARGET_DIR/release/rush, else target/release/rush
 # Environment: RUSH_PYTHON (a python with torch and pillow; `scripts/setup.sh --env` sets it), GPU=0 to skip the GPU
 # rows, CPU_RUN (seconds per CPU benchmark, default 300).
@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 if [ -z "${RUSH_PYTHON:-}" ] && [ -x scripts/setup.sh ]; then eval "$(scripts/setup.sh --env)"; fi
 RUSH="${1:-${CARGO_TARGET_DIR:-target}/release/rush}"
 CPU_RUN="${CPU_RUN:-300}"
-[ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release first)" >&2; exit 2; }
+[ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release --bins first)" >&2; exit 2; }
+# `rush train|infer|doctor` and `rush bench train|epoch` run in rush-train, which must lie beside rush.
+[ -x "$(dirname "$RUSH")/rush-train" ] || { echo "no rush-train beside $RUSH (cargo build --release --bins)" >&2; exit 2; }
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
 
 tmp="$(mktemp -d)"

@@ -13,8 +13,9 @@
 # Each run is under `timeout`, so the whole script stays within about 5 minutes on an H200; a run that times out or
 # fails prints a row saying so.
 #
-# Usage (from the repository root, after `cargo build --release`):
+# Usage (from the repository root, after `cargo build --release --bins`):
 #   bench/gpu.sh [path/to/rush]       # default: $CARGO_TARGET_DIR/release/rush, else target/release/rush
+#                                     (rush-train, which rush execs for the training rows, lies beside it)
 # Environment: RUSH_PYTHON (a python with torch and pillow; set by `scripts/setup.sh --env`, or the GPU machine's
 # /opt/torch/.venv/bin/python), STEPS (default 50), WARMUP (warm-up steps, default 10), PER_RUN (seconds per step run,
 # default 40), IMAGES (stickers for the epoch rows, default 100000), REF_IMAGES (stickers per reference epoch, default
@@ -61,7 +62,9 @@ SCORE_MODEL="${SCORE_MODEL:-resnet50}"
 SCORE_SIZE="${SCORE_SIZE:-128}"
 SCORE_TEST="${SCORE_TEST:-138343}"
 SCORE_MEMBERS="${SCORE_MEMBERS:-5}"
-[ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release first)" >&2; exit 2; }
+[ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release --bins first)" >&2; exit 2; }
+# `rush train|infer|doctor` and `rush bench train|epoch` run in rush-train, which must lie beside rush.
+[ -x "$(dirname "$RUSH")/rush-train" ] || { echo "no rush-train beside $RUSH (cargo build --release --bins)" >&2; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ), $DEVICE, steps $STEPS"
 

@@ -20,7 +20,8 @@
 # under $OUT when set (the device machine's output folder), else under a temporary folder.
 #
 # On a GPU machine without Rust or network (the lent H100/H200, torch at /opt/torch/.venv), after `bench/gpu-pack.sh`
-# packed the release binary and the emoji tarballs into .gpu/ and the run tool carried it, from the repository root:
+# packed the release binaries (rush, rush-train) and the emoji tarballs into .gpu/ and the run tool carried it, from the
+# repository root:
 #   scripts/gpu-accept.sh .gpu/rush
 # Every check is sized to end within 5 minutes there (BUDGET); BENCHMARKS.md ("GPU rows") has the whole recipe.
 # Its rows on stderr and the table are short: no need to pipe it through tail.
@@ -52,7 +53,9 @@ if [ -d /opt/torch/.venv ]; then
   export RUSH_PYTHON="${RUSH_PYTHON:-/opt/torch/.venv/bin/python}"
 fi
 RUSH="${1:-${CARGO_TARGET_DIR:-target}/release/rush}"
-[ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release first)" >&2; exit 2; }
+[ -x "$RUSH" ] || { echo "no rush binary at $RUSH (cargo build --release --bins first)" >&2; exit 2; }
+# `rush train|infer|doctor` and `rush bench train|epoch` run in rush-train, which must lie beside rush.
+[ -x "$(dirname "$RUSH")/rush-train" ] || { echo "no rush-train beside $RUSH (cargo build --release --bins)" >&2; exit 2; }
 RUSH="$(cd "$(dirname "$RUSH")" && pwd)/$(basename "$RUSH")"
 PY="${RUSH_PYTHON:-python3}"
 command -v "$PY" >/dev/null || { echo "no python at $PY (set RUSH_PYTHON)" >&2; exit 2; }

@@ -1,6 +1,7 @@
 //! The check of the dependency rules written in `lib.rs` ("Layers"): it reads the rules from that table, every module
 //! path (`crate::...`, `super::...`, `tch::...`) in the source files under `src/`, and reports each path that breaks a
-//! rule, with its file and line.
+//! rule, with its file and line. It also reads this package's `Cargo.toml` (no libtorch dependency) and the trainer
+//! crate's `train` module (`trainer/src/train/`: only the `rush::...` modules its row lists).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -247,8 +248,8 @@ fn violations(src: &Path, lib: &str) -> Vec<String> {
                 || line.contains("torch_sys::")
                 || line.trim_start().starts_with("use tch")
                 || line.trim_start().starts_with("use torch_sys");
-            if top != "train" && torch {
-                problems.push(format!("{at}: names tch outside `train`: {}", line.trim()));
+            if torch {
+                problems.push(format!("{at}: names tch, which only rush-train (trainer/) links: {}", line.trim()));
             }
             for target in paths_in(&line, &source.module) {
                 let named = Named { file: source.rel.clone(), line: n, target };
@@ -283,6 +284,97 @@ fn test_modules(sources: &[Source]) -> Vec<ModPath> {
                 let mut path = source.module.clone();
                 path.push(name.trim().to_string());
                 found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The libtorch crates (`tch`, `torch-sys`) among the dependencies of a `Cargo.toml` (`[dependencies]`,
+/// `[build-dependencies]` and their `[target.'...'.*]` forms; dev-dependencies reach no binary), as `section: name`.
+fn libtorch_dependencies(cargo_toml: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut section = String::new();
+    for line in cargo_toml.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            section = header.trim().to_string();
+            // `[dependencies.tch]`: the dependency is named in the header.
+            if let Some((table, name)) = section.rsplit_once('.') {
+                let kind = table.rsplit('.').next().unwrap_or(table);
+                if ["dependencies", "build-dependencies"].contains(&kind)
+                    && ["tch", "torch-sys", "torch_sys"].contains(&name)
+                {
+                    found.push(format!("{table}: {name}"));
+                }
+            }
+            continue;
+        }
+        let kind = section.rsplit('.').next().unwrap_or(&section);
+        if !["dependencies", "build-dependencies"].contains(&kind) {
+            continue;
+        }
+        let name = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+        if ["tch", "torch-sys", "torch_sys"].contains(&name) {
+            found.push(format!("{section}: {name}"));
+        }
+    }
+    found
+}
+
+/// Every path of the trainer crate's `train` module (the `.rs` files under `train`, outside test modules) that breaks
+/// its row, `rush_trainer::train`: a `rush::X` for an `X` the row does not list, or a `crate::Y` other than
+/// `crate::train`.
+fn trainer_violations(train: &Path, rules: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let Some(allowed) = rules.get("rush_trainer::train") else {
+        return vec!["lib.rs's Layers table has no row `rush_trainer::train`".to_string()];
+    };
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    let mut dirs = vec![train.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for path in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
+        let rel = path.strip_prefix(train).unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in code_lines(&text) {
+            let at = format!("trainer/src/train/{rel}:{n}");
+            for (root, module) in roots_named(&line) {
+                let ok = match root {
+                    "rush" => allowed.contains(&module),
+                    _ => module == "train",
+                };
+                if !ok {
+                    problems
+                        .push(format!("{at}: `rush_trainer::train` may not use `{root}::{module}`: {}", line.trim()));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The (`rush` or `crate`, first module) of each `rush::...` and `crate::...` path on a line, groups expanded.
+fn roots_named(line: &str) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for root in ["rush", "crate"] {
+        let prefix = format!("{root}::");
+        for (i, _) in line.match_indices(&prefix) {
+            let before = line[..i].chars().next_back();
+            if before.is_some_and(|c| ident_char(c) || c == ':') {
+                continue;
+            }
+            for member in members(&line[i + prefix.len()..]) {
+                if let Some(first) = member.into_iter().next() {
+                    found.push((root, first));
+                }
             }
         }
     }
@@ -414,7 +506,7 @@ fn each_kind_of_break_is_found() {
     write("daemon/mod.rs", "//! d\npub mod live;\npub use live::Hub;\npub struct Daemon;\n");
     write("daemon/live.rs", "//! l\nuse super::Daemon;\nuse crate::core::{a::A, b};\npub struct Hub;\n");
     write("web/mod.rs", "//! w\nuse crate::daemon::{Daemon, Hub};\nfn f(_: crate::core::a::A) {}\n");
-    write("train/mod.rs", "//! t\nuse tch::Tensor;\n");
+    write("train/mod.rs", "//! t\nuse crate::core::a::A;\n");
     assert_eq!(violations(src, lib), Vec::<String>::new(), "a clean tree");
 
     // A rule broken by an inline path, a facade bypassed, tch outside train, a sibling cycle, a module with no row.
@@ -429,11 +521,52 @@ fn each_kind_of_break_is_found() {
     let all = problems.join("\n");
     assert!(all.contains("src/core/b.rs:3: `core` may not use `daemon`"), "{all}");
     assert!(all.contains("src/web/mod.rs:2: `web` names the daemon's submodule `live`"), "{all}");
-    assert!(all.contains("src/daemon/mod.rs:3: names tch outside `train`"), "{all}");
+    assert!(all.contains("src/daemon/mod.rs:3: names tch"), "{all}");
     assert!(!all.contains("mod.rs:4"), "watch:: is not tch::, and test modules are skipped: {all}");
     assert!(all.contains("a cycle between the submodules of `core`: a -> b"), "{all}");
     assert!(all.contains("src/extra.rs: the module `extra` has no row"), "{all}");
     assert_eq!(problems.len(), 5, "{all}");
+}
+
+#[test]
+fn the_rush_package_does_not_depend_on_libtorch() {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[dependencies]") && manifest.contains("nvml-wrapper"), "not rush's Cargo.toml");
+    assert_eq!(libtorch_dependencies(&manifest), Vec::<String>::new(), "the `rush` binary must not link libtorch");
+    // The trainer's does, which the reader sees.
+    let trainer = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/Cargo.toml")).unwrap();
+    assert_eq!(libtorch_dependencies(&trainer), ["dependencies: tch", "dependencies: torch-sys"]);
+    // Each form a dependency can take; dev-dependencies do not count.
+    let forms = "[package]\nname = \"x\"\n[dev-dependencies]\ntch = \"1\"\n[build-dependencies]\ntorch-sys = { version = \"1\" }\n\
+                 [target.'cfg(unix)'.dependencies]\n\"tch\" = \"1\"\n[dependencies.tch]\nversion = \"1\"\n";
+    assert_eq!(
+        libtorch_dependencies(forms),
+        ["build-dependencies: torch-sys", "target.'cfg(unix)'.dependencies: tch", "dependencies: tch"]
+    );
+}
+
+#[test]
+fn the_trainer_keeps_its_row() {
+    let lib = std::fs::read_to_string(src_dir().join("lib.rs")).unwrap();
+    let rules = rules(&lib);
+    let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/src/train");
+    assert!(train.join("run.rs").is_file(), "no trainer at {}", train.display());
+    let problems = trainer_violations(&train, &rules);
+    assert!(problems.is_empty(), "{} layering problem(s):\n{}", problems.len(), problems.join("\n"));
+
+    // The check itself, on a small tree.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mod.rs"),
+        "//! t\nuse rush::core::spec::Spec;\nuse rush::{data::layout, home::Home};\nuse crate::train::x;\n\
+         fn f() { rush::store::Store::open(); }\nuse crate::cli::Y;\nlet a = my_rush::store::x;\n\
+         #[cfg(test)]\nmod tests {\n    use rush::web::x;\n}\n",
+    )
+    .unwrap();
+    let found = trainer_violations(dir.path(), &rules);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("trainer/src/train/mod.rs:5: `rush_trainer::train` may not use `rush::store`"));
+    assert!(found[1].starts_with("trainer/src/train/mod.rs:6: `rush_trainer::train` may not use `crate::cli`"));
 }
 
 #[test]

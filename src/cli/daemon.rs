@@ -1,4 +1,4 @@
-//! `rush daemon`: resolve the configuration (file, flags, the GPUs libtorch sees), set up logging, then run the daemon
+//! `rush daemon`: resolve the configuration (file, flags, the GPUs NVML sees), set up logging, then run the daemon
 //! through the composition root (`crate::serve`) until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
@@ -43,7 +43,9 @@ pub fn run(global: &Global, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
-    let detected = if args.gpus.is_some() { 0 } else { crate::train::device::CudaView::probe().device_count as u32 };
+    // Through NVML, not libtorch: the daemon never loads libtorch or CUDA (only its `rush train` children do). Counted
+    // even when --gpus is given, which is refused on a machine with no GPU.
+    let detected = crate::web::gpus::visible_gpus();
     let flags = Flags {
         config: args.config,
         experiments: args.experiments,

@@ -1,7 +1,9 @@
 //! The command line (clap): NSML's verbs. Each area's commands live in their own file; this one only wires them.
 //!
 //! Commands that change or list daemon state (`run`, `ps`, `logs`, `stop`, `submit`, ...) talk to the running daemon
-//! over its HTTP JSON API; `train`, `doctor` and `dataset synth|build` work locally.
+//! over its HTTP JSON API; `train`, `doctor` and `dataset synth|build` work locally. The commands that need libtorch
+//! (`train`, `infer`, `doctor`, `bench train|epoch`: [`libtorch_command`]) are parsed here and run by `rush-train`,
+//! which `rush` execs ([`trainer::hand_over`]): the `rush` binary never loads libtorch.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,21 +68,64 @@ pub fn command() -> clap::Command {
     note(<Cli as clap::CommandFactory>::command())
 }
 
-pub fn run() -> anyhow::Result<ExitCode> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+/// A command line, parsed.
+#[derive(Debug)]
+pub enum Parsed {
+    /// `rush infer ...`, read apart from clap's command set (see [`trainer::InferArgs`]).
+    Infer(trainer::InferArgs),
+    Cli(Cli),
+}
+
+/// Parses a command line (`args[0]` is the binary). Help, `--version` and a bad command line print and exit, as clap
+/// does. Both binaries parse with this, so `rush-train` reads exactly what `rush` checked.
+pub fn parse(args: &[std::ffi::OsString]) -> Parsed {
     // `rush infer` is read apart: no listing, usage or typo suggestion names it (see `trainer::InferArgs`).
     if args.get(1).is_some_and(|a| a == "infer") {
-        return trainer::infer(<trainer::InferArgs as Parser>::parse_from(&args[1..]));
+        return Parsed::Infer(<trainer::InferArgs as Parser>::parse_from(&args[1..]));
     }
-    let matches = command().get_matches_from(&args);
-    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if !matches!(cli.command, Command::Daemon(_) | Command::Trainer(_)) {
+    let matches = command().get_matches_from(args);
+    Parsed::Cli(<Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// The command's name when it needs libtorch, and so runs in `rush-train` (`train`, `infer`, `doctor`, `bench train`,
+/// `bench epoch`); `None` for every command `rush` runs itself.
+pub fn libtorch_command(parsed: &Parsed) -> Option<&'static str> {
+    match parsed {
+        Parsed::Infer(_) => Some("infer"),
+        Parsed::Cli(cli) => match &cli.command {
+            Command::Trainer(trainer::Command::Train { .. }) => Some("train"),
+            Command::Trainer(trainer::Command::Doctor { .. }) => Some("doctor"),
+            Command::Bench(bench::Args { command: bench::Command::Train(_) }) => Some("bench train"),
+            Command::Bench(bench::Args { command: bench::Command::Epoch(_) }) => Some("bench epoch"),
+            _ => None,
+        },
+    }
+}
+
+/// Whether a command exits quietly when its reader goes away ([`quiet_broken_pipe`]): all but the daemon and the
+/// children it starts.
+pub fn quits_on_broken_pipe(parsed: &Parsed) -> bool {
+    match parsed {
+        Parsed::Infer(_) => false,
+        Parsed::Cli(cli) => !matches!(cli.command, Command::Daemon(_) | Command::Trainer(_)),
+    }
+}
+
+/// `rush`: parses the command line, then runs the command here, or in `rush-train` when it needs libtorch.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = parse(&args);
+    if let Some(command) = libtorch_command(&parsed) {
+        return trainer::hand_over(command, &args);
+    }
+    if quits_on_broken_pipe(&parsed) {
         quiet_broken_pipe();
     }
+    let Parsed::Cli(cli) = parsed else { unreachable!("`rush infer` runs in rush-train") };
     let global = Global::resolve(cli.home, cli.url, cli.token, |name| std::env::var(name).ok());
     match cli.command {
         Command::Daemon(args) => daemon::run(&global, args),
-        Command::Trainer(cmd) => trainer::run(&global, cmd),
+        Command::Trainer(_) => unreachable!("the trainer's commands run in rush-train"),
         Command::Dataset(cmd) => dataset::run(&global, cmd),
         Command::Client(cmd) => client::run(&global, cmd),
         Command::Bench(args) => crate::cli::bench::run(&global, args),
@@ -90,7 +135,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
 /// A listing piped into `head` ends when `head` stops reading: exit at once and quietly, as Unix tools do, rather than
 /// panic in `println!` ("failed printing to stdout: Broken pipe", exit 101). Not for the daemon and the training
 /// child, which must outlive a reader that went away.
-fn quiet_broken_pipe() {
+pub fn quiet_broken_pipe() {
     // SAFETY: restoring a signal's default disposition before this process starts any thread of its own.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }

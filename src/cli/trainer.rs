@@ -1,13 +1,15 @@
-//! `rush train` (the child the daemon starts), `rush infer` (the child a submission job starts) and `rush doctor` (what
-//! libtorch and CUDA look like here).
+//! The commands that need libtorch: `rush train` (the child the daemon starts), `rush infer` (the child a submission
+//! job starts), `rush doctor` (what libtorch and CUDA look like here) and `rush bench train|epoch`. They are defined
+//! here, so `rush --help` lists them and `rush` checks their arguments, and run in `rush-train` (the `rush-trainer`
+//! package, `trainer/`), the one binary that links libtorch: `rush` execs it ([`hand_over`]) with the same arguments,
+//! so the process (its pid, process group, parent-death signal, start time) stays the one the daemon started.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-
-use super::Global;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -29,66 +31,59 @@ pub enum Command {
 
 /// `rush infer`: class probabilities of one checkpoint on the test and validation splits. A submission job runs it;
 /// nobody types it, so it is no subcommand of the CLI (clap would list it, or suggest it for a typo) but is read
-/// apart, before clap sees the command line ([`super::run`]).
+/// apart, before clap sees the command line ([`super::parse`]).
 #[derive(Debug, Parser)]
 #[command(name = "rush infer")]
 pub struct InferArgs {
     /// The session folder holding `spec.yaml` and `checkpoints/`.
-    session_dir: PathBuf,
+    pub session_dir: PathBuf,
     /// The checkpoint's epoch.
     #[arg(long)]
-    epoch: u32,
+    pub epoch: u32,
     /// Where `test.npy`, `valid.npy` and `infer.json` go.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Test-time augmentation: `none` or `flip`.
     #[arg(long, default_value = "none")]
-    tta: String,
+    pub tta: String,
     /// Only the dry-run sample of the test split (public stickers only).
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
     /// The board's public share of the test set (percent), from which a dry run draws its sample.
     #[arg(long, default_value_t = crate::core::score::DEFAULT_PUBLIC_PERCENT)]
-    public_percent: u8,
+    pub public_percent: u8,
     #[arg(long)]
-    device: Option<String>,
+    pub device: Option<String>,
 }
 
-/// Runs `rush infer`.
-pub fn infer(args: InferArgs) -> anyhow::Result<ExitCode> {
-    let InferArgs { session_dir, epoch, out, tta, dry_run, public_percent, device } = args;
-    let tta = tta.parse().context("--tta")?;
-    let opts = crate::train::infer::InferOptions { session_dir, epoch, out, tta, dry_run, public_percent, device };
-    let report = crate::train::infer::run(&opts).context("rush infer")?;
-    eprintln!(
-        "rush infer: epoch {} on {}: {} test + {} validation rows in {:.1} s",
-        report.epoch, report.device, report.test_rows, report.valid_rows, report.seconds
+/// The binary that runs these commands, beside `rush`.
+pub const TRAINER_BIN: &str = "rush-train";
+/// The light binary, beside `rush-train`.
+pub const RUSH_BIN: &str = "rush";
+
+/// `name` in the folder of the running binary (`/proc/self/exe`, symlinks resolved).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the running binary")?;
+    Ok(exe.with_file_name(name))
+}
+
+/// Replaces this process with `rush-train` (beside this binary) run with `args`, this process's command line as
+/// given, `args[0]` included: the pid, process group, parent-death signal, environment and open files stay, so a
+/// child the daemon started as `rush train DIR` is still that process, and its command line still reads `rush train
+/// DIR`. `command` names it in errors (`train`, `bench epoch`). Returns only on failure.
+pub fn hand_over(command: &str, args: &[OsString]) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let trainer = sibling(TRAINER_BIN)?;
+    anyhow::ensure!(
+        trainer.is_file(),
+        "`rush {command}` runs in {}, which is missing: rush-train is the binary that links libtorch and must lie \
+         beside rush (`cargo build --release --bins` builds both)",
+        trainer.display()
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn run(_global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
-    match cmd {
-        Command::Train { session_dir, device } => {
-            let opts = crate::train::TrainOptions { session_dir, device };
-            // A file-size limit (RLIMIT_FSIZE, as a full quota is often enforced) must surface as an error that names
-            // the checkpoint being written (EFBIG), not as a silent kill by SIGXFSZ.
-            // SAFETY: setting a signal's disposition to "ignore" before any other thread is started.
-            unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-            // The failure is already on stderr and in the event stream as `failed`.
-            match crate::train::run::run(&opts) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(_) => Ok(ExitCode::FAILURE),
-            }
-        }
-        Command::Doctor { json } => {
-            let report = crate::train::doctor::report();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
-            } else {
-                print!("{}", report.to_text());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    let mut cmd = std::process::Command::new(&trainer);
+    if let Some((arg0, rest)) = args.split_first() {
+        cmd.arg0(arg0).args(rest);
     }
+    let err = cmd.exec();
+    Err(anyhow::Error::new(err).context(format!("starting {} for `rush {command}`", trainer.display())))
 }

@@ -149,7 +149,7 @@ impl DaemonConfig {
             return Err(ConfigError::Invalid {
                 field: "gpus",
                 message: format!(
-                    "GPU {first} is listed, but libtorch sees no CUDA device on this machine: every session given \
+                    "GPU {first} is listed, but no CUDA device is visible on this machine (NVML): every session given \
                      it would fail (leave `gpus` out to use what is detected, or use --cpu-slots)"
                 ),
             });

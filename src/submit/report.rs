@@ -1,6 +1,6 @@
 //! `infer.json`, the report `rush infer` writes last in its output folder (with it the folder is complete): what was
-//! predicted, in which order, from which images, how fast. The child (`train::infer`) writes it; the submission worker
-//! reads it through [`read_report`] without linking anything of the child.
+//! predicted, in which order, from which images, how fast. The child (`rush_trainer::train::infer`, in `rush-train`)
+//! writes it; the submission worker reads it through [`read_report`] without linking anything of the child.
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,14 @@ pub fn rush_exe() -> &'static str {
     env!("CARGO_BIN_EXE_rush")
 }
 
+/// `rush-train`, the binary that links libtorch, which `rush` execs for `train`, `infer`, `doctor` and `bench
+/// train|epoch`: beside `rush` (the workspace builds both into one folder).
+pub fn rush_train_exe() -> PathBuf {
+    let path = Path::new(rush_exe()).with_file_name("rush-train");
+    assert!(path.is_file(), "{} is missing: build both binaries (cargo build --release --bins)", path.display());
+    path
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -8,6 +8,7 @@ mod daemon;
 mod data;
 mod emoji;
 mod gpu_accept;
+mod light;
 mod reliability;
 mod slurm;
 mod slurm_daemon;

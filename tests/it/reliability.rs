@@ -521,11 +521,12 @@ fn a_full_disk_under_a_checkpoint_fails_clearly_and_keeps_the_previous_one() {
     for (n, bytes) in &before {
         assert!(std::fs::read(ckpt.join(n)).unwrap() == *bytes, "{n} changed");
     }
-    let meta = rush::train::checkpoint::load_meta(&ckpt.join("1.json")).expect("checkpoint 1's JSON loads");
+    let meta = rush_trainer::train::checkpoint::load_meta(&ckpt.join("1.json")).expect("checkpoint 1's JSON loads");
     assert_eq!(meta.epoch, 1);
-    let tensors = tch::Tensor::read_safetensors(ckpt.join("1.safetensors")).expect("checkpoint 1's weights load");
+    let tensors =
+        rush_trainer::tch::Tensor::read_safetensors(ckpt.join("1.safetensors")).expect("checkpoint 1's weights load");
     assert!(!tensors.is_empty());
-    rush::train::checkpoint::load_state(&ckpt.join("1.state.safetensors")).expect("checkpoint 1's state loads");
+    rush_trainer::train::checkpoint::load_state(&ckpt.join("1.state.safetensors")).expect("checkpoint 1's state loads");
     let rows: Vec<(i64, String)> = env.db(&format!("SELECT epoch, path FROM checkpoints WHERE session = '{id}'"));
     assert!(rows.iter().any(|r| r.0 == 1), "{rows:?}");
     for (_, path) in &rows {

@@ -12,9 +12,9 @@ use rush::core::event::{Event, EventLine};
 use rush::core::spec::{Augment, ResolvedSpec, Spec};
 use rush::data::cache::ImageCache;
 use rush::data::layout::{Sample, read_train};
-use rush::train::loader::{self, BadImages, BatchSource, Loader, LoaderSpec};
-use rush::train::resident::{ResidentEpoch, ResidentImages};
-use tch::{Device, Kind};
+use rush_trainer::tch::{Device, Kind};
+use rush_trainer::train::loader::{self, BadImages, BatchSource, Loader, LoaderSpec};
+use rush_trainer::train::resident::{ResidentEpoch, ResidentImages};
 
 fn rush() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rush"));
@@ -326,9 +326,9 @@ fn the_gpu_script_runs_on_the_cpu_at_toy_sizes_and_prints_every_row() {
     let rows = table_rows(&stdout);
     // 2 models x 2 precisions of steps (bf16 runs as fp32 on a CPU without native bf16), 2 models x 2 trainer changes
     // (channels-last is CUDA only; the ablation runs bf16), 2 models x (first, later) epochs, 1 score
-    let b = match rush::train::device::CpuBf16::here() {
-        rush::train::device::CpuBf16::Autocast(_) => "bf16",
-        rush::train::device::CpuBf16::Fp32(_) => "fp32",
+    let b = match rush_trainer::train::device::CpuBf16::here() {
+        rush_trainer::train::device::CpuBf16::Autocast(_) => "bf16",
+        rush_trainer::train::device::CpuBf16::Fp32(_) => "fp32",
     };
     let expected: Vec<(String, String)> = [
         ("train step baseline_cnn 32px batch 16 fp32 on cpu".to_string(), String::new()),

@@ -15,9 +15,10 @@ use rush::core::spec::{ModelName, ResolvedSpec, Spec};
 use rush::data::layout::read_train;
 use rush::data::split::split_by_package;
 use rush::home::SessionDir;
-use rush::train::{checkpoint, models};
-use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use rush_trainer::tch;
+use rush_trainer::tch::nn::VarStore;
+use rush_trainer::tch::{Device, Kind, Tensor};
+use rush_trainer::train::{checkpoint, models};
 
 fn rush() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rush"));

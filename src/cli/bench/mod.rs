@@ -1,5 +1,8 @@
 //! `rush bench`: the speed figures of issue 7, each measured side by side with its reference and printed as one table
 //! row (figure, reference, ratio, goal, met). BENCHMARKS.md records the latest run; bench/gpu.sh runs the GPU rows.
+//!
+//! `train` and `epoch` time libtorch in this process, so they run in `rush-train` (`rush_trainer::bench`, which reads
+//! the arguments defined here); the others run here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,10 +56,9 @@ pub enum Command {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let rows = match args.command {
         Command::Decode(a) => vec![decode::run(&a)?],
-        Command::Train(a) => train_step::run(&a)?,
+        Command::Train(_) | Command::Epoch(_) => unreachable!("`rush bench train|epoch` runs in rush-train"),
         Command::Ensemble(a) => ensemble::run(&a)?,
         Command::SpecToStart(a) => vec![spec_to_start::run(global, &a)?],
-        Command::Epoch(a) => epoch::run(&a)?,
         Command::Ingest(a) => dashboard::ingest(&a)?,
         Command::Dashboard(a) => dashboard::dashboard(&a)?,
         Command::Score(a) => vec![score::run(global, &a)?],

@@ -71,16 +71,27 @@ pub fn run(global: &Global, args: &Args) -> anyhow::Result<Row> {
     super::daemon::in_scratch("score", args.keep, |tmp| measure(global, args, tmp))
 }
 
-/// The daemon's one slot for `--device`: (GPU index or `None` for the CPU, the device's name).
+/// The daemon's one slot for `--device`: (GPU index or `None` for the CPU, the device's name). The GPUs are the ones
+/// the daemon itself would count (NVML, `CUDA_VISIBLE_DEVICES`): this process does not load libtorch.
 fn slot(flag: Option<&str>) -> anyhow::Result<(Option<usize>, String)> {
-    let flag = flag.map(str::to_string).unwrap_or_else(|| {
-        if crate::train::device::CudaView::probe().available { "cuda".into() } else { "cpu".into() }
-    });
-    let device = crate::train::device::choose(Some(&flag), None, crate::train::device::CudaView::probe())?;
-    Ok(match device {
-        crate::train::device::Device::Cuda(i) => (Some(i), format!("cuda:{i}")),
-        _ => (None, "cpu".into()),
-    })
+    device_slot(flag, crate::web::gpus::visible_gpus() as usize)
+}
+
+/// [`slot`] given how many GPUs there are: no flag takes the first GPU, else the CPU; a GPU that is not there is an
+/// error, never a silent fall-back to the CPU.
+fn device_slot(flag: Option<&str>, gpus: usize) -> anyhow::Result<(Option<usize>, String)> {
+    let index = match flag {
+        None if gpus > 0 => 0,
+        None | Some("cpu") => return Ok((None, "cpu".into())),
+        Some("cuda") => 0,
+        Some(other) => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => i,
+            _ => anyhow::bail!("--device {other:?}: cpu, cuda or cuda:N"),
+        },
+    };
+    anyhow::ensure!(gpus > 0, "--device {}: no CUDA device is visible here (NVML)", flag.unwrap_or("cuda"));
+    anyhow::ensure!(index < gpus, "--device cuda:{index}: there are {gpus} GPU(s)");
+    Ok((Some(index), format!("cuda:{index}")))
 }
 
 fn measure(global: &Global, args: &Args, tmp: &Path) -> anyhow::Result<Row> {
@@ -272,5 +283,22 @@ fn wait_trained(api: &Api, memos: &[String], daemon: &Daemon) -> anyhow::Result<
             daemon.log.display()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slot_is_the_device_asked_for_or_the_first_gpu() {
+        assert_eq!(device_slot(None, 0).unwrap(), (None, "cpu".to_string()));
+        assert_eq!(device_slot(None, 2).unwrap(), (Some(0), "cuda:0".to_string()));
+        assert_eq!(device_slot(Some("cpu"), 2).unwrap(), (None, "cpu".to_string()));
+        assert_eq!(device_slot(Some("cuda:1"), 2).unwrap(), (Some(1), "cuda:1".to_string()));
+        let err = |flag, gpus| device_slot(Some(flag), gpus).unwrap_err().to_string();
+        assert!(err("cuda", 0).contains("no CUDA device"), "{}", err("cuda", 0));
+        assert!(err("cuda:2", 2).contains("2 GPU(s)"), "{}", err("cuda:2", 2));
+        assert!(err("gpu", 2).contains("cpu, cuda or cuda:N"), "{}", err("gpu", 2));
     }
 }

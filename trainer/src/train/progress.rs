@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::core::progress::{StepProgress, eta_seconds, progress_line};
+use rush::core::progress::{StepProgress, eta_seconds, progress_line};
 
 /// Seconds between progress lines unless `RUSH_PROGRESS_SECS` says otherwise.
 const DEFAULT_EVERY: Duration = Duration::from_secs(30);

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::disk::WriteError;
-use crate::home::SessionDir;
-use crate::submit::valid::ValidRecord;
+use rush::disk::WriteError;
+use rush::home::SessionDir;
+use rush::submit::valid::ValidRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointIoError {
@@ -70,7 +70,7 @@ fn write_atomic(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), CheckpointIoError>,
 ) -> Result<u64, CheckpointIoError> {
-    crate::disk::write_atomic_with(path, write).map_err(|e| match e {
+    rush::disk::write_atomic_with(path, write).map_err(|e| match e {
         WriteError::Fill(e) => e,
         WriteError::Disk(e) => CheckpointIoError::Io { path: e.path, source: e.source },
     })
@@ -207,7 +207,7 @@ pub fn complete_epochs(session: &SessionDir) -> Result<Vec<u32>, CheckpointIoErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::spec::ModelName;
+    use rush::core::spec::ModelName;
     use tch::Kind;
 
     #[test]

@@ -27,15 +27,6 @@ use std::time::{Duration, Instant};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::core::event::Event;
-use crate::core::schedule::learning_rate;
-use crate::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
-use crate::data::cache::{self, ImageCache};
-use crate::data::layout::{DataError, NUM_TAGS, Sample, read_train};
-use crate::data::split::split_by_package;
-use crate::home::SessionDir;
-use crate::submit::npy::NpyError;
-use crate::submit::probs::order_digest;
 use crate::train::TrainOptions;
 use crate::train::checkpoint::{self, CheckpointIoError, CheckpointMeta, Progress};
 use crate::train::device::{self, DeviceError, Execution};
@@ -44,6 +35,15 @@ use crate::train::loader::{self, BadImages, Batch, BatchSource, Loader, LoaderSp
 use crate::train::models;
 use crate::train::optim::{FlatParams, OptimError, Optimizer};
 use crate::train::resident::{self, ResidentEpoch, ResidentImages, ResidentMode};
+use rush::core::event::Event;
+use rush::core::schedule::learning_rate;
+use rush::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
+use rush::data::cache::{self, ImageCache};
+use rush::data::layout::{DataError, NUM_TAGS, Sample, read_train};
+use rush::data::split::split_by_package;
+use rush::home::SessionDir;
+use rush::submit::npy::NpyError;
+use rush::submit::probs::order_digest;
 
 /// Why a run stopped early; the `failed` event carries this text.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +147,7 @@ fn loss_of(spec: &Spec, logits: &Tensor, labels: &Tensor, targets: Option<&Tenso
 /// (CUDA's, or the CPU allocator's) named as such.
 fn guarded<T>(spec: &Spec, f: impl FnOnce() -> T) -> Result<T, TrainError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = crate::core::format::panic_message(payload.as_ref());
+        let message = rush::core::format::panic_message(payload.as_ref());
         match out_of_memory(&message) {
             Some(summary) => {
                 TrainError::OutOfMemory { batch_size: spec.batch_size, image_size: spec.image_size, message: summary }
@@ -646,7 +646,7 @@ impl Trainer<'_> {
                     img_per_s,
                     data_wait: share(waited, elapsed),
                 });
-                let line = crate::core::progress::StepProgress {
+                let line = rush::core::progress::StepProgress {
                     epoch,
                     epochs: spec.epochs,
                     step_in_epoch: index,
@@ -771,7 +771,7 @@ impl Trainer<'_> {
             self.optimizer.state_tensors(&self.flat),
         )?;
         // before the JSON, which completes the checkpoint and records what the file holds
-        let valid_record = crate::submit::valid::write(
+        let valid_record = rush::submit::valid::write(
             self.session,
             epoch,
             &self.valid_order,

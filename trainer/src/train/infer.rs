@@ -29,20 +29,20 @@ use rayon::prelude::*;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Kind, Tensor};
 
-use crate::core::score::{BoardSplit, dry_run_indices};
-use crate::core::spec::{Precision, ResolvedSpec, SpecError};
-use crate::data::cache::{self, Decoded, ImageCache};
-use crate::data::layout::{DataError, NUM_TAGS, read_test, read_train};
-use crate::data::split::split_by_package;
-use crate::home::SessionDir;
-use crate::submit::Tta;
-use crate::submit::npy::{self, NpyError};
-use crate::submit::probs::order_digest;
-use crate::submit::report::{ImageOrigin, ImageSource, InferReport, REPORT};
 use crate::train::checkpoint::{self, CheckpointIoError};
 use crate::train::device::{self, DeviceError, Execution};
 use crate::train::models;
 use crate::train::run::Normalizer;
+use rush::core::score::{BoardSplit, dry_run_indices};
+use rush::core::spec::{Precision, ResolvedSpec, SpecError};
+use rush::data::cache::{self, Decoded, ImageCache};
+use rush::data::layout::{DataError, NUM_TAGS, read_test, read_train};
+use rush::data::split::split_by_package;
+use rush::home::SessionDir;
+use rush::submit::Tta;
+use rush::submit::npy::{self, NpyError};
+use rush::submit::probs::order_digest;
+use rush::submit::report::{ImageOrigin, ImageSource, InferReport, REPORT};
 
 /// Images per forward pass.
 const BATCH: usize = 128;
@@ -176,7 +176,7 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let path = opts.out.join(REPORT);
     let json = serde_json::to_vec_pretty(&report)
         .map_err(|e| InferError::Report { path: path.clone(), message: e.to_string() })?;
-    crate::disk::write_atomic(&path, &json).map_err(|e| InferError::Io { path: e.path, source: e.source })?;
+    rush::disk::write_atomic(&path, &json).map_err(|e| InferError::Io { path: e.path, source: e.source })?;
     Ok(report)
 }
 
@@ -226,7 +226,7 @@ impl Predictor {
             let consumed = (|| {
                 for (n, pixels) in rx {
                     let probs = catch_unwind(AssertUnwindSafe(|| self.forward(&pixels, n)))
-                        .map_err(|payload| InferError::Torch(crate::core::format::panic_message(payload.as_ref())))??;
+                        .map_err(|payload| InferError::Torch(rush::core::format::panic_message(payload.as_ref())))??;
                     if probs.len() != n * NUM_TAGS {
                         return Err(InferError::Torch(format!("{} probabilities for a batch of {n}", probs.len())));
                     }
@@ -236,7 +236,7 @@ impl Predictor {
             })();
             let source = producer
                 .join()
-                .map_err(|payload| InferError::Torch(crate::core::format::panic_message(payload.as_ref())));
+                .map_err(|payload| InferError::Torch(rush::core::format::panic_message(payload.as_ref())));
             consumed?;
             source
         })?;
@@ -376,7 +376,7 @@ impl Feeder {
             let images: Vec<Vec<u8>> = self.pool.install(|| {
                 chunk
                     .par_iter()
-                    .map(|(_, path)| match crate::data::image::load_rgb(path, size) {
+                    .map(|(_, path)| match rush::data::image::load_rgb(path, size) {
                         Ok(img) if img.len() == n => img,
                         Ok(img) => {
                             note_bad(bad, &format!("{}: decoded to {} bytes, not {n}", path.display(), img.len()));

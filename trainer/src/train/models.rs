@@ -5,8 +5,8 @@
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
-use crate::core::spec::ModelName;
-use crate::data::layout::NUM_TAGS;
+use rush::core::spec::ModelName;
+use rush::data::layout::NUM_TAGS;
 
 /// Channels of each baseline block.
 const BASELINE_CHANNELS: i64 = 256;

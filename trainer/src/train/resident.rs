@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::core::spec::Augment;
-use crate::data::cache::{ImageCache, image_bytes};
-use crate::data::layout::{NUM_TAGS, Sample};
 use crate::train::augment::{self, Draw};
 use crate::train::loader::{Batch, BatchSource};
+use rush::core::spec::Augment;
+use rush::data::cache::{ImageCache, image_bytes};
+use rush::data::layout::{NUM_TAGS, Sample};
 
 /// Whether to keep the dataset on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,10 +18,10 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use tch::{Device, Tensor};
 
-use crate::core::spec::Augment;
-use crate::data::cache::ImageCache;
-use crate::data::layout::{NUM_TAGS, Sample};
 use crate::train::augment;
+use rush::core::spec::Augment;
+use rush::data::cache::ImageCache;
+use rush::data::layout::{NUM_TAGS, Sample};
 
 /// Which random stream a seed is for.
 const STREAM_SHUFFLE: u64 = 1;
@@ -244,7 +244,7 @@ fn decode(
                 cache.path().display()
             )
         }),
-        None => crate::data::image::load_rgb(&sample.path, spec.image_size).map_err(|e| e.to_string()),
+        None => rush::data::image::load_rgb(&sample.path, spec.image_size).map_err(|e| e.to_string()),
     };
     match loaded {
         Ok(img) => Some(match &spec.augment {

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::core::spec::Augment;
+use rush::core::spec::Augment;
 
 /// Mixes values into one well-spread seed (splitmix64 over each).
 pub fn mix_seed(parts: &[u64]) -> u64 {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use crate::core::spec::{Optimizer as OptimizerSpec, OptimizerName};
+use rush::core::spec::{Optimizer as OptimizerSpec, OptimizerName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OptimError {

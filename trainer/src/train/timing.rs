@@ -8,8 +8,8 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::{device, models, optim};
-use crate::core::spec::{ModelName, Optimizer as OptimizerSpec, OptimizerName};
-use crate::data::layout::NUM_TAGS;
+use rush::core::spec::{ModelName, Optimizer as OptimizerSpec, OptimizerName};
+use rush::data::layout::NUM_TAGS;
 
 /// Why a timed step failed.
 #[derive(Debug, thiserror::Error)]

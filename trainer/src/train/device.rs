@@ -5,7 +5,7 @@
 
 pub use tch::Device;
 
-use crate::core::spec::Precision;
+use rush::core::spec::Precision;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeviceError {

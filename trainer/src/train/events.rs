@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::event::{Event, EventLine};
+use rush::core::event::{Event, EventLine};
 
 pub struct EventSink {
     file: File,

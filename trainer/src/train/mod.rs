@@ -1,5 +1,6 @@
-//! The daemon's children, the only code that links libtorch: the training child, `rush train <session dir>` (data
-//! loading, models, the loop, checkpoints and events), and the inference child, `rush infer` ([`infer`]).
+//! The daemon's children, the only code that names libtorch: the training child, `rush train <session dir>` (data
+//! loading, models, the loop, checkpoints and events), and the inference child, `rush infer` ([`infer`]). Both run in
+//! `rush-train`, which `rush` execs.
 //!
 //! The daemon starts one child per session with only its session folder (the resolved `spec.yaml` there names the
 //! dataset); the child never reads test labels. Events go to stdout and `events.jsonl`, human logs to stderr.
