@@ -129,6 +129,14 @@ async fn remove_error_file(path: &Path) {
 
 /// The error files under `root` whose spec file is gone (deleted or renamed): the rescan removes them.
 pub fn orphan_error_files(root: &Path) -> Vec<PathBuf> {
+    files_under(root, |path| {
+        let spec = path.to_str().and_then(|p| p.strip_suffix(".error")).map(PathBuf::from);
+        spec.is_some_and(|s| is_spec_file(&s) && !s.exists())
+    })
+}
+
+/// The files under `root` (recursively, hidden folders skipped) that `keep` accepts, sorted.
+fn files_under(root: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -138,12 +146,7 @@ pub fn orphan_error_files(root: &Path) -> Vec<PathBuf> {
             let hidden = entry.file_name().to_string_lossy().starts_with('.');
             match entry.file_type() {
                 Ok(t) if t.is_dir() && !hidden => stack.push(path),
-                Ok(t) if t.is_file() => {
-                    let spec = path.to_str().and_then(|p| p.strip_suffix(".error")).map(PathBuf::from);
-                    if spec.is_some_and(|s| is_spec_file(&s) && !s.exists()) {
-                        out.push(path);
-                    }
-                }
+                Ok(t) if t.is_file() && keep(&path) => out.push(path),
                 _ => {}
             }
         }
@@ -167,22 +170,7 @@ async fn check(daemon: &Daemon, key: &str, bytes: &[u8]) -> Result<Vec<Spec>, St
 
 /// Every spec file under `root` (recursively, hidden folders skipped), sorted for a deterministic order.
 pub fn spec_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            match entry.file_type() {
-                Ok(t) if t.is_dir() && !hidden => stack.push(path),
-                Ok(t) if t.is_file() && is_spec_file(&path) => out.push(path),
-                _ => {}
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(root, is_spec_file)
 }
 
 #[cfg(test)]
