@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod emoji;
+pub mod facts;
 pub mod image;
 pub mod layout;
 pub mod split;
