@@ -17,8 +17,8 @@
 //! version of its file ([`DatasetFacts::accuracy`]).
 //!
 //! Selection's own accuracy is measured on the samples it was chosen on, so `auto` also cross-fits it: the validation
-//! stickers fall into two fixed folds (`data::split::selection_fold`), selection runs on each fold and is scored on the other, and
-//! the result is the gain to expect on stickers selection never saw.
+//! stickers fall into two fixed folds (`data::split::selection_fold`), selection runs on each fold and is scored on the
+//! other, and the result is the gain to expect on stickers selection never saw.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
