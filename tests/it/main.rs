@@ -9,6 +9,7 @@ mod data;
 mod emoji;
 mod gpu_accept;
 mod reliability;
+mod scale;
 mod slurm;
 mod slurm_daemon;
 mod spec;
