@@ -47,7 +47,7 @@ rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$daemon_pid/status"; }
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$daemon_pid/status"; }
 reset_peak() { echo 5 > "/proc/$daemon_pid/clear_refs" 2>/dev/null || echo "(VmHWM could not be reset)" >&2; }
 
-start_daemon() { # prints the seconds until /api/info answers
+start_daemon() { # sets daemon_pid, ADDR and STARTED (the seconds until /api/info answers)
   rm -f "$RUSH_HOME/daemon.addr"
   local t0; t0="$(now)"
   RUST_LOG=info,sqlx=warn "$RUSH" daemon --bind 127.0.0.1:0 --user bench --cpu-slots 1 --experiments "$tmp/exp" \
@@ -58,7 +58,7 @@ start_daemon() { # prints the seconds until /api/info answers
     sleep 0.02
   done
   ADDR="$(cat "$RUSH_HOME/daemon.addr")"
-  since "$t0"
+  STARTED="$(since "$t0")"
 }
 stop_daemon() { kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""; }
 
@@ -105,6 +105,17 @@ wait_succeeded() {
   done
 }
 
+submit() { # rush submit ARGS...; prints the submission's time from queued to scored in the daemon, and the CLI's
+  local t0 out id view
+  t0="$(now)"
+  out="$("$RUSH" submit "$@")"
+  id="$(printf '%s' "$out" | sed -n 's/^submission \([0-9]*\).*/\1/p' | head -1)"
+  view="$(curl -fsS "http://$ADDR/api/submissions/$id")"
+  printf '%s' "$view" | tr ',' '\n' | awk -F: -v cli="$(since "$t0")" '
+    /"created"/ { c = $2 } /"finished"/ { f = $2 } /"infer_seconds"/ { i = $2 } /"score_seconds"/ { s = $2 }
+    END { printf "queued to scored %.2f s in the daemon (inference %.2f s, mixing + .npy + scoring %.3f s); rush submit %s", f - c, i, s, cli }'
+}
+
 endpoints() { # label; the four endpoints, one at a time and four at once
   local mix="/api/datasets/big/ensemble?members=$2"
   for route in /api/datasets/big/cache "/ensemble?d=big" "$mix" /api/datasets/big/ensemble/auto; do
@@ -117,23 +128,23 @@ echo "rush scale: N = $N training + $TEST test stickers; $("$RUSH" --version); c
 t0="$(now)"
 "$RUSH" dataset synth --out "$tmp/src" --train "$N" --test "$TEST" --width 16 --height 16 --quiet --seed 7
 row "rush dataset synth ($N + $TEST stickers, 16 px)" "$(since "$t0")"
-row "daemon start until /api/info answers (empty home)" "$(start_daemon)"
+start_daemon
+row "daemon start until /api/info answers (empty home)" "$STARTED"
 row "idle daemon" "$(mem)"
 t0="$(now)"
 "$RUSH" dataset push big "$tmp/src" >/dev/null
 row "rush dataset push (copy + registration)" "$(since "$t0")"
 row "after registration" "$(mem)"
 stop_daemon
-row "daemon start until /api/info answers (dataset registered)" "$(start_daemon)"
+start_daemon
+row "daemon start until /api/info answers (dataset registered)" "$STARTED"
 row "restarted daemon" "$(mem)"
 
 spec a 1 32 1
 t0="$(now)"
 wait_succeeded bench/big/1
 row "session 1: baseline CNN, 32 px, 1 epoch (queued to succeeded)" "$(since "$t0")"
-t0="$(now)"
-"$RUSH" submit bench/big/1 1 >/dev/null
-row "first submission (inference of the test and validation splits)" "$(since "$t0")"
+row "first submission (inference of the test and validation splits)" "$(submit bench/big/1 1)"
 endpoints "after the first submission" "bench/big/1:1:1"
 row "after the first submission" "$(mem)"
 
@@ -141,9 +152,7 @@ spec b 2 32 1
 t0="$(now)"
 wait_succeeded bench/big/2
 row "session 2: the same again" "$(since "$t0")"
-t0="$(now)"
-"$RUSH" submit bench/big/2 1 >/dev/null
-row "second submission" "$(since "$t0")"
+row "second submission" "$(submit bench/big/2 1)"
 endpoints "after the second submission" "bench/big/1:1:1,bench/big/2:1:1"
 
 five="bench/big/1:1:1,bench/big/2:1:1,bench/big/1:1:0.5,bench/big/2:1:2,bench/big/1:1:1"
@@ -161,20 +170,18 @@ for _ in $(seq 100); do
 done
 row "100 rounds of the ensemble requests (cache, page, mix of 5, auto)" "$(since "$t0"); before: $before; after: $(mem) (VmHWM reset before them)"
 
-spec c 3 16 3
+spec c 3 8 3
 t0="$(now)"
 wait_succeeded bench/big/3
-row "session 3: 16 px, 3 epochs (3 checkpoints)" "$(since "$t0")"
+row "session 3: 8 px, 3 epochs (3 checkpoints)" "$(since "$t0")"
 base="$(rss_kb)"
 reset_peak
-t0="$(now)"
-"$RUSH" submit bench/big/1:1 bench/big/2:1 bench/big/3:1 bench/big/3:2 bench/big/3:3 --weights 1,1,1,1,2 >/dev/null
-row "5-member submission (3 members inferred by children)" "$(since "$t0"); daemon peak +$(( ($(hwm_kb) - base) / 1024 )) MB over its VmRSS before ($(( base / 1024 )) MB)"
+took="$(submit bench/big/1:1 bench/big/2:1 bench/big/3:1 bench/big/3:2 bench/big/3:3 --weights 1,1,1,1,2)"
+row "5-member submission (3 members inferred by children)" "$took; daemon peak +$(( ($(hwm_kb) - base) / 1024 )) MB over its VmRSS before ($(( base / 1024 )) MB)"
 base="$(rss_kb)"
 reset_peak
-t0="$(now)"
-"$RUSH" submit bench/big/1:1 bench/big/2:1 bench/big/3:1 bench/big/3:2 bench/big/3:3 --weights 2,1,1,1,1 >/dev/null
-row "the same 5 members re-weighted (all cached: no inference, no slot)" "$(since "$t0"); daemon peak +$(( ($(hwm_kb) - base) / 1024 )) MB over its VmRSS before ($(( base / 1024 )) MB)"
+took="$(submit bench/big/1:1 bench/big/2:1 bench/big/3:1 bench/big/3:2 bench/big/3:3 --weights 2,1,1,1,1)"
+row "the same 5 members re-weighted (all cached: no inference, no slot)" "$took; daemon peak +$(( ($(hwm_kb) - base) / 1024 )) MB over its VmRSS before ($(( base / 1024 )) MB)"
 row "at the end" "$(mem)"
 
 echo
