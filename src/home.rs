@@ -67,6 +67,11 @@ impl Home {
         self.root.join("submissions").join(id.to_string())
     }
 
+    /// A registered dataset's facts (`data::facts`): what the daemon reads instead of the dataset's files.
+    pub fn facts(&self, dataset: &str) -> PathBuf {
+        self.root.join("facts").join(format!("{dataset}.facts"))
+    }
+
     /// Decoded-image caches.
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")

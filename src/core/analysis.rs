@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::ensemble::Probs;
+use super::ensemble::{ProbRows, argmax_of};
 
 /// Why an analysis cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,8 +87,8 @@ fn fraction(part: usize, whole: usize) -> f64 {
 }
 
 /// The predicted class of every row of `probs` (the most probable; the lowest id on a tie).
-pub fn predictions(probs: &Probs) -> Vec<u16> {
-    probs.argmax().into_iter().map(|c| u16::try_from(c).unwrap_or(u16::MAX)).collect()
+pub fn predictions<P: ProbRows + ?Sized>(probs: &P) -> Vec<u16> {
+    argmax_of(probs).into_iter().map(|c| u16::try_from(c).unwrap_or(u16::MAX)).collect()
 }
 
 /// The `k` most probable classes of one row, most probable first (the lower id first on a tie).
@@ -112,7 +112,7 @@ impl Outcomes {
     }
 
     /// The outcomes of `probs`' argmax against `labels`.
-    pub fn from_probs(labels: Vec<u16>, probs: &Probs) -> Result<Self, AnalysisError> {
+    pub fn from_probs<P: ProbRows + ?Sized>(labels: Vec<u16>, probs: &P) -> Result<Self, AnalysisError> {
         Self::new(labels, predictions(probs))
     }
 
@@ -365,6 +365,7 @@ pub fn class_delta(a: &Outcomes, b: &Outcomes) -> Vec<ClassDelta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ensemble::Probs;
 
     /// 10 stickers of classes 1, 2, 3: class 1 all right (3), class 2 twice taken for 3 and once for 1 (4 stickers),
     /// class 3 once taken for 2 (3 stickers).

@@ -4,12 +4,81 @@
 //! Everything is pure and deterministic: ties in an argmax go to the lowest class id, ties between candidates to the
 //! lowest candidate index. The loops run over blocks of rows (a block of the running sum stays in cache while every
 //! candidate is added to it), in parallel with rayon, and the inner loops are plain slices the compiler vectorises.
+//!
+//! Members are anything that hands out its rows a block at a time ([`ProbRows`]): a matrix in memory ([`Probs`]), or a
+//! float16 file mapped into memory (`submit::npy::F16Matrix`), whose blocks are converted as they are mixed and whose
+//! pages are handed back span by span, so a mix never holds a whole float32 copy of a member.
 
 use rayon::prelude::*;
 
 /// Rows per parallel block: 64 rows of 350 classes are 90 KB of f32, so a block of the running sum stays in L2 while
 /// every candidate is evaluated against it.
 const BLOCK_ROWS: usize = 64;
+
+/// Blocks per span: the rows between two [`ProbRows::release`] calls (4,096 rows of 350 float16 classes are 2.8 MB a
+/// member).
+const SPAN_BLOCKS: usize = 64;
+
+/// Class probabilities read a block of rows at a time: a matrix in memory ([`Probs`]) or a float16 file mapped into
+/// memory, converted block by block.
+pub trait ProbRows: Sync {
+    fn rows(&self) -> usize;
+    fn classes(&self) -> usize;
+    /// Rows `first..first + out.len() / classes()` as f32: the rows themselves when they are f32 in memory, else
+    /// converted into `out` (whose length is a multiple of `classes()`). Panics when they are out of range.
+    fn read<'s>(&'s self, first: usize, out: &'s mut [f32]) -> &'s [f32];
+    /// Rows `first..end` will not be read again soon: a file-backed source may hand their pages back.
+    fn release(&self, _first: usize, _end: usize) {}
+}
+
+impl ProbRows for Probs {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn read<'s>(&'s self, first: usize, out: &'s mut [f32]) -> &'s [f32] {
+        &self.data[first * self.classes..first * self.classes + out.len()]
+    }
+}
+
+/// The predicted class of every row of `probs` (the most probable, the lowest class id on a tie), read a block at a
+/// time and released span by span.
+pub fn argmax_of<P: ProbRows + ?Sized>(probs: &P) -> Vec<i64> {
+    let classes = probs.classes();
+    let mut out = vec![0i64; probs.rows()];
+    for_spans(&mut out, BLOCK_ROWS, |first, span| {
+        span.par_chunks_mut(BLOCK_ROWS).enumerate().for_each_init(
+            || vec![0f32; BLOCK_ROWS * classes],
+            |buf, (b, out)| {
+                let rows = probs.read(first + b * BLOCK_ROWS, &mut buf[..out.len() * classes]);
+                for (o, row) in out.iter_mut().zip(rows.chunks_exact(classes)) {
+                    *o = argmax_row(row) as i64;
+                }
+            },
+        );
+        probs.release(first, first + span.len());
+    });
+    out
+}
+
+/// The fraction of rows of `probs` whose argmax is the label.
+pub fn accuracy_of<P: ProbRows + ?Sized>(probs: &P, labels: &[u16]) -> Result<f64, EnsembleError> {
+    check_labels(labels, probs.rows(), probs.classes())?;
+    let correct = argmax_of(probs).iter().zip(labels).filter(|(p, l)| **p == i64::from(**l)).count();
+    Ok(fraction(correct, probs.rows()))
+}
+
+/// Runs `f(first row, span)` over `out` in spans of [`SPAN_BLOCKS`] blocks of `block_rows`, in order.
+fn for_spans<T>(out: &mut [T], block_rows: usize, mut f: impl FnMut(usize, &mut [T])) {
+    let span_rows = block_rows * SPAN_BLOCKS;
+    for (s, span) in out.chunks_mut(span_rows).enumerate() {
+        f(s * span_rows, span);
+    }
+}
 
 /// Why probabilities, weights, labels or options were refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,6 +115,8 @@ pub enum EnsembleError {
     FoldCount { folds: usize, rows: usize },
     #[error("cross-fitting needs at least two folds with rows, got {folds}")]
     TooFewFolds { folds: usize },
+    #[error("row {row} is out of range: the matrix has {rows} rows")]
+    RowOutOfRange { row: usize, rows: usize },
 }
 
 /// Checks an ensemble's weights: one per member, each finite and not negative, not all zero. Returns their sum.
@@ -115,52 +186,80 @@ impl Probs {
 
     /// The predicted class of every row: the most probable, the lowest class id on a tie.
     pub fn argmax(&self) -> Vec<i64> {
-        let mut out = vec![0i64; self.rows];
-        out.par_chunks_mut(BLOCK_ROWS).zip(self.data.par_chunks(BLOCK_ROWS * self.classes)).for_each(|(out, block)| {
-            for (o, row) in out.iter_mut().zip(block.chunks_exact(self.classes)) {
-                *o = argmax_row(row) as i64;
-            }
-        });
-        out
+        argmax_of(self)
     }
 
     /// The fraction of rows whose argmax is the label.
     pub fn accuracy(&self, labels: &[u16]) -> Result<f64, EnsembleError> {
-        check_labels(labels, self.rows, self.classes)?;
-        let correct = self.argmax().iter().zip(labels).filter(|(p, l)| **p == i64::from(**l)).count();
-        Ok(fraction(correct, self.rows))
+        accuracy_of(self, labels)
+    }
+
+    /// Rows `rows` of `probs` (any order, repeats allowed) as a matrix in memory: a small sample of a large source.
+    pub fn select<P: ProbRows + ?Sized>(probs: &P, rows: &[usize]) -> Result<Self, EnsembleError> {
+        let classes = probs.classes();
+        let mut data = vec![0f32; rows.len() * classes];
+        let mut buf = vec![0f32; classes];
+        for (out, &row) in data.chunks_exact_mut(classes).zip(rows) {
+            if row >= probs.rows() {
+                return Err(EnsembleError::RowOutOfRange { row, rows: probs.rows() });
+            }
+            out.copy_from_slice(probs.read(row, &mut buf));
+        }
+        Self::new(rows.len(), classes, data)
     }
 }
 
-/// A validated weighted mix of members of the same shape; weights are normalised to sum to 1.
+/// A validated weighted mix of members of the same shape; weights are normalised to sum to 1. Members are read a
+/// block of rows at a time and released span by span ([`ProbRows`]), so mixing holds a few blocks per thread, never a
+/// member or the mean in full (unless [`Mix::mean`] is asked for).
 #[derive(Debug, Clone)]
-pub struct Mix<'a> {
-    members: Vec<&'a Probs>,
+pub struct Mix<'a, P: ?Sized = Probs> {
+    members: Vec<&'a P>,
     weights: Vec<f32>,
+    /// Rows read and mixed at once.
+    block_rows: usize,
 }
 
-impl<'a> Mix<'a> {
+impl<'a> Mix<'a, Probs> {
     /// `weights` has one finite, non-negative weight per member, not all zero.
     pub fn new(members: &[&'a Probs], weights: &[f64]) -> Result<Self, EnsembleError> {
-        let first = members.first().ok_or(EnsembleError::NoMembers)?;
-        for (member, m) in members.iter().enumerate() {
-            if m.rows != first.rows || m.classes != first.classes {
-                return Err(EnsembleError::ShapeMismatch {
-                    member,
-                    rows: m.rows,
-                    classes: m.classes,
-                    expected_rows: first.rows,
-                    expected_classes: first.classes,
-                });
-            }
-        }
-        let total = check_weights(members.len(), weights)?;
-        Ok(Self { members: members.to_vec(), weights: weights.iter().map(|w| (w / total) as f32).collect() })
+        Mix::weighted(members, weights)
     }
 
     /// Every member with the same weight.
     pub fn equal(members: &[&'a Probs]) -> Result<Self, EnsembleError> {
-        Self::new(members, &vec![1.0; members.len()])
+        Mix::weighted(members, &vec![1.0; members.len()])
+    }
+}
+
+impl<'a, P: ProbRows + ?Sized> Mix<'a, P> {
+    /// A mix of any kind of members ([`Mix::new`] for matrices in memory): `weights` has one finite, non-negative
+    /// weight per member, not all zero.
+    pub fn weighted(members: &[&'a P], weights: &[f64]) -> Result<Self, EnsembleError> {
+        let first = members.first().ok_or(EnsembleError::NoMembers)?;
+        for (member, m) in members.iter().enumerate() {
+            if m.rows() != first.rows() || m.classes() != first.classes() {
+                return Err(EnsembleError::ShapeMismatch {
+                    member,
+                    rows: m.rows(),
+                    classes: m.classes(),
+                    expected_rows: first.rows(),
+                    expected_classes: first.classes(),
+                });
+            }
+        }
+        let total = check_weights(members.len(), weights)?;
+        Ok(Self {
+            members: members.to_vec(),
+            weights: weights.iter().map(|w| (w / total) as f32).collect(),
+            block_rows: BLOCK_ROWS,
+        })
+    }
+
+    /// The same mix read `rows` rows at a time (at least 1; 64 by default): the results do not depend on it.
+    pub fn in_blocks_of(mut self, rows: usize) -> Self {
+        self.block_rows = rows.max(1);
+        self
     }
 
     /// The normalised weights, one per member.
@@ -169,35 +268,45 @@ impl<'a> Mix<'a> {
     }
 
     fn rows(&self) -> usize {
-        self.members[0].rows
+        self.members[0].rows()
     }
 
     fn classes(&self) -> usize {
-        self.members[0].classes
+        self.members[0].classes()
     }
 
-    /// The weighted mean of the members' probabilities.
+    /// The weighted mean of the members' probabilities, as a matrix in memory.
     pub fn mean(&self) -> Probs {
-        let (rows, classes) = (self.rows(), self.classes());
+        let (rows, classes, block) = (self.rows(), self.classes(), self.block_rows);
         let mut data = vec![0f32; rows * classes];
-        data.par_chunks_mut(BLOCK_ROWS * classes).enumerate().for_each(|(block, out)| self.mix_block(block, out));
+        for_spans(&mut data, block * classes, |first, span| {
+            let first = first / classes;
+            span.par_chunks_mut(block * classes).enumerate().for_each_init(
+                || vec![0f32; block * classes],
+                |scratch, (b, out)| self.mix_rows(first + b * block, out, scratch),
+            );
+            self.release(first, first + span.len() / classes);
+        });
         Probs { rows, classes, data }
     }
 
     /// The argmax of the weighted mean, without materialising the mean: exactly `self.mean().argmax()`.
     pub fn predict(&self) -> Vec<i64> {
-        let classes = self.classes();
+        let (classes, block) = (self.classes(), self.block_rows);
         let mut out = vec![0i64; self.rows()];
-        out.par_chunks_mut(BLOCK_ROWS).enumerate().for_each_init(
-            || vec![0f32; BLOCK_ROWS * classes],
-            |buf, (block, out)| {
-                let buf = &mut buf[..out.len() * classes];
-                self.mix_block(block, buf);
-                for (o, row) in out.iter_mut().zip(buf.chunks_exact(classes)) {
-                    *o = argmax_row(row) as i64;
-                }
-            },
-        );
+        for_spans(&mut out, block, |first, span| {
+            span.par_chunks_mut(block).enumerate().for_each_init(
+                || (vec![0f32; block * classes], vec![0f32; block * classes]),
+                |(buf, scratch), (b, out)| {
+                    let buf = &mut buf[..out.len() * classes];
+                    self.mix_rows(first + b * block, buf, scratch);
+                    for (o, row) in out.iter_mut().zip(buf.chunks_exact(classes)) {
+                        *o = argmax_row(row) as i64;
+                    }
+                },
+            );
+            self.release(first, first + span.len());
+        });
         out
     }
 
@@ -208,19 +317,24 @@ impl<'a> Mix<'a> {
         Ok(fraction(correct, self.rows()))
     }
 
-    /// Writes block `block` (rows `block * BLOCK_ROWS ..`) of the weighted mean into `out`. The one place the mean is
-    /// computed, so `mean` and `predict` agree bit for bit.
-    fn mix_block(&self, block: usize, out: &mut [f32]) {
-        let start = block * BLOCK_ROWS * self.classes();
-        let end = start + out.len();
-        let (first, w0) = (&self.members[0].data[start..end], self.weights[0]);
-        for (o, &x) in out.iter_mut().zip(first) {
+    /// Writes the weighted mean of rows `first..` into `out` (whole rows), reading the members through `scratch`. The
+    /// one place the mean is computed, so `mean` and `predict` agree bit for bit, whatever the blocks.
+    fn mix_rows(&self, first: usize, out: &mut [f32], scratch: &mut [f32]) {
+        let scratch = &mut scratch[..out.len()];
+        let (first_member, w0) = (self.members[0].read(first, scratch), self.weights[0]);
+        for (o, &x) in out.iter_mut().zip(first_member) {
             *o = w0 * x;
         }
         for (member, &w) in self.members.iter().zip(&self.weights).skip(1) {
-            for (o, &x) in out.iter_mut().zip(&member.data[start..end]) {
+            for (o, &x) in out.iter_mut().zip(member.read(first, scratch)) {
                 *o += w * x;
             }
+        }
+    }
+
+    fn release(&self, first: usize, end: usize) {
+        for m in &self.members {
+            m.release(first, end);
         }
     }
 }
@@ -297,8 +411,8 @@ impl Selection {
 /// probabilities: start empty (or from the best `init_best` single candidates), repeatedly add the candidate that
 /// maximises the validation accuracy of the running average, up to `max_members`. Deterministic: ties go to the
 /// lowest index.
-pub fn greedy_select(
-    candidates: &[&Probs],
+pub fn greedy_select<P: ProbRows + ?Sized>(
+    candidates: &[&P],
     labels: &[u16],
     options: GreedyOptions,
 ) -> Result<Selection, EnsembleError> {
@@ -306,9 +420,9 @@ pub fn greedy_select(
     let all: Vec<u32> = (0..rows as u32).collect();
     let picked = select_on(candidates, labels, &all, options);
     let members = picked.members();
-    let chosen: Vec<&Probs> = members.iter().map(|m| candidates[m.candidate]).collect();
+    let chosen: Vec<&P> = members.iter().map(|m| candidates[m.candidate]).collect();
     let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
-    let val_acc = Mix::new(&chosen, &weights)?.accuracy(labels)?;
+    let val_acc = Mix::weighted(&chosen, &weights)?.accuracy(labels)?;
     let best_single_acc = fraction(picked.singles[picked.best_single], rows);
     Ok(Selection {
         members,
@@ -343,8 +457,8 @@ pub struct CrossFit {
 }
 
 /// Cross-fits greedy selection over the folds in `fold_of` (see [`CrossFit`]). Needs at least two non-empty folds.
-pub fn cross_fit(
-    candidates: &[&Probs],
+pub fn cross_fit<P: ProbRows + ?Sized>(
+    candidates: &[&P],
     labels: &[u16],
     fold_of: &[u8],
     options: GreedyOptions,
@@ -365,15 +479,15 @@ pub fn cross_fit(
         let fit: Vec<u32> = (0..rows as u32).filter(|&r| fold_of[r as usize] != fold).collect();
         let picked = select_on(candidates, labels, &fit, options);
         let members = picked.members();
-        let chosen: Vec<&Probs> = members.iter().map(|m| candidates[m.candidate]).collect();
+        let chosen: Vec<&P> = members.iter().map(|m| candidates[m.candidate]).collect();
         let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
-        let predicted = Mix::new(&chosen, &weights)?.predict();
-        let single = candidates[picked.best_single];
+        let predicted = Mix::weighted(&chosen, &weights)?.predict();
+        let single = argmax_of(candidates[picked.best_single]);
         for &row in held_out {
             let row = row as usize;
             let label = usize::from(labels[row]);
             ensemble_correct += usize::from(usize::try_from(predicted[row]).is_ok_and(|p| p == label));
-            single_correct += usize::from(argmax_row(single.row(row)) == label);
+            single_correct += usize::from(usize::try_from(single[row]).is_ok_and(|p| p == label));
         }
     }
     let val_acc = fraction(ensemble_correct, rows);
@@ -382,8 +496,12 @@ pub fn cross_fit(
 }
 
 /// Checks a pool, its labels and the options; returns (rows, classes).
-fn check_pool(candidates: &[&Probs], labels: &[u16], options: GreedyOptions) -> Result<(usize, usize), EnsembleError> {
-    let pool = Mix::equal(candidates)?; // validates shapes
+fn check_pool<P: ProbRows + ?Sized>(
+    candidates: &[&P],
+    labels: &[u16],
+    options: GreedyOptions,
+) -> Result<(usize, usize), EnsembleError> {
+    let pool = Mix::weighted(candidates, &vec![1.0; candidates.len()])?; // validates shapes
     let (rows, classes) = (pool.rows(), pool.classes());
     check_labels(labels, rows, classes)?;
     if options.max_members == 0 {
@@ -426,10 +544,14 @@ impl Picked {
 
 /// Greedy selection measured on `rows` (indices into the candidates' rows and `labels`) alone. The pool and options
 /// are checked by the caller.
-fn select_on(candidates: &[&Probs], labels: &[u16], rows: &[u32], options: GreedyOptions) -> Picked {
-    let classes = candidates.first().map_or(1, |c| c.classes);
+fn select_on<P: ProbRows + ?Sized>(candidates: &[&P], labels: &[u16], rows: &[u32], options: GreedyOptions) -> Picked {
+    let classes = candidates.first().map_or(1, |c| c.classes());
     let singles = count_correct(None, candidates, labels, rows, classes);
     let best_single = best_index(&singles);
+    if candidates.len() == 1 {
+        // one candidate: every step mixes it with itself, so no step improves on the first
+        return Picked { counts: vec![1], steps: vec![(0, singles[0])], singles, best_single };
+    }
     let mut sum = vec![0f32; rows.len() * classes];
     let mut counts = vec![0u32; candidates.len()];
     // (candidate, correct rows after adding it)
@@ -444,7 +566,7 @@ fn select_on(candidates: &[&Probs], labels: &[u16], rows: &[u32], options: Greed
     }
     if let Some(last) = steps.last_mut() {
         // an empty candidate slice counts the running sum alone
-        last.1 = count_correct(Some(&sum), &[], labels, rows, classes)[0];
+        last.1 = count_correct::<P>(Some(&sum), &[], labels, rows, classes)[0];
     }
 
     while steps.len() < options.max_members {
@@ -477,44 +599,62 @@ fn select_on(candidates: &[&Probs], labels: &[u16], rows: &[u32], options: Greed
 
 /// For each candidate, how many of `rows` `argmax(sum + candidate)` gets right (`sum` absent: the candidate alone).
 /// With no candidates, one count: the rows `argmax(sum)` gets right. `sum` holds one row per entry of `rows`, in
-/// that order; `labels` and the candidates are indexed by the row numbers themselves.
-fn count_correct(
+/// that order; `labels` and the candidates are indexed by the row numbers themselves. The candidates are read a row at
+/// a time and released span by span.
+fn count_correct<P: ProbRows + ?Sized>(
     sum: Option<&[f32]>,
-    candidates: &[&Probs],
+    candidates: &[&P],
     labels: &[u16],
     rows: &[u32],
     classes: usize,
 ) -> Vec<usize> {
     let n = candidates.len().max(1);
-    let blocks = rows.len().div_ceil(BLOCK_ROWS);
-    (0..blocks)
-        .into_par_iter()
-        .fold(
-            || vec![0usize; n],
-            |mut acc, block| {
-                let first = block * BLOCK_ROWS;
-                let last = (first + BLOCK_ROWS).min(rows.len());
-                for (at, &row) in (first..last).zip(&rows[first..last]) {
-                    let row = row as usize;
-                    let (lo, hi) = (row * classes, (row + 1) * classes);
-                    let label = usize::from(labels[row]);
-                    let s = sum.map(|s| &s[at * classes..(at + 1) * classes]);
-                    if candidates.is_empty() {
-                        acc[0] += usize::from(s.is_some_and(|s| label_wins(s, None, label)));
+    let mut total = vec![0usize; n];
+    for (s, span) in rows.chunks(BLOCK_ROWS * SPAN_BLOCKS).enumerate() {
+        let offset = s * BLOCK_ROWS * SPAN_BLOCKS;
+        let counts = span
+            .par_chunks(BLOCK_ROWS)
+            .enumerate()
+            .fold(
+                || (vec![0usize; n], vec![0f32; classes]),
+                |(mut acc, mut buf), (block, block_rows)| {
+                    let first = offset + block * BLOCK_ROWS;
+                    for (at, &row) in (first..).zip(block_rows) {
+                        let row = row as usize;
+                        let label = usize::from(labels[row]);
+                        let s = sum.map(|s| &s[at * classes..(at + 1) * classes]);
+                        if candidates.is_empty() {
+                            acc[0] += usize::from(s.is_some_and(|s| label_wins(s, None, label)));
+                        }
+                        for (a, c) in acc.iter_mut().zip(candidates) {
+                            let p = c.read(row, &mut buf);
+                            let wins = match s {
+                                Some(s) => label_wins(s, Some(p), label),
+                                None => label_wins(p, None, label),
+                            };
+                            *a += usize::from(wins);
+                        }
                     }
-                    for (a, c) in acc.iter_mut().zip(candidates) {
-                        let p = &c.data[lo..hi];
-                        let wins = match s {
-                            Some(s) => label_wins(s, Some(p), label),
-                            None => label_wins(p, None, label),
-                        };
-                        *a += usize::from(wins);
-                    }
-                }
-                acc
-            },
-        )
-        .reduce(|| vec![0usize; n], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+                    (acc, buf)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(|| vec![0usize; n], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
+        for (t, c) in total.iter_mut().zip(counts) {
+            *t += c;
+        }
+        release_rows(candidates, span);
+    }
+    total
+}
+
+/// Lets the candidates hand back the rows of `span` (ascending row numbers).
+fn release_rows<P: ProbRows + ?Sized>(candidates: &[&P], span: &[u32]) {
+    if let (Some(&first), Some(&last)) = (span.first(), span.last()) {
+        for c in candidates {
+            c.release(first as usize, last as usize + 1);
+        }
+    }
 }
 
 /// Whether `label` is the argmax (lowest id on a tie) of `a + b` (or of `a` alone): it must beat every class before
@@ -575,16 +715,22 @@ fn best_index(counts: &[usize]) -> usize {
 }
 
 /// Adds `probs`' rows `rows` to `sum`, which holds one row per entry of `rows`.
-fn add_into(sum: &mut [f32], probs: &Probs, rows: &[u32]) {
-    let classes = probs.classes;
-    sum.par_chunks_mut(BLOCK_ROWS * classes).zip(rows.par_chunks(BLOCK_ROWS)).for_each(|(s, rows)| {
-        for (s, &row) in s.chunks_exact_mut(classes).zip(rows) {
-            let row = row as usize;
-            for (s, &p) in s.iter_mut().zip(&probs.data[row * classes..(row + 1) * classes]) {
-                *s += p;
-            }
-        }
-    });
+fn add_into<P: ProbRows + ?Sized>(sum: &mut [f32], probs: &P, rows: &[u32]) {
+    let classes = probs.classes();
+    let span_rows = BLOCK_ROWS * SPAN_BLOCKS;
+    for (sum, span) in sum.chunks_mut(span_rows * classes).zip(rows.chunks(span_rows)) {
+        sum.par_chunks_mut(BLOCK_ROWS * classes).zip(span.par_chunks(BLOCK_ROWS)).for_each_init(
+            || vec![0f32; classes],
+            |buf, (s, rows)| {
+                for (s, &row) in s.chunks_exact_mut(classes).zip(rows) {
+                    for (s, &p) in s.iter_mut().zip(probs.read(row as usize, buf)) {
+                        *s += p;
+                    }
+                }
+            },
+        );
+        release_rows(&[probs], span);
+    }
 }
 
 fn check_labels(labels: &[u16], rows: usize, classes: usize) -> Result<(), EnsembleError> {

@@ -1,87 +1,43 @@
 //! What a checkpoint gets wrong, and what a dataset holds: the file reading behind the analysis views. A kept
 //! checkpoint's validation predictions come from `checkpoints/<epoch>.valid.npy` (`submit::valid`, written by the
 //! trainer), or, for a checkpoint saved before that file existed, from the probability cache when a submission
-//! predicted it. The labels are the session's validation split, recomputed from its spec as the trainer and
-//! `rush infer` compute it, and matched to the predictions by the order digest. `tag.tsv` names the tags in each of its
-//! languages and `packages.tsv` the packages' styles. The computations are `core::analysis`'s.
+//! predicted it. The labels are the session's validation split, computed from the dataset's facts ([`super::facts`])
+//! for its spec as the trainer and `rush infer` compute it from the files, and matched to the predictions by the order
+//! digest. The facts also name the tags (`tag.tsv`, in each of its languages) and the packages' styles
+//! (`packages.tsv`); no view reads the dataset's CSV or lists its images. The predictions are read from their float16
+//! file a block of rows at a time. The computations are `core::analysis`'s.
 //!
 //! Also the one way to a dataset's images: [`Daemon::dataset_image`] resolves a sticker of a registered dataset's
 //! training split by package and sticker id, never any other path.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::DatasetFacts;
 use super::{Daemon, DaemonError};
 use crate::core::analysis::{self, ClassDelta, ClassRow, Confusion, Outcomes, Ranked, Selection};
 use crate::core::checkpoint::{CheckpointError, CheckpointRef};
-use crate::core::ensemble::Probs;
+use crate::core::ensemble::ProbRows;
 use crate::core::session::SessionId;
 use crate::core::tags::{self, TagText};
-use crate::data::layout::{self, NUM_TAGS, Sample, SplitName, TrainSet, read_train};
-use crate::data::split::split_by_package;
+use crate::data::facts::{Facts, PackageFacts, ValidSplit};
+use crate::data::layout::{self, NUM_TAGS};
 use crate::home::SessionDir;
 use crate::submit::Tta;
-use crate::submit::probs::{self, CacheKey, CacheSplit, order_digest};
+use crate::submit::npy::F16Matrix;
+use crate::submit::probs::{self, CacheKey, CacheSplit};
 use crate::submit::valid;
 
 /// The confusion view's length: the most confused pairs.
 pub const CONFUSIONS: usize = 30;
 /// Predicted classes shown per sticker in a gallery.
 pub const TOP_K: usize = 3;
-/// Datasets whose training set is kept read.
-const KEPT_SETS: usize = 4;
-
 /// Where a checkpoint's validation predictions were read from.
 pub const FROM_CHECKPOINT: &str = "checkpoint";
 pub const FROM_CACHE: &str = "cache";
-
-/// Training sets read for the views and the ensembles, kept while their CSV and TSV files are unchanged (reading one
-/// lists every image).
-#[derive(Debug, Default)]
-pub struct TrainSets {
-    sets: Mutex<HashMap<PathBuf, Kept>>,
-}
-
-/// A training set and the stamps of the files it was read from.
-type Kept = (Vec<Stamp>, Arc<TrainSet>);
-
-/// A file's modification time and length, or `None` when it is missing.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamps(dataset: &Path) -> Vec<Stamp> {
-    let dir = layout::train_dir(dataset);
-    [layout::TRAIN_CSV, layout::TAG_TSV, layout::PACKAGES_TSV]
-        .iter()
-        .map(|f| std::fs::metadata(dir.join(f)).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
-        .collect()
-}
-
-impl TrainSets {
-    /// The training set of the dataset folder `dataset` (blocking).
-    pub fn get(&self, dataset: &Path) -> Result<Arc<TrainSet>, DaemonError> {
-        let stamp = stamps(dataset);
-        if let Ok(sets) = self.sets.lock()
-            && let Some((seen, set)) = sets.get(dataset)
-            && *seen == stamp
-        {
-            return Ok(set.clone());
-        }
-        let set =
-            read_train(dataset).map_err(|e| DaemonError::Invalid(format!("dataset {}: {e}", dataset.display())))?;
-        let set = Arc::new(set);
-        if let Ok(mut sets) = self.sets.lock() {
-            if sets.len() >= KEPT_SETS && !sets.contains_key(dataset) {
-                sets.clear();
-            }
-            sets.insert(dataset.to_path_buf(), (stamp, set.clone()));
-        }
-        Ok(set)
-    }
-}
 
 /// A package's accuracy (a package is one art style).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,15 +185,11 @@ struct Loaded {
     session: SessionId,
     epoch: u32,
     source: &'static str,
-    set: Arc<TrainSet>,
-    /// The sample index of each row.
-    rows: Vec<usize>,
-    probs: Probs,
+    facts: Arc<DatasetFacts>,
+    /// Its session's validation split: the training sticker of each row.
+    split: Arc<ValidSplit>,
+    probs: F16Matrix,
     outcomes: Outcomes,
-}
-
-fn key(sample: &Sample) -> String {
-    format!("{}/{}", sample.package_id, sample.sticker_id)
 }
 
 fn invalid(e: impl std::fmt::Display) -> DaemonError {
@@ -245,8 +197,8 @@ fn invalid(e: impl std::fmt::Display) -> DaemonError {
 }
 
 /// Every tag of `tag.tsv`, by id.
-fn tag_texts(set: &TrainSet) -> BTreeMap<u16, TagText> {
-    set.tags.iter().map(|t| (t.id, TagText::new(t.id, &t.name, &t.keywords, &t.languages))).collect()
+fn tag_texts(facts: &Facts) -> BTreeMap<u16, TagText> {
+    facts.summary().tags.iter().map(|t| (t.id, TagText::new(t.id, &t.name, &t.keywords, &t.languages))).collect()
 }
 
 /// The texts of `ids` (sorted, each once; a tag without a row is named by its id).
@@ -261,8 +213,8 @@ fn languages_of(all: &BTreeMap<u16, TagText>) -> Vec<String> {
     tags::languages(&all.values().cloned().collect::<Vec<_>>())
 }
 
-fn styles(set: &TrainSet) -> HashMap<&str, &layout::Package> {
-    set.packages.iter().map(|p| (p.package_id.as_str(), p)).collect()
+fn styles(facts: &Facts) -> HashMap<&str, &PackageFacts> {
+    facts.summary().packages.iter().map(|p| (p.id.as_str(), p)).collect()
 }
 
 /// A package or sticker id as it may appear in an image path: a plain file name.
@@ -282,11 +234,6 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Daemon {
-    /// The training set of a dataset folder, read once while its files are unchanged (blocking).
-    pub fn train_set(&self, dataset: &Path) -> Result<Arc<TrainSet>, DaemonError> {
-        self.train_sets.get(dataset)
-    }
-
     /// A kept checkpoint's validation predictions (`7`, `best`, `last`) with the labels of its session's split; `None`
     /// when it has none (saved before they were written, and never submitted).
     async fn predictions(&self, id: &SessionId, checkpoint: &str) -> Result<Option<Loaded>, DaemonError> {
@@ -294,34 +241,31 @@ impl Daemon {
         let resolved = row.resolved_spec()?;
         let reference: CheckpointRef = checkpoint.parse().map_err(|e: CheckpointError| invalid(e))?;
         let epoch = self.checkpoint_row(id, reference).await?.epoch.clamp(0, i64::from(u32::MAX)) as u32;
-        let (home, sets, id) = (self.home().clone(), self.train_sets.clone(), id.clone());
+        let facts = self.dataset_facts(&resolved.spec.dataset).await?;
+        let (home, id) = (self.home().clone(), id.clone());
         blocking(move || {
-            let set = sets.get(&resolved.dataset_path)?;
-            let split = split_by_package(&set, resolved.spec.valid_fraction, resolved.spec.seed);
-            let keys: Vec<String> = split.valid.iter().map(|&i| key(&set.samples[i])).collect();
-            let order = order_digest(keys.iter().map(String::as_str));
+            let split = facts.split(resolved.spec.valid_fraction, resolved.spec.seed);
             let session = SessionDir::new(home.session(&id));
-            let (probs, source) = match valid::read(&session, epoch, &order).map_err(invalid)? {
+            let (probs, source) = match valid::open(&session, epoch, &split.order).map_err(invalid)? {
                 Some(p) => (p, FROM_CHECKPOINT),
                 None => {
                     let cached = CacheKey { session: id.clone(), epoch, split: CacheSplit::Valid, tta: Tta::None };
-                    match probs::read(&home, &cached, &order).map_err(invalid)? {
+                    match probs::open(&home, &cached, &split.order).map_err(invalid)? {
                         Some(p) => (p, FROM_CACHE),
                         None => return Ok(None),
                     }
                 }
             };
-            if probs.rows() != split.valid.len() || probs.classes() != NUM_TAGS {
+            if probs.rows() != split.rows.len() || probs.classes() != NUM_TAGS {
                 return Err(invalid(format!(
                     "{id}:{epoch}: {} x {} validation probabilities for a split of {} stickers",
                     probs.rows(),
                     probs.classes(),
-                    split.valid.len()
+                    split.rows.len()
                 )));
             }
-            let labels: Vec<u16> = split.valid.iter().map(|&i| set.samples[i].label()).collect();
-            let outcomes = Outcomes::from_probs(labels, &probs).map_err(invalid)?;
-            Ok(Some(Loaded { session: id, epoch, source, set, rows: split.valid, probs, outcomes }))
+            let outcomes = Outcomes::from_probs(split.labels.clone(), &probs).map_err(invalid)?;
+            Ok(Some(Loaded { session: id, epoch, source, facts, split, probs, outcomes }))
         })
         .await
     }
@@ -335,11 +279,12 @@ impl Daemon {
     ) -> Result<Option<CheckpointAnalysis>, DaemonError> {
         let Some(l) = self.predictions(id, checkpoint).await? else { return Ok(None) };
         blocking(move || {
-            let all = tag_texts(&l.set);
+            let all = tag_texts(&l.facts.facts);
             let classes = l.outcomes.per_class();
             let confusions = l.outcomes.confusions(CONFUSIONS);
-            let groups: Vec<&str> = l.rows.iter().map(|&i| l.set.samples[i].package_id.as_str()).collect();
-            let styles = styles(&l.set);
+            let groups: Vec<&str> =
+                l.split.rows.iter().map(|&i| l.facts.facts.package(i as usize).id.as_str()).collect();
+            let styles = styles(&l.facts.facts);
             let packages = l
                 .outcomes
                 .per_group(&groups)
@@ -391,20 +336,21 @@ impl Daemon {
         }
         let Some(l) = self.predictions(id, checkpoint).await? else { return Ok(None) };
         blocking(move || {
-            let all = tag_texts(&l.set);
+            let all = tag_texts(&l.facts.facts);
             let chosen = l.outcomes.select(selection);
+            let mut row = vec![0f32; l.probs.classes()];
             let items: Vec<GalleryItem> = chosen
                 .iter()
                 .take(limit)
                 .map(|&r| {
-                    let sample = &l.set.samples[l.rows[r]];
+                    let sample = l.split.rows[r] as usize;
                     GalleryItem {
-                        package: sample.package_id.clone(),
-                        sticker: sample.sticker_id.clone(),
+                        package: l.facts.facts.package(sample).id.clone(),
+                        sticker: l.facts.facts.sticker(sample).to_string(),
                         truth: l.outcomes.labels()[r],
                         predicted: l.outcomes.predicted()[r],
                         correct: l.outcomes.is_right(r),
-                        top: analysis::top_k(l.probs.row(r), TOP_K),
+                        top: analysis::top_k(l.probs.read(r, &mut row), TOP_K),
                     }
                 })
                 .collect();
@@ -444,8 +390,8 @@ impl Daemon {
         let (Some(la), Some(lb)) = (la, lb) else { return Err(invalid("two checkpoints to compare")) };
         blocking(move || {
             let rows = analysis::class_delta(&la.outcomes, &lb.outcomes);
-            let mut all = tag_texts(&lb.set);
-            all.extend(tag_texts(&la.set));
+            let mut all = tag_texts(&lb.facts.facts);
+            all.extend(tag_texts(&la.facts.facts));
             Ok(ClassComparison {
                 a: format!("{}:{}", la.session, la.epoch),
                 b: format!("{}:{}", lb.session, lb.epoch),
@@ -472,40 +418,36 @@ impl Daemon {
 
     /// Images per class and per package of a registered dataset's training split, with the tags' keywords.
     pub async fn dataset_overview(&self, name: &str) -> Result<DatasetOverview, DaemonError> {
-        let path = self.registered(name).await?;
-        let (sets, name) = (self.train_sets.clone(), name.to_string());
+        self.registered(name).await?;
+        let (facts, name) = (self.dataset_facts(name).await?, name.to_string());
         blocking(move || {
-            let set = sets.get(&path)?;
-            let all = tag_texts(&set);
-            let mut by_class: BTreeMap<u16, (usize, Vec<&str>, Option<&Sample>)> = BTreeMap::new();
-            let mut by_package: BTreeMap<&str, (usize, Vec<u16>)> = BTreeMap::new();
-            for s in &set.samples {
-                let c = by_class.entry(s.label()).or_default();
+            let facts = &facts.facts;
+            let all = tag_texts(facts);
+            let packages_of = &facts.summary().packages;
+            // per class: images, its packages (indices), its first sticker; per package: images, its classes
+            let mut by_class: BTreeMap<u16, (usize, Vec<u32>, usize)> = BTreeMap::new();
+            let mut by_package: Vec<(usize, Vec<u16>)> = vec![(0, Vec::new()); packages_of.len()];
+            for i in 0..facts.len() {
+                let (label, package) = (facts.label(i), facts.package_index(i));
+                let c = by_class.entry(label).or_insert((0, Vec::new(), i));
                 c.0 += 1;
-                c.1.push(&s.package_id);
-                c.2.get_or_insert(s);
-                let p = by_package.entry(&s.package_id).or_default();
+                c.1.push(package);
+                let p = &mut by_package[package as usize];
                 p.0 += 1;
-                p.1.push(s.label());
+                p.1.push(label);
             }
-            let styles = styles(&set);
-            let packages = by_package
-                .into_iter()
-                .map(|(package, (images, mut classes))| {
+            let packages = packages_of
+                .iter()
+                .zip(by_package)
+                .filter(|(_, (images, _))| *images > 0)
+                .map(|(meta, (images, mut classes))| {
                     classes.sort_unstable();
                     classes.dedup();
-                    let meta = styles.get(package);
                     DatasetPackage {
-                        package: package.to_string(),
-                        style: meta.map(|m| m.style.clone()).unwrap_or_default(),
-                        family: meta.map(|m| m.family.clone()).unwrap_or_default(),
-                        split: meta.and_then(|m| m.split).map(|s| {
-                            match s {
-                                SplitName::Train => "train",
-                                SplitName::Valid => "valid",
-                            }
-                            .to_string()
-                        }),
+                        package: meta.id.clone(),
+                        style: meta.style.clone(),
+                        family: meta.family.clone(),
+                        split: meta.split.clone(),
                         images,
                         classes: classes.len(),
                     }
@@ -513,21 +455,23 @@ impl Daemon {
                 .collect();
             let classes: Vec<DatasetClass> = by_class
                 .into_iter()
-                .map(|(id, (images, mut packages, sample))| {
+                .map(|(id, (images, mut packages, first))| {
                     packages.sort_unstable();
                     packages.dedup();
                     DatasetClass {
                         tag: all.get(&id).cloned().unwrap_or_else(|| TagText::unnamed(id)),
                         images,
                         packages: packages.len(),
-                        sample: sample
-                            .map(|s| Sticker { package: s.package_id.clone(), sticker: s.sticker_id.clone() }),
+                        sample: Some(Sticker {
+                            package: facts.package(first).id.clone(),
+                            sticker: facts.sticker(first).to_string(),
+                        }),
                     }
                 })
                 .collect();
             Ok(DatasetOverview {
                 name,
-                images: set.samples.len(),
+                images: facts.len(),
                 languages: languages_of(&all),
                 unused_tags: all.keys().filter(|id| !classes.iter().any(|c| c.tag.id == **id)).count(),
                 packages,
@@ -539,17 +483,17 @@ impl Daemon {
 
     /// One class of a registered dataset: its keywords and up to `per_package` stickers from each package.
     pub async fn dataset_tag(&self, name: &str, tag: u16, per_package: usize) -> Result<TagSamples, DaemonError> {
-        let path = self.registered(name).await?;
-        let (sets, name) = (self.train_sets.clone(), name.to_string());
+        self.registered(name).await?;
+        let (facts, name) = (self.dataset_facts(name).await?, name.to_string());
         blocking(move || {
-            let set = sets.get(&path)?;
-            let all = tag_texts(&set);
+            let facts = &facts.facts;
+            let all = tag_texts(facts);
             let mut packages: BTreeMap<&str, (usize, Vec<String>)> = BTreeMap::new();
-            for s in set.samples.iter().filter(|s| s.label() == tag) {
-                let p = packages.entry(&s.package_id).or_default();
+            for i in (0..facts.len()).filter(|&i| facts.label(i) == tag) {
+                let p = packages.entry(&facts.package(i).id).or_default();
                 p.0 += 1;
                 if p.1.len() < per_package {
-                    p.1.push(s.sticker_id.clone());
+                    p.1.push(facts.sticker(i).to_string());
                 }
             }
             let text = match all.get(&tag) {
@@ -557,7 +501,7 @@ impl Daemon {
                 None if !packages.is_empty() => TagText::unnamed(tag),
                 None => return Err(DaemonError::NotFound(format!("dataset {name} has no tag {tag}"))),
             };
-            let styles = styles(&set);
+            let styles = styles(facts);
             Ok(TagSamples {
                 images: packages.values().map(|p| p.0).sum(),
                 packages: packages

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use super::{Daemon, DaemonError};
 use crate::core::session::validate_name;
-use crate::data::layout::{self, TEST_LABELS_CSV};
+use crate::data::facts::{self, Facts};
+use crate::data::layout::TEST_LABELS_CSV;
 use crate::home::Home;
 use crate::store::DatasetRow;
 
-/// Reads the dataset folder `name` under the home (blocking: it lists every image) and returns its row. Test labels
-/// left in it move to the label store.
+/// Reads the dataset folder `name` under the home (blocking: it lists every image), writes its facts
+/// (`$RUSH_HOME/facts/<name>.facts`) and returns its row. Test labels left in it move to the label store.
 pub fn inspect(home: &Home, name: &str) -> Result<DatasetRow, DaemonError> {
     validate_name(name).map_err(|e| DaemonError::Invalid(e.to_string()))?;
     let root = home.dataset(name);
@@ -24,19 +25,20 @@ pub fn inspect(home: &Home, name: &str) -> Result<DatasetRow, DaemonError> {
     // Messages go to clients: the home's own path is shown as `$RUSH_HOME`.
     let home_path = home.root().display().to_string();
     let bad =
-        |e: layout::DataError| DaemonError::Invalid(format!("dataset {name}: {e}").replace(&home_path, "$RUSH_HOME"));
-    let train = layout::read_train(&root).map_err(bad)?;
-    let mut classes: Vec<u16> = train.samples.iter().map(|s| s.label()).collect();
-    classes.sort_unstable();
-    classes.dedup();
-    let test_images =
-        if layout::test_dir(&root).is_dir() { layout::read_test(&root).map_err(bad)?.samples.len() } else { 0 };
+        |e: facts::FactsError| DaemonError::Invalid(format!("dataset {name}: {e}").replace(&home_path, "$RUSH_HOME"));
+    // the facts (`data::facts`) are what the daemon reads of the dataset from now on: no request reads its files again
+    let bytes = facts::compute(&root).map_err(bad);
+    super::facts::trim();
+    let path = home.facts(name);
+    Facts::write(&path, &bytes?).map_err(bad)?;
+    let summary = Facts::open(&path).map_err(bad)?.summary().clone();
+    super::facts::trim();
     Ok(DatasetRow {
         name: name.to_string(),
         path: root.display().to_string(),
-        train_images: train.samples.len() as i64,
-        classes: classes.len() as i64,
-        test_images: test_images as i64,
+        train_images: summary.train_images as i64,
+        classes: summary.classes as i64,
+        test_images: summary.test_images as i64,
         registered_at: crate::store::now(),
     })
 }

@@ -6,25 +6,33 @@
 //! not, and only the chosen members' test inference runs when the ensemble is submitted. Asked for flip, a checkpoint
 //! never submitted with flip competes with its probabilities without flip (the answer counts them).
 //!
-//! Validation labels come from the training CSV (they are not hidden): a session's validation split is recomputed
-//! from its spec (`valid_fraction`, `seed`) and matched to cache entries by the order digest, so members are only ever
-//! compared on the same samples in the same order. When sessions used different splits, `auto` works within the split
-//! that has the most cached checkpoints.
+//! Validation labels come from the dataset's facts ([`super::facts`], computed from the training CSV when the dataset
+//! was registered; they are not hidden): a session's validation split is computed from its spec (`valid_fraction`,
+//! `seed`) and matched to cache entries by the order digest, so members are only ever compared on the same samples in
+//! the same order. When sessions used different splits, `auto` works within the split that has the most cached
+//! checkpoints. No request reads the training CSV or lists the images.
+//!
+//! Members are mapped float16 files ([`F16Matrix`]), read a block of rows at a time by the mix and handed back span by
+//! span, so memory does not grow with the members; the validation accuracy of each member alone is computed once per
+//! version of its file ([`DatasetFacts::accuracy`]).
 //!
 //! Selection's own accuracy is measured on the samples it was chosen on, so `auto` also cross-fits it: the validation
-//! stickers fall into two fixed folds ([`selection_fold`]), selection runs on each fold and is scored on the other, and
-//! the result is the gain to expect on stickers selection never saw.
+//! stickers fall into two fixed folds (`data::split::selection_fold`), selection runs on each fold and is scored on the
+//! other, and the result is the gain to expect on stickers selection never saw.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::facts::DatasetFacts;
 use super::{Daemon, DaemonError};
-use crate::core::ensemble::{GreedyOptions, Mix, Probs, Stop, cross_fit, greedy_select};
+use crate::core::ensemble::{GreedyOptions, Mix, Stop, cross_fit, greedy_select};
 use crate::core::session::SessionId;
-use crate::data::split::{selection_fold, split_by_package};
+use crate::data::facts::ValidSplit;
 use crate::home::{Home, SessionDir};
 use crate::submit::Tta;
+use crate::submit::npy::F16Matrix;
 use crate::submit::probs::{self, CacheKey, CacheMeta, CacheSplit};
 use crate::submit::valid::{self, ValidRecord};
 
@@ -104,17 +112,8 @@ pub struct HeldOut {
     pub gain: f64,
 }
 
-/// Folds for cross-fitting selection.
-const SELECTION_FOLDS: u8 = 2;
-
-/// A validation split's labels and each sticker's selection fold, in the split's order.
-struct ValidLabels {
-    labels: Vec<u16>,
-    folds: Vec<u8>,
-}
-
-/// Validation labels by order digest, for the splits the dataset's sessions use.
-type Splits = HashMap<String, ValidLabels>;
+/// The validation splits the dataset's sessions use (labels and selection folds), by order digest.
+type Splits = HashMap<String, Arc<ValidSplit>>;
 
 /// Where a candidate's validation probabilities are read from.
 #[derive(Debug, Clone)]
@@ -152,12 +151,12 @@ impl Candidate {
         Candidate { session, epoch, tta: Tta::None, order: record.order, source: Source::Checkpoint(dir) }
     }
 
-    fn load(&self, home: &Home) -> Result<Probs, DaemonError> {
+    fn load(&self, home: &Home) -> Result<F16Matrix, DaemonError> {
         let gone =
             || DaemonError::NotFound(format!("{}:{}: its validation probabilities vanished", self.session, self.epoch));
         match &self.source {
             Source::Cache(meta) => read_valid(home, meta),
-            Source::Checkpoint(dir) => valid::read(dir, self.epoch, &self.order).map_err(invalid)?.ok_or_else(gone),
+            Source::Checkpoint(dir) => valid::open(dir, self.epoch, &self.order).map_err(invalid)?.ok_or_else(gone),
         }
     }
 }
@@ -171,8 +170,9 @@ fn checkpoint_candidate(home: &Home, session: &SessionId, epoch: u32) -> Result<
 }
 
 impl Daemon {
-    /// Validation labels of every distinct split among the dataset's sessions, keyed by order digest.
-    async fn validation_splits(&self, dataset: &str) -> Result<Splits, DaemonError> {
+    /// The dataset's facts, and the validation split of every distinct (`valid_fraction`, `seed`) among its
+    /// sessions, keyed by order digest.
+    async fn validation_splits(&self, dataset: &str) -> Result<(Arc<DatasetFacts>, Splits), DaemonError> {
         let mut wanted: Vec<(u64, u64)> = Vec::new(); // (valid_fraction bits, seed)
         let filter = crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()) };
         for row in self.store.sessions(&filter).await? {
@@ -183,39 +183,28 @@ impl Daemon {
                 }
             }
         }
-        let (path, sets) = (self.home().dataset(dataset), self.train_sets.clone());
-        tokio::task::spawn_blocking(move || -> Result<Splits, DaemonError> {
-            let set = sets.get(&path)?;
+        let facts = self.dataset_facts(dataset).await?;
+        let held = facts.clone();
+        blocking(move || {
             let mut splits = Splits::new();
             for (fraction, seed) in wanted {
-                let split = split_by_package(&set, f64::from_bits(fraction), seed);
-                let keys: Vec<String> = split
-                    .valid
-                    .iter()
-                    .map(|&i| format!("{}/{}", set.samples[i].package_id, set.samples[i].sticker_id))
-                    .collect();
-                let labels: Vec<u16> = split.valid.iter().map(|&i| set.samples[i].label()).collect();
-                let folds = split
-                    .valid
-                    .iter()
-                    .map(|&i| selection_fold(&set.samples[i].package_id, &set.samples[i].sticker_id, SELECTION_FOLDS))
-                    .collect();
-                splits.insert(probs::order_digest(keys.iter().map(String::as_str)), ValidLabels { labels, folds });
+                let split = held.split(f64::from_bits(fraction), seed);
+                splits.insert(split.order.clone(), split);
             }
             Ok(splits)
         })
         .await
-        .map_err(|e| DaemonError::Invalid(format!("reading validation labels crashed: {e}")))?
+        .map(|splits| (facts, splits))
     }
 
     /// Every cached checkpoint of a dataset with its validation accuracy.
     pub async fn cached_checkpoints(&self, dataset: &str) -> Result<Vec<CachedCheckpoint>, DaemonError> {
         let (home, name) = (self.home().clone(), dataset.to_string());
         if blocking(move || valid_entries(&home, &name)).await?.is_empty() {
-            // nothing cached: no need to read the training set for labels
+            // nothing cached: no need for the dataset's facts
             return Ok(Vec::new());
         }
-        let splits = self.validation_splits(dataset).await?;
+        let (facts, splits) = self.validation_splits(dataset).await?;
         let home = self.home().clone();
         let dataset = dataset.to_string();
         blocking(move || {
@@ -223,7 +212,7 @@ impl Daemon {
             let mut out = Vec::with_capacity(metas.len());
             for meta in metas {
                 let val_acc = match splits.get(&meta.order) {
-                    Some(valid) => read_valid(&home, &meta)?.accuracy(&valid.labels).ok(),
+                    Some(split) => facts.accuracy(&read_valid(&home, &meta)?, split).ok(),
                     None => None,
                 };
                 out.push(CachedCheckpoint {
@@ -259,7 +248,7 @@ impl Daemon {
                 return Err(DaemonError::NotFound(format!("unknown session {}", m.session)));
             }
         }
-        let splits = self.validation_splits(dataset).await?;
+        let (facts, splits) = self.validation_splits(dataset).await?;
         let home = self.home().clone();
         let members = members.to_vec();
         blocking(move || {
@@ -290,17 +279,15 @@ impl Daemon {
                 loaded.push(candidate.load(&home)?);
             }
             let order = order.unwrap_or_default();
-            let labels = &splits
-                .get(&order)
-                .ok_or_else(|| {
-                    DaemonError::Invalid("the members' validation split matches no session's spec any more".into())
-                })?
-                .labels;
-            let refs: Vec<&Probs> = loaded.iter().collect();
+            let split = splits.get(&order).ok_or_else(|| {
+                DaemonError::Invalid("the members' validation split matches no session's spec any more".into())
+            })?;
+            let refs: Vec<&F16Matrix> = loaded.iter().collect();
             let weights: Vec<f64> = members.iter().map(|m| m.weight).collect();
-            let val_acc = Mix::new(&refs, &weights).and_then(|mix| mix.accuracy(labels)).map_err(invalid)?;
-            let singles = loaded.iter().map(|p| p.accuracy(labels).map_err(invalid)).collect::<Result<_, _>>()?;
-            Ok(MixEval { val_acc, rows: labels.len(), singles })
+            let val_acc =
+                Mix::weighted(&refs, &weights).and_then(|mix| mix.accuracy(&split.labels)).map_err(invalid)?;
+            let singles = loaded.iter().map(|p| facts.accuracy(p, split).map_err(invalid)).collect::<Result<_, _>>()?;
+            Ok(MixEval { val_acc, rows: split.labels.len(), singles })
         })
         .await
     }
@@ -325,7 +312,7 @@ impl Daemon {
         max_members: usize,
         tta: Tta,
     ) -> Result<AutoEnsemble, DaemonError> {
-        let splits = self.validation_splits(dataset).await?;
+        let (facts, splits) = self.validation_splits(dataset).await?;
         let kept = self.kept_checkpoints(dataset).await?;
         let home = self.home().clone();
         let dataset = dataset.to_string();
@@ -356,9 +343,10 @@ impl Daemon {
                     if tta == Tta::Flip { " (with flip when submitted with --tta flip)" } else { "" }
                 )));
             };
-            let ValidLabels { labels, folds } = &splits[&order];
-            let loaded: Vec<Probs> = metas.iter().map(|c| c.load(&home)).collect::<Result<_, _>>()?;
-            let refs: Vec<&Probs> = loaded.iter().collect();
+            let split = &splits[&order];
+            let (labels, folds) = (&split.labels, &split.folds);
+            let loaded: Vec<F16Matrix> = metas.iter().map(|c| c.load(&home)).collect::<Result<_, _>>()?;
+            let refs: Vec<&F16Matrix> = loaded.iter().collect();
             let options = GreedyOptions { max_members: max_members.max(1), init_best: 0, stop: Stop::BestSoFar };
             let selection = greedy_select(&refs, labels, options).map_err(invalid)?;
             // a split too small for two non-empty folds gets no held-out estimate
@@ -378,7 +366,7 @@ impl Daemon {
                         epoch: metas[m.candidate].epoch,
                         count: m.count,
                         weight: m.weight,
-                        val_acc: loaded[m.candidate].accuracy(labels).map_err(invalid)?,
+                        val_acc: facts.accuracy(&loaded[m.candidate], split).map_err(invalid)?,
                     })
                 })
                 .collect::<Result<_, DaemonError>>()?;
@@ -410,8 +398,8 @@ fn valid_entries(home: &Home, dataset: &str) -> Result<Vec<CacheMeta>, DaemonErr
     Ok(probs::list(home, dataset).map_err(invalid)?.into_iter().filter(|m| m.split == CacheSplit::Valid).collect())
 }
 
-fn read_valid(home: &Home, meta: &CacheMeta) -> Result<Probs, DaemonError> {
-    probs::read(home, &meta.key(), &meta.order)
+fn read_valid(home: &Home, meta: &CacheMeta) -> Result<F16Matrix, DaemonError> {
+    probs::open(home, &meta.key(), &meta.order)
         .map_err(invalid)?
         .ok_or_else(|| DaemonError::NotFound(format!("{}:{}: the cache entry vanished", meta.session, meta.epoch)))
 }

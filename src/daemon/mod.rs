@@ -24,7 +24,8 @@
 //!   it waits the scheduler starts no session), runs `rush infer` children for uncached members, mixes, writes the
 //!   `.npy` and has the scorer score it; a panic fails that submission and the loop goes on. [`ensembles`] answers the
 //!   builder and `ensemble auto` from the cache and the checkpoints' validation predictions; [`board`] is the board as
-//!   everyone may see it; [`analysis`] reads what the views of a checkpoint's mistakes and of a dataset show.
+//!   everyone may see it; [`analysis`] reads what the views of a checkpoint's mistakes and of a dataset show. All of
+//!   them know a dataset by its [`facts`], computed when it is registered, never by reading its files per request.
 //! - **Metric writer** (one task): commits metric rows in one transaction per batch; steps never wait on it.
 //! - **HTTP** (the web layer, wired in by `serve`, the composition root): reads the store; mutations (stop, rm, fork,
 //!   model rm, dataset register, submit) call methods of [`Daemon`], so the daemon stays the database's only writer.
@@ -63,6 +64,7 @@ pub mod config;
 pub mod datasets;
 pub mod ensembles;
 pub mod executor;
+pub mod facts;
 pub mod intake;
 pub mod launcher;
 pub mod live;
@@ -181,8 +183,8 @@ pub struct Daemon {
     /// Wakes the submission worker (a submission was queued or a slot freed).
     submission_wake: Arc<Notify>,
     runners: TaskTracker,
-    /// Training sets read for the analysis views and the ensembles.
-    train_sets: Arc<analysis::TrainSets>,
+    /// The registered datasets' facts, for the analysis views, the ensembles and the submissions.
+    facts: Arc<facts::FactsRegistry>,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -216,7 +218,7 @@ impl Daemon {
             wake,
             submission_wake,
             runners: TaskTracker::new(),
-            train_sets: Arc::default(),
+            facts: Arc::default(),
             #[cfg(test)]
             fail_ticks: Default::default(),
             #[cfg(test)]
@@ -440,6 +442,15 @@ impl Daemon {
         ids.into_iter().next().ok_or_else(|| DaemonError::Conflict("nothing was queued".into()))
     }
 
+    /// The facts of the registered dataset `name` (`data::facts`), read once (computed at registration, or at this
+    /// first use when the dataset was registered before they existed or its files changed since).
+    pub async fn dataset_facts(&self, name: &str) -> Result<Arc<facts::DatasetFacts>, DaemonError> {
+        let (registry, home, name) = (self.facts.clone(), self.home().clone(), name.to_string());
+        tokio::task::spawn_blocking(move || registry.get(&home, &name))
+            .await
+            .map_err(|e| DaemonError::Invalid(format!("reading a dataset's facts crashed: {e}")))?
+    }
+
     /// Registers the dataset folder `$RUSH_HOME/datasets/<name>` (after `rush dataset push` put it there).
     pub async fn register_dataset(&self, name: &str) -> Result<DatasetRow, DaemonError> {
         let home = self.home().clone();
@@ -447,6 +458,8 @@ impl Daemon {
         let row = tokio::task::spawn_blocking(move || datasets::inspect(&home, &owned))
             .await
             .map_err(|e| DaemonError::Invalid(format!("dataset inspection crashed: {e}")))??;
+        // inspection wrote the facts anew
+        self.facts.forget(name);
         self.store.upsert_dataset(&row).await?;
         // Specs dropped before their dataset existed were refused; read the ones still on disk again.
         for path in self.store.forget_rejections(&unregistered(name), |p| std::path::Path::new(p).is_file()).await? {

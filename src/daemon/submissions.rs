@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,17 +23,18 @@ use super::executor::{Inference, InferenceEnd, OnStart};
 use super::slots::Lease;
 use super::{Daemon, DaemonError, Task};
 use crate::core::checkpoint::CheckpointRef;
-use crate::core::ensemble::{Mix, Probs};
+use crate::core::ensemble::{Mix, ProbRows, Probs};
 use crate::core::queue::SlotKind;
 use crate::core::score::{self, DailyLimit};
 use crate::core::session::SessionId;
-use crate::data::layout::read_test;
+use crate::data::facts::Facts;
 use crate::home::Home;
 use crate::store::{NewSubmission, ScoredSubmission, StoredMember, SubmissionRow};
+use crate::submit::npy::{self, F16Matrix};
 use crate::submit::probs::{self, CacheKey, CacheSplit};
 use crate::submit::report::{InferReport, read_report};
 use crate::submit::scorer::{self, Scored};
-use crate::submit::{NO_SLOT, Submission, Tta, npy};
+use crate::submit::{NO_SLOT, Submission, Tta};
 
 /// How often a waiting submission looks for a free slot, and the worker for queued submissions.
 const POLL: Duration = Duration::from_millis(250);
@@ -174,10 +175,12 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     {
         panic!("a failure point in the submission worker");
     }
-    // Read once: it decides whether the members are cached, then orders the run.
-    let (dataset, name, percent) =
-        (daemon.home().dataset(&row.dataset), row.dataset.clone(), daemon.config.public_percent);
-    let order = blocking(move || test_order(&dataset, &name, percent)).await.and_then(|order| order);
+    // Read once, from the dataset's facts: it decides whether the members are cached, then orders the run.
+    let (name, percent) = (row.dataset.clone(), daemon.config.public_percent);
+    let order = match daemon.dataset_facts(&row.dataset).await {
+        Ok(facts) => blocking(move || test_order(&facts.facts, &name, percent)).await.and_then(|order| order),
+        Err(e) => Err(format!("reading the test split: {e}")),
+    };
     let mut leased: Option<Lease> = None;
     if !matches!(&order, Ok(order) if all_cached(daemon, &row, order).await) {
         let Some(lease) = lease(daemon, id).await else { return };
@@ -289,15 +292,16 @@ struct TestOrder {
     dry_digest: String,
 }
 
-fn test_order(dataset: &Path, name: &str, public_percent: u8) -> Result<TestOrder, String> {
-    let test = read_test(dataset).map_err(|e| format!("reading the test split: {e}"))?;
-    let keys: Vec<String> = test.samples.iter().map(|s| format!("{}/{}", s.package_id, s.sticker_id)).collect();
-    let split = score::BoardSplit::new(name, keys.len(), public_percent).map_err(|e| e.to_string())?;
+fn test_order(facts: &Facts, name: &str, public_percent: u8) -> Result<TestOrder, String> {
+    let summary = facts.summary();
+    if summary.test_order.is_empty() {
+        return Err(format!("reading the test split: dataset {name} has no test split (test/test_data)"));
+    }
+    let split = score::BoardSplit::new(name, summary.test_images, public_percent).map_err(|e| e.to_string())?;
     let dry_rows = score::dry_run_indices(&split);
-    let dry: Vec<&str> = dry_rows.iter().map(|&i| keys[i].as_str()).collect();
     Ok(TestOrder {
-        digest: probs::order_digest(keys.iter().map(String::as_str)),
-        dry_digest: probs::order_digest(dry),
+        digest: summary.test_order.clone(),
+        dry_digest: probs::order_digest(dry_rows.iter().map(|&i| facts.test_key(i))),
         dry_rows,
     })
 }
@@ -323,7 +327,7 @@ async fn execute(
         *weights.entry((session, m.epoch)).or_default() += m.weight;
     }
     let infer_started = Instant::now();
-    let mut members: Vec<Probs> = Vec::with_capacity(weights.len());
+    let mut members: Vec<Member> = Vec::with_capacity(weights.len());
     for (k, (session, epoch)) in weights.keys().enumerate() {
         let job = MemberJob { daemon, row, slot, tta, session, epoch: *epoch, out: dir.join(format!("infer-{k}")) };
         members.push(job.probs(order).await?);
@@ -336,8 +340,10 @@ async fn execute(
     let (dataset, dry_run, percent, path) =
         (row.dataset.clone(), row.dry_run, daemon.config.public_percent, predictions_path.clone());
     let scored = blocking(move || -> Result<Scored, String> {
-        let refs: Vec<&Probs> = members.iter().collect();
-        let predictions = Mix::new(&refs, &weights).map_err(|e| e.to_string())?.predict();
+        let refs: Vec<&dyn ProbRows> = members.iter().map(Member::rows).collect();
+        // a block of rows at a time from each member's mapped file: no member is ever copied whole
+        let predictions = Mix::weighted(&refs, &weights).map_err(|e| e.to_string())?.predict();
+        drop(members);
         npy::write_i64(&path, &predictions).map_err(|e| e.to_string())?;
         scorer::score_file(&home, &dataset, &path, dry_run, percent).map_err(|e| e.to_string())
     })
@@ -374,27 +380,25 @@ impl MemberJob<'_> {
         CacheKey { session: self.session.clone(), epoch: self.epoch, split, tta: self.tta }
     }
 
-    async fn probs(&self, order: &TestOrder) -> Result<Probs, JobEnd> {
+    async fn probs(&self, order: &TestOrder) -> Result<Member, JobEnd> {
         let home = self.daemon.home().clone();
         let (test_key, valid_key) = (self.key(CacheSplit::Test), self.key(CacheSplit::Valid));
         let cached = {
             let (home, key, digest) = (home.clone(), test_key.clone(), order.digest.clone());
             let valid = valid_key.clone();
-            blocking(move || -> Option<Probs> {
+            blocking(move || -> Option<F16Matrix> {
                 // a stale or damaged entry is computed again
                 let has_valid = matches!(probs::meta(&home, &valid), Ok(Some(_)));
-                probs::read(&home, &key, &digest).ok().flatten().filter(|_| has_valid)
+                probs::open(&home, &key, &digest).ok().flatten().filter(|_| has_valid)
             })
             .await?
         };
         if let Some(p) = cached {
             if !self.row.dry_run {
-                return Ok(p);
+                return Ok(Member::Mapped(p));
             }
-            let rows = &order.dry_rows;
-            let classes = p.classes();
-            let data: Vec<f32> = rows.iter().flat_map(|&r| p.row(r).iter().copied()).collect();
-            return Ok(Probs::new(rows.len(), classes, data)?);
+            let rows = order.dry_rows.clone();
+            return Ok(Member::InMemory(blocking(move || Probs::select(&p, &rows)).await??));
         }
         let report = self.infer().await?;
         let expected = if self.row.dry_run { &order.dry_digest } else { &order.digest };
@@ -406,21 +410,19 @@ impl MemberJob<'_> {
         }
         let out = self.out.clone();
         let dry_run = self.row.dry_run;
-        let test = blocking(move || -> Result<Probs, String> {
-            let read = |name: &str| -> Result<Probs, String> {
-                let (rows, classes, values) = npy::read_f16_matrix(&out.join(name)).map_err(|e| e.to_string())?;
-                Probs::new(rows, classes, values).map_err(|e| format!("{}: {e}", out.join(name).display()))
-            };
-            let test = read("test.npy")?;
-            if !dry_run {
-                // into the cache: validation first, so a test entry always has its validation beside it
-                let valid = read("valid.npy")?;
-                probs::write(&home, &valid_key, &report.valid_order, &valid).map_err(|e| e.to_string())?;
-                probs::write(&home, &test_key, &report.test_order, &test).map_err(|e| e.to_string())?;
-                let _ = std::fs::remove_file(out.join("valid.npy"));
-                let _ = std::fs::remove_file(out.join("test.npy"));
+        let test = blocking(move || -> Result<Member, String> {
+            if dry_run {
+                let test = F16Matrix::open(&out.join("test.npy")).map_err(|e| e.to_string())?;
+                return Probs::select(&test, &(0..test.rows()).collect::<Vec<_>>())
+                    .map(Member::InMemory)
+                    .map_err(|e| format!("{}: {e}", test.path().display()));
             }
-            Ok(test)
+            // moved into the cache as written, never read whole: validation first, so a test entry always has its
+            // validation beside it
+            probs::adopt(&home, &valid_key, &report.valid_order, &out.join("valid.npy")).map_err(|e| e.to_string())?;
+            probs::adopt(&home, &test_key, &report.test_order, &out.join("test.npy")).map_err(|e| e.to_string())?;
+            let test = probs::open(&home, &test_key, &report.test_order).map_err(|e| e.to_string())?;
+            test.map(Member::Mapped).ok_or_else(|| format!("{test_key:?}: the cache entry vanished"))
         })
         .await??;
         Ok(test)
@@ -460,6 +462,21 @@ impl MemberJob<'_> {
             Ok(()) => Ok(read_report(&self.out)?),
             Err(InferenceEnd::Interrupted) => Err(JobEnd::Interrupted),
             Err(InferenceEnd::Failed(reason)) => Err(JobEnd::Failed(reason)),
+        }
+    }
+}
+
+/// A member's test probabilities: its cached float16 file, mapped; or, for a dry run, its sample rows in memory.
+enum Member {
+    Mapped(F16Matrix),
+    InMemory(Probs),
+}
+
+impl Member {
+    fn rows(&self) -> &dyn ProbRows {
+        match self {
+            Member::Mapped(m) => m,
+            Member::InMemory(p) => p,
         }
     }
 }

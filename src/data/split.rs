@@ -21,13 +21,8 @@ pub struct Split {
 /// positive fraction each side gets at least one package, and a single package always trains. The result depends
 /// only on the package ids, the fraction and the seed (not on the order of the rows).
 pub fn split_by_package(set: &TrainSet, valid_fraction: f64, seed: u64) -> Split {
-    let named: HashSet<&str> =
-        set.packages.iter().filter(|p| p.split == Some(SplitName::Valid)).map(|p| p.package_id.as_str()).collect();
-    let valid_packages: HashSet<&str> = if !named.is_empty() {
-        named
-    } else {
-        choose_valid_packages(set.samples.iter().map(|s| s.package_id.as_str()), valid_fraction, seed)
-    };
+    let named = set.packages.iter().filter(|p| p.split == Some(SplitName::Valid)).map(|p| p.package_id.as_str());
+    let valid_packages = valid_packages(named, set.samples.iter().map(|s| s.package_id.as_str()), valid_fraction, seed);
     let mut split = Split { train: Vec::new(), valid: Vec::new() };
     for (i, sample) in set.samples.iter().enumerate() {
         if valid_packages.contains(sample.package_id.as_str()) {
@@ -37,6 +32,19 @@ pub fn split_by_package(set: &TrainSet, valid_fraction: f64, seed: u64) -> Split
         }
     }
     split
+}
+
+/// The validation packages of a split: the packages `packages.tsv` names `valid` (`named`) when it names any, else the
+/// seeded choice among the packages of the samples (`ids`, duplicates allowed; [`choose_valid_packages`]). What
+/// [`split_by_package`] puts on the validation side, and the dataset facts (`data::facts`) too.
+pub fn valid_packages<'a>(
+    named: impl IntoIterator<Item = &'a str>,
+    ids: impl IntoIterator<Item = &'a str>,
+    valid_fraction: f64,
+    seed: u64,
+) -> HashSet<&'a str> {
+    let named: HashSet<&str> = named.into_iter().collect();
+    if !named.is_empty() { named } else { choose_valid_packages(ids, valid_fraction, seed) }
 }
 
 /// The seeded choice of validation packages among `ids` (duplicates allowed): the packages ordered by a hash of

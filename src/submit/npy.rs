@@ -13,10 +13,15 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use crate::core::ensemble::ProbRows;
+
 const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Values converted per parallel task.
 const CHUNK: usize = 1 << 16;
+
+/// Bytes of a mapped matrix checked before its pages are handed back.
+const SPAN_BYTES: usize = 4 << 20;
 
 /// What was wrong with a `.npy` file; every variant names it.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,8 @@ pub enum NpyError {
     DataLength { path: PathBuf, shape: Vec<usize>, expected: usize, found: usize },
     #[error("{path}: value {value} at row {row}, column {column} cannot be stored as float16")]
     NotRepresentable { path: PathBuf, row: usize, column: usize, value: f32 },
+    #[error("{path}: the value at row {row}, column {column} is not finite")]
+    NotFinite { path: PathBuf, row: usize, column: usize },
 }
 
 /// Writes predictions as `<i8`, shape `(N,)`.
@@ -126,6 +133,203 @@ pub fn read_f16_matrix(path: &Path) -> Result<(usize, usize, Vec<f32>), NpyError
         },
     );
     Ok((rows, columns, out))
+}
+
+/// An `<f2` matrix of shape `(rows, columns)` mapped into memory and read a block of rows at a time
+/// ([`ProbRows`]): each block is converted to f32 as it is used, and the pages of rows already used are handed back
+/// ([`ProbRows::release`]), so a member of the AI RUSH test split (97 MB) costs a mix a few blocks of memory, not a
+/// 194 MB float32 copy. Files of this format are only ever replaced by a rename (`write_atomically`), never changed in
+/// place, so the mapping cannot shrink or change under the reader.
+pub struct F16Matrix {
+    path: PathBuf,
+    version: FileVersion,
+    map: memmap2::Mmap,
+    /// Where the data starts in the file.
+    start: usize,
+    rows: usize,
+    columns: usize,
+}
+
+impl std::fmt::Debug for F16Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "F16Matrix({}, {} x {})", self.path.display(), self.rows, self.columns)
+    }
+}
+
+impl F16Matrix {
+    /// Maps `path` and checks its header, its length and that every value is finite (a NaN would make every argmax
+    /// meaningless); the check reads the file once, handing its pages back as it goes.
+    pub fn open(path: &Path) -> Result<Self, NpyError> {
+        let matrix = Self::open_unchecked(path)?;
+        // a version of a file checked before (the builder asks for the same members on every weight change) is not
+        // read again: files of this format are replaced by a rename, never written in place
+        if !checked(matrix.version) {
+            matrix.check_finite()?;
+            remember_checked(matrix.version);
+        }
+        Ok(matrix)
+    }
+
+    /// Maps `path` and checks its header and length, not its values.
+    pub fn open_unchecked(path: &Path) -> Result<Self, NpyError> {
+        let io = |source| NpyError::Io { path: path.into(), source };
+        let file = fs::File::open(path).map_err(io)?;
+        let version = FileVersion::of(&file.metadata().map_err(io)?);
+        // SAFETY: see the type's documentation: the file is never truncated or written in place while it may be mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let (header, data) = parse(path, &map)?;
+        header.expect_dtype(path, "<f2")?;
+        let [rows, columns] = header.shape[..] else {
+            return Err(NpyError::WrongShape { path: path.into(), expected: "(rows, columns)", found: header.shape });
+        };
+        check_length(path, &header.shape, rows.checked_mul(columns).and_then(|n| n.checked_mul(2)), data.len())?;
+        let start = map.len() - data.len();
+        Ok(Self { path: path.to_path_buf(), version, map, start, rows, columns })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Which version of its file this is: a file replaced since (by a rename) is another version.
+    pub fn version(&self) -> FileVersion {
+        self.version
+    }
+
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
+    /// The raw little-endian float16 bytes of rows `first..end`.
+    fn bytes(&self, first: usize, end: usize) -> &[u8] {
+        &self.map[self.start + first * self.columns * 2..self.start + end * self.columns * 2]
+    }
+
+    /// Errors with the first value that is a NaN or an infinity.
+    pub fn check_finite(&self) -> Result<(), NpyError> {
+        // float16: exponent bits all ones
+        let bad = |b: &[u8]| b.chunks_exact(2).fold(false, |bad, h| bad | (h[1] & 0x7c == 0x7c));
+        let span = (SPAN_BYTES / (2 * self.columns.max(1))).max(1);
+        let mut first = 0;
+        while first < self.rows {
+            let end = (first + span).min(self.rows);
+            let bytes = self.bytes(first, end);
+            let found = bytes.par_chunks(2 * 4096).position_first(bad);
+            self.release_rows(first, end);
+            if let Some(chunk) = found {
+                let at = bytes[chunk * 2 * 4096..].chunks_exact(2).position(|h| h[1] & 0x7c == 0x7c).unwrap_or(0);
+                let i = first * self.columns + chunk * 4096 + at;
+                let (row, column) = (i / self.columns.max(1), i % self.columns.max(1));
+                return Err(NpyError::NotFinite { path: self.path.clone(), row, column });
+            }
+            first = end;
+        }
+        // and whatever the pages at the spans' edges (or the kernel's larger folios) left mapped
+        self.release_rows(0, self.rows);
+        Ok(())
+    }
+
+    /// The whole matrix as f32 (small matrices: a dry run's sample).
+    pub fn to_vec(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.columns];
+        if !out.is_empty() {
+            self.read(0, &mut out);
+        }
+        out
+    }
+
+    /// Hands back the pages that hold only rows `first..end`: they leave this process's resident memory and stay in
+    /// the page cache (a later read maps them again).
+    fn release_rows(&self, first: usize, end: usize) {
+        let page = page_size();
+        let from = (self.start + first * self.columns * 2).next_multiple_of(page);
+        let to = (self.start + end.min(self.rows) * self.columns * 2) / page * page;
+        if to > from {
+            // SAFETY: a read-only shared file mapping: dropped pages are read again from the (unchanged) file on the
+            // next access, so no reader ever sees other values.
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+        }
+    }
+}
+
+impl ProbRows for F16Matrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn classes(&self) -> usize {
+        self.columns
+    }
+
+    fn read<'s>(&'s self, first: usize, out: &'s mut [f32]) -> &'s [f32] {
+        let end = first + out.len() / self.columns.max(1);
+        let bytes = self.bytes(first, end);
+        match halves(bytes) {
+            Some(halves) => halves.convert_to_f32_slice(out),
+            None => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+        }
+        out
+    }
+
+    fn release(&self, first: usize, end: usize) {
+        self.release_rows(first, end);
+    }
+}
+
+/// A file as it was opened: its device, inode, length and modification time. Files that are only ever replaced by
+/// a rename, never written in place, keep their contents while these stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    device: u64,
+    inode: u64,
+    bytes: u64,
+    modified: (i64, i64),
+}
+
+impl FileVersion {
+    fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self { device: meta.dev(), inode: meta.ino(), bytes: meta.len(), modified: (meta.mtime(), meta.mtime_nsec()) }
+    }
+}
+
+/// `bytes` as float16 values in place, where the machine is little-endian and they are aligned.
+fn halves(bytes: &[u8]) -> Option<&[f16]> {
+    if cfg!(target_endian = "little") && (bytes.as_ptr() as usize) % std::mem::align_of::<f16>() == 0 {
+        // SAFETY: f16 is a plain 2-byte value (repr(transparent) over u16) with no invalid bit patterns; the pointer
+        // is aligned, the length is whole values, and on a little-endian machine the bytes are its representation.
+        Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f16>(), bytes.len() / 2) })
+    } else {
+        None
+    }
+}
+
+/// File versions whose values were all found finite, kept for the process (at most [`CHECKED_KEPT`]).
+static CHECKED: std::sync::Mutex<Option<std::collections::HashSet<FileVersion>>> = std::sync::Mutex::new(None);
+const CHECKED_KEPT: usize = 1 << 16;
+
+fn checked(version: FileVersion) -> bool {
+    CHECKED.lock().ok().and_then(|c| c.as_ref().map(|c| c.contains(&version))).unwrap_or(false)
+}
+
+fn remember_checked(version: FileVersion) {
+    if let Ok(mut c) = CHECKED.lock() {
+        let c = c.get_or_insert_with(Default::default);
+        if c.len() >= CHECKED_KEPT {
+            c.clear();
+        }
+        c.insert(version);
+    }
+}
+
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
 }
 
 /// The magic, version 1.0, and the header dict padded so the data starts at a multiple of 64 bytes.
@@ -318,6 +522,133 @@ mod tests {
         let too_big = write_f16_matrix(&path, 1, 2, &[0.5, 1e6]).unwrap_err();
         assert!(matches!(too_big, NpyError::NotRepresentable { row: 0, column: 1, .. }), "{too_big}");
         assert!(matches!(write_f16_matrix(&path, 2, 2, &[0.0; 3]), Err(NpyError::DataLength { .. })));
+    }
+
+    /// Values exact in float16 (multiples of 1/1024 below 2), varied per member.
+    fn exact_values(rows: usize, columns: usize, seed: usize) -> Vec<f32> {
+        (0..rows * columns).map(|i| ((i * 7919 + seed * 104_729) % 2048) as f32 / 1024.0).collect()
+    }
+
+    /// A mix of mapped float16 files, read a block of rows at a time and released span by span, equals the mix of the
+    /// same values as whole float32 matrices in memory: the same predictions, and the mean within float rounding (here
+    /// bit for bit), whatever the block size: odd sizes put block, span and page boundaries inside rows.
+    #[test]
+    fn a_chunked_mix_of_mapped_files_equals_the_whole_matrix_mix() {
+        use crate::core::ensemble::{Mix, Probs, accuracy_of, argmax_of};
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, columns) = (1_003, 37);
+        let mut whole = Vec::new();
+        let mut mapped = Vec::new();
+        for m in 0..3 {
+            let values = exact_values(rows, columns, m);
+            let path = dir.path().join(format!("m{m}.npy"));
+            write_f16_matrix(&path, rows, columns, &values).unwrap();
+            whole.push(Probs::new(rows, columns, values).unwrap());
+            mapped.push(F16Matrix::open(&path).unwrap());
+        }
+        let weights = [0.5, 1.25, 2.0];
+        let labels: Vec<u16> = (0..rows).map(|r| ((r * 5) % columns) as u16).collect();
+        let in_memory = Mix::new(&whole.iter().collect::<Vec<_>>(), &weights).unwrap();
+        let (mean, predicted) = (in_memory.mean(), in_memory.predict());
+        let accuracy = in_memory.accuracy(&labels).unwrap();
+        assert!(predicted.iter().any(|&p| p != predicted[0]), "the predictions vary");
+        let refs: Vec<&F16Matrix> = mapped.iter().collect();
+        for block in [1, 7, 64, 333, 5_000] {
+            let mix = Mix::weighted(&refs, &weights).unwrap().in_blocks_of(block);
+            assert_eq!(mix.predict(), predicted, "blocks of {block}");
+            let chunked = mix.mean();
+            let worst = chunked.as_slice().iter().zip(mean.as_slice()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "blocks of {block}: the means differ by {worst}");
+            assert_eq!(mix.accuracy(&labels).unwrap(), accuracy);
+        }
+        // members of both kinds in one mix
+        let mixed: Vec<&dyn ProbRows> = vec![&mapped[0], &whole[1], &mapped[2]];
+        assert_eq!(Mix::weighted(&mixed, &weights).unwrap().in_blocks_of(13).predict(), predicted);
+        // one member alone, and rows picked out of a mapped file
+        assert_eq!(argmax_of(&mapped[1]), whole[1].argmax());
+        assert_eq!(accuracy_of(&mapped[1], &labels).unwrap(), whole[1].accuracy(&labels).unwrap());
+        let picked = Probs::select(&mapped[2], &[1_002, 0, 500]).unwrap();
+        assert_eq!(picked.row(0), whole[2].row(1_002));
+        assert_eq!(picked.row(2), whole[2].row(500));
+        assert!(Probs::select(&mapped[2], &[1_003]).is_err());
+        assert_eq!(mapped[0].to_vec(), whole[0].as_slice());
+    }
+
+    #[test]
+    fn a_mapped_matrix_with_a_value_that_is_not_finite_is_refused_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.npy");
+        let (rows, columns) = (9_000, 350);
+        let mut bytes = header("<f2", &[rows, columns]);
+        let start = bytes.len();
+        bytes.resize(start + rows * columns * 2, 0);
+        let at = 8_765 * columns + 123;
+        bytes[start + 2 * at..start + 2 * at + 2].copy_from_slice(&f16::INFINITY.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let err = F16Matrix::open(&path).unwrap_err();
+        assert!(matches!(err, NpyError::NotFinite { row: 8_765, column: 123, .. }), "{err}");
+        bytes[start + 2 * at..start + 2 * at + 2].copy_from_slice(&f16::NAN.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(F16Matrix::open(&path), Err(NpyError::NotFinite { row: 8_765, column: 123, .. })));
+        let unchecked = F16Matrix::open_unchecked(&path).unwrap();
+        assert_eq!((unchecked.rows(), unchecked.columns()), (rows, columns));
+        assert!(matches!(F16Matrix::open(&dir.path().join("missing.npy")), Err(NpyError::Io { .. })));
+        npy_i64_is_not_a_matrix(&dir.path().join("p.npy"));
+    }
+
+    fn npy_i64_is_not_a_matrix(path: &Path) {
+        write_i64(path, &[1, 2, 3]).unwrap();
+        assert!(matches!(F16Matrix::open(path), Err(NpyError::WrongDtype { .. })));
+    }
+
+    /// `cargo test --release --lib bench_mapped_mix -- --ignored --nocapture`: AI RUSH scale from mapped float16
+    /// files, as the daemon mixes: 5 validation members of 70,000 x 350 (the builder's mix, on a warm page cache), and
+    /// 5 test members of 138,343 x 350 (a submission's), with this process's resident memory around each.
+    #[test]
+    #[ignore]
+    fn bench_mapped_mix_at_airush_scale() {
+        use crate::core::ensemble::{Mix, accuracy_of};
+        let status = |key: &str| -> u64 {
+            let text = fs::read_to_string("/proc/self/status").unwrap();
+            let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (what, rows) in [("validation", 70_000), ("test", 138_343)] {
+            let paths: Vec<PathBuf> = (0..5).map(|m| dir.path().join(format!("{what}{m}.npy"))).collect();
+            for (m, path) in paths.iter().enumerate() {
+                write_f16_matrix(path, rows, 350, &exact_values(rows, 350, m)).unwrap();
+            }
+            let labels: Vec<u16> = (0..rows).map(|r| (r % 350) as u16).collect();
+            let _ = fs::write("/proc/self/clear_refs", "5");
+            let before = status("VmRSS");
+            let started = std::time::Instant::now();
+            let mapped: Vec<F16Matrix> = paths.iter().map(|p| F16Matrix::open(p).unwrap()).collect();
+            let opened = started.elapsed().as_secs_f64();
+            let opened_peak = status("VmHWM").saturating_sub(before);
+            drop(mapped);
+            let started = std::time::Instant::now();
+            let mapped: Vec<F16Matrix> = paths.iter().map(|p| F16Matrix::open(p).unwrap()).collect();
+            let again = started.elapsed().as_secs_f64();
+            let refs: Vec<&F16Matrix> = mapped.iter().collect();
+            let started = std::time::Instant::now();
+            let accuracy = Mix::weighted(&refs, &[1.0, 2.0, 1.0, 1.0, 0.5]).unwrap().accuracy(&labels).unwrap();
+            let mixed = started.elapsed().as_secs_f64();
+            let started = std::time::Instant::now();
+            let single = accuracy_of(&mapped[0], &labels).unwrap();
+            let alone = started.elapsed().as_secs_f64();
+            println!(
+                "5 {what} members of {rows} x 350, mapped: open + finite check {:.0} ms (peak +{opened_peak} MB), \
+                 open again (checked before) {:.1} ms, mix -> accuracy {:.0} ms ({accuracy:.3}), one member's \
+                 accuracy {:.0} ms ({single:.3}); VmRSS {before} MB before, peak +{} MB, {} MB after",
+                opened * 1e3,
+                again * 1e3,
+                mixed * 1e3,
+                alone * 1e3,
+                status("VmHWM").saturating_sub(before),
+                status("VmRSS")
+            );
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::Tta;
-use super::npy::{self, NpyError};
-use crate::core::ensemble::{EnsembleError, Probs};
+use super::npy::{self, F16Matrix, NpyError};
+use crate::core::ensemble::{EnsembleError, ProbRows, Probs};
 use crate::core::session::SessionId;
 use crate::home::Home;
 
@@ -141,20 +141,7 @@ pub fn write(home: &Home, key: &CacheKey, order: &str, probs: &Probs) -> Result<
         _ => {}
     }
     npy::write_f16_matrix(&key.probs_path(home), probs.rows(), probs.classes(), probs.as_slice())?;
-    let meta = CacheMeta {
-        v: CACHE_VERSION,
-        session: key.session.clone(),
-        epoch: key.epoch,
-        split: key.split,
-        tta: key.tta,
-        rows: probs.rows(),
-        classes: probs.classes(),
-        order: order.to_string(),
-    };
-    let json =
-        serde_json::to_vec_pretty(&meta).map_err(|source| ProbsError::Meta { path: meta_path.clone(), source })?;
-    crate::disk::write_atomic(&meta_path, &json).map_err(|e| ProbsError::Io { path: e.path, source: e.source })?;
-    Ok(meta)
+    write_meta(key, &meta_path, order, probs.rows(), probs.classes())
 }
 
 /// The sidecar of `key`, or `None` when the entry is absent or incomplete.
@@ -190,6 +177,76 @@ pub fn read(home: &Home, key: &CacheKey, order: &str) -> Result<Option<Probs>, P
         return Err(ProbsError::Mismatch { path, message });
     }
     Probs::new(rows, classes, values).map(Some).map_err(|source| ProbsError::Probs { path, source })
+}
+
+/// Maps the probabilities of `key` ([`F16Matrix`]: read a block of rows at a time, never copied whole), refusing them
+/// unless they were computed for the sample order `order`. `None` when the entry is absent or incomplete.
+pub fn open(home: &Home, key: &CacheKey, order: &str) -> Result<Option<F16Matrix>, ProbsError> {
+    let Some(meta) = meta(home, key)? else {
+        return Ok(None);
+    };
+    let path = key.probs_path(home);
+    if meta.order != order {
+        return Err(ProbsError::StaleOrder { path, expected: order.to_string(), found: meta.order });
+    }
+    let matrix = F16Matrix::open(&path)?;
+    if (matrix.rows(), matrix.columns()) != (meta.rows, meta.classes) {
+        let (rows, classes) = (matrix.rows(), matrix.columns());
+        let message = format!("shape ({rows}, {classes}), but the sidecar says ({}, {})", meta.rows, meta.classes);
+        return Err(ProbsError::Mismatch { path, message });
+    }
+    Ok(Some(matrix))
+}
+
+/// Stores the float16 `.npy` at `file` (as `rush infer` wrote it, in the sample order `order`) under `key` by moving
+/// it into the cache, without reading it into memory: checked first (shape, finite values), then the sidecar that
+/// marks the entry complete.
+pub fn adopt(home: &Home, key: &CacheKey, order: &str, file: &Path) -> Result<CacheMeta, ProbsError> {
+    let (rows, classes) = {
+        let matrix = F16Matrix::open(file)?;
+        (matrix.rows(), matrix.columns())
+    };
+    let dir = key.dir(home);
+    fs::create_dir_all(&dir).map_err(|source| ProbsError::Io { path: dir.clone(), source })?;
+    let meta_path = key.meta_path(home);
+    // an old sidecar must not vouch for a half-replaced matrix
+    match fs::remove_file(&meta_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(ProbsError::Io { path: meta_path, source: e });
+        }
+        _ => {}
+    }
+    let to = key.probs_path(home);
+    if fs::rename(file, &to).is_err() {
+        // another file system: copy (durably, then renamed into place), then drop the original
+        let bytes = fs::read(file).map_err(|source| ProbsError::Io { path: file.to_path_buf(), source })?;
+        crate::disk::write_atomic(&to, &bytes).map_err(|e| ProbsError::Io { path: e.path, source: e.source })?;
+        let _ = fs::remove_file(file);
+    }
+    write_meta(key, &meta_path, order, rows, classes)
+}
+
+fn write_meta(
+    key: &CacheKey,
+    meta_path: &Path,
+    order: &str,
+    rows: usize,
+    classes: usize,
+) -> Result<CacheMeta, ProbsError> {
+    let meta = CacheMeta {
+        v: CACHE_VERSION,
+        session: key.session.clone(),
+        epoch: key.epoch,
+        split: key.split,
+        tta: key.tta,
+        rows,
+        classes,
+        order: order.to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|source| ProbsError::Meta { path: meta_path.to_path_buf(), source })?;
+    crate::disk::write_atomic(meta_path, &json).map_err(|e| ProbsError::Io { path: e.path, source: e.source })?;
+    Ok(meta)
 }
 
 /// Every complete entry of a dataset, by session, epoch, split and augmentation.

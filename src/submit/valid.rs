@@ -17,9 +17,9 @@ use std::fs;
 
 use serde::{Deserialize, Serialize};
 
-use super::npy::{self, NpyError};
+use super::npy::{self, F16Matrix, NpyError};
 use super::probs::ProbsError;
-use crate::core::ensemble::Probs;
+use crate::core::ensemble::{ProbRows, Probs};
 use crate::home::SessionDir;
 
 /// What `<epoch>.json` records of `<epoch>.valid.npy`.
@@ -74,12 +74,7 @@ pub fn read(dir: &SessionDir, epoch: u32, order: &str) -> Result<Option<Probs>, 
     };
     let path = dir.checkpoint_valid(epoch);
     if record.order != order {
-        let message = format!(
-            "validation predictions of sample order {}, but the split's order is now {order} (the dataset changed \
-             since training)",
-            record.order
-        );
-        return Err(ProbsError::Mismatch { path, message });
+        return Err(stale(&path, &record.order, order));
     }
     let (rows, classes, values) = match npy::read_f16_matrix(&path) {
         Ok(read) => read,
@@ -93,6 +88,39 @@ pub fn read(dir: &SessionDir, epoch: u32, order: &str) -> Result<Option<Probs>, 
         return Err(ProbsError::Mismatch { path, message });
     }
     Probs::new(rows, classes, values).map(Some).map_err(|source| ProbsError::Probs { path, source })
+}
+
+/// Maps checkpoint `epoch`'s validation predictions ([`F16Matrix`]: read a block of rows at a time), refusing them
+/// unless they were written for the sample order `order`. `None` when the checkpoint has none.
+pub fn open(dir: &SessionDir, epoch: u32, order: &str) -> Result<Option<F16Matrix>, ProbsError> {
+    let Some(record) = record(dir, epoch)? else {
+        return Ok(None);
+    };
+    let path = dir.checkpoint_valid(epoch);
+    if record.order != order {
+        return Err(stale(&path, &record.order, order));
+    }
+    let matrix = match F16Matrix::open(&path) {
+        Ok(matrix) => matrix,
+        // deleted since the record was read (retention, `rush model rm`)
+        Err(NpyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if (matrix.rows(), matrix.columns()) != (record.rows, record.classes) {
+        let (rows, classes) = (matrix.rows(), matrix.columns());
+        let message =
+            format!("shape ({rows}, {classes}), but the checkpoint says ({}, {})", record.rows, record.classes);
+        return Err(ProbsError::Mismatch { path, message });
+    }
+    Ok(Some(matrix))
+}
+
+fn stale(path: &std::path::Path, recorded: &str, order: &str) -> ProbsError {
+    let message = format!(
+        "validation predictions of sample order {recorded}, but the split's order is now {order} (the dataset changed \
+         since training)"
+    );
+    ProbsError::Mismatch { path: path.to_path_buf(), message }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod emoji;
 mod gpu_accept;
 mod light;
 mod reliability;
+mod scale;
 mod slurm;
 mod slurm_daemon;
 mod spec;
