@@ -21,6 +21,9 @@ pub struct EventLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// How far the build of the decoded-image cache is (`core::progress::DecodeProgress`): sent while a child builds
+    /// it, before its first step, at most about once a second, and once all images are decoded.
+    Decoding { done: u64, total: u64, seconds: f64 },
     /// The child is set up and about to train.
     Started {
         /// `cpu`, `cuda:0`, ...
@@ -71,6 +74,7 @@ pub enum Event {
 impl Event {
     pub fn name(&self) -> &'static str {
         match self {
+            Event::Decoding { .. } => "decoding",
             Event::Started { .. } => "started",
             Event::Step { .. } => "step",
             Event::Epoch { .. } => "epoch",
@@ -158,6 +162,15 @@ mod tests {
         let json = line.to_json();
         assert!(json.contains("\"data_wait_s\":0.5"), "{json}");
         assert_eq!(EventLine::parse(&json).unwrap(), line);
+    }
+
+    #[test]
+    fn decoding_lines_carry_the_build_progress() {
+        let line = EventLine::new(Event::Decoding { done: 412_000, total: 700_000, seconds: 128.75 }, 3.0);
+        let json = line.to_json();
+        assert!(json.contains("\"event\":\"decoding\"") && json.contains("\"done\":412000"), "{json}");
+        assert_eq!(EventLine::parse(&json).unwrap(), line);
+        assert_eq!(line.event.name(), "decoding");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The runner: one task per running session. It writes `spec.yaml`, starts the child through the executor, reads its
-//! event lines (stored, fanned out, checkpoint retention applied), appends its stderr to `train.log`, stops it when
-//! asked (SIGTERM, then SIGKILL after the grace period) and records the final state the pure `core::outcome` decides.
+//! event lines (stored, the newest `decoding` progress alone; fanned out; checkpoint retention applied), appends its
+//! stderr to `train.log`, stops it when asked (SIGTERM, then SIGKILL after the grace period) and records the final
+//! state the pure `core::outcome` decides.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -214,6 +215,14 @@ async fn handle_line(
                 metric(*step, *epoch, "img_per_s", *img_per_s),
                 metric(*step, *epoch, "data_wait", *data_wait),
             ]);
+            daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
+            return;
+        }
+        Event::Decoding { .. } => {
+            // Only the newest is kept: what `ps` and the dashboard show until the run's first step.
+            if let Err(e) = daemon.store.replace_event(id, t, parsed.event.name(), line).await {
+                tracing::error!("{id}: storing the cache build's progress: {e}");
+            }
             daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
             return;
         }

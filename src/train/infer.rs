@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Kind, Tensor};
 
+use crate::core::progress::DecodeTicker;
 use crate::core::score::{BoardSplit, dry_run_indices};
 use crate::core::spec::{Precision, ResolvedSpec, SpecError};
 use crate::data::cache::{self, Decoded, ImageCache};
@@ -312,8 +313,14 @@ impl Feeder {
                 let paths: Vec<PathBuf> = samples.iter().map(|(_, p)| p.clone()).collect();
                 let mut batch =
                     Batcher { tx, size: self.image_bytes(), pixels: Vec::new(), images: 0, sent: 0, open: true };
+                let started = Instant::now();
+                let mut ticker = DecodeTicker::new(paths.len() as u64, 1.0);
                 let built =
                     ImageCache::open_or_build_with(&file, &paths, self.size, &self.pool, &mut |run: Decoded<'_>| {
+                        let done = (run.first + run.len()) as u64;
+                        if let Some(p) = ticker.tick(done, started.elapsed().as_secs_f64()) {
+                            eprintln!("rush infer: image cache: {}", p.line());
+                        }
                         for k in 0..run.len() {
                             match run.image(k) {
                                 Some(image) => batch.push(image),
