@@ -91,8 +91,9 @@ pub struct LiveQuery {
     log_offset: Option<u64>,
 }
 
-/// The `state` event: what the page's header and facts show.
-fn state_json(row: &SessionRow) -> String {
+/// The `state` event: what the page's header and facts show (`activity`: what it waits for, or its cache build's
+/// progress before its first step).
+fn state_json(row: &SessionRow, activity: &str) -> String {
     let running = (row.state == SessionState::Running).then_some(row.started_at).flatten();
     let p = super::view::progress(row.epoch, row.epochs, running, 1, crate::store::now());
     json!({
@@ -102,6 +103,7 @@ fn state_json(row: &SessionRow) -> String {
         "progress": progress_text(&p),
         "best": super::view::percent(row.best_val_acc),
         "reason": super::view::exit_text(row.state, row.exit_reason.as_deref()),
+        "activity": activity,
     })
     .to_string()
 }
@@ -214,7 +216,7 @@ pub async fn session_live(
                     continue;
                 }
             };
-            let now = state_json(&row);
+            let now = state_json(&row, &super::api::activity_of(&state, &row).await);
             if now != last_state {
                 if !send(&tx, "state", now.clone()).await {
                     return;

@@ -10,7 +10,8 @@ use axum::extract::{Query, RawQuery, State};
 use serde::Deserialize;
 
 use super::{
-    AppState, Chrome, PageError, PageResult, SessionLine, SweepHead, html, positions_for, repeated, spec_json,
+    AppState, Chrome, PageError, PageResult, SessionLine, SweepHead, activity_of, html, positions_for, repeated,
+    spec_json,
 };
 use crate::core::session::SessionState;
 use crate::store::dashboard::SessionPageQuery;
@@ -157,6 +158,10 @@ async fn table_lines(
     now: f64,
 ) -> Result<Vec<SessionLine>, PageError> {
     let positions = positions_for(state, rows).await?;
+    let mut activities: HashMap<&crate::core::session::SessionId, String> = HashMap::new();
+    for r in rows.iter().filter(|r| matches!(r.state, SessionState::Queued | SessionState::Running)) {
+        activities.insert(&r.id, activity_of(state, r).await);
+    }
     let mut spec_ids: Vec<i64> = rows.iter().filter_map(|r| r.spec_id).collect();
     spec_ids.sort_unstable();
     spec_ids.dedup();
@@ -174,6 +179,7 @@ async fn table_lines(
         .into_iter()
         .map(|r| {
             let mut line = SessionLine::new(r, &positions, now);
+            line.activity = activities.get(&r.id).cloned().unwrap_or_default();
             let flat = super::view::flatten(&spec_json(r));
             line.params = cols
                 .iter()
