@@ -101,11 +101,6 @@ impl Registrations {
         self.map().insert(name.to_string(), Registration::Failed { error });
     }
 
-    /// Forgets a failure that no longer matters (the store holds the dataset after all).
-    pub fn forget(&self, name: &str) {
-        self.map().remove(name);
-    }
-
     pub fn get(&self, name: &str) -> Option<Registration> {
         self.map().get(name).cloned()
     }
