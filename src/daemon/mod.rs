@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::checkpoint::{CheckpointRef, resolve};
+use crate::core::progress::DecodeProgress;
 use crate::core::queue::{self, Waiting};
 use crate::core::session::{SessionId, SessionState};
 use crate::core::spec::{ResolvedSpec, Spec, SpecError};
@@ -186,6 +187,10 @@ pub struct Daemon {
     train_sets: Arc<analysis::TrainSets>,
     /// Dataset registrations under way, and failed ones.
     registrations: datasets::Registrations,
+    /// The newest cache-build progress of each running session that has not started training yet (its `decoding`
+    /// events), and how many times that changed (the sessions list's live stream watches the count).
+    decoding: std::sync::Mutex<HashMap<SessionId, DecodeProgress>>,
+    decoding_changes: AtomicU64,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -221,6 +226,8 @@ impl Daemon {
             runners: TaskTracker::new(),
             train_sets: Arc::default(),
             registrations: Default::default(),
+            decoding: Default::default(),
+            decoding_changes: AtomicU64::new(0),
             #[cfg(test)]
             fail_ticks: Default::default(),
             #[cfg(test)]
@@ -252,6 +259,30 @@ impl Daemon {
         self.runners.close();
         self.runners.wait().await;
         self.metrics.flush().await;
+    }
+
+    /// How far a running session's build of the decoded-image cache is, until it starts training (from its newest
+    /// `decoding` event; only in memory, it matters only while it lasts).
+    pub fn decoding(&self, id: &SessionId) -> Option<DecodeProgress> {
+        self.decoding.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()
+    }
+
+    /// Records a session's cache-build progress, or forgets it (`None`: it started training, or ended). The runner
+    /// calls it as the child's events arrive.
+    pub fn record_decoding(&self, id: &SessionId, progress: Option<DecodeProgress>) {
+        let mut map = self.decoding.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match progress {
+            Some(p) => map.insert(id.clone(), p) != Some(p),
+            None => map.remove(id).is_some(),
+        };
+        if changed {
+            self.decoding_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many times any session's cache-build progress changed since the daemon started.
+    pub fn decoding_changes(&self) -> u64 {
+        self.decoding_changes.load(Ordering::Relaxed)
     }
 
     /// The slots and who holds them.

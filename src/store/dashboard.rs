@@ -296,9 +296,7 @@ impl Store {
         )
         .fetch_one(&self.reader)
         .await?;
-        // A stored event (a cache build's progress, an epoch, a checkpoint) changes what the rows show too.
-        let event: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM events").fetch_one(&self.reader).await?;
-        Ok(format!("{count}|{seq:?}|{started:?}|{finished:?}|{event:?}|{}", active.unwrap_or_default()))
+        Ok(format!("{count}|{seq:?}|{started:?}|{finished:?}|{}", active.unwrap_or_default()))
     }
 
     /// Rejected spec files, newest first: (path, error, seen at).

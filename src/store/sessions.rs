@@ -359,29 +359,6 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a session's event line of `kind` in place of the ones stored before (a cache build's progress: only the
-    /// newest matters). The new line gets a new id, so the store's activity fingerprint moves.
-    pub async fn replace_event(&self, id: &SessionId, t: f64, kind: &str, body: &str) -> Result<(), StoreError> {
-        let key = id.to_string();
-        let mut tx = self.writer.begin().await?;
-        let new = sqlx::query("INSERT INTO events (session, t, kind, body) VALUES (?, ?, ?, ?)")
-            .bind(&key)
-            .bind(t)
-            .bind(kind)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-        sqlx::query("DELETE FROM events WHERE session = ? AND kind = ? AND id < ?")
-            .bind(&key)
-            .bind(kind)
-            .bind(new)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The newest stored event of `kind` of a session, as (t, JSON line).
     pub async fn last_event(&self, id: &SessionId, kind: &str) -> Result<Option<(f64, String)>, StoreError> {
         Ok(sqlx::query_as("SELECT t, body FROM events WHERE session = ? AND kind = ? ORDER BY id DESC LIMIT 1")

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::core::event::Event;
+use crate::core::event::{Event, PROGRESS_EVENTS_ENV};
 use crate::core::progress::DecodeTicker;
 use crate::core::schedule::learning_rate;
 use crate::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
@@ -360,8 +360,9 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
 }
 
 /// The dataset's decoded-image cache at `side`, reused or built now (`data::cache`); images that fail to decode are
-/// recorded as bad. A build reports its progress (`decoding` events and log lines, about once a second). `None` (and
-/// a log line) when it cannot be used: the loader then decodes every epoch.
+/// recorded as bad. A build reports its progress about once a second: a log line, and a `decoding` event when the
+/// daemon asked for them (`core::event::PROGRESS_EVENTS_ENV`). `None` (and a log line) when it cannot be used: the
+/// loader then decodes every epoch.
 fn open_cache(
     dataset: &std::path::Path,
     samples: &[Sample],
@@ -377,11 +378,14 @@ fn open_cache(
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let started = Instant::now();
     let mut ticker = DecodeTicker::new(paths.len() as u64, 1.0);
+    let events = std::env::var_os(PROGRESS_EVENTS_ENV).is_some_and(|v| v == "1");
     let built = ImageCache::open_or_build_with(&file, &paths, side, pool, &mut |run| {
         let done = (run.first + run.len()) as u64;
         if let Some(p) = ticker.tick(done, started.elapsed().as_secs_f64()) {
             eprintln!("rush train: image cache: {}", p.line());
-            sink.emit(Event::Decoding { done: p.done, total: p.total, seconds: p.seconds });
+            if events {
+                sink.emit(Event::Decoding { done: p.done, total: p.total, seconds: p.seconds });
+            }
         }
     });
     match built {

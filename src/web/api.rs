@@ -148,40 +148,21 @@ pub async fn eta_of(store: &crate::store::Store, row: &SessionRow, now: f64) -> 
     Some((eta - (now - t).max(0.0)).max(0.0))
 }
 
-/// How far the build of a running session's decoded-image cache is, from its newest `decoding` event: only while
-/// that event is of this run (not older than its start) and no `started` event came after it (training has begun).
-pub async fn decoding_of(
-    store: &crate::store::Store,
-    row: &SessionRow,
-) -> Option<crate::core::progress::DecodeProgress> {
-    use crate::core::event::{Event, EventLine};
-    if row.state != SessionState::Running {
-        return None;
-    }
-    let (t, body) = store.last_event(&row.id, "decoding").await.ok()??;
-    if row.started_at.is_some_and(|started| t < started) {
-        return None;
-    }
-    if let Some((started_t, _)) = store.last_event(&row.id, "started").await.ok()?
-        && started_t >= t
-    {
-        return None;
-    }
-    let Event::Decoding { done, total, seconds } = EventLine::parse(&body).ok()?.event else {
-        return None;
-    };
-    Some(crate::core::progress::DecodeProgress { done, total, seconds })
+/// What a queued session waits for besides its turn ("waiting for dataset emoji to register"), or what a running one
+/// does before it starts training (its cache build's progress, [`Daemon::decoding`]); "" for neither. The API's
+/// session view, the dashboard's sessions list and session page show it.
+///
+/// [`Daemon::decoding`]: crate::daemon::Daemon::decoding
+pub fn activity_of(state: &AppState, row: &SessionRow) -> String {
+    waiting_of(state, row).or_else(|| progress_of(state, row)).unwrap_or_default()
 }
 
-/// What a queued session waits for besides its turn ("waiting for dataset emoji to register"), or what a running one
-/// does before its first step (its cache build's progress, [`decoding_of`]); "" for neither. The dashboard's sessions
-/// list and session page show it.
-pub async fn activity_of(state: &AppState, row: &SessionRow) -> String {
-    match row.state {
-        SessionState::Queued => state.daemon.dataset_wait(&row.id.dataset).unwrap_or_default(),
-        SessionState::Running => decoding_of(state.store(), row).await.map(|p| p.line()).unwrap_or_default(),
-        _ => String::new(),
-    }
+fn waiting_of(state: &AppState, row: &SessionRow) -> Option<String> {
+    (row.state == SessionState::Queued).then(|| state.daemon.dataset_wait(&row.id.dataset)).flatten()
+}
+
+fn progress_of(state: &AppState, row: &SessionRow) -> Option<String> {
+    (row.state == SessionState::Running).then(|| state.daemon.decoding(&row.id).map(|p| p.line())).flatten()
 }
 
 /// A dataset as `GET /datasets` lists it: registered, with its sizes; registering, while the daemon reads its folder
@@ -410,8 +391,7 @@ async fn list_sessions(State(state): State<AppState>, Query(q): Query<ListQuery>
 async fn view(state: &AppState, row: SessionRow, positions: &HashMap<SessionId, usize>) -> SessionView {
     let pos = positions.get(&row.id).copied();
     let eta = eta_of(state.store(), &row, crate::store::now()).await;
-    let waiting = (row.state == SessionState::Queued).then(|| state.daemon.dataset_wait(&row.id.dataset)).flatten();
-    let progress = decoding_of(state.store(), &row).await.map(|p| p.line());
+    let (waiting, progress) = (waiting_of(state, &row), progress_of(state, &row));
     let mut view = SessionView::new(row, pos);
     view.eta = eta;
     view.waiting = waiting;
@@ -840,32 +820,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_running_session_shows_its_cache_build_until_training_starts() {
-        use crate::core::event::{Event, EventLine};
+        use crate::core::progress::DecodeProgress;
         let (state, _dir) = app().await;
         let id = queue(&state, 0, Device::Cpu).await;
+        let build = DecodeProgress { done: 412_000, total: 700_000, seconds: 128.75 };
+        state.daemon.record_decoding(&id, Some(build));
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}"), None).await;
+        assert!(json["progress"].is_null(), "a queued session shows none: {json}");
         state.store().transition(&id, SessionState::Running, Some("cpu0"), None).await.unwrap();
-        let t = crate::store::now() + 1.0;
-        for (done, dt) in [(1024, 0.0), (412_000, 1.0)] {
-            let line = EventLine::new(Event::Decoding { done, total: 700_000, seconds: 128.75 }, t + dt).to_json();
-            state.store().replace_event(&id, t + dt, "decoding", &line).await.unwrap();
-        }
         let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}"), None).await;
         assert_eq!(json["progress"], "decoding 412,000 of 700,000 images (3,200 img/s, ETA 1m 30s)", "{json}");
-        assert_eq!(state.store().events(&id).await.unwrap().len(), 1, "only the newest progress is kept");
-        let started = EventLine::new(
-            Event::Started {
-                device: "cpu".into(),
-                params: 1,
-                train_size: 1,
-                valid_size: 1,
-                classes: 1,
-                epochs: 1,
-                steps_per_epoch: 1,
-                start_epoch: 1,
-            },
-            t + 2.0,
-        );
-        state.store().add_event(&id, t + 2.0, "started", &started.to_json()).await.unwrap();
+        let changes = state.daemon.decoding_changes();
+        state.daemon.record_decoding(&id, Some(build));
+        assert_eq!(state.daemon.decoding_changes(), changes, "the same progress again is no change");
+        // Training started: the runner forgets it.
+        state.daemon.record_decoding(&id, None);
+        assert_eq!(state.daemon.decoding_changes(), changes + 1);
         let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}"), None).await;
         assert!(json["progress"].is_null(), "training has started: {json}");
     }

@@ -67,7 +67,8 @@ pub async fn sessions_live(State(state): State<AppState>) -> impl IntoResponse {
                 _ = state.daemon.shutdown.cancelled() => return,
             }
             let now = match state.store().activity_fingerprint().await {
-                Ok(f) => f,
+                // A cache build's progress changes what the rows show too.
+                Ok(f) => format!("{f}|{}", state.daemon.decoding_changes()),
                 Err(e) => {
                     tracing::warn!("sessions live stream: {e}");
                     continue;
@@ -216,7 +217,7 @@ pub async fn session_live(
                     continue;
                 }
             };
-            let now = state_json(&row, &super::api::activity_of(&state, &row).await);
+            let now = state_json(&row, &super::api::activity_of(&state, &row));
             if now != last_state {
                 if !send(&tx, "state", now.clone()).await {
                     return;

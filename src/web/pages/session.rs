@@ -352,7 +352,7 @@ pub(super) async fn session_page(
         progress,
         best: view::percent(row.best_val_acc),
         where_: where_of(&row, &positions),
-        activity: activity_of(&state, &row).await,
+        activity: activity_of(&state, &row),
         queued: view::ago(now, Some(row.queued_at)),
         queued_exact: view::datetime_utc(row.queued_at),
         started: row.started_at.map(view::datetime_utc).unwrap_or_default(),

@@ -158,10 +158,6 @@ async fn table_lines(
     now: f64,
 ) -> Result<Vec<SessionLine>, PageError> {
     let positions = positions_for(state, rows).await?;
-    let mut activities: HashMap<&crate::core::session::SessionId, String> = HashMap::new();
-    for r in rows.iter().filter(|r| matches!(r.state, SessionState::Queued | SessionState::Running)) {
-        activities.insert(&r.id, activity_of(state, r).await);
-    }
     let mut spec_ids: Vec<i64> = rows.iter().filter_map(|r| r.spec_id).collect();
     spec_ids.sort_unstable();
     spec_ids.dedup();
@@ -179,7 +175,7 @@ async fn table_lines(
         .into_iter()
         .map(|r| {
             let mut line = SessionLine::new(r, &positions, now);
-            line.activity = activities.get(&r.id).cloned().unwrap_or_default();
+            line.activity = activity_of(state, r);
             let flat = super::view::flatten(&spec_json(r));
             line.params = cols
                 .iter()
