@@ -1,7 +1,7 @@
 //! The composition root: the one module that names the daemon, the web app and the Slurm executor together. It locks
 //! the home, opens the store, picks the executor (local children or Slurm jobs), builds the [`Daemon`], reconciles
-//! what a previous daemon left, registers the datasets on disk, serves the HTTP app ([`crate::web::router`]) and turns
-//! SIGTERM/SIGINT into the daemon's clean shutdown. Everything it wires knows only its own neighbours: the daemon
+//! what a previous daemon left, serves the HTTP app ([`crate::web::router`]) while the datasets found on disk register
+//! in the background, and turns SIGTERM/SIGINT into the daemon's clean shutdown. Everything it wires knows only its own neighbours: the daemon
 //! never names the web layer or Slurm, and the web layer sees the daemon through its public methods.
 
 use std::path::PathBuf;
@@ -14,8 +14,10 @@ use crate::daemon::executor::{Executor, LocalExecutor};
 use crate::daemon::{Daemon, DaemonError, datasets, lock, recovery};
 use crate::store::Store;
 
-/// Runs a daemon until SIGTERM or SIGINT: lock the home, open the store, reconcile, register datasets found on disk,
-/// bind, write `daemon.addr`, start intake, scheduler and HTTP, then shut down cleanly.
+/// Runs a daemon until SIGTERM or SIGINT: lock the home, open the store, bind, reconcile, mark the dataset folders on
+/// disk that the store lacks as registering, start intake and scheduler, write `daemon.addr`, serve HTTP while those
+/// datasets register in the background (at AI RUSH scale that takes seconds: nothing waits for it but the sessions
+/// that need them), then shut down cleanly.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let config = config.prepare()?;
     let _lock = lock::HomeLock::acquire(config.home.root())?;
@@ -34,7 +36,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let config = DaemonConfig { bind: addr, ..config };
     let daemon = Daemon::new(config, store, executor);
     recovery::reconcile(&daemon).await?;
-    datasets::scan(&daemon).await;
+    let unregistered = datasets::start_up(&daemon).await;
     daemon.start()?;
     let addr_file = daemon.home().daemon_addr_file();
     crate::disk::write_atomic(&addr_file, format!("{addr}\n").as_bytes())
@@ -45,6 +47,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         daemon.config.experiments.display(),
         daemon.slots().iter().map(|s| s.slot.as_str()).collect::<Vec<_>>().join(",")
     );
+    datasets::register_in_background(&daemon, unregistered);
     tokio::spawn(signals(daemon.shutdown.clone()));
     let app = crate::web::router(crate::web::AppState::new(daemon.clone()));
     let token = daemon.shutdown.clone();

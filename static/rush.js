@@ -182,6 +182,8 @@
       if (best) { best.textContent = d.best; }
       var reason = document.getElementById("reason");
       if (reason) { reason.textContent = d.reason; }
+      var activity = document.getElementById("activity");
+      if (activity) { activity.textContent = d.activity || ""; }
       var stop = document.getElementById("stop");
       if (stop) { stop.disabled = d.terminal; }
       if (d.state === "running") { tick(0); } else { untick(); }

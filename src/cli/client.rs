@@ -11,8 +11,8 @@ use super::Global;
 use crate::core::format;
 use crate::core::session::{SessionId, SessionRef};
 use crate::core::spec::Spec;
-use crate::store::{DatasetRow, SpecRow, SpecStatus};
-use crate::web::api::{Changed, CheckpointView, ForkRequest, Info, RejectedSpec, SessionView};
+use crate::store::{SpecRow, SpecStatus};
+use crate::web::api::{Changed, CheckpointView, DatasetView, ForkRequest, Info, RejectedSpec, SessionView};
 
 pub mod http;
 pub mod submit;
@@ -229,7 +229,7 @@ pub fn resolve(api: &Api, typed: &str) -> anyhow::Result<SessionId> {
     }
     let info: Info = api.get("/info")?;
     let datasets: Vec<String> = match reference {
-        SessionRef::Number(_) => api.get::<Vec<DatasetRow>>("/datasets")?.into_iter().map(|d| d.name).collect(),
+        SessionRef::Number(_) => api.get::<Vec<DatasetView>>("/datasets")?.into_iter().map(|d| d.name).collect(),
         _ => Vec::new(),
     };
     let mut existing = Vec::new();
@@ -352,7 +352,7 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
     }
     let sessions: Vec<SessionView> = api.get(&path)?;
     if let (Some(d), true) = (dataset.as_deref(), sessions.is_empty()) {
-        let known: Vec<DatasetRow> = api.get("/datasets")?;
+        let known: Vec<DatasetView> = api.get("/datasets")?;
         if !known.iter().any(|k| k.name == d) {
             let names: Vec<&str> = known.iter().map(|k| k.name.as_str()).collect();
             bail!(
@@ -373,12 +373,17 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
             let status = match (&s.state, &s.slot, s.position) {
                 (crate::core::session::SessionState::Running, Some(slot), _) => format!("running ({slot})"),
                 (crate::core::session::SessionState::Queued, _, Some(p)) => format!("queued #{p} ({})", s.device),
+                (crate::core::session::SessionState::Queued, _, None) => format!("queued ({})", s.device),
                 (state, _, _) => state.to_string(),
             };
             let mut summary = match s.epoch {
                 Some(e) => format!("epoch {e}/{}", s.epochs),
                 None => String::new(),
             };
+            // What it waits for (its dataset's registration), or what it does before its first step (a cache build).
+            for note in [&s.waiting, &s.progress].into_iter().flatten() {
+                summary.push_str(&format!(" {note}"));
+            }
             if let Some(acc) = s.best_val_acc {
                 summary.push_str(&format!(" best val_acc={acc:.4}"));
             }

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 /// The schema version written in every line.
 pub const EVENT_VERSION: u32 = 1;
 
+/// Set to `1` in a child's environment by the daemon, which follows its stream live: the child then also reports
+/// its progress before training (the image cache's build) as `decoding` events. A child run by hand leaves them out:
+/// its stream is the training's record (`started`, steps, epochs, checkpoints, its end), and the same progress goes to
+/// its log.
+pub const PROGRESS_EVENTS_ENV: &str = "RUSH_PROGRESS_EVENTS";
+
 /// One line of the stream: version, wall-clock time (seconds since the Unix epoch) and the event itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventLine {
@@ -21,6 +27,10 @@ pub struct EventLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// How far the build of the decoded-image cache is (`core::progress::DecodeProgress`): sent while a child builds
+    /// it, before `started`, at most about once a second, and once all images are decoded; only when the reader asked
+    /// for progress events ([`PROGRESS_EVENTS_ENV`]).
+    Decoding { done: u64, total: u64, seconds: f64 },
     /// The child is set up and about to train.
     Started {
         /// `cpu`, `cuda:0`, ...
@@ -71,6 +81,7 @@ pub enum Event {
 impl Event {
     pub fn name(&self) -> &'static str {
         match self {
+            Event::Decoding { .. } => "decoding",
             Event::Started { .. } => "started",
             Event::Step { .. } => "step",
             Event::Epoch { .. } => "epoch",
@@ -158,6 +169,15 @@ mod tests {
         let json = line.to_json();
         assert!(json.contains("\"data_wait_s\":0.5"), "{json}");
         assert_eq!(EventLine::parse(&json).unwrap(), line);
+    }
+
+    #[test]
+    fn decoding_lines_carry_the_build_progress() {
+        let line = EventLine::new(Event::Decoding { done: 412_000, total: 700_000, seconds: 128.75 }, 3.0);
+        let json = line.to_json();
+        assert!(json.contains("\"event\":\"decoding\"") && json.contains("\"done\":412000"), "{json}");
+        assert_eq!(EventLine::parse(&json).unwrap(), line);
+        assert_eq!(line.event.name(), "decoding");
     }
 
     #[test]

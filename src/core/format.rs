@@ -67,6 +67,19 @@ pub fn percent(acc: Option<f64>) -> String {
     }
 }
 
+/// A count with its thousands grouped: "412,000".
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A number for a table cell: 4 significant decimals at most.
 pub fn number(v: f64) -> String {
     if !v.is_finite() {
@@ -109,6 +122,11 @@ mod tests {
         assert_eq!(number(0.25), "0.25");
         assert_eq!(number(1.0 / 3.0), "0.3333");
         assert_eq!(number(2.0), "2");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(412_000), "412,000");
+        assert_eq!(count(1_234_567), "1,234,567");
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Registering datasets: a folder under `$RUSH_HOME/datasets/<name>` in the AI RUSH layout becomes a row a spec may
 //! name. Test labels found in it are moved to the label store first, so no dataset folder ever holds them.
+//!
+//! Registration reads every image's entry (at AI RUSH scale, seconds), so the daemon never waits for it before it
+//! serves: folders found at start-up are registered in the background ([`start_up`]). Until a registration ends, its
+//! dataset is `registering` ([`Registrations`]): a spec may name it (its sessions wait in the queue, and `ps` says
+//! why), and when it fails the dataset shows the error and its queued sessions fail with it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use super::{Daemon, DaemonError};
 use crate::core::session::validate_name;
@@ -64,25 +71,125 @@ pub fn move_labels(home: &Home, name: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// At start-up: registers dataset folders that are on disk but not in the store (a push made while no daemon ran).
-pub async fn scan(daemon: &Daemon) {
-    let Ok(mut entries) = tokio::fs::read_dir(daemon.home().datasets()).await else { return };
+/// Where a registration that has not succeeded stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// Under way since this time (seconds since the Unix epoch).
+    Registering { since: f64 },
+    /// It failed, for this reason (a client's message).
+    Failed { error: String },
+}
+
+/// The registrations under way, and those that failed for a dataset the store does not hold, by dataset name. Only
+/// in memory: a daemon started later looks at the folders again.
+#[derive(Debug, Default)]
+pub struct Registrations(Mutex<BTreeMap<String, Registration>>);
+
+impl Registrations {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Registration>> {
+        // A panic while holding this lock leaves the map whole (every change is one insert or remove).
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn begin(&self, name: &str) {
+        self.map().insert(name.to_string(), Registration::Registering { since: crate::store::now() });
+    }
+
+    pub fn succeeded(&self, name: &str) {
+        self.map().remove(name);
+    }
+
+    pub fn failed(&self, name: &str, error: String) {
+        self.map().insert(name.to_string(), Registration::Failed { error });
+    }
+
+    pub fn get(&self, name: &str) -> Option<Registration> {
+        self.map().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<(String, Registration)> {
+        self.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// A dataset as the daemon knows it: its row once registered; a registration under way or failed for one the store
+/// does not hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetStatus {
+    pub name: String,
+    pub row: Option<DatasetRow>,
+    pub registration: Option<Registration>,
+}
+
+/// What a dataset a session or a submission needs is to it now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// Registered, or unknown here: let it go on (an unknown one fails with its own error).
+    Ready,
+    /// Still registering: wait.
+    Registering,
+    /// Its registration failed: fail with this reason.
+    Failed(String),
+}
+
+/// The reason a session or submission fails with when its dataset's registration failed.
+pub fn failure_reason(dataset: &str, error: &str) -> String {
+    format!("dataset {dataset} could not be registered: {error}")
+}
+
+/// What `ps` says of a session waiting for its dataset.
+pub fn waiting_text(dataset: &str) -> String {
+    format!("waiting for dataset {dataset} to register")
+}
+
+/// The dataset folders on disk that the store does not hold (pushes made while no daemon ran), by name. Cheap: one
+/// directory listing and a lookup each.
+pub async fn unregistered_folders(daemon: &Daemon) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(mut entries) = tokio::fs::read_dir(daemon.home().datasets()).await else { return names };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().to_string();
         if name.starts_with('.') || validate_name(&name).is_err() || !entry.path().is_dir() {
             continue;
         }
         match daemon.store.dataset(&name).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => names.push(name),
             Err(e) => {
                 tracing::error!("dataset scan: {e}");
-                return;
+                break;
             }
         }
-        match daemon.register_dataset(&name).await {
-            Ok(row) => tracing::info!("registered dataset {name} ({} training images)", row.train_images),
-            Err(e) => tracing::warn!("dataset folder {name} not registered: {e}"),
-        }
+    }
+    names.sort();
+    names
+}
+
+/// At start-up, before intake starts: marks the unregistered dataset folders as registering (so specs naming them
+/// queue sessions that wait), and returns them for [`register_in_background`].
+pub async fn start_up(daemon: &Daemon) -> Vec<String> {
+    let names = unregistered_folders(daemon).await;
+    for name in &names {
+        daemon.registrations.begin(name);
+    }
+    names
+}
+
+/// Registers `names` (marked by [`start_up`]) in the background, each on its own, while the daemon serves; the
+/// scheduler and the submission worker are woken as each ends.
+pub fn register_in_background(daemon: &Arc<Daemon>, names: Vec<String>) {
+    for name in names {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match daemon.register_dataset(&name).await {
+                Ok(row) => tracing::info!(
+                    "registered dataset {name} ({} training images) in {:.2} s",
+                    row.train_images,
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => tracing::warn!("dataset folder {name} not registered: {e}"),
+            }
+        });
     }
 }

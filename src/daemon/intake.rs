@@ -155,7 +155,8 @@ fn files_under(root: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     out
 }
 
-/// Parses, validates and expands a spec, and checks its dataset is registered; the error is the user's message.
+/// Parses, validates and expands a spec, and checks its dataset is registered (or registering: its sessions wait);
+/// the error is the user's message.
 async fn check(daemon: &Daemon, key: &str, bytes: &[u8]) -> Result<Vec<Spec>, String> {
     let specs = Spec::load(key, bytes).map_err(|e| e.to_string())?;
     if specs.is_empty() {
@@ -163,7 +164,7 @@ async fn check(daemon: &Daemon, key: &str, bytes: &[u8]) -> Result<Vec<Spec>, St
     }
     let datasets: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
     for dataset in datasets {
-        daemon.require_dataset(key, dataset).await.map_err(|e| e.to_string())?;
+        daemon.accept_dataset(key, dataset).await.map_err(|e| e.to_string())?;
     }
     Ok(specs)
 }

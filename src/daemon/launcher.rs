@@ -7,7 +7,8 @@
 //!   a stop reaches the child and everything it started ([`signal_group`]).
 //! - **Its slot's device only**: `CUDA_VISIBLE_DEVICES` is the slot's GPU, or empty on a CPU slot.
 //! - **Nothing of the home**: the environment loses `RUSH_HOME`, `RUSH_URL` and `RUSH_TOKEN`; a child knows the folders
-//!   on its command line, nothing else.
+//!   on its command line, nothing else. It gains `RUSH_PROGRESS_EVENTS=1`: the daemon follows its events live, so it
+//!   reports its progress as events too (`core::event::PROGRESS_EVENTS_ENV`).
 //! - **Known again after a restart**: its [`ChildId`] (pid and start time) comes back for the caller to record, so a
 //!   restarted daemon finds a child that outlived it anyway and kills it ([`kill_stale`]); a recycled pid never
 //!   matches, its start time differs.
@@ -57,6 +58,7 @@ pub fn spawn(spec: ChildSpec) -> io::Result<Spawned> {
         SlotKind::Cpu(_) => cmd.env("CUDA_VISIBLE_DEVICES", ""),
     };
     cmd.env_remove("RUSH_HOME").env_remove("RUSH_URL").env_remove("RUSH_TOKEN");
+    cmd.env(crate::core::event::PROGRESS_EVENTS_ENV, "1");
     cmd.current_dir(&spec.dir).stdin(Stdio::null()).stdout(spec.stdout).stderr(spec.stderr);
     cmd.kill_on_drop(true);
     let parent = std::process::id() as libc::pid_t;

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::checkpoint::{CheckpointRef, resolve};
+use crate::core::progress::DecodeProgress;
 use crate::core::queue::{self, Waiting};
 use crate::core::session::{SessionId, SessionState};
 use crate::core::spec::{ResolvedSpec, Spec, SpecError};
@@ -83,6 +84,7 @@ pub use analysis::{
 };
 pub use board::{BoardLineView, BoardView};
 pub use config::DaemonConfig;
+pub use datasets::{DatasetStatus, Registration};
 pub use ensembles::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
 pub use live::LiveEvent;
 pub use slots::SlotView;
@@ -185,6 +187,12 @@ pub struct Daemon {
     runners: TaskTracker,
     /// The registered datasets' facts, for the analysis views, the ensembles and the submissions.
     facts: Arc<facts::FactsRegistry>,
+    /// Dataset registrations under way, and failed ones.
+    registrations: datasets::Registrations,
+    /// The newest cache-build progress of each running session that has not started training yet (its `decoding`
+    /// events), and how many times that changed (the sessions list's live stream watches the count).
+    decoding: std::sync::Mutex<HashMap<SessionId, DecodeProgress>>,
+    decoding_changes: AtomicU64,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -219,6 +227,9 @@ impl Daemon {
             submission_wake,
             runners: TaskTracker::new(),
             facts: Arc::default(),
+            registrations: Default::default(),
+            decoding: Default::default(),
+            decoding_changes: AtomicU64::new(0),
             #[cfg(test)]
             fail_ticks: Default::default(),
             #[cfg(test)]
@@ -252,6 +263,30 @@ impl Daemon {
         self.metrics.flush().await;
     }
 
+    /// How far a running session's build of the decoded-image cache is, until it starts training (from its newest
+    /// `decoding` event; only in memory, it matters only while it lasts).
+    pub fn decoding(&self, id: &SessionId) -> Option<DecodeProgress> {
+        self.decoding.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()
+    }
+
+    /// Records a session's cache-build progress, or forgets it (`None`: it started training, or ended). The runner
+    /// calls it as the child's events arrive.
+    pub fn record_decoding(&self, id: &SessionId, progress: Option<DecodeProgress>) {
+        let mut map = self.decoding.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match progress {
+            Some(p) => map.insert(id.clone(), p) != Some(p),
+            None => map.remove(id).is_some(),
+        };
+        if changed {
+            self.decoding_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many times any session's cache-build progress changed since the daemon started.
+    pub fn decoding_changes(&self) -> u64 {
+        self.decoding_changes.load(Ordering::Relaxed)
+    }
+
     /// The slots and who holds them.
     pub fn slots(&self) -> Vec<SlotView> {
         self.slots.views()
@@ -259,8 +294,10 @@ impl Daemon {
 
     /// Queue positions (1 = next to run) of the queued sessions, computed over the whole queue. A submission that
     /// waits for a slot takes the next free one, so while one waits no session is next.
+    /// A session waiting for its dataset to register has none ([`Daemon::dataset_wait`] says why).
     pub async fn queue_positions(&self) -> Result<HashMap<SessionId, usize>, DaemonError> {
-        let queued = self.store.queue().await?;
+        let mut queued = self.store.queue().await?;
+        queued.retain(|r| self.dataset_readiness(&r.id.dataset) == datasets::Readiness::Ready);
         let waiting: Vec<Waiting<usize>> = queued
             .iter()
             .enumerate()
@@ -428,7 +465,7 @@ impl Daemon {
                 spec.model.as_str()
             )));
         }
-        self.require_dataset(&source, &spec.dataset).await?;
+        self.accept_dataset(&source, &spec.dataset).await?;
         let new = self.new_session(&spec, Some(format!("{id}:{epoch}")));
         let init_from = PathBuf::from(&ckpt.path);
         let home = self.home().clone();
@@ -451,16 +488,36 @@ impl Daemon {
             .map_err(|e| DaemonError::Invalid(format!("reading a dataset's facts crashed: {e}")))?
     }
 
-    /// Registers the dataset folder `$RUSH_HOME/datasets/<name>` (after `rush dataset push` put it there).
+    /// Registers the dataset folder `$RUSH_HOME/datasets/<name>` (after `rush dataset push` put it there). Until it
+    /// ends, a folder the store does not hold yet is `registering`; when it fails, the dataset shows the error and the
+    /// sessions queued for it meanwhile fail with it.
     pub async fn register_dataset(&self, name: &str) -> Result<DatasetRow, DaemonError> {
         let home = self.home().clone();
+        let tracked = crate::core::session::validate_name(name).is_ok()
+            && home.dataset(name).is_dir()
+            && self.store.dataset(name).await?.is_none();
+        if tracked {
+            self.registrations.begin(name);
+        }
         let owned = name.to_string();
-        let row = tokio::task::spawn_blocking(move || datasets::inspect(&home, &owned))
-            .await
-            .map_err(|e| DaemonError::Invalid(format!("dataset inspection crashed: {e}")))??;
-        // inspection wrote the facts anew
-        self.facts.forget(name);
-        self.store.upsert_dataset(&row).await?;
+        let result = match tokio::task::spawn_blocking(move || datasets::inspect(&home, &owned)).await {
+            Ok(Ok(row)) => {
+                // inspection wrote the facts anew
+                self.facts.forget(name);
+                self.store.upsert_dataset(&row).await.map(|_| row).map_err(DaemonError::from)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(DaemonError::Invalid(format!("dataset inspection crashed: {e}"))),
+        };
+        if tracked {
+            match &result {
+                Ok(_) => self.registrations.succeeded(name),
+                Err(e) => self.registrations.failed(name, e.to_string()),
+            }
+            // Sessions and submissions waiting for it may go on (or fail) now.
+            self.wake();
+        }
+        let row = result?;
         // Specs dropped before their dataset existed were refused; read the ones still on disk again.
         for path in self.store.forget_rejections(&unregistered(name), |p| std::path::Path::new(p).is_file()).await? {
             let path = PathBuf::from(path);
@@ -475,10 +532,26 @@ impl Daemon {
         Ok(row)
     }
 
-    /// Errors (not found) unless `dataset` is registered; `source` names the spec in the message.
+    /// Errors (not found) unless `dataset` is registered; `source` names the spec in the message. A dataset still
+    /// registering is not yet: the message says so.
     pub async fn require_dataset(&self, source: &str, dataset: &str) -> Result<DatasetRow, DaemonError> {
         if let Some(row) = self.store.dataset(dataset).await? {
             return Ok(row);
+        }
+        match self.registrations.get(dataset) {
+            Some(datasets::Registration::Registering { .. }) => {
+                return Err(DaemonError::Conflict(format!(
+                    "{source}: dataset {dataset} is still registering; try again once `rush dataset ls` lists it \
+                     as registered"
+                )));
+            }
+            Some(datasets::Registration::Failed { error }) => {
+                return Err(DaemonError::NotFound(format!(
+                    "{source}: {}: its folder could not be registered: {error}",
+                    unregistered(dataset)
+                )));
+            }
+            None => {}
         }
         let known: Vec<String> = self.store.datasets().await?.into_iter().map(|d| d.name).collect();
         let known = if known.is_empty() { "none yet".to_string() } else { known.join(", ") };
@@ -486,6 +559,52 @@ impl Daemon {
             "{source}: {} (registered: {known}; add one with `rush dataset push NAME PATH`)",
             unregistered(dataset)
         )))
+    }
+
+    /// Errors unless sessions (or submissions) of `dataset` may be queued: it is registered, or still registering
+    /// (they then wait in the queue until it is). The message is [`Daemon::require_dataset`]'s.
+    pub async fn accept_dataset(&self, source: &str, dataset: &str) -> Result<(), DaemonError> {
+        if self.store.dataset(dataset).await?.is_none()
+            && matches!(self.registrations.get(dataset), Some(datasets::Registration::Registering { .. }))
+        {
+            return Ok(());
+        }
+        self.require_dataset(source, dataset).await.map(|_| ())
+    }
+
+    /// Whether what needs `dataset` may run now, must wait for its registration, or fails with its registration.
+    pub fn dataset_readiness(&self, dataset: &str) -> datasets::Readiness {
+        match self.registrations.get(dataset) {
+            None => datasets::Readiness::Ready,
+            Some(datasets::Registration::Registering { .. }) => datasets::Readiness::Registering,
+            Some(datasets::Registration::Failed { error }) => {
+                datasets::Readiness::Failed(datasets::failure_reason(dataset, &error))
+            }
+        }
+    }
+
+    /// What a queued session (or submission) of `dataset` waits for besides a slot: its dataset's registration.
+    pub fn dataset_wait(&self, dataset: &str) -> Option<String> {
+        (self.dataset_readiness(dataset) == datasets::Readiness::Registering).then(|| datasets::waiting_text(dataset))
+    }
+
+    /// Every dataset the daemon knows, by name: the registered ones with their rows, and those registering or whose
+    /// registration failed.
+    pub async fn dataset_statuses(&self) -> Result<Vec<DatasetStatus>, DaemonError> {
+        let mut out: Vec<DatasetStatus> = self
+            .store
+            .datasets()
+            .await?
+            .into_iter()
+            .map(|row| DatasetStatus { name: row.name.clone(), row: Some(row), registration: None })
+            .collect();
+        for (name, registration) in self.registrations.all() {
+            if !out.iter().any(|d| d.name == name) {
+                out.push(DatasetStatus { name, row: None, registration: Some(registration) });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// The row for a new session of `spec` on this daemon (`auto` resolved against its slots).

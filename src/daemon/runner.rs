@@ -1,6 +1,7 @@
 //! The runner: one task per running session. It writes `spec.yaml`, starts the child through the executor, reads its
-//! event lines (stored, fanned out, checkpoint retention applied), appends its stderr to `train.log`, stops it when
-//! asked (SIGTERM, then SIGKILL after the grace period) and records the final state the pure `core::outcome` decides.
+//! event lines (stored, or for a cache build's progress kept in memory until training starts; fanned out; checkpoint
+//! retention applied), appends its stderr to `train.log`, stops it when asked (SIGTERM, then SIGKILL after the grace
+//! period) and records the final state the pure `core::outcome` decides.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::live::LiveEvent;
 use super::{Daemon, checkpoints};
 use crate::core::event::{Event, EventLine};
 use crate::core::outcome::{self, Exit, Observed};
+use crate::core::progress::DecodeProgress;
 use crate::core::queue::SlotKind;
 use crate::core::session::{SessionId, SessionState};
 use crate::core::spec::ResolvedSpec;
@@ -31,6 +33,7 @@ pub async fn run(daemon: Arc<Daemon>, row: SessionRow, slot: SlotKind, stop: Can
         Err(reason) => (SessionState::Failed, Some(reason)),
     };
     daemon.metrics.flush().await;
+    daemon.record_decoding(&id, None);
     match daemon.store.transition(&id, state, None, reason.as_deref()).await {
         Ok(_) => {
             tracing::info!("session {id} {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())
@@ -217,6 +220,12 @@ async fn handle_line(
             daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
             return;
         }
+        Event::Decoding { done, total, seconds } => {
+            // Kept in memory only, the newest: what `ps` and the dashboard show until the child starts training.
+            daemon.record_decoding(id, Some(DecodeProgress { done: *done, total: *total, seconds: *seconds }));
+            daemon.live.publish(id, LiveEvent::Line(Arc::from(line)));
+            return;
+        }
         Event::Epoch { epoch, train_loss, train_acc, val_loss, val_acc, seconds, data_wait, data_wait_s } => {
             let s = state.step;
             let mut rows = vec![
@@ -258,7 +267,10 @@ async fn handle_line(
             seen.failed = Some(reason.clone());
             Ok(())
         }
-        Event::Started { .. } => Ok(()),
+        Event::Started { .. } => {
+            daemon.record_decoding(id, None);
+            Ok(())
+        }
     };
     if let Err(e) = result {
         tracing::error!("{id}: storing {} event: {e}", parsed.event.name());

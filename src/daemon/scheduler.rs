@@ -1,7 +1,8 @@
 //! The scheduler loop: on each wake-up (and every few seconds) one `tick` leases free slots to queued sessions, as the
-//! pure `core::queue` decides, and spawns a runner for each, which holds its slot's [`Lease`] until it ends. Errors
-//! are logged and the loop goes on; a panic in a tick is caught, logged with its message and counted
-//! (`rush_task_panics_total{task="scheduler"}` in `/metrics`), and the loop goes on too.
+//! pure `core::queue` decides, and spawns a runner for each, which holds its slot's [`Lease`] until it ends. A session
+//! whose dataset is still registering waits (and fails if the registration does). Errors are logged and the loop goes
+//! on; a panic in a tick is caught, logged with its message and counted (`rush_task_panics_total{task="scheduler"}` in
+//! `/metrics`), and the loop goes on too.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use super::datasets::Readiness;
 use super::slots::Lease;
 use super::{Daemon, Task, runner};
 use crate::core::queue::{self, Waiting};
@@ -68,6 +70,16 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
             daemon.store.transition(&row.id, SessionState::Failed, None, Some(&reason)).await?;
             tracing::warn!("session {} refused: {reason}", row.id);
             continue;
+        }
+        // Its dataset is still registering (it waits; `ps` says so), or failed to (it fails with that reason).
+        match daemon.dataset_readiness(&row.id.dataset) {
+            Readiness::Ready => {}
+            Readiness::Registering => continue,
+            Readiness::Failed(reason) => {
+                daemon.store.transition(&row.id, SessionState::Failed, None, Some(&reason)).await?;
+                tracing::warn!("session {} failed: {reason}", row.id);
+                continue;
+            }
         }
         waiting.push(Waiting { key: i, priority: row.priority, seq: row.seq, device: row.device });
     }
@@ -162,5 +174,46 @@ mod tests {
         assert!(!scheduler.is_finished(), "the loop is still running");
         daemon.shut_down().await;
         scheduler.await.unwrap();
+    }
+
+    /// A session whose dataset is still registering waits; once the registration succeeds it runs, and when another
+    /// fails, that dataset's session fails with the registration's error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_wait_for_their_dataset_to_register_and_fail_with_a_failed_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(1), ..Default::default() };
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
+        let new = |dataset: &str| NewSession {
+            user: "local".into(),
+            dataset: dataset.into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Cpu,
+            epochs: 1,
+            fork_of: None,
+        };
+        daemon.registrations.begin("emoji");
+        daemon.registrations.begin("bad");
+        let bad = daemon.store.enqueue(None, &[new("bad")], |_, _| "{}".into()).await.unwrap().remove(0);
+        let emoji = daemon.store.enqueue(None, &[new("emoji")], |_, _| "{}".into()).await.unwrap().remove(0);
+        let state = |id| {
+            let d = daemon.clone();
+            async move { d.store.session_required(&id).await.unwrap() }
+        };
+        tick(&daemon).await.unwrap();
+        assert_eq!(state(emoji.clone()).await.state, SessionState::Queued);
+        assert_eq!(state(bad.clone()).await.state, SessionState::Queued);
+        assert!(daemon.slots().iter().all(|s| s.session.is_none()), "no slot leased while both wait");
+
+        daemon.registrations.failed("bad", "no usable images".into());
+        daemon.registrations.succeeded("emoji");
+        tick(&daemon).await.unwrap();
+        let failed = state(bad).await;
+        assert_eq!(failed.state, SessionState::Failed);
+        assert_eq!(failed.exit_reason.as_deref(), Some("dataset bad could not be registered: no usable images"));
+        assert_ne!(state(emoji).await.state, SessionState::Queued, "its dataset registered: it started");
+        daemon.shut_down().await;
     }
 }

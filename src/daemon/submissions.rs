@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
+use super::datasets::Readiness;
 use super::executor::{Inference, InferenceEnd, OnStart};
 use super::slots::Lease;
 use super::{Daemon, DaemonError, Task};
@@ -45,7 +46,7 @@ impl Daemon {
     pub async fn queue_submission(&self, request: &Submission) -> Result<SubmissionRow, DaemonError> {
         request.validate().map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let dataset = request.dataset().to_string();
-        self.require_dataset("the submission", &dataset).await?;
+        self.accept_dataset("the submission", &dataset).await?;
         if !scorer::has_labels(self.home(), &dataset) {
             return Err(DaemonError::Invalid(format!(
                 "dataset {dataset} has no hidden test labels, so nothing can be scored (push it from a folder holding \
@@ -100,6 +101,9 @@ impl Daemon {
         if row.state != crate::store::SubmissionState::Queued {
             return None;
         }
+        if self.dataset_wait(&row.dataset).is_some() {
+            return Some(format!("dataset {} to register", row.dataset));
+        }
         let views = self.slots.views();
         match self.slots.waiting_submission() {
             Some(w) if w == row.id => {
@@ -141,16 +145,25 @@ pub async fn run(daemon: Arc<Daemon>) {
             break;
         }
         match daemon.store.next_queued_submission().await {
-            Ok(Some(row)) => {
-                let id = row.id;
-                if let Err(payload) = AssertUnwindSafe(run_one(&daemon, row)).catch_unwind().await {
-                    let message = daemon.panics.caught(Task::Submissions, payload.as_ref());
-                    let reason = format!("the daemon's submission worker failed: {message}");
-                    if let Err(e) = daemon.store.fail_submission(id, &reason, crate::store::now()).await {
-                        tracing::error!("submission {id}: recording the failure: {e}");
+            Ok(Some(row)) => match daemon.dataset_readiness(&row.dataset) {
+                // Its dataset is still registering: it waits (woken when the registration ends).
+                Readiness::Registering => {}
+                Readiness::Failed(reason) => {
+                    if let Err(e) = daemon.store.fail_submission(row.id, &reason, crate::store::now()).await {
+                        tracing::error!("submission {}: recording the failure: {e}", row.id);
                     }
                 }
-            }
+                Readiness::Ready => {
+                    let id = row.id;
+                    if let Err(payload) = AssertUnwindSafe(run_one(&daemon, row)).catch_unwind().await {
+                        let message = daemon.panics.caught(Task::Submissions, payload.as_ref());
+                        let reason = format!("the daemon's submission worker failed: {message}");
+                        if let Err(e) = daemon.store.fail_submission(id, &reason, crate::store::now()).await {
+                            tracing::error!("submission {id}: recording the failure: {e}");
+                        }
+                    }
+                }
+            },
             Ok(None) => {}
             Err(e) => tracing::error!("submissions: {e}"),
         }

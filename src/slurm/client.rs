@@ -126,6 +126,8 @@ impl SlurmClient {
         for var in WITHHELD_FROM_JOBS {
             cmd.env_remove(var);
         }
+        // A job's trainer reports its progress as events too: the daemon follows its events.jsonl (sbatch exports this).
+        cmd.env(crate::core::event::PROGRESS_EVENTS_ENV, "1");
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let spawn_error = |source| ClientError::Spawn { program: program.to_string(), source };

@@ -32,6 +32,7 @@ pub use super::error::{ApiError, ErrorBody};
 use crate::core::session::{SessionId, SessionState};
 use crate::daemon::LiveEvent;
 use crate::daemon::SlotView;
+use crate::daemon::{DatasetStatus, Registration};
 use crate::store::{CheckpointRow, DatasetRow, MetricRow, SessionFilter, SessionRow, SpecRow};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -81,6 +82,13 @@ pub struct SessionView {
     /// A running session: the seconds its run has left at the pace of its steps so far.
     #[serde(default)]
     pub eta: Option<f64>,
+    /// A queued session: what it waits for besides its turn ("waiting for dataset emoji to register").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// A running session before its first step: how far the build of its decoded-image cache is ("decoding 412,000
+    /// of 700,000 images (3,200 img/s, ETA 1m 30s)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// The resolved spec.
     pub spec: serde_json::Value,
 }
@@ -107,6 +115,8 @@ impl SessionView {
             fork_of: row.fork_of,
             spec_id: row.spec_id,
             eta: None,
+            waiting: None,
+            progress: None,
             spec,
         }
     }
@@ -136,6 +146,88 @@ pub async fn eta_of(store: &crate::store::Store, row: &SessionRow, now: f64) -> 
         t - started_t,
     )?;
     Some((eta - (now - t).max(0.0)).max(0.0))
+}
+
+/// What a queued session waits for besides its turn ("waiting for dataset emoji to register"), or what a running one
+/// does before it starts training (its cache build's progress, [`Daemon::decoding`]); "" for neither. The API's
+/// session view, the dashboard's sessions list and session page show it.
+///
+/// [`Daemon::decoding`]: crate::daemon::Daemon::decoding
+pub fn activity_of(state: &AppState, row: &SessionRow) -> String {
+    waiting_of(state, row).or_else(|| progress_of(state, row)).unwrap_or_default()
+}
+
+fn waiting_of(state: &AppState, row: &SessionRow) -> Option<String> {
+    (row.state == SessionState::Queued).then(|| state.daemon.dataset_wait(&row.id.dataset)).flatten()
+}
+
+fn progress_of(state: &AppState, row: &SessionRow) -> Option<String> {
+    (row.state == SessionState::Running).then(|| state.daemon.decoding(&row.id).map(|p| p.line())).flatten()
+}
+
+/// A dataset as `GET /datasets` lists it: registered, with its sizes; registering, while the daemon reads its folder
+/// (sessions naming it wait); or failed, with the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetView {
+    pub name: String,
+    pub state: DatasetState,
+    /// Why its registration failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When its registration began (while registering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<f64>,
+    /// The dataset folder (registered).
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub train_images: Option<i64>,
+    #[serde(default)]
+    pub classes: Option<i64>,
+    #[serde(default)]
+    pub test_images: Option<i64>,
+    #[serde(default)]
+    pub registered_at: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetState {
+    Registered,
+    Registering,
+    Failed,
+}
+
+impl DatasetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetState::Registered => "registered",
+            DatasetState::Registering => "registering",
+            DatasetState::Failed => "failed",
+        }
+    }
+}
+
+impl From<DatasetStatus> for DatasetView {
+    fn from(d: DatasetStatus) -> Self {
+        let (state, error, since) = match d.registration {
+            None => (DatasetState::Registered, None, None),
+            Some(Registration::Registering { since }) => (DatasetState::Registering, None, Some(since)),
+            Some(Registration::Failed { error }) => (DatasetState::Failed, Some(error), None),
+        };
+        let row = d.row;
+        DatasetView {
+            name: d.name,
+            state: if row.is_some() { DatasetState::Registered } else { state },
+            error,
+            since,
+            path: row.as_ref().map(|r| r.path.clone()),
+            train_images: row.as_ref().map(|r| r.train_images),
+            classes: row.as_ref().map(|r| r.classes),
+            test_images: row.as_ref().map(|r| r.test_images),
+            registered_at: row.as_ref().map(|r| r.registered_at),
+        }
+    }
 }
 
 /// A spec file whose current content was rejected, and why (`GET /specs/rejected`).
@@ -299,8 +391,11 @@ async fn list_sessions(State(state): State<AppState>, Query(q): Query<ListQuery>
 async fn view(state: &AppState, row: SessionRow, positions: &HashMap<SessionId, usize>) -> SessionView {
     let pos = positions.get(&row.id).copied();
     let eta = eta_of(state.store(), &row, crate::store::now()).await;
+    let (waiting, progress) = (waiting_of(state, &row), progress_of(state, &row));
     let mut view = SessionView::new(row, pos);
     view.eta = eta;
+    view.waiting = waiting;
+    view.progress = progress;
     view
 }
 
@@ -494,8 +589,8 @@ async fn rejected_specs(State(state): State<AppState>) -> ApiResult<Vec<Rejected
     Ok(Json(out))
 }
 
-async fn datasets(State(state): State<AppState>) -> ApiResult<Vec<DatasetRow>> {
-    Ok(Json(state.store().datasets().await?))
+async fn datasets(State(state): State<AppState>) -> ApiResult<Vec<DatasetView>> {
+    Ok(Json(state.daemon.dataset_statuses().await?.into_iter().map(DatasetView::from).collect()))
 }
 
 async fn register_dataset(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<DatasetRow> {
@@ -677,6 +772,72 @@ mod tests {
         assert_eq!(json.as_array().unwrap().len(), 1);
         let (_, json) = call(&state, "GET", "/api/sessions?all=true&dataset=emoji", None).await;
         assert_eq!(json.as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dataset_still_registering_is_listed_and_its_sessions_wait_without_a_position() {
+        let (state, _dir) = app().await;
+        // A folder the store lacks, as a daemon finds it at start-up: registering until its registration ends.
+        std::fs::create_dir_all(state.home().dataset("emoji")).unwrap();
+        assert_eq!(crate::daemon::datasets::start_up(&state.daemon).await, vec!["emoji".to_string()]);
+        let (status, json) = call(&state, "GET", "/api/datasets", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let list: Vec<DatasetView> = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            (list[0].name.as_str(), list[0].state, list[0].train_images),
+            ("emoji", DatasetState::Registering, None)
+        );
+        assert!(list[0].since.is_some());
+        // Its session waits, with no queue position; another dataset's is next.
+        let waiting = queue(&state, 5, Device::Cpu).await;
+        let other = NewSession {
+            user: "tester".into(),
+            dataset: "other".into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Cpu,
+            epochs: 1,
+            fork_of: None,
+        };
+        let other = state.store().enqueue(None, &[other], |_, _| "{}".into()).await.unwrap().remove(0);
+        let (_, json) = call(&state, "GET", "/api/sessions", None).await;
+        let list: Vec<SessionView> = serde_json::from_value(json).unwrap();
+        let shown = |id: &SessionId| list.iter().find(|s| s.id == id.to_string()).unwrap().clone();
+        assert_eq!(shown(&waiting).position, None);
+        assert_eq!(shown(&waiting).waiting.as_deref(), Some("waiting for dataset emoji to register"));
+        assert_eq!((shown(&other).position, shown(&other).waiting.clone()), (Some(1), None));
+        // Its registration fails (an empty folder): listed as failed with the error; the session waits no longer.
+        let error = state.daemon.register_dataset("emoji").await.unwrap_err().to_string();
+        let (_, json) = call(&state, "GET", "/api/datasets", None).await;
+        assert_eq!(json[0]["state"], "failed", "{json}");
+        assert_eq!(json[0]["error"], error.as_str(), "{json}");
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{waiting}"), None).await;
+        assert!(json["waiting"].is_null(), "{json}");
+        // A spec naming it is refused with the error.
+        let refused = state.daemon.accept_dataset("x.yaml", "emoji").await.unwrap_err().to_string();
+        assert!(refused.contains("could not be registered") && refused.contains(&error), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_running_session_shows_its_cache_build_until_training_starts() {
+        use crate::core::progress::DecodeProgress;
+        let (state, _dir) = app().await;
+        let id = queue(&state, 0, Device::Cpu).await;
+        let build = DecodeProgress { done: 412_000, total: 700_000, seconds: 128.75 };
+        state.daemon.record_decoding(&id, Some(build));
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}"), None).await;
+        assert!(json["progress"].is_null(), "a queued session shows none: {json}");
+        state.store().transition(&id, SessionState::Running, Some("cpu0"), None).await.unwrap();
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}"), None).await;
+        assert_eq!(json["progress"], "decoding 412,000 of 700,000 images (3,200 img/s, ETA 1m 30s)", "{json}");
+        let changes = state.daemon.decoding_changes();
+        state.daemon.record_decoding(&id, Some(build));
+        assert_eq!(state.daemon.decoding_changes(), changes, "the same progress again is no change");
+        // Training started: the runner forgets it.
+        state.daemon.record_decoding(&id, None);
+        assert_eq!(state.daemon.decoding_changes(), changes + 1);
+        let (_, json) = call(&state, "GET", &format!("/api/sessions/{id}"), None).await;
+        assert!(json["progress"].is_null(), "training has started: {json}");
     }
 
     #[tokio::test]

@@ -67,7 +67,8 @@ pub async fn sessions_live(State(state): State<AppState>) -> impl IntoResponse {
                 _ = state.daemon.shutdown.cancelled() => return,
             }
             let now = match state.store().activity_fingerprint().await {
-                Ok(f) => f,
+                // A cache build's progress changes what the rows show too.
+                Ok(f) => format!("{f}|{}", state.daemon.decoding_changes()),
                 Err(e) => {
                     tracing::warn!("sessions live stream: {e}");
                     continue;
@@ -91,8 +92,9 @@ pub struct LiveQuery {
     log_offset: Option<u64>,
 }
 
-/// The `state` event: what the page's header and facts show.
-fn state_json(row: &SessionRow) -> String {
+/// The `state` event: what the page's header and facts show (`activity`: what it waits for, or its cache build's
+/// progress before its first step).
+fn state_json(row: &SessionRow, activity: &str) -> String {
     let running = (row.state == SessionState::Running).then_some(row.started_at).flatten();
     let p = super::view::progress(row.epoch, row.epochs, running, 1, crate::store::now());
     json!({
@@ -102,6 +104,7 @@ fn state_json(row: &SessionRow) -> String {
         "progress": progress_text(&p),
         "best": super::view::percent(row.best_val_acc),
         "reason": super::view::exit_text(row.state, row.exit_reason.as_deref()),
+        "activity": activity,
     })
     .to_string()
 }
@@ -214,7 +217,7 @@ pub async fn session_live(
                     continue;
                 }
             };
-            let now = state_json(&row);
+            let now = state_json(&row, &super::api::activity_of(&state, &row));
             if now != last_state {
                 if !send(&tx, "state", now.clone()).await {
                     return;

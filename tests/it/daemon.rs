@@ -405,3 +405,182 @@ fn a_killed_daemon_restarts_and_the_session_resumes_from_its_last_checkpoint() {
     let check: Vec<(String,)> = env.db("PRAGMA integrity_check");
     assert_eq!(check[0].0, "ok");
 }
+
+/// A dataset's training CSV held back: a named pipe stands in its place, so the daemon's registration, which reads
+/// that very file, blocks until the test feeds it. Nothing in rush knows about it: this is only a slow disk the test
+/// controls, so "the daemon answered before the registration ended" is certain, not a race.
+struct HeldCsv {
+    path: std::path::PathBuf,
+    content: Vec<u8>,
+}
+
+impl HeldCsv {
+    fn new(dataset: &std::path::Path) -> HeldCsv {
+        use std::os::unix::ffi::OsStrExt;
+        let path = dataset.join("train/train_data/train_with_valid_tags.csv");
+        let content = std::fs::read(&path).expect("the training CSV");
+        std::fs::remove_file(&path).unwrap();
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+        HeldCsv { path, content }
+    }
+
+    /// Lets the registration read `content`: once the daemon has the pipe open, a regular file with `content` takes
+    /// its place (every later reader, such as the trainer, reads that), and `content` goes down the pipe.
+    fn release(&self, content: &[u8]) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        // Non-blocking: opening fails until a reader has the pipe open, so a dead daemon cannot hang the test.
+        let mut pipe = wait_for(Duration::from_secs(60), "the daemon to open the held CSV", || {
+            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&self.path).ok()
+        });
+        // SAFETY: fcntl on a descriptor we own; blocking writes from here on.
+        unsafe {
+            let fd = pipe.as_raw_fd();
+            libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK);
+        }
+        let file = self.path.with_extension("csv.new");
+        std::fs::write(&file, content).unwrap();
+        std::fs::rename(&file, &self.path).unwrap();
+        pipe.write_all(content).unwrap();
+    }
+}
+
+fn api_get(env: &Env, path: &str) -> serde_json::Value {
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    let response = reqwest::blocking::get(format!("http://{}/api{path}", addr.trim())).expect("the daemon answers");
+    assert!(response.status().is_success(), "GET /api{path}: {}", response.status());
+    response.json().unwrap()
+}
+
+fn dataset_named(env: &Env, name: &str) -> serde_json::Value {
+    let list = api_get(env, "/datasets");
+    list.as_array().unwrap().iter().find(|d| d["name"] == name).cloned().unwrap_or_default()
+}
+
+#[test]
+fn the_daemon_serves_before_its_datasets_register_and_sessions_wait_for_them() {
+    let mut env = Env::new();
+    // Pushed while no daemon runs: the daemon registers them when it starts.
+    env.push_synth("slow", 7);
+    env.push_synth("bad", 8);
+    let slow = HeldCsv::new(&env.home.join("datasets/slow"));
+    let bad = HeldCsv::new(&env.home.join("datasets/bad"));
+
+    let started = Instant::now();
+    env.start();
+    let info = api_get(&env, "/info");
+    println!("figure: daemon start until /api/info answers, two registrations under way: {:.0} ms", {
+        started.elapsed().as_secs_f64() * 1e3
+    });
+    assert_eq!(info["user"], "tester");
+    // Both registrations are still blocked on their CSV: the daemon answered before either ended.
+    for name in ["slow", "bad"] {
+        let d = dataset_named(&env, name);
+        assert_eq!(d["state"], "registering", "{d}");
+        assert!(d["train_images"].is_null(), "{d}");
+    }
+    let ls = env.ok(&["dataset", "ls"]);
+    assert!(ls.lines().any(|l| l.starts_with("slow") && l.contains("registering")), "{ls}");
+
+    // A spec naming a dataset still registering queues a session that waits, and ps says why.
+    let slow_id = env.queue("slow.yaml", &quick_spec("slow", 1, ""));
+    let bad_id = env.queue("bad.yaml", &quick_spec("bad", 1, ""));
+    std::thread::sleep(Duration::from_millis(2500)); // a scheduler tick or more
+    let waiting = env.session(&slow_id).unwrap();
+    assert_eq!(waiting["state"], "queued", "{waiting}");
+    assert_eq!(waiting["waiting"], "waiting for dataset slow to register", "{waiting}");
+    assert!(waiting["position"].is_null(), "{waiting}");
+    let ps = env.ok(&["ps"]);
+    let line = ps.lines().find(|l| l.starts_with(&slow_id)).unwrap_or_default();
+    assert!(line.contains("queued (cpu)") && line.contains("waiting for dataset slow to register"), "{ps}");
+
+    // A registration that fails: the dataset shows the error, the session queued meanwhile fails with it, and a
+    // spec naming it now is refused with it.
+    bad.release(b"no,columns,here\n1,2,3\n");
+    let failed = wait_for(Duration::from_secs(30), "bad to fail", || {
+        let d = dataset_named(&env, "bad");
+        (d["state"] == "failed").then_some(d)
+    });
+    let error = failed["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("train_with_valid_tags.csv"), "{failed}");
+    assert!(!error.contains(env.home.to_str().unwrap()), "the home's path is not shown: {failed}");
+    let gone = env.wait_state(&bad_id, "failed", Duration::from_secs(30));
+    let reason = gone["exit_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("dataset bad could not be registered") && reason.contains(&error), "{gone}");
+    let refused = env.verdict(&env.drop_spec("bad-again.yaml", &quick_spec("bad", 1, "")));
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert!(refused["error"].as_str().unwrap_or_default().contains("could not be registered"), "{refused}");
+    assert!(env.ok(&["dataset", "ls"]).contains("failed: "));
+
+    // The other registers, and the session that waited for it runs.
+    assert_eq!(env.session(&slow_id).unwrap()["state"], "queued");
+    slow.release(&slow.content);
+    let registered = wait_for(Duration::from_secs(30), "slow to register", || {
+        let d = dataset_named(&env, "slow");
+        (d["state"] == "registered").then_some(d)
+    });
+    assert_eq!(registered["train_images"], 300, "{registered}");
+    let done = env.wait_state(&slow_id, "succeeded", TRAIN_TIMEOUT);
+    assert_eq!(done["epoch"], 1);
+}
+
+#[test]
+fn a_session_building_the_image_cache_reports_its_progress_before_it_starts_training() {
+    use std::io::BufRead;
+    let mut env = Env::new();
+    // Held back as it registers at start-up, so the session waits and its live events can be followed from the start.
+    env.push_synth("fresh", 9);
+    let held = HeldCsv::new(&env.home.join("datasets/fresh"));
+    env.start();
+    let id = env.queue("fresh.yaml", &quick_spec("fresh", 1, ""));
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap().trim().to_string();
+    let client = reqwest::blocking::Client::builder().timeout(TRAIN_TIMEOUT).build().unwrap();
+    // The answer's head comes once the stream has subscribed: nothing the child sends from now on is missed.
+    let live = client.get(format!("http://{addr}/api/sessions/{id}/events")).send().unwrap();
+    assert!(live.status().is_success());
+    let follower = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(live).lines() {
+            let Some(data) = line.unwrap().strip_prefix("data: ").map(str::to_string) else { continue };
+            let step = data.contains("\"event\":\"step\"");
+            lines.push(data);
+            if step {
+                break;
+            }
+        }
+        lines
+    });
+    held.release(&held.content);
+    let live = follower.join().unwrap();
+    let kinds: Vec<String> = live
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    let first = |kind: &str| kinds.iter().position(|k| k == kind);
+    let decoding = first("decoding").unwrap_or_else(|| panic!("no decoding event live: {kinds:?}"));
+    assert!(decoding < first("started").unwrap() && decoding < first("step").unwrap(), "{kinds:?}");
+    env.wait_state(&id, "succeeded", TRAIN_TIMEOUT);
+    assert!(env.home.join("cache/images/fresh/train-32.rgb").is_file(), "the build wrote the cache");
+
+    // The child's record has it too, before `started`: the last says every image is decoded.
+    let text = std::fs::read_to_string(env.session_dir(&id).join("events.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let at = |kind: &str| events.iter().position(|e| e["event"] == kind);
+    assert!(at("decoding").unwrap() < at("started").unwrap(), "{text}");
+    let last = events.iter().rfind(|e| e["event"] == "decoding").unwrap();
+    assert_eq!((last["done"].as_u64(), last["total"].as_u64()), (Some(300), Some(300)), "{last}");
+    assert!(last["seconds"].as_f64().unwrap() >= 0.0);
+    // The daemon forgot it once training started; the log has it.
+    assert!(env.session(&id).unwrap()["progress"].is_null());
+    let log = env.ok(&["logs", &id]);
+    assert!(log.contains("image cache: decoded 300 of 300 images ("), "{log}");
+
+    // A session that finds the cache built reports no build.
+    let again = env.queue("again.yaml", &quick_spec("fresh", 1, "seed: 2\n"));
+    env.wait_state(&again, "succeeded", TRAIN_TIMEOUT);
+    let text = std::fs::read_to_string(env.session_dir(&again).join("events.jsonl")).unwrap();
+    assert!(!text.contains("\"event\":\"decoding\""), "{text}");
+}

@@ -17,30 +17,35 @@ use crate::core::format;
 use crate::core::session::validate_name;
 use crate::data::layout;
 use crate::store::DatasetRow;
-use crate::web::api::Info;
+use crate::web::api::{DatasetState, DatasetView, Info};
 
 pub fn ls(global: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let list: Vec<DatasetRow> = api.get("/datasets")?;
+    let list: Vec<DatasetView> = api.get("/datasets")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = crate::store::now();
+    print!("{}", ls_table(&list, crate::store::now()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dataset ls`'s table: a registered dataset's sizes and when it was registered; one still registering says so
+/// (and since when), one that failed says why.
+fn ls_table(list: &[DatasetView], now: f64) -> String {
+    let count = |n: Option<i64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|d| {
-            vec![
-                d.name.clone(),
-                d.train_images.to_string(),
-                d.classes.to_string(),
-                d.test_images.to_string(),
-                format::ago(now, Some(d.registered_at)),
-            ]
+            let registered = match d.state {
+                DatasetState::Registered => format::ago(now, d.registered_at),
+                DatasetState::Registering => format!("registering (since {})", format::ago(now, d.since)),
+                DatasetState::Failed => format!("failed: {}", d.error.as_deref().unwrap_or("unknown error")),
+            };
+            vec![d.name.clone(), count(d.train_images), count(d.classes), count(d.test_images), registered]
         })
         .collect();
-    print!("{}", table::render(&["Name", "Train", "Classes", "Test", "Registered"], &rows));
-    Ok(ExitCode::SUCCESS)
+    table::render(&["Name", "Train", "Classes", "Test", "Registered"], &rows)
 }
 
 pub fn push(global: &Global, name: &str, source: &Path, move_it: bool) -> anyhow::Result<ExitCode> {
@@ -119,4 +124,48 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     files.par_iter().try_for_each(|(src, dst)| {
         std::fs::copy(src, dst).map(|_| ()).with_context(|| format!("copying {} to {}", src.display(), dst.display()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_says_which_datasets_are_still_registering_and_why_one_failed() {
+        let registered = DatasetView {
+            name: "emoji".into(),
+            state: DatasetState::Registered,
+            error: None,
+            since: None,
+            path: Some("/h/datasets/emoji".into()),
+            train_images: Some(300),
+            classes: Some(8),
+            test_images: Some(60),
+            registered_at: Some(990.0),
+        };
+        let registering = DatasetView {
+            name: "big".into(),
+            state: DatasetState::Registering,
+            since: Some(997.0),
+            path: None,
+            train_images: None,
+            classes: None,
+            test_images: None,
+            registered_at: None,
+            ..registered.clone()
+        };
+        let failed = DatasetView {
+            name: "bad".into(),
+            state: DatasetState::Failed,
+            error: Some("dataset bad: train.csv:1: no column tags".into()),
+            since: None,
+            ..registering.clone()
+        };
+        let table = ls_table(&[failed, registering, registered], 1000.0);
+        let line = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+        assert!(line("emoji").contains("300") && line("emoji").contains("10 s ago"), "{table}");
+        assert!(line("big").contains("registering (since 3 s ago)"), "{table}");
+        assert!(line("big").contains(" - "), "no sizes while registering: {table}");
+        assert!(line("bad").contains("failed: dataset bad: train.csv:1: no column tags"), "{table}");
+    }
 }

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use serde_json::Value;
 
 use super::AppState;
+use super::api::activity_of;
 pub use super::error::PageError;
 use super::sse;
 pub use super::view::progress_text;
@@ -147,6 +148,9 @@ pub struct SessionLine {
     pub progress: Progress,
     pub best: String,
     pub where_: String,
+    /// What a queued session waits for besides its turn, or what a running one does before its first step (see
+    /// [`activity_of`]); "" for neither. The sessions table fills it in.
+    pub activity: String,
     pub memo: String,
     /// Why a session that did not succeed ended (the first line of its reason), or what a fork starts from.
     pub note: String,
@@ -219,6 +223,7 @@ impl SessionLine {
             progress: progress_of(row, now),
             best: view::percent(row.best_val_acc),
             where_: where_of(row, positions),
+            activity: String::new(),
             memo: row.memo.clone(),
             note: note_of(row),
             queued: view::ago(now, Some(row.queued_at)),

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    AppState, Chrome, PageError, PageResult, html, positions_for, progress_of, progress_text, session_id, session_url,
-    spec_json, spec_str, where_of,
+    AppState, Chrome, PageError, PageResult, activity_of, html, positions_for, progress_of, progress_text, session_id,
+    session_url, spec_json, spec_str, where_of,
 };
 use crate::core::metric::MAX_POINTS;
 use crate::core::session::{SessionId, SessionState};
@@ -106,6 +106,8 @@ struct SessionTemplate {
     progress_text: String,
     best: String,
     where_: String,
+    /// What it waits for besides its turn, or does before its first step; the live stream keeps it current.
+    activity: String,
     queued: String,
     queued_exact: String,
     started: String,
@@ -350,6 +352,7 @@ pub(super) async fn session_page(
         progress,
         best: view::percent(row.best_val_acc),
         where_: where_of(&row, &positions),
+        activity: activity_of(&state, &row),
         queued: view::ago(now, Some(row.queued_at)),
         queued_exact: view::datetime_utc(row.queued_at),
         started: row.started_at.map(view::datetime_utc).unwrap_or_default(),

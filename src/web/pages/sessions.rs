@@ -10,7 +10,8 @@ use axum::extract::{Query, RawQuery, State};
 use serde::Deserialize;
 
 use super::{
-    AppState, Chrome, PageError, PageResult, SessionLine, SweepHead, html, positions_for, repeated, spec_json,
+    AppState, Chrome, PageError, PageResult, SessionLine, SweepHead, activity_of, html, positions_for, repeated,
+    spec_json,
 };
 use crate::core::session::SessionState;
 use crate::store::dashboard::SessionPageQuery;
@@ -174,6 +175,7 @@ async fn table_lines(
         .into_iter()
         .map(|r| {
             let mut line = SessionLine::new(r, &positions, now);
+            line.activity = activity_of(state, r);
             let flat = super::view::flatten(&spec_json(r));
             line.params = cols
                 .iter()

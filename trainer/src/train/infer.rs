@@ -33,6 +33,7 @@ use crate::train::checkpoint::{self, CheckpointIoError};
 use crate::train::device::{self, DeviceError, Execution};
 use crate::train::models;
 use crate::train::run::Normalizer;
+use rush::core::progress::DecodeTicker;
 use rush::core::score::{BoardSplit, dry_run_indices};
 use rush::core::spec::{Precision, ResolvedSpec, SpecError};
 use rush::data::cache::{self, Decoded, ImageCache};
@@ -312,8 +313,14 @@ impl Feeder {
                 let paths: Vec<PathBuf> = samples.iter().map(|(_, p)| p.clone()).collect();
                 let mut batch =
                     Batcher { tx, size: self.image_bytes(), pixels: Vec::new(), images: 0, sent: 0, open: true };
+                let started = Instant::now();
+                let mut ticker = DecodeTicker::new(paths.len() as u64, 1.0);
                 let built =
                     ImageCache::open_or_build_with(&file, &paths, self.size, &self.pool, &mut |run: Decoded<'_>| {
+                        let done = (run.first + run.len()) as u64;
+                        if let Some(p) = ticker.tick(done, started.elapsed().as_secs_f64()) {
+                            eprintln!("rush infer: image cache: {}", p.line());
+                        }
                         for k in 0..run.len() {
                             match run.image(k) {
                                 Some(image) => batch.push(image),

@@ -35,7 +35,8 @@ use crate::train::loader::{self, BadImages, Batch, BatchSource, Loader, LoaderSp
 use crate::train::models;
 use crate::train::optim::{FlatParams, OptimError, Optimizer};
 use crate::train::resident::{self, ResidentEpoch, ResidentImages, ResidentMode};
-use rush::core::event::Event;
+use rush::core::event::{Event, PROGRESS_EVENTS_ENV};
+use rush::core::progress::DecodeTicker;
 use rush::core::schedule::learning_rate;
 use rush::core::spec::{LossName, ResolvedSpec, Spec, SpecError};
 use rush::data::cache::{self, ImageCache};
@@ -329,7 +330,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
 
     let pool = Arc::new(pool);
     let bad = Arc::new(BadImages::default());
-    let cache = open_cache(&resolved.dataset_path, &samples, spec.image_size, &pool, &bad);
+    let cache = open_cache(&resolved.dataset_path, &samples, spec.image_size, &pool, &bad, sink);
     let resident = cache.as_ref().and_then(|cache| place_on_device(cache, &samples, &spec, device));
 
     let mut trainer = Trainer {
@@ -359,20 +360,35 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
 }
 
 /// The dataset's decoded-image cache at `side`, reused or built now (`data::cache`); images that fail to decode are
-/// recorded as bad. `None` (and a log line) when it cannot be used: the loader then decodes every epoch.
+/// recorded as bad. A build reports its progress about once a second: a log line, and a `decoding` event when the
+/// daemon asked for them (`core::event::PROGRESS_EVENTS_ENV`). `None` (and a log line) when it cannot be used: the
+/// loader then decodes every epoch.
 fn open_cache(
     dataset: &std::path::Path,
     samples: &[Sample],
     side: u32,
     pool: &rayon::ThreadPool,
     bad: &BadImages,
+    sink: &mut EventSink,
 ) -> Option<Arc<ImageCache>> {
     let Some(file) = cache::cache_file(dataset, "train", side) else {
         eprintln!("rush train: image cache off (RUSH_IMAGE_CACHE=off); decoding every image every epoch");
         return None;
     };
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
-    match ImageCache::open_or_build(&file, &paths, side, pool) {
+    let started = Instant::now();
+    let mut ticker = DecodeTicker::new(paths.len() as u64, 1.0);
+    let events = std::env::var_os(PROGRESS_EVENTS_ENV).is_some_and(|v| v == "1");
+    let built = ImageCache::open_or_build_with(&file, &paths, side, pool, &mut |run| {
+        let done = (run.first + run.len()) as u64;
+        if let Some(p) = ticker.tick(done, started.elapsed().as_secs_f64()) {
+            eprintln!("rush train: image cache: {}", p.line());
+            if events {
+                sink.emit(Event::Decoding { done: p.done, total: p.total, seconds: p.seconds });
+            }
+        }
+    });
+    match built {
         Ok((cache, report)) => {
             if let Some(reason) = &report.rebuilt_because {
                 eprintln!("rush train: image cache {} was rebuilt: {reason}", file.display());
