@@ -41,6 +41,11 @@ impl Home {
         self.root.join("rush.db")
     }
 
+    /// The users `rush user add` listed (name, token digest, GPU quota, role), read by the daemon as they change.
+    pub fn users_file(&self) -> PathBuf {
+        self.root.join("users.yaml")
+    }
+
     /// Written by a running daemon: the address its HTTP API listens on.
     pub fn daemon_addr_file(&self) -> PathBuf {
         self.root.join("daemon.addr")

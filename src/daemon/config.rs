@@ -64,6 +64,9 @@ pub struct ConfigFile {
     pub public_percent: Option<u8>,
     /// Datasets whose boards show (and rank by) private scores to everyone, e.g. after a deadline.
     pub reveal_private: Option<Vec<String>>,
+    /// The users of a shared daemon (teams), each with its token's SHA-256, GPU quota and role; those `rush user add`
+    /// puts in `$RUSH_HOME/users.yaml` join them. None listed: one user (`user`), today's single-user daemon.
+    pub users: Option<Vec<crate::core::access::UserEntry>>,
 }
 
 /// Flags given on the command line (`rush daemon ...`).
@@ -100,6 +103,8 @@ pub struct DaemonConfig {
     pub public_percent: u8,
     /// Datasets whose private scores are revealed.
     pub reveal_private: Vec<String>,
+    /// The users the config file lists (checked); `daemon::users::Directory` adds `$RUSH_HOME/users.yaml`'s.
+    pub users: Vec<crate::core::access::UserEntry>,
 }
 
 impl ConfigFile {
@@ -169,7 +174,11 @@ impl DaemonConfig {
                 message: format!("{public_percent} is outside 1..99"),
             });
         }
+        let users = file.users.unwrap_or_default();
+        crate::core::access::Users::new(users.clone())
+            .map_err(|e| ConfigError::Invalid { field: "users", message: e.to_string() })?;
         Ok(DaemonConfig {
+            users,
             submissions_per_day: file.submissions_per_day.unwrap_or(DEFAULT_SUBMISSIONS_PER_DAY),
             public_percent,
             reveal_private: file.reveal_private.unwrap_or_default(),
