@@ -174,7 +174,8 @@ impl Daemon {
     /// sessions, keyed by order digest.
     async fn validation_splits(&self, dataset: &str) -> Result<(Arc<DatasetFacts>, Splits), DaemonError> {
         let mut wanted: Vec<(u64, u64)> = Vec::new(); // (valid_fraction bits, seed)
-        let filter = crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()) };
+        let filter =
+            crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()), ..Default::default() };
         for row in self.store.sessions(&filter).await? {
             if let Ok(r) = row.resolved_spec() {
                 let key = (r.spec.valid_fraction.to_bits(), r.spec.seed);
@@ -197,8 +198,13 @@ impl Daemon {
         .map(|splits| (facts, splits))
     }
 
-    /// Every cached checkpoint of a dataset with its validation accuracy.
-    pub async fn cached_checkpoints(&self, dataset: &str) -> Result<Vec<CachedCheckpoint>, DaemonError> {
+    /// Every cached checkpoint of a dataset with its validation accuracy (`only`: of this user's sessions alone).
+    pub async fn cached_checkpoints(
+        &self,
+        dataset: &str,
+        only: Option<&str>,
+    ) -> Result<Vec<CachedCheckpoint>, DaemonError> {
+        let only = only.map(str::to_string);
         let (home, name) = (self.home().clone(), dataset.to_string());
         if blocking(move || valid_entries(&home, &name)).await?.is_empty() {
             // nothing cached: no need for the dataset's facts
@@ -210,7 +216,7 @@ impl Daemon {
         blocking(move || {
             let metas = valid_entries(&home, &dataset)?;
             let mut out = Vec::with_capacity(metas.len());
-            for meta in metas {
+            for meta in metas.into_iter().filter(|m| only.as_ref().is_none_or(|u| m.session.user == *u)) {
                 let val_acc = match splits.get(&meta.order) {
                     Some(split) => facts.accuracy(&read_valid(&home, &meta)?, split).ok(),
                     None => None,
@@ -294,7 +300,8 @@ impl Daemon {
 
     /// Every kept checkpoint of the dataset's sessions, `(session, epoch)`.
     async fn kept_checkpoints(&self, dataset: &str) -> Result<Vec<(SessionId, u32)>, DaemonError> {
-        let filter = crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()) };
+        let filter =
+            crate::store::SessionFilter { all: true, dataset: Some(dataset.to_string()), ..Default::default() };
         let mut kept = Vec::new();
         for row in self.store.sessions(&filter).await? {
             for c in self.store.checkpoints(&row.id).await? {
@@ -306,20 +313,24 @@ impl Daemon {
 
     /// Greedy forward selection with replacement over every checkpoint of `dataset` with validation probabilities
     /// (Caruana et al., 2004): the cached ones of `tta`, and every kept checkpoint with its own.
+    /// `only`: among this user's sessions alone (a member of a shared daemon).
     pub async fn auto_ensemble(
         &self,
         dataset: &str,
         max_members: usize,
         tta: Tta,
+        only: Option<&str>,
     ) -> Result<AutoEnsemble, DaemonError> {
         let (facts, splits) = self.validation_splits(dataset).await?;
-        let kept = self.kept_checkpoints(dataset).await?;
+        let mut kept = self.kept_checkpoints(dataset).await?;
+        let only = only.map(str::to_string);
+        kept.retain(|(session, _)| only.as_ref().is_none_or(|u| session.user == *u));
         let home = self.home().clone();
         let dataset = dataset.to_string();
         blocking(move || {
             let mut candidates: Vec<Candidate> = valid_entries(&home, &dataset)?
                 .into_iter()
-                .filter(|m| m.tta == tta)
+                .filter(|m| m.tta == tta && only.as_ref().is_none_or(|u| m.session.user == *u))
                 .map(Candidate::from_cache)
                 .collect();
             for (session, epoch) in &kept {

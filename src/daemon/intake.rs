@@ -82,7 +82,8 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
         }
     };
     remove_error_file(path).await;
-    let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(s, None)).collect();
+    // A spec dropped in the experiments folder is the daemon's own user's (its owner, on a shared daemon).
+    let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(&daemon.config.user, s, None)).collect();
     let home = daemon.home().clone();
     let ids =
         daemon.store.enqueue(Some((&key, &hash)), &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
@@ -92,6 +93,31 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
         daemon.wake();
     }
     Ok(Intake::Queued(ids))
+}
+
+/// `rush run`: a spec sent over the API, not dropped as a file, queued as `user`'s sessions (a team's own, on a
+/// shared daemon). `source` is what the user typed (`rush run -d emoji -a "lr=0.1"`, or the spec file's name); a
+/// refusal names it, as a file's rejection names the file.
+pub async fn queue_spec(
+    daemon: &Daemon,
+    user: &str,
+    source: &str,
+    bytes: &[u8],
+) -> Result<Vec<SessionId>, DaemonError> {
+    if bytes.len() > MAX_SPEC_BYTES {
+        return Err(DaemonError::Invalid(format!(
+            "{source}: the spec is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes",
+            bytes.len()
+        )));
+    }
+    let specs = check(daemon, source, bytes).await.map_err(DaemonError::Invalid)?;
+    let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(user, s, None)).collect();
+    let home = daemon.home().clone();
+    let ids = daemon.store.enqueue(None, &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
+    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    tracing::info!("{source}: queued {}", names.join(", "));
+    daemon.wake();
+    Ok(ids)
 }
 
 /// The file beside a rejected spec that holds why it was rejected: `bad.yaml` -> `bad.yaml.error`.

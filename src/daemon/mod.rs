@@ -75,6 +75,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod slots;
 pub mod submissions;
+pub mod users;
 pub mod watcher;
 
 // The facade: what the web layer may name.
@@ -193,6 +194,8 @@ pub struct Daemon {
     /// events), and how many times that changed (the sessions list's live stream watches the count).
     decoding: std::sync::Mutex<HashMap<SessionId, DecodeProgress>>,
     decoding_changes: AtomicU64,
+    /// The users of a shared daemon (config and `$RUSH_HOME/users.yaml`); none on a single-user one.
+    users: users::Directory,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -213,7 +216,9 @@ impl Daemon {
         let (metrics, _writer) = store.metric_writer();
         let (wake, submission_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let slots = slots::SlotPool::new(config.slots.clone(), vec![wake.clone(), submission_wake.clone()]);
+        let users = users::Directory::new(config.users.clone(), config.home.users_file());
         Arc::new(Daemon {
+            users,
             config,
             store,
             metrics,
@@ -239,6 +244,11 @@ impl Daemon {
 
     pub fn home(&self) -> &Home {
         &self.config.home
+    }
+
+    /// The users now (empty on a single-user daemon): who a token names, their roles and GPU quotas.
+    pub fn users(&self) -> Arc<crate::core::access::Users> {
+        self.users.current()
     }
 
     /// Starts intake (with a full scan), the scheduler loop and the submission worker.
@@ -428,9 +438,10 @@ impl Daemon {
         }
     }
 
-    /// Queues a new session that starts from a checkpoint of another (`init_from`), with overrides and a memo.
+    /// Queues a new session of `user` that starts from a checkpoint of another (`init_from`), with overrides and a memo.
     pub async fn fork(
         &self,
+        user: &str,
         id: &SessionId,
         checkpoint: &str,
         args: Option<&str>,
@@ -466,7 +477,7 @@ impl Daemon {
             )));
         }
         self.accept_dataset(&source, &spec.dataset).await?;
-        let new = self.new_session(&spec, Some(format!("{id}:{epoch}")));
+        let new = self.new_session(user, &spec, Some(format!("{id}:{epoch}")));
         let init_from = PathBuf::from(&ckpt.path);
         let home = self.home().clone();
         let ids = self
@@ -607,10 +618,10 @@ impl Daemon {
         Ok(out)
     }
 
-    /// The row for a new session of `spec` on this daemon (`auto` resolved against its slots).
-    fn new_session(&self, spec: &Spec, fork_of: Option<String>) -> NewSession {
+    /// The row for a new session of `spec` by `user` on this daemon (`auto` resolved against its slots).
+    fn new_session(&self, user: &str, spec: &Spec, fork_of: Option<String>) -> NewSession {
         NewSession {
-            user: self.config.user.clone(),
+            user: user.to_string(),
             dataset: spec.dataset.clone(),
             memo: spec.memo.clone(),
             priority: spec.priority,

@@ -82,7 +82,7 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
         tracing::info!("{} interrupted submission(s) queued again", report.submissions);
     }
     // A deletion cut short (files gone, row not yet) can have happened in any session.
-    for row in daemon.store.sessions(&SessionFilter { all: true, dataset: None }).await? {
+    for row in daemon.store.sessions(&SessionFilter { all: true, ..Default::default() }).await? {
         let dir = SessionDir::new(daemon.home().session(&row.id));
         for c in daemon.store.checkpoints(&row.id).await? {
             if !std::path::Path::new(&c.path).is_file() {

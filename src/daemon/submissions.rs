@@ -41,9 +41,9 @@ use crate::submit::{NO_SLOT, Submission, Tta};
 const POLL: Duration = Duration::from_millis(250);
 
 impl Daemon {
-    /// Checks and queues a submission; returns its row. Refused: unknown (or removed) sessions or checkpoints, a
-    /// dataset without hidden labels, or a user who has used the day's submissions (dry runs are never limited).
-    pub async fn queue_submission(&self, request: &Submission) -> Result<SubmissionRow, DaemonError> {
+    /// Checks and queues `user`'s submission; returns its row. Refused: unknown (or removed) sessions or checkpoints,
+    /// a dataset without hidden labels, or a user who has used the day's submissions (dry runs are never limited).
+    pub async fn queue_submission(&self, user: &str, request: &Submission) -> Result<SubmissionRow, DaemonError> {
         request.validate().map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let dataset = request.dataset().to_string();
         self.accept_dataset("the submission", &dataset).await?;
@@ -72,7 +72,7 @@ impl Daemon {
                 weight: m.weight,
             });
         }
-        let user = request.members[0].session.user.clone();
+        let user = user.to_string();
         let now = time::OffsetDateTime::now_utc();
         let (start, end) = score::utc_day(now);
         let day = (start.unix_timestamp() as f64, end.unix_timestamp() as f64);
@@ -196,7 +196,7 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
     };
     let mut leased: Option<Lease> = None;
     if !matches!(&order, Ok(order) if all_cached(daemon, &row, order).await) {
-        let Some(lease) = lease(daemon, id).await else { return };
+        let Some(lease) = lease(daemon, id, &row.user).await else { return };
         leased = Some(lease);
     }
     let slot = leased.as_ref().map_or_else(|| NO_SLOT.to_string(), |lease| lease.kind().to_string());
@@ -205,7 +205,7 @@ async fn run_one(daemon: &Arc<Daemon>, row: SubmissionRow) {
             let mut outcome = execute(daemon, &row, leased.as_ref().map(Lease::kind), &order).await;
             // A member found cached could not be read after all (damaged, or replaced meanwhile): it needs inference.
             if matches!(outcome, Err(JobEnd::NeedsSlot)) {
-                outcome = match lease(daemon, id).await {
+                outcome = match lease(daemon, id, &row.user).await {
                     Some(lease) => {
                         let kind = lease.kind();
                         leased = Some(lease);
@@ -264,10 +264,12 @@ async fn all_cached(daemon: &Daemon, row: &SubmissionRow, order: &TestOrder) -> 
     .is_ok_and(|cached| cached.is_some())
 }
 
-/// Waits for a free slot (a GPU first) and holds it for submission `id`; `None` on shutdown.
-async fn lease(daemon: &Daemon, id: i64) -> Option<Lease> {
+/// Waits for a free slot (a GPU first, within its user's GPU quota) and holds it for submission `id`; `None` on
+/// shutdown.
+async fn lease(daemon: &Daemon, id: i64, user: &str) -> Option<Lease> {
     loop {
-        if let Some(lease) = daemon.slots.lease_submission(id) {
+        let quota = daemon.users().get(user).and_then(|u| u.gpus);
+        if let Some(lease) = daemon.slots.lease_submission(id, user, quota) {
             return Some(lease);
         }
         tokio::select! {

@@ -13,6 +13,8 @@ use crate::core::session::{SessionId, SessionState};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionPageQuery {
     pub dataset: Option<String>,
+    /// Only this user's sessions (a member of a shared daemon sees its own only).
+    pub user: Option<String>,
     pub state: Option<SessionState>,
     /// Show sessions older than this `seq` (the "next page" link).
     pub before: Option<i64>,
@@ -45,6 +47,9 @@ impl Store {
         if q.state.is_some() {
             filter.push_str(" AND state = ?");
         }
+        if q.user.is_some() {
+            filter.push_str(" AND user = ?");
+        }
         let (cursor, order) = match (q.before, q.after) {
             (Some(_), _) => (" AND seq < ?", "DESC"),
             (None, Some(_)) => (" AND seq > ?", "ASC"),
@@ -57,6 +62,9 @@ impl Store {
         }
         if let Some(s) = q.state {
             query = query.bind(s.as_str());
+        }
+        if let Some(u) = &q.user {
+            query = query.bind(u);
         }
         if let Some(c) = q.before.or(q.after) {
             query = query.bind(c);
@@ -75,6 +83,9 @@ impl Store {
         }
         if let Some(s) = q.state {
             count = count.bind(s.as_str());
+        }
+        if let Some(u) = &q.user {
+            count = count.bind(u);
         }
         let total = count.fetch_one(&self.reader).await?;
         let (first, last) = (rows.first().map(|r| r.seq), rows.last().map(|r| r.seq));

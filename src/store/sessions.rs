@@ -104,6 +104,8 @@ pub struct SessionFilter {
     /// Finished ones too, not only queued and running.
     pub all: bool,
     pub dataset: Option<String>,
+    /// Only this user's sessions (a member of a shared daemon sees its own only).
+    pub user: Option<String>,
 }
 
 impl Store {
@@ -187,10 +189,16 @@ impl Store {
         if filter.dataset.is_some() {
             sql.push_str(" AND dataset = ?");
         }
+        if filter.user.is_some() {
+            sql.push_str(" AND user = ?");
+        }
         sql.push_str(" ORDER BY seq DESC");
         let mut q = sqlx::query_as(&sql);
         if let Some(d) = &filter.dataset {
             q = q.bind(d);
+        }
+        if let Some(u) = &filter.user {
+            q = q.bind(u);
         }
         Ok(q.fetch_all(&self.reader).await?)
     }
@@ -475,9 +483,12 @@ mod tests {
         assert_eq!((row.epoch, row.best_val_acc), (Some(2), Some(0.5)));
         let active = store.sessions(&SessionFilter::default()).await.unwrap();
         assert_eq!(active.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);
-        let all = store.sessions(&SessionFilter { all: true, dataset: None }).await.unwrap();
+        let all = store.sessions(&SessionFilter { all: true, ..Default::default() }).await.unwrap();
         assert_eq!(all.len(), 2);
-        let emoji = store.sessions(&SessionFilter { all: true, dataset: Some("emoji".into()) }).await.unwrap();
+        let emoji = store
+            .sessions(&SessionFilter { all: true, dataset: Some("emoji".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(emoji.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![a]);
     }
 }

@@ -133,9 +133,16 @@ struct CompareQuery {
     b: String,
 }
 
-async fn compare(State(state): State<AppState>, Query(q): Query<CompareQuery>) -> ApiResult<ClassComparison> {
+async fn compare(
+    State(state): State<AppState>,
+    caller: crate::core::access::Caller,
+    Query(q): Query<CompareQuery>,
+) -> ApiResult<ClassComparison> {
     let (a, ca) = member(&q.a).map_err(bad)?;
     let (b, cb) = member(&q.b).map_err(bad)?;
+    if let Some(id) = [&a, &b].into_iter().find(|id| !caller.sees(&id.user)) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown session {id}")));
+    }
     Ok(Json(state.daemon.compare_classes((&a, &ca), (&b, &cb)).await?))
 }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 pub use super::error::{ApiError, ErrorBody};
+use crate::core::access::Caller;
 use crate::core::session::{SessionId, SessionState};
 use crate::daemon::LiveEvent;
 use crate::daemon::SlotView;
@@ -42,9 +43,13 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub struct Info {
     pub version: String,
     pub home: String,
-    /// The watched intake folder (absolute): `rush run` writes its specs here.
+    /// The watched intake folder (absolute).
     pub experiments: String,
+    /// Who asks: the user its token names on a shared daemon, else the daemon's own user.
     pub user: String,
+    /// Whether that user sees and stops everyone's sessions (always, on a single-user daemon).
+    #[serde(default)]
+    pub admin: bool,
     pub slots: Vec<SlotView>,
     pub pid: u32,
     /// When the daemon started (seconds since the Unix epoch).
@@ -158,7 +163,10 @@ pub fn activity_of(state: &AppState, row: &SessionRow) -> String {
 }
 
 fn waiting_of(state: &AppState, row: &SessionRow) -> Option<String> {
-    (row.state == SessionState::Queued).then(|| state.daemon.dataset_wait(&row.id.dataset)).flatten()
+    if row.state != SessionState::Queued {
+        return None;
+    }
+    state.daemon.dataset_wait(&row.id.dataset).or_else(|| state.daemon.quota_wait(&row.id.user, row.device))
 }
 
 fn progress_of(state: &AppState, row: &SessionRow) -> Option<String> {
@@ -305,6 +313,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions/{user}/{dataset}/{n}/checkpoints", get(checkpoints))
         .route("/sessions/{user}/{dataset}/{n}/checkpoints/{checkpoint}", axum::routing::delete(remove_checkpoint))
         .route("/specs", get(specs))
+        .route("/runs", post(queue_run))
         .route("/specs/rejected", get(rejected_specs))
         .route("/datasets", get(datasets))
         .route("/datasets/{name}", post(register_dataset))
@@ -357,13 +366,14 @@ fn session_id(user: &str, dataset: &str, n: &str) -> Result<SessionId, ApiError>
 
 type IdPath = Path<(String, String, String)>;
 
-async fn info(State(state): State<AppState>) -> ApiResult<Info> {
+async fn info(State(state): State<AppState>, caller: Caller) -> ApiResult<Info> {
     let d = &state.daemon;
     Ok(Json(Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         home: d.home().root().display().to_string(),
         experiments: d.config.experiments.display().to_string(),
-        user: d.config.user.clone(),
+        user: if caller.user.is_empty() { d.config.user.clone() } else { caller.user.clone() },
+        admin: caller.is_admin(),
         slots: d.slots(),
         pid: std::process::id(),
         started_at: d.started_at,
@@ -378,8 +388,12 @@ struct ListQuery {
     dataset: Option<String>,
 }
 
-async fn list_sessions(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Vec<SessionView>> {
-    let rows = state.store().sessions(&SessionFilter { all: q.all, dataset: q.dataset }).await?;
+async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<SessionView>> {
+    let rows = state.store().sessions(&SessionFilter { all: q.all, dataset: q.dataset, user: caller.only() }).await?;
     let positions = state.daemon.queue_positions().await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -420,11 +434,12 @@ async fn remove_session(State(state): State<AppState>, Path((u, d, n)): IdPath) 
 
 async fn fork_session(
     State(state): State<AppState>,
+    caller: Caller,
     Path((u, d, n)): IdPath,
     Json(req): Json<ForkRequest>,
 ) -> ApiResult<Changed> {
     let id = session_id(&u, &d, &n)?;
-    let new = state.daemon.fork(&id, &req.checkpoint, req.args.as_deref(), req.memo.as_deref()).await?;
+    let new = state.daemon.fork(&caller.user, &id, &req.checkpoint, req.args.as_deref(), req.memo.as_deref()).await?;
     Ok(Json(Changed {
         session: new.to_string(),
         state: Some(SessionState::Queued),
@@ -576,6 +591,27 @@ struct SpecQuery {
 async fn specs(State(state): State<AppState>, Query(q): Query<SpecQuery>) -> ApiResult<Vec<SpecRow>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(state.store().specs(q.path.as_deref(), limit).await?))
+}
+
+/// `POST /api/runs`: what `rush run` sends, a spec and what the user typed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// What the user typed (or the spec file's name): refusals name it.
+    pub source: String,
+    /// The spec, YAML.
+    pub spec: String,
+}
+
+/// The sessions a run queued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Queued {
+    pub sessions: Vec<String>,
+}
+
+/// Queues a spec sent by `rush run` as the caller's sessions.
+async fn queue_run(State(state): State<AppState>, caller: Caller, Json(req): Json<RunRequest>) -> ApiResult<Queued> {
+    let ids = crate::daemon::intake::queue_spec(&state.daemon, &caller.user, &req.source, req.spec.as_bytes()).await?;
+    Ok(Json(Queued { sessions: ids.iter().map(|i| i.to_string()).collect() }))
 }
 
 /// The spec files whose current content was rejected and that are still there, newest first.

@@ -5,6 +5,10 @@
 //! removes is covered without a list to keep in step. The token comes in an `Authorization: Bearer` header (CLI) or
 //! the `rush_token` cookie that `POST /login` sets (browser).
 //!
+//! On a shared daemon (users listed) the guard also says who the request acts as: it puts the [`Caller`] in the
+//! request's extensions for the handlers, and answers 404 to a member asking for another user's session by its path
+//! (`/sessions/{user}/...`, `/api/sessions/{user}/...`), so every session route is covered here too.
+//!
 //! Browsers also send cross-site form posts to loopback servers, so a mutating request carrying the browser's
 //! cross-site markers (`Sec-Fetch-Site: cross-site`, or an `Origin` whose host is not the `Host`) is refused even on
 //! loopback without a token.
@@ -16,7 +20,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-pub use crate::core::access::{Access, Decision, Kind, Token};
+pub use crate::core::access::{Access, Admission, Caller, Decision, Kind, Token, Users};
 
 /// The cookie the browser presents the token in.
 pub const TOKEN_COOKIE: &str = "rush_token";
@@ -61,23 +65,75 @@ pub fn is_cross_site(headers: &HeaderMap) -> bool {
     }
 }
 
-/// The axum middleware: `router.layer(axum::middleware::from_fn_with_state(Arc::new(access), auth::guard))`.
+/// What the guard needs: the access configuration, the users now (read again as they change) and the daemon's own
+/// user, whom requests act as on a single-user daemon.
+#[derive(Clone)]
+pub struct Gate {
+    pub access: Arc<Access>,
+    pub owner: String,
+    pub users: Arc<dyn Fn() -> Arc<Users> + Send + Sync>,
+}
+
+impl Gate {
+    /// A single-user daemon's gate (no users listed).
+    pub fn single(access: Access, owner: &str) -> Gate {
+        let none = Arc::new(Users::default());
+        Gate { access: Arc::new(access), owner: owner.to_string(), users: Arc::new(move || none.clone()) }
+    }
+
+    /// The running daemon's gate.
+    pub fn of(daemon: &Arc<crate::daemon::Daemon>) -> Gate {
+        let d = daemon.clone();
+        Gate {
+            access: daemon.config.access.clone(),
+            owner: daemon.config.user.clone(),
+            users: Arc::new(move || d.users()),
+        }
+    }
+}
+
+/// The axum middleware: `router.layer(axum::middleware::from_fn_with_state(Gate::of(&daemon), auth::guard))`.
 ///
 /// `/login` passes through (it is where the browser presents the token; its handler checks the token itself), and so
 /// do the static files (the login form needs its style sheet). A browser asking for a page without the token is sent
 /// to `/login?next=<the page>`; the API and everything else gets a 401.
-pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+pub async fn guard(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
     if path == "/login" || path.starts_with("/static/") {
+        req.extensions_mut().insert(Caller::anonymous());
         return next.run(req).await;
     }
     let kind = kind_of(req.method());
     let token = presented_token(req.headers());
-    let api = is_api(req.uri().path());
-    match access.decide(kind, token.as_deref(), is_cross_site(req.headers())) {
-        Decision::Allow => next.run(req).await,
-        Decision::NeedToken => {
-            let message = "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)";
+    let api = is_api(&path);
+    let users = (gate.users)();
+    let cross_site = is_cross_site(req.headers());
+    match crate::core::access::admit(
+        &gate.access,
+        &users,
+        &gate.owner,
+        kind,
+        token.as_deref(),
+        cross_site,
+        is_public(&path),
+    ) {
+        Admission::Allow(caller) => {
+            if let Some(id) = session_in_path(&path)
+                && !caller.sees(id.0)
+            {
+                let message = format!("unknown session {}/{}/{}", id.0, id.1, id.2);
+                return refusal(api, StatusCode::NOT_FOUND, &message);
+            }
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Admission::NeedToken => {
+            let message = if users.is_empty() {
+                "this daemon needs its API token (Authorization: Bearer ..., or log in at /login)"
+            } else {
+                "this daemon is shared: present your token (`rush login`, RUSH_TOKEN, Authorization: Bearer ..., \
+                 or log in at /login)"
+            };
             if wants_page(req.headers()) && kind == Kind::Read && !api {
                 // A person in a browser: send them to the token form, which sends them back here.
                 let asked = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -89,12 +145,41 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                 response
             }
         }
-        Decision::Refuse => refusal(
+        Admission::Refuse => refusal(
             api,
             StatusCode::FORBIDDEN,
             "refused: mutating requests need a configured token when the daemon is bound beyond loopback, \
              and are never accepted from another site",
         ),
+    }
+}
+
+/// The routes anyone may read on a shared daemon: the boards (page and API).
+fn is_public(path: &str) -> bool {
+    let path = path.strip_prefix("/api").unwrap_or(path);
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    matches!(parts.as_slice(), ["datasets", _, "board"]) || path == "/favicon.ico"
+}
+
+/// The session a path names (`/sessions/{user}/{dataset}/{n}/...`, under `/api` too), as (user, dataset, n).
+fn session_in_path(path: &str) -> Option<(&str, &str, &str)> {
+    let path = path.strip_prefix("/api").unwrap_or(path);
+    let rest = path.strip_prefix("/sessions/")?;
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(user), Some(dataset), Some(n)) if !user.is_empty() && !dataset.is_empty() && !n.is_empty() => {
+            Some((user, dataset, n))
+        }
+        _ => None,
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    /// The caller the guard admitted; nobody (sees no session) where no guard ran.
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_else(Caller::anonymous))
     }
 }
 
@@ -210,7 +295,7 @@ mod tests {
             .route("/page", get(|| async { "page" }).post(|| async { "mutated" }))
             .route("/login", axum::routing::post(|| async { "login handler" }))
             .route("/static/rush.css", get(|| async { "css" }))
-            .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
+            .layer(axum::middleware::from_fn_with_state(Gate::single(access, "local"), guard))
     }
 
     async fn status(app: &Router, method: &str, path: &str, headers: &[(&str, &str)]) -> StatusCode {

@@ -43,10 +43,10 @@ impl AppState {
 
 /// The whole HTTP app: the JSON API under `/api`, the dashboard's pages, and the access rule over both.
 pub fn router(state: AppState) -> Router {
-    let access = state.daemon.config.access.clone();
+    let gate = auth::Gate::of(&state.daemon);
     Router::new()
         .nest("/api", api::routes())
         .merge(pages::routes())
-        .layer(axum::middleware::from_fn_with_state(access, auth::guard))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::guard))
         .with_state(state)
 }

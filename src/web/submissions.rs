@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::core::access::Caller;
 use crate::daemon::{AutoEnsemble, CachedCheckpoint, MixEval, MixMember};
 pub use crate::daemon::{BoardLineView, BoardView};
 use crate::store::{StoredMember, SubmissionRow, SubmissionState};
@@ -121,20 +122,33 @@ struct RevealQuery {
     dataset: Option<String>,
 }
 
-async fn create(State(state): State<AppState>, Json(request): Json<Submission>) -> ApiResult<SubmissionView> {
-    let row = state.daemon.queue_submission(&request).await?;
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<Submission>,
+) -> ApiResult<SubmissionView> {
+    // another user's session is unknown to a member, as everywhere
+    if let Some(m) = request.members.iter().find(|m| !caller.sees(&m.session.user)) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown session {}", m.session)));
+    }
+    let row = state.daemon.queue_submission(&caller.user, &request).await?;
     let mut view = SubmissionView::detailed(row, &state).await?;
     view.private_score = None;
     Ok(Json(view))
 }
 
-async fn list(State(state): State<AppState>, Query(q): Query<RevealQuery>) -> ApiResult<Vec<SubmissionView>> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RevealQuery>,
+) -> ApiResult<Vec<SubmissionView>> {
     if let Some(d) = &q.dataset {
         state.daemon.check_private_asked(d, q.private)?;
     }
     let rows = state.store().submissions(q.dataset.as_deref()).await?;
     Ok(Json(
         rows.into_iter()
+            .filter(|r| caller.sees(&r.user))
             .map(|r| {
                 let shown = state.daemon.reveals(&r.dataset);
                 SubmissionView::new(r, shown)
@@ -143,27 +157,30 @@ async fn list(State(state): State<AppState>, Query(q): Query<RevealQuery>) -> Ap
     ))
 }
 
-async fn row(state: &AppState, id: i64) -> Result<SubmissionRow, ApiError> {
+/// A submission the caller may see: its own (everything for an admin); another user's is 404 like a missing one.
+async fn row(state: &AppState, caller: &Caller, id: i64) -> Result<SubmissionRow, ApiError> {
     state
         .store()
         .submission(id)
         .await?
+        .filter(|r| caller.sees(&r.user))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no submission {id}")))
 }
 
 async fn one(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<i64>,
     Query(q): Query<RevealQuery>,
 ) -> ApiResult<SubmissionView> {
-    let r = row(&state, id).await?;
+    let r = row(&state, &caller, id).await?;
     state.daemon.check_private_asked(&r.dataset, q.private)?;
     Ok(Json(SubmissionView::detailed(r, &state).await?))
 }
 
 /// The prediction file, as `submission-<id>.npy`.
-async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
-    let r = match row(&state, id).await {
+async fn download(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> Response {
+    let r = match row(&state, &caller, id).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -191,9 +208,13 @@ async fn board(
     Ok(Json(state.daemon.board(&name, q.private).await?))
 }
 
-async fn cache(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Vec<CachedCheckpoint>> {
+async fn cache(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<CachedCheckpoint>> {
     state.daemon.require_dataset("the cache", &name).await?;
-    Ok(Json(state.daemon.cached_checkpoints(&name).await?))
+    Ok(Json(state.daemon.cached_checkpoints(&name, caller.only().as_deref()).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,10 +255,14 @@ pub fn parse_mix(text: &str) -> Result<Vec<MixMember>, String> {
 
 async fn evaluate(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<MixQuery>,
 ) -> ApiResult<MixEval> {
     let members = parse_mix(&q.members).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    if let Some(m) = members.iter().find(|m| !caller.sees(&m.session.user)) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown session {}", m.session)));
+    }
     let tta = tta(q.tta.as_deref())?;
     Ok(Json(state.daemon.evaluate_mix(&name, &members, tta).await?))
 }
@@ -250,10 +275,11 @@ struct AutoQuery {
 
 async fn auto(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<AutoQuery>,
 ) -> ApiResult<AutoEnsemble> {
     state.daemon.require_dataset("ensemble auto", &name).await?;
     let tta = tta(q.tta.as_deref())?;
-    Ok(Json(state.daemon.auto_ensemble(&name, q.max_members.unwrap_or(10), tta).await?))
+    Ok(Json(state.daemon.auto_ensemble(&name, q.max_members.unwrap_or(10), tta, caller.only().as_deref()).await?))
 }

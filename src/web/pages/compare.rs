@@ -101,12 +101,17 @@ async fn class_delta(state: &AppState, a: &SessionId, b: &SessionId) -> Result<D
 /// How many recent sessions the picker offers.
 const RECENT: i64 = 30;
 
-pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
+pub(super) async fn compare_page(
+    State(state): State<AppState>,
+    caller: crate::core::access::Caller,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
     let wanted = repeated(raw.as_deref(), "s");
     let mut errors = Vec::new();
     let mut ids = Vec::new();
     for w in wanted.iter().take(10) {
         match w.parse::<SessionId>() {
+            Ok(id) if !caller.sees(&id.user) => errors.push(format!("unknown session {id}")),
             Ok(id) if !ids.contains(&id) => ids.push(id),
             Ok(_) => {}
             Err(e) => errors.push(e.to_string()),
@@ -144,7 +149,10 @@ pub(super) async fn compare_page(State(state): State<AppState>, RawQuery(raw): R
         _ => (None, String::new()),
     };
     let recent = if wanted.is_empty() {
-        let page = state.store().session_page(&SessionPageQuery { limit: RECENT, ..Default::default() }).await?;
+        let page = state
+            .store()
+            .session_page(&SessionPageQuery { limit: RECENT, user: caller.only(), ..Default::default() })
+            .await?;
         let positions = positions_for(&state, &page.rows).await?;
         page.rows.iter().map(|r| SessionLine::new(r, &positions, now)).collect()
     } else {

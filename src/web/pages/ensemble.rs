@@ -45,7 +45,11 @@ struct EnsembleTemplate {
 /// The ensemble builder: the members chosen on session pages or from the cached checkpoints of the dataset, a weight
 /// each, the validation accuracy of the mix (asked of `/api/datasets/{d}/ensemble` as the weights change) and a submit
 /// button (`POST /api/submissions`, behind the token like every mutating route).
-pub(super) async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
+pub(super) async fn ensemble_page(
+    State(state): State<AppState>,
+    caller: crate::core::access::Caller,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
     let mut errors = Vec::new();
     let mut members = Vec::new();
     let chosen = repeated(raw.as_deref(), "m");
@@ -58,7 +62,7 @@ pub(super) async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): 
             errors.push(format!("{sid:?} is not a session id"));
             continue;
         };
-        let Some(row) = state.store().session(&id).await? else {
+        let Some(row) = state.store().session(&id).await?.filter(|_| caller.sees(&id.user)) else {
             errors.push(format!("unknown session {id}"));
             continue;
         };
@@ -105,7 +109,7 @@ pub(super) async fn ensemble_page(State(state): State<AppState>, RawQuery(raw): 
         String::new()
     };
     if !dataset.is_empty() {
-        match state.daemon.cached_checkpoints(&dataset).await {
+        match state.daemon.cached_checkpoints(&dataset, caller.only().as_deref()).await {
             Ok(list) => {
                 let resolved: Vec<String> = members.iter().map(|m| format!("{}:{}", m.session, m.epoch)).collect();
                 for c in list {

@@ -46,7 +46,8 @@ pub(super) async fn login(
 ) -> PageResult {
     let access: &Arc<auth::Access> = &state.daemon.config.access;
     let next = auth::safe_next(form.next.as_deref());
-    if access.token_matches(&form.token) && !auth::is_cross_site(&headers) {
+    let known = access.token_matches(&form.token) || state.daemon.users().identify(&form.token).is_some();
+    if known && !auth::is_cross_site(&headers) {
         return Ok((
             StatusCode::SEE_OTHER,
             [(header::LOCATION, next), (header::SET_COOKIE, auth::token_cookie(&form.token))],

@@ -455,13 +455,14 @@ pub struct ForkForm {
 
 pub(super) async fn fork(
     State(state): State<AppState>,
+    caller: crate::core::access::Caller,
     Path((user, dataset, n)): Path<(String, String, String)>,
     Form(form): Form<ForkForm>,
 ) -> PageResult {
     let id = session_id(&user, &dataset, &n)?;
     let url = session_url(&id.to_string());
     let memo = (!form.memo.is_empty()).then_some(form.memo.as_str());
-    Ok(match state.daemon.fork(&id, &form.checkpoint, Some(&form.args), memo).await {
+    Ok(match state.daemon.fork(&caller.user, &id, &form.checkpoint, Some(&form.args), memo).await {
         Ok(new) => Redirect::to(&session_url(&new.to_string())).into_response(),
         Err(e) => back_with_error(&url, &PageError::from(e).message),
     })

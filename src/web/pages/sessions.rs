@@ -209,6 +209,7 @@ async fn table_lines(
 
 pub(super) async fn sessions_page(
     State(state): State<AppState>,
+    caller: crate::core::access::Caller,
     Query(q): Query<SessionsQuery>,
     RawQuery(raw): RawQuery,
 ) -> PageResult {
@@ -224,6 +225,7 @@ pub(super) async fn sessions_page(
         .store()
         .session_page(&SessionPageQuery {
             dataset: dataset.clone(),
+            user: caller.only(),
             state: filter_state,
             before: q.before,
             after: q.after,

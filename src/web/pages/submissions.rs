@@ -38,9 +38,14 @@ pub(super) struct SubmissionsQuery {
 
 /// Every submission (or a dataset's), newest first: dry runs, queued, running and failed ones too, which the board
 /// never shows. Private scores are not shown here: the board shows them once revealed.
-pub(super) async fn submissions_page(State(state): State<AppState>, Query(q): Query<SubmissionsQuery>) -> PageResult {
+pub(super) async fn submissions_page(
+    State(state): State<AppState>,
+    caller: crate::core::access::Caller,
+    Query(q): Query<SubmissionsQuery>,
+) -> PageResult {
     let dataset = q.dataset.filter(|d| !d.is_empty()).unwrap_or_default();
-    let rows = state.store().submissions((!dataset.is_empty()).then_some(dataset.as_str())).await?;
+    let mut rows = state.store().submissions((!dataset.is_empty()).then_some(dataset.as_str())).await?;
+    rows.retain(|r| caller.sees(&r.user));
     let sessions = rows.iter().flat_map(|r| r.members.iter().map(|m| m.session.clone())).collect();
     let urls = session_urls(&state, sessions).await?;
     let now = crate::store::now();
