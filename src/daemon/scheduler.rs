@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::datasets::Readiness;
 use super::slots::Lease;
 use super::{Daemon, Task, runner};
-use crate::core::queue::{self, Waiting};
+use crate::core::queue::{self, Device, SlotKind};
 use crate::core::session::SessionState;
+use crate::core::share::{self, Job};
 
 /// A tick happens at least this often, even without a wake-up.
 const IDLE_TICK: Duration = Duration::from_secs(2);
@@ -60,7 +61,8 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
         // A waiting submission takes the next free slot; sessions start on the tick after it.
         return Ok(());
     }
-    let mut waiting = Vec::new();
+    let mut table = ShareTable::new(daemon, &pool);
+    let mut jobs = Vec::new();
     for (i, row) in queued.iter().enumerate() {
         // A queued session can hold a slot: a Slurm job that waits in Slurm's queue has its runner already.
         if daemon.slots.holds(&row.id) {
@@ -81,9 +83,10 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
                 continue;
             }
         }
-        waiting.push(Waiting { key: i, priority: row.priority, seq: row.seq, device: row.device });
+        let user = table.index(&row.id.user);
+        jobs.push(Job { key: i, user, submission: false, priority: row.priority, seq: row.seq, device: row.device });
     }
-    for a in queue::assign(&pool.slots, &waiting) {
+    for a in share::assign(&pool.slots, &jobs, &table.users) {
         if daemon.shutdown.is_cancelled() {
             break;
         }
@@ -107,6 +110,52 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
         spawn_runner(daemon, row, lease, stop);
     }
     Ok(())
+}
+
+/// The users as fair share sees them now: each one's GPU quota (from the daemon's users) and the slots its work
+/// holds. A single-user daemon has one user without a quota, and fair share is then the plain queue order.
+pub(crate) struct ShareTable {
+    pub users: Vec<share::User>,
+    quotas: Arc<crate::core::access::Users>,
+}
+
+impl ShareTable {
+    pub fn new(daemon: &Daemon, pool: &super::slots::Snapshot) -> ShareTable {
+        let mut table = ShareTable { users: Vec::new(), quotas: daemon.users() };
+        for (slot, owner) in pool.slots.iter().zip(&pool.owners) {
+            if let Some(owner) = owner {
+                let i = table.index(owner);
+                match slot.kind {
+                    SlotKind::Gpu(_) => table.users[i].held_gpus += 1,
+                    SlotKind::Cpu(_) => table.users[i].held_cpus += 1,
+                }
+            }
+        }
+        table
+    }
+
+    /// The index of `name` in [`ShareTable::users`], added when new.
+    pub fn index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.users.iter().position(|u| u.name == name) {
+            return i;
+        }
+        let gpus = self.quotas.get(name).and_then(|u| u.gpus);
+        self.users.push(share::User { name: name.to_string(), gpus, ..Default::default() });
+        self.users.len() - 1
+    }
+}
+
+impl Daemon {
+    /// Why a queued GPU session of `user` waits although a GPU may be free: its user holds its whole GPU quota
+    /// ("team07 holds 2 of its 2 GPUs").
+    pub fn quota_wait(&self, user: &str, device: Device) -> Option<String> {
+        if device != Device::Gpu {
+            return None;
+        }
+        let gpus = self.users().get(user).and_then(|u| u.gpus)?;
+        let held_gpus = self.slots.gpus_held_by(user);
+        share::quota_reason(&share::User { name: user.to_string(), gpus: Some(gpus), held_gpus, held_cpus: 0 })
+    }
 }
 
 /// Runs a session's runner on its slot; the slot is handed back when the runner ends, however it ends.
@@ -214,6 +263,96 @@ mod tests {
         assert_eq!(failed.state, SessionState::Failed);
         assert_eq!(failed.exit_reason.as_deref(), Some("dataset bad could not be registered: no usable images"));
         assert_ne!(state(emoji).await.state, SessionState::Queued, "its dataset registered: it started");
+        daemon.shut_down().await;
+    }
+
+    /// Three teams share four GPUs: team01 (2 GPUs) queues a burst of 30 sessions first, then team02 (1 GPU) and
+    /// team03 (2 GPUs) three each. Every team gets its turn, none ever holds more than its quota, `ps` says why
+    /// team01's sessions wait, and a GPU freed by team03 goes back to team03, the only team below its quota.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quotas_hold_under_a_burst_and_fair_share_gives_each_team_its_turn() {
+        use crate::core::access::token_sha256;
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("rush.yaml");
+        let users: String = [("team01", "2"), ("team02", "1"), ("team03", "2")]
+            .iter()
+            .map(|(name, gpus)| {
+                format!("  - {{name: {name}, token_sha256: {}, gpus: {gpus}}}\n", token_sha256(&format!("{name}-t")))
+            })
+            .collect();
+        std::fs::write(&config_file, format!("users:\n{users}")).unwrap();
+        let flags = Flags {
+            config: Some(config_file),
+            experiments: Some(dir.path().join("exp")),
+            gpus: Some(vec![0, 1, 2, 3]),
+            cpu_slots: Some(0),
+            ..Default::default()
+        };
+        // four GPUs "detected": the children below never touch them
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 4).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        // A child that runs until it is stopped: a slot stays held as by a training session.
+        let program = dir.path().join("child.sh");
+        std::fs::write(&program, "#!/bin/sh\nexec sleep 300\n").unwrap();
+        std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program }));
+        let new = |user: &str| NewSession {
+            user: user.into(),
+            dataset: "emoji".into(),
+            memo: String::new(),
+            priority: 0,
+            device: Device::Gpu,
+            epochs: 1,
+            fork_of: None,
+        };
+        let mut queued = Vec::new();
+        for (user, n) in [("team01", 30), ("team02", 3), ("team03", 3)] {
+            let burst: Vec<NewSession> = (0..n).map(|_| new(user)).collect();
+            let spec = crate::core::spec::Spec { dataset: "emoji".into(), ..Default::default() };
+            let home = daemon.home().clone();
+            let resolve = |id: &crate::core::session::SessionId, _| super::super::resolved_json(&home, id, &spec, None);
+            queued.extend(daemon.store.enqueue(None, &burst, resolve).await.unwrap());
+        }
+        let held = |d: &Daemon| {
+            let mut by_user = std::collections::BTreeMap::new();
+            for view in d.slots() {
+                if let Some(id) = view.session {
+                    *by_user.entry(id.split('/').next().unwrap().to_string()).or_insert(0) += 1;
+                }
+            }
+            by_user
+        };
+        let quota = |user: &str| if user == "team02" { 1 } else { 2 };
+        for _ in 0..5 {
+            tick(&daemon).await.unwrap();
+            for (user, n) in held(&daemon) {
+                assert!(n <= quota(&user), "{user} holds {n} GPUs, beyond its quota");
+            }
+        }
+        let now = held(&daemon);
+        assert_eq!(now.values().sum::<i32>(), 4, "every GPU is used: {now:?}");
+        assert_eq!((now["team01"], now["team02"], now["team03"]), (2, 1, 1), "each team got its turn: {now:?}");
+        assert_eq!(daemon.quota_wait("team01", Device::Gpu).as_deref(), Some("team01 holds 2 of its 2 GPUs"));
+        assert_eq!(daemon.quota_wait("team02", Device::Gpu).as_deref(), Some("team02 holds 1 of its 1 GPU"));
+        assert_eq!(daemon.quota_wait("team03", Device::Gpu), None, "team03 is below its quota");
+        assert_eq!(daemon.quota_wait("team01", Device::Cpu), None, "quotas are GPU quotas");
+
+        // team03 stops its running session: the freed GPU goes to team03, not to team01's long queue.
+        let running03 = daemon
+            .slots()
+            .into_iter()
+            .find_map(|v| v.session.filter(|s| s.starts_with("team03/")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        daemon.stop_session(&running03).await.unwrap();
+        for _ in 0..3 {
+            tick(&daemon).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = held(&daemon);
+        assert_eq!((after["team01"], after["team02"], after["team03"]), (2, 1, 1), "{after:?}");
+        assert!(daemon.slots().iter().all(|v| v.session.as_deref() != Some(&running03.to_string())));
         daemon.shut_down().await;
     }
 }

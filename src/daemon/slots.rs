@@ -29,7 +29,18 @@ pub struct SlotView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Holder {
     Session(SessionId),
-    Submission(i64),
+    /// A submission and its user.
+    Submission(i64, String),
+}
+
+impl Holder {
+    /// The user whose work holds the slot.
+    fn owner(&self) -> &str {
+        match self {
+            Holder::Session(id) => &id.user,
+            Holder::Submission(_, user) => user,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +65,8 @@ pub struct SlotPool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub slots: Vec<Slot>,
+    /// The user whose work holds each slot (fair share counts them).
+    pub owners: Vec<Option<String>>,
     /// A submission waits for a slot: no session may take one now.
     pub submission_waiting: bool,
 }
@@ -111,7 +124,7 @@ impl SlotPool {
                 slot: kind.to_string(),
                 session: holder.as_ref().map(|h| match h {
                     Holder::Session(id) => id.to_string(),
-                    Holder::Submission(n) => format!("submission {n}"),
+                    Holder::Submission(n, _) => format!("submission {n}"),
                 }),
             })
             .collect()
@@ -121,7 +134,16 @@ impl SlotPool {
     pub fn snapshot(&self) -> Snapshot {
         let state = self.state();
         let slots = self.kinds.iter().zip(&state.holders).map(|(&kind, h)| Slot { kind, busy: h.is_some() }).collect();
-        Snapshot { slots, submission_waiting: state.waiting.is_some() }
+        let owners = state.holders.iter().map(|h| h.as_ref().map(|h| h.owner().to_string())).collect();
+        Snapshot { slots, owners, submission_waiting: state.waiting.is_some() }
+    }
+
+    /// How many GPU slots `user`'s work holds now.
+    pub fn gpus_held_by(&self, user: &str) -> u32 {
+        let state = self.state();
+        let held = self.kinds.iter().zip(&state.holders);
+        held.filter(|(k, h)| matches!(k, SlotKind::Gpu(_)) && h.as_ref().is_some_and(|h| h.owner() == user)).count()
+            as u32
     }
 
     /// Leases slot `index` to session `id`, registering `stop` as the way to stop it; `None` when the slot is taken
@@ -136,15 +158,24 @@ impl SlotPool {
         Some(Lease { pool: self.clone(), index })
     }
 
-    /// Leases a free slot (a GPU first) to submission `id`. With none free, marks a submission as waiting, so the
-    /// scheduler starts no session until [`SlotPool::stop_waiting`] or a lease, and returns `None`.
-    pub fn lease_submission(self: &Arc<Self>, id: i64) -> Option<Lease> {
+    /// Leases a free slot (a GPU first, unless `user` holds its `gpu_quota` of them) to submission `id` of `user`.
+    /// With none free, marks a submission as waiting, so the scheduler starts no session until
+    /// [`SlotPool::stop_waiting`] or a lease, and returns `None`.
+    pub fn lease_submission(self: &Arc<Self>, id: i64, user: &str, gpu_quota: Option<u32>) -> Option<Lease> {
         let mut state = self.state();
+        let held_gpus = self
+            .kinds
+            .iter()
+            .zip(&state.holders)
+            .filter(|(k, h)| matches!(k, SlotKind::Gpu(_)) && h.as_ref().is_some_and(|h| h.owner() == user))
+            .count() as u32;
+        let gpu_ok = gpu_quota.is_none_or(|q| held_gpus < q);
         let free = |i: &usize| state.holders[*i].is_none();
-        let gpu = (0..self.kinds.len()).filter(free).find(|&i| matches!(self.kinds[i], SlotKind::Gpu(_)));
-        match gpu.or_else(|| (0..self.kinds.len()).find(free)) {
+        let is_gpu = |i: usize| matches!(self.kinds[i], SlotKind::Gpu(_));
+        let gpu = (0..self.kinds.len()).filter(free).find(|&i| gpu_ok && is_gpu(i));
+        match gpu.or_else(|| (0..self.kinds.len()).filter(free).find(|&i| !is_gpu(i))) {
             Some(index) => {
-                state.holders[index] = Some(Holder::Submission(id));
+                state.holders[index] = Some(Holder::Submission(id, user.to_string()));
                 state.waiting = None;
                 Some(Lease { pool: self.clone(), index })
             }
@@ -242,9 +273,9 @@ mod tests {
     #[test]
     fn submissions_take_a_gpu_first_and_block_sessions_while_they_wait() {
         let (pool, _wake) = pool();
-        let first = pool.lease_submission(5).unwrap();
+        let first = pool.lease_submission(5, "local", None).unwrap();
         assert_eq!(first.kind(), SlotKind::Gpu(1), "a GPU first");
-        let second = pool.lease_submission(6).unwrap();
+        let second = pool.lease_submission(6, "local", None).unwrap();
         assert_eq!(second.kind(), SlotKind::Cpu(0));
         let _third = pool.lease_session(2, id(1), CancellationToken::new()).unwrap();
         assert_eq!(
@@ -252,15 +283,31 @@ mod tests {
             [Some("submission 6".into()), Some("submission 5".into()), Some("local/emoji/1".into())]
         );
         assert!(!pool.snapshot().submission_waiting);
-        assert!(pool.lease_submission(7).is_none(), "all slots held");
+        assert!(pool.lease_submission(7, "local", None).is_none(), "all slots held");
         assert!(pool.snapshot().submission_waiting, "sessions now leave the next free slot to it");
         assert_eq!(pool.waiting_submission(), Some(7), "and the pool says which submission waits");
         drop(second);
-        let got = pool.lease_submission(7).unwrap();
+        let got = pool.lease_submission(7, "local", None).unwrap();
         assert_eq!(got.kind(), SlotKind::Cpu(0));
         assert!(!pool.snapshot().submission_waiting);
-        assert!(pool.lease_submission(8).is_none());
+        assert!(pool.lease_submission(8, "local", None).is_none());
         pool.stop_waiting();
         assert!(!pool.snapshot().submission_waiting);
+    }
+
+    #[test]
+    fn a_submission_of_a_user_at_its_gpu_quota_takes_a_cpu_slot_or_waits() {
+        let (pool, _wake) = pool();
+        let team: SessionId = "team07/emoji/1".parse().unwrap();
+        let _gpu = pool.lease_session(1, team, CancellationToken::new()).unwrap();
+        assert_eq!(pool.gpus_held_by("team07"), 1);
+        assert_eq!(pool.snapshot().owners, [None, Some("team07".to_string()), None]);
+        let cpu = pool.lease_submission(5, "team07", Some(1)).unwrap();
+        assert_eq!(cpu.kind(), SlotKind::Cpu(0), "its one GPU is held: a CPU slot");
+        let _other = pool.lease_submission(6, "team07", Some(1)).unwrap();
+        assert!(pool.lease_submission(7, "team07", Some(1)).is_none(), "no CPU slot left and no GPU allowed");
+        drop(cpu);
+        assert_eq!(pool.lease_submission(7, "team07", Some(1)).unwrap().kind(), SlotKind::Cpu(0));
+        assert_eq!(pool.gpus_held_by("team07"), 1, "submissions on CPU slots hold no GPU");
     }
 }
