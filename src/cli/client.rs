@@ -11,7 +11,6 @@ use super::Global;
 use crate::core::format;
 use crate::core::session::{SessionId, SessionRef};
 use crate::core::spec::Spec;
-use crate::store::{SpecRow, SpecStatus};
 use crate::web::api::{Changed, CheckpointView, DatasetView, ForkRequest, Info, RejectedSpec, SessionView};
 
 pub mod http;
@@ -22,7 +21,7 @@ use http::Api;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Queue a session (the spec lands in experiments/ under a new name).
+    /// Queue a session (sent to the daemon, queued as the user your token names).
     Run {
         /// The registered dataset to train on (`rush dataset ls`).
         #[arg(short = 'd', long)]
@@ -113,6 +112,29 @@ pub enum Command {
         /// JSON, every field.
         #[arg(short = 'j', long)]
         json: bool,
+    },
+    /// Log in to a shared daemon: check your token and keep it for every later command.
+    Login {
+        /// The token `rush user add` printed (read from the standard input when left out).
+        token: Option<String>,
+    },
+    /// Users (teams) of a shared daemon.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List a user in the home's users.yaml and print its new token, once (only its SHA-256 is kept).
+    Add {
+        /// The user's name, as session ids show it (`team07/airush1/3`).
+        name: String,
+        /// How many GPU slots its sessions and submissions may hold at once (no cap when left out).
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// An organiser: sees and stops every user's sessions.
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -217,7 +239,60 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<ExitCode> {
             submit::auto(global, &dataset, usize::from(max_members), tta.as_deref(), submit, json)
         }
         Command::Submissions { dataset, json } => submit::list(global, dataset.as_deref(), json),
+        Command::Login { token } => login(global, token),
+        Command::User(UserCommand::Add { name, gpus, admin }) => user_add(global, &name, gpus, admin),
     }
+}
+
+/// `rush login`: checks the token against the daemon, then keeps it (mode 0600) where every later command reads it.
+fn login(global: &Global, token: Option<String>) -> anyhow::Result<ExitCode> {
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the token from the standard input")?;
+            line
+        }
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("no token given: `rush login TOKEN`, or the token on the standard input");
+    }
+    let checked = Global { token: Some(token.clone()), ..global.clone() };
+    let api = Api::connect(&checked)?;
+    let info: Info = api.get("/info").context("the daemon refused this token")?;
+    let path = super::token_file(|name| std::env::var(name).ok())
+        .context("no home folder to keep the token in (HOME is not set); use RUSH_TOKEN instead")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_private(&path, &format!("{token}\n")).with_context(|| format!("writing {}", path.display()))?;
+    let role = if info.admin { "admin" } else { "member" };
+    println!("logged in to {} as {} ({role}); the token is kept in {}", api.base(), info.user, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// `rush user add`: lists the user in the home's `users.yaml` (a running daemon reads it again at once).
+fn user_add(global: &Global, name: &str, gpus: Option<u32>, admin: bool) -> anyhow::Result<ExitCode> {
+    let role = if admin { crate::core::access::Role::Admin } else { crate::core::access::Role::Member };
+    let path = global.home.users_file();
+    let token = crate::daemon::users::add(&path, name, gpus, role)?;
+    let quota = gpus.map_or_else(|| "no GPU cap".to_string(), |g| format!("at most {g} GPUs at once"));
+    eprintln!(
+        "added {name} ({}, {quota}) to {}. Its token, shown only now (give it to {name}; `rush login TOKEN`):",
+        if admin { "admin" } else { "member" },
+        path.display()
+    );
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The session a user typed: a whole id as it is; `dataset/n` and `n` are the daemon's user's (`rush ps` shows them
@@ -260,7 +335,7 @@ fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-/// `rush run`: write a new, uniquely named spec into the daemon's experiments folder, then wait for its verdict.
+/// `rush run`: sends the spec to the daemon, which queues it as the user the token names or says why not.
 fn run_session(
     global: &Global,
     dataset: &str,
@@ -269,7 +344,6 @@ fn run_session(
     memo: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
-    let info: Info = api.get("/info")?;
     let mut spec = match spec_file {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -284,7 +358,7 @@ fn run_session(
     if let Some(m) = memo {
         spec.memo = m;
     }
-    // What the user typed, to name in a refusal instead of the file written for them.
+    // What the user typed, for the daemon to name in a refusal.
     let mut typed = format!("rush run -d {dataset}");
     if let Some(p) = spec_file {
         typed.push_str(&format!(" -e {}", p.display()));
@@ -294,38 +368,14 @@ fn run_session(
     }
     spec.validate(&spec_file.map_or_else(|| typed.clone(), |p| p.display().to_string()))?;
     let yaml = serde_saphyr::to_string(&spec).context("writing the spec as YAML")?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let name = format!("run-{}-{}-{}.yaml", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
-    let dir = PathBuf::from(&info.experiments);
-    let path = dir.join(&name);
-    let header = format!("# written by `rush run -d {dataset}`\n");
-    crate::disk::write_atomic(&path, format!("{header}{yaml}").as_bytes()).context("writing the spec")?;
-    let key = path.display().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let rows: Vec<SpecRow> = api.get(&format!("/specs?path={}", encode(&key)))?;
-        if let Some(row) = rows.first() {
-            match row.status {
-                SpecStatus::Accepted => {
-                    for s in &row.sessions {
-                        println!("{s}");
-                    }
-                    return Ok(ExitCode::SUCCESS);
-                }
-                SpecStatus::Rejected => {
-                    // The file was ours, not the user's: leave no refused spec (nor its error file) behind.
-                    let _ = std::fs::remove_file(&path);
-                    let _ = std::fs::remove_file(crate::daemon::intake::error_file(&path));
-                    let error = row.error.as_deref().unwrap_or("the spec was rejected");
-                    bail!("{}", error.replace(&key, &typed))
-                }
-            }
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("the daemon did not pick up {key} within 60 s (is it watching {}?)", info.experiments);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // Sent, not written into the daemon's folder: a daemon on another machine (a shared cluster) takes it the same
+    // way, and queues it as the user its token names.
+    let request = crate::web::api::RunRequest { source: typed, spec: yaml };
+    let queued: crate::web::api::Queued = api.post("/runs", &request)?;
+    for s in &queued.sessions {
+        println!("{s}");
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Percent-encodes a query value.

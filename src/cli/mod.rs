@@ -22,7 +22,8 @@ pub mod trainer;
 const GLOBAL_OPTIONS: &str = "Global options (every command takes them):
       --home <DIR>     The rush home folder: database, datasets, sessions [env: RUSH_HOME] [default: .rush]
       --url <URL>      The daemon's address [env: RUSH_URL] [default: read from the home's daemon.addr]
-      --token <TOKEN>  API token for a daemon bound beyond loopback [env: RUSH_TOKEN]";
+      --token <TOKEN>  API token: a shared daemon's user, or one bound beyond loopback [env: RUSH_TOKEN]
+                       [default: the one `rush login` kept in ~/.config/rush/token]";
 
 /// The line under each command's help, instead of the global options themselves.
 const GLOBAL_NOTE: &str = "Global options --home, --url and --token work here too: see `rush --help`.";
@@ -158,12 +159,25 @@ impl Global {
     ) -> Global {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let home = home.or_else(|| var("RUSH_HOME").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".rush"));
+        let kept = || {
+            let path = token_file(var)?;
+            let text = std::fs::read_to_string(path).ok()?;
+            Some(text.trim().to_string()).filter(|t| !t.is_empty())
+        };
         Global {
             home: crate::home::Home::new(&home),
             url: url.or_else(|| var("RUSH_URL")),
-            token: token.or_else(|| var("RUSH_TOKEN")),
+            token: token.or_else(|| var("RUSH_TOKEN")).or_else(kept),
         }
     }
+}
+
+/// Where `rush login` keeps the token: `$XDG_CONFIG_HOME/rush/token`, else `~/.config/rush/token`.
+pub fn token_file(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    let config =
+        var("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("rush").join("token"))
 }
 
 /// An error and its causes on one line, `outer: cause: cause`, each cause once. Many of rush's errors already name

@@ -18,6 +18,7 @@ mod speed;
 mod submit;
 mod submit_files;
 mod train;
+mod users;
 mod views;
 mod web;
 mod web_browser;

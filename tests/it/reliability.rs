@@ -552,6 +552,8 @@ const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/sessions/{user}/{dataset}/{n}/checkpoints/{checkpoint}"),
     ("POST", "/api/datasets/{name}"),
     ("POST", "/api/submissions"),
+    // `rush run` (queues a spec; accepted with the token in tests/it/daemon.rs and tests/it/users.rs)
+    ("POST", "/api/runs"),
     ("POST", "/sessions/{user}/{dataset}/{n}/stop"),
     ("POST", "/sessions/{user}/{dataset}/{n}/fork"),
     // Where the browser presents the token; its handler checks it (tested below).
@@ -730,6 +732,8 @@ fn a_daemon_beyond_loopback_guards_every_route_escapes_names_and_hides_labels() 
             }
             if pattern.ends_with("/submissions") {
                 rb = rb.json(&dry_run(&done_id));
+            } else if pattern.ends_with("/runs") {
+                rb = rb.json(&serde_json::json!({"source": "rush run -d acc", "spec": "dataset: acc\n"}));
             } else if body_json {
                 rb = rb.json(&serde_json::json!({"checkpoint": "1"}));
             } else if pattern.ends_with("/fork") {
