@@ -21,6 +21,7 @@
 //! other, and the result is the gain to expect on stickers selection never saw.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -149,6 +150,20 @@ impl Candidate {
 
     fn from_checkpoint(session: SessionId, epoch: u32, dir: SessionDir, record: ValidRecord) -> Self {
         Candidate { session, epoch, tta: Tta::None, order: record.order, source: Source::Checkpoint(dir) }
+    }
+
+    /// The file its probabilities are read from.
+    fn path(&self, home: &Home) -> PathBuf {
+        match &self.source {
+            Source::Cache(meta) => meta.key().probs_path(home),
+            Source::Checkpoint(dir) => dir.checkpoint_valid(self.epoch),
+        }
+    }
+
+    /// Which version of its probabilities it is: the file's size and modification time (None: unreadable).
+    fn version(&self, home: &Home) -> Option<(u64, std::time::SystemTime)> {
+        let meta = std::fs::metadata(self.path(home)).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
     }
 
     fn load(&self, home: &Home) -> Result<F16Matrix, DaemonError> {
@@ -327,6 +342,7 @@ impl Daemon {
         kept.retain(|(session, _)| only.as_ref().is_none_or(|u| session.user == *u));
         let home = self.home().clone();
         let dataset = dataset.to_string();
+        let memo = self.auto_memo.clone();
         blocking(move || {
             let mut candidates: Vec<Candidate> = valid_entries(&home, &dataset)?
                 .into_iter()
@@ -354,6 +370,16 @@ impl Daemon {
                     if tta == Tta::Flip { " (with flip when submitted with --tta flip)" } else { "" }
                 )));
             };
+            // The answer depends only on these files and the options: asked again (the builder's page, a script
+            // polling), it is read from the memo instead of mixing every candidate again.
+            let mut key = format!("{dataset}|{order}|{tta}|{max_members}");
+            for c in &metas {
+                let kind = if matches!(c.source, Source::Cache(_)) { "cache" } else { "checkpoint" };
+                key.push_str(&format!("|{}:{}:{}:{}:{:?}", c.session, c.epoch, c.tta, kind, c.version(&home)));
+            }
+            if let Some(known) = memo.get(&key) {
+                return Ok(known);
+            }
             let split = &splits[&order];
             let (labels, folds) = (&split.labels, &split.folds);
             let loaded: Vec<F16Matrix> = metas.iter().map(|c| c.load(&home)).collect::<Result<_, _>>()?;
@@ -381,7 +407,7 @@ impl Daemon {
                     })
                 })
                 .collect::<Result<_, DaemonError>>()?;
-            Ok(AutoEnsemble {
+            let answer = AutoEnsemble {
                 dataset,
                 tta,
                 candidates: metas.len(),
@@ -394,9 +420,38 @@ impl Daemon {
                 gain: selection.gain,
                 valid_rows: labels.len(),
                 held_out,
-            })
+            };
+            memo.put(key, answer.clone());
+            Ok(answer)
         })
         .await
+    }
+}
+
+/// The latest answers of `ensemble auto`, by what they were computed from (dataset, split, options, and each
+/// candidate's file version): selection reads every candidate's probabilities many times, seconds at AI RUSH scale,
+/// and a new or changed file makes a new key.
+#[derive(Debug, Default)]
+pub struct AutoMemo {
+    answers: std::sync::Mutex<Vec<(String, AutoEnsemble)>>,
+}
+
+impl AutoMemo {
+    /// How many answers are kept (the oldest is dropped).
+    const KEPT: usize = 16;
+
+    fn get(&self, key: &str) -> Option<AutoEnsemble> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone())
+    }
+
+    fn put(&self, key: String, answer: AutoEnsemble) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.retain(|(k, _)| *k != key);
+        if answers.len() >= Self::KEPT {
+            answers.remove(0);
+        }
+        answers.push((key, answer));
     }
 }
 

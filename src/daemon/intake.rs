@@ -95,29 +95,26 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
     Ok(Intake::Queued(ids))
 }
 
-/// `rush run`: a spec sent over the API, not dropped as a file, queued as `user`'s sessions (a team's own, on a
-/// shared daemon). `source` is what the user typed (`rush run -d emoji -a "lr=0.1"`, or the spec file's name); a
-/// refusal names it, as a file's rejection names the file.
-pub async fn queue_spec(
-    daemon: &Daemon,
-    user: &str,
-    source: &str,
-    bytes: &[u8],
-) -> Result<Vec<SessionId>, DaemonError> {
-    if bytes.len() > MAX_SPEC_BYTES {
-        return Err(DaemonError::Invalid(format!(
-            "{source}: the spec is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes",
-            bytes.len()
-        )));
+impl Daemon {
+    /// `rush run`: a spec sent over the API, not dropped as a file, queued as `user`'s sessions (a team's own, on a
+    /// shared daemon). `source` is what the user typed (`rush run -d emoji -a "lr=0.1"`); a refusal names it, as a
+    /// file's rejection names the file.
+    pub async fn queue_spec(&self, user: &str, source: &str, bytes: &[u8]) -> Result<Vec<SessionId>, DaemonError> {
+        if bytes.len() > MAX_SPEC_BYTES {
+            return Err(DaemonError::Invalid(format!(
+                "{source}: the spec is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes",
+                bytes.len()
+            )));
+        }
+        let specs = check(self, source, bytes).await.map_err(DaemonError::Invalid)?;
+        let sessions: Vec<_> = specs.iter().map(|s| self.new_session(user, s, None)).collect();
+        let home = self.home().clone();
+        let ids = self.store.enqueue(None, &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
+        let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        tracing::info!("{source}: queued {}", names.join(", "));
+        self.wake();
+        Ok(ids)
     }
-    let specs = check(daemon, source, bytes).await.map_err(DaemonError::Invalid)?;
-    let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(user, s, None)).collect();
-    let home = daemon.home().clone();
-    let ids = daemon.store.enqueue(None, &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
-    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    tracing::info!("{source}: queued {}", names.join(", "));
-    daemon.wake();
-    Ok(ids)
 }
 
 /// The file beside a rejected spec that holds why it was rejected: `bad.yaml` -> `bad.yaml.error`.

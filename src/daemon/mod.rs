@@ -196,6 +196,8 @@ pub struct Daemon {
     decoding_changes: AtomicU64,
     /// The users of a shared daemon (config and `$RUSH_HOME/users.yaml`); none on a single-user one.
     users: users::Directory,
+    /// The latest answers of `ensemble auto`, by the files they were computed from.
+    auto_memo: Arc<ensembles::AutoMemo>,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -219,6 +221,7 @@ impl Daemon {
         let users = users::Directory::new(config.users.clone(), config.home.users_file());
         Arc::new(Daemon {
             users,
+            auto_memo: Arc::default(),
             config,
             store,
             metrics,

@@ -197,15 +197,7 @@ mod tests {
         // The child exits at once: all that matters here is that it is started.
         let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
         daemon.fail_ticks.store(2, std::sync::atomic::Ordering::SeqCst);
-        let new = NewSession {
-            user: "local".into(),
-            dataset: "emoji".into(),
-            memo: String::new(),
-            priority: 0,
-            device: Device::Cpu,
-            epochs: 1,
-            fork_of: None,
-        };
+        let new = NewSession::plain("local", "emoji", Device::Cpu);
         let id = daemon.store.enqueue(None, &[new], |_, _| "{}".into()).await.unwrap().remove(0);
         let scheduler = tokio::spawn(run(daemon.clone()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -234,15 +226,7 @@ mod tests {
         let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
         let store = Store::open(&config.db).await.unwrap();
         let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
-        let new = |dataset: &str| NewSession {
-            user: "local".into(),
-            dataset: dataset.into(),
-            memo: String::new(),
-            priority: 0,
-            device: Device::Cpu,
-            epochs: 1,
-            fork_of: None,
-        };
+        let new = |dataset: &str| NewSession::plain("local", dataset, Device::Cpu);
         daemon.registrations.begin("emoji");
         daemon.registrations.begin("bad");
         let bad = daemon.store.enqueue(None, &[new("bad")], |_, _| "{}".into()).await.unwrap().remove(0);
@@ -296,15 +280,7 @@ mod tests {
         std::fs::write(&program, "#!/bin/sh\nexec sleep 300\n").unwrap();
         std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program }));
-        let new = |user: &str| NewSession {
-            user: user.into(),
-            dataset: "emoji".into(),
-            memo: String::new(),
-            priority: 0,
-            device: Device::Gpu,
-            epochs: 1,
-            fork_of: None,
-        };
+        let new = |user: &str| NewSession::plain(user, "emoji", Device::Gpu);
         let mut queued = Vec::new();
         for (user, n) in [("team01", 30), ("team02", 3), ("team03", 3)] {
             let burst: Vec<NewSession> = (0..n).map(|_| new(user)).collect();

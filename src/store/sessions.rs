@@ -98,6 +98,21 @@ pub struct NewSession {
     pub fork_of: Option<String>,
 }
 
+impl NewSession {
+    /// A one-epoch session of `user` on `dataset` at priority 0, no memo, not a fork (what scheduling tests queue).
+    pub fn plain(user: &str, dataset: &str, device: Device) -> NewSession {
+        NewSession {
+            user: user.to_string(),
+            dataset: dataset.to_string(),
+            memo: String::new(),
+            priority: 0,
+            device,
+            epochs: 1,
+            fork_of: None,
+        }
+    }
+}
+
 /// Which sessions `ps` lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionFilter {

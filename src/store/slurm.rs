@@ -92,15 +92,7 @@ mod tests {
     #[tokio::test]
     async fn attempts_jobs_and_offsets_round_trip() {
         let (store, _dir) = temp_store().await;
-        let new = NewSession {
-            user: "ann".into(),
-            dataset: "emoji".into(),
-            memo: String::new(),
-            priority: 0,
-            device: Device::Gpu,
-            epochs: 1,
-            fork_of: None,
-        };
+        let new = NewSession::plain("ann", "emoji", Device::Gpu);
         let ids = store.enqueue(None, &[new], |_, _| "{}".into()).await.unwrap();
         let id = &ids[0];
         assert_eq!(store.slurm_record(id).await.unwrap(), SlurmRecord::default());

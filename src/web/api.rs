@@ -610,7 +610,7 @@ pub struct Queued {
 
 /// Queues a spec sent by `rush run` as the caller's sessions.
 async fn queue_run(State(state): State<AppState>, caller: Caller, Json(req): Json<RunRequest>) -> ApiResult<Queued> {
-    let ids = crate::daemon::intake::queue_spec(&state.daemon, &caller.user, &req.source, req.spec.as_bytes()).await?;
+    let ids = state.daemon.queue_spec(&caller.user, &req.source, req.spec.as_bytes()).await?;
     Ok(Json(Queued { sessions: ids.iter().map(|i| i.to_string()).collect() }))
 }
 

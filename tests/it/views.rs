@@ -132,6 +132,8 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
         .collect();
     assert!(!members.is_empty() && members.iter().all(|(s, e)| names.contains(&format!("{s}:{e}"))), "{auto}");
     assert!(auto["val_acc"].as_f64().unwrap() >= best, "{auto}");
+    // Asked again with nothing changed: the same answer (the daemon's memo of it).
+    assert_eq!(env.json(&["ensemble", "auto", "-d", "synth", "--max-members", "4", "-j"]), auto);
     // asked for flip, never-submitted checkpoints compete with their predictions without flip, and it says so
     let flip = env.json(&["ensemble", "auto", "-d", "synth", "--tta", "flip", "-j"]);
     assert_eq!((flip["candidates"].as_u64(), flip["without_flip"].as_u64()), (Some(6), Some(6)), "{flip}");
@@ -160,6 +162,9 @@ fn ensemble_auto_chooses_among_every_kept_checkpoint_without_submissions() {
     assert_eq!(inferred, submitted.len(), "one rush infer per chosen member");
     let cached = get_json(&env, "/api/datasets/synth/cache");
     assert_eq!(cached.as_array().unwrap().len(), submitted.len(), "only the chosen members are cached: {cached}");
+    // What auto chose from changed (those members are read from the cache now): a new answer, not the memo's.
+    let after = env.json(&["ensemble", "auto", "-d", "synth", "--max-members", "4", "-j"]);
+    assert_eq!(after["from_checkpoints"].as_u64(), Some(6 - submitted.len() as u64), "{after}");
 
     // The views on the real daemon: what a checkpoint gets wrong, its stickers, the dataset's page and an image.
     let analysis = get_json(&env, &format!("/api/sessions/{a}/checkpoints/best/analysis"));
