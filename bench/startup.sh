@@ -61,7 +61,7 @@ for run in $(seq "$RUNS"); do
   stop
 done
 fmt() { printf '%.2f s' "$1"; }
-echo "rush $("$RUSH" --version | head -1), N = $N training + $((N / 5)) test stickers, best of $RUNS, $(nproc) cores"
+echo "$("$RUSH" --version | head -1), N = $N training + $((N / 5)) test stickers, best of $RUNS, $(nproc) cores"
 echo
 echo "| start-up | seconds |"
 echo "|---|---|"
