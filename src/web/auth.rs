@@ -65,6 +65,12 @@ pub fn is_cross_site(headers: &HeaderMap) -> bool {
     }
 }
 
+tokio::task_local! {
+    /// The caller of the request being handled, for what every page shows (the header's "who"): set by [`guard`]
+    /// around the handler.
+    pub static CALLER: Caller;
+}
+
 /// What the guard needs: the access configuration, the users now (read again as they change) and the daemon's own
 /// user, whom requests act as on a single-user daemon.
 #[derive(Clone)]
@@ -124,8 +130,8 @@ pub async fn guard(State(gate): State<Gate>, mut req: Request, next: Next) -> Re
                 let message = format!("unknown session {}/{}/{}", id.0, id.1, id.2);
                 return refusal(api, StatusCode::NOT_FOUND, &message);
             }
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            req.extensions_mut().insert(caller.clone());
+            CALLER.scope(caller, next.run(req)).await
         }
         Admission::NeedToken => {
             let message = if users.is_empty() {

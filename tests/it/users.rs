@@ -105,6 +105,7 @@ fn three_users_share_one_daemon() {
     }
     let page = get(&env, "/sessions", Some(&team02)).1;
     assert!(page.contains(&s2) && !page.contains(&s1) && !page.contains(&s0), "the dashboard lists team02's only");
+    assert!(page.contains("team02 @") && page.contains("Log out"), "the header names who is logged in");
     let info: serde_json::Value = serde_json::from_str(&get(&env, "/api/info", Some(&team02)).1).unwrap();
     assert_eq!((info["user"].as_str(), info["admin"].as_bool()), (Some("team02"), Some(false)));
 

@@ -102,17 +102,19 @@ pub struct Chrome {
     pub nav: &'static str,
     pub user: String,
     pub addr: String,
-    /// A token is configured: the header offers to log out.
+    /// A token is configured (or users are): the header offers to log out.
     pub logout: bool,
 }
 
 impl Chrome {
     fn new(state: &AppState, nav: &'static str) -> Self {
+        // who asks (a shared daemon's user), else the daemon's own user
+        let caller = crate::web::auth::CALLER.try_with(|c| c.user.clone()).ok().filter(|u| !u.is_empty());
         Self {
             nav,
-            user: state.daemon.config.user.clone(),
+            user: caller.unwrap_or_else(|| state.daemon.config.user.clone()),
             addr: state.daemon.config.bind.to_string(),
-            logout: state.daemon.config.access.has_token(),
+            logout: state.daemon.config.access.has_token() || !state.daemon.users().is_empty(),
         }
     }
 }
