@@ -128,18 +128,21 @@ pub fn order_digest<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Stores `probs` under `key`: the `.npy` first, then the sidecar that marks the entry complete.
-pub fn write(home: &Home, key: &CacheKey, order: &str, probs: &Probs) -> Result<CacheMeta, ProbsError> {
+/// Makes the entry's folder and removes its old sidecar, so that it never vouches for a half-replaced matrix; returns
+/// the sidecar's path, written last.
+fn begin_entry(home: &Home, key: &CacheKey) -> Result<PathBuf, ProbsError> {
     let dir = key.dir(home);
     fs::create_dir_all(&dir).map_err(|source| ProbsError::Io { path: dir.clone(), source })?;
     let meta_path = key.meta_path(home);
-    // an old sidecar must not vouch for a half-replaced matrix
     match fs::remove_file(&meta_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(ProbsError::Io { path: meta_path, source: e });
-        }
-        _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProbsError::Io { path: meta_path, source: e }),
+        _ => Ok(meta_path),
     }
+}
+
+/// Stores `probs` under `key`: the `.npy` first, then the sidecar that marks the entry complete.
+pub fn write(home: &Home, key: &CacheKey, order: &str, probs: &Probs) -> Result<CacheMeta, ProbsError> {
+    let meta_path = begin_entry(home, key)?;
     npy::write_f16_matrix(&key.probs_path(home), probs.rows(), probs.classes(), probs.as_slice())?;
     write_meta(key, &meta_path, order, probs.rows(), probs.classes())
 }
@@ -206,16 +209,7 @@ pub fn adopt(home: &Home, key: &CacheKey, order: &str, file: &Path) -> Result<Ca
         let matrix = F16Matrix::open(file)?;
         (matrix.rows(), matrix.columns())
     };
-    let dir = key.dir(home);
-    fs::create_dir_all(&dir).map_err(|source| ProbsError::Io { path: dir.clone(), source })?;
-    let meta_path = key.meta_path(home);
-    // an old sidecar must not vouch for a half-replaced matrix
-    match fs::remove_file(&meta_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(ProbsError::Io { path: meta_path, source: e });
-        }
-        _ => {}
-    }
+    let meta_path = begin_entry(home, key)?;
     let to = key.probs_path(home);
     if fs::rename(file, &to).is_err() {
         // another file system: copy (durably, then renamed into place), then drop the original
