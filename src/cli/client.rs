@@ -430,6 +430,9 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
                 Some(e) => format!("epoch {e}/{}", s.epochs),
                 None => String::new(),
             };
+            if let Some(rung) = &s.rung {
+                summary.push_str(&format!(" rung {rung}"));
+            }
             // What it waits for (its dataset's registration), or what it does before its first step (a cache build).
             for note in [&s.waiting, &s.progress].into_iter().flatten() {
                 summary.push_str(&format!(" {note}"));

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 
 /// Whether a higher or a lower metric is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]

@@ -74,6 +74,9 @@ pub enum Event {
     Checkpoint { name: String, path: String, epoch: u32, val_acc: f64, bytes: u64 },
     /// Training ended normally.
     Finished { epochs: u32, best_val_acc: f64 },
+    /// A sweep's trial reached an ASHA rung (`core::asha`) with its checkpoint written, and exits to wait for the
+    /// rung's decision; promoted, it resumes from that checkpoint.
+    Paused { epoch: u32 },
     /// Training ended with an error the user should read.
     Failed { reason: String },
 }
@@ -87,6 +90,7 @@ impl Event {
             Event::Epoch { .. } => "epoch",
             Event::Checkpoint { .. } => "checkpoint",
             Event::Finished { .. } => "finished",
+            Event::Paused { .. } => "paused",
             Event::Failed { .. } => "failed",
         }
     }

@@ -1,6 +1,7 @@
 //! How a training child's end becomes a session's final state: pure, so every case is a plain assert.
 //!
-//! succeeded = exit 0 and a `finished` event; stopped = the user asked; a daemon shutdown puts the session back in the
+//! succeeded = exit 0 and a `finished` event; waiting = exit 0 and a `paused` event (a sweep's trial at an ASHA rung);
+//! stopped = the user asked; a daemon shutdown puts the session back in the
 //! queue (it resumes from its last checkpoint) unless its spec says `resume: false`; everything else failed, with the
 //! child's own reason when it gave one, else the exit code or signal and the tail of its stderr.
 
@@ -28,6 +29,8 @@ pub enum Exit {
 pub struct Observed {
     /// A `finished` event arrived.
     pub finished: bool,
+    /// A `paused` event arrived: the epoch of the rung the trial reached.
+    pub paused: Option<u32>,
     /// The reason of a `failed` event.
     pub failed: Option<String>,
     /// `rush stop` asked for it.
@@ -61,6 +64,9 @@ pub fn decide(exit: Exit, seen: &Observed, resume: bool) -> Outcome {
     }
     if exit == Exit::Code(0) && seen.finished {
         return done(SessionState::Succeeded, None);
+    }
+    if let (Exit::Code(0), Some(epoch)) = (exit, seen.paused) {
+        return done(SessionState::Waiting, Some(format!("reached a rung at epoch {epoch}; waits for the sweep")));
     }
     if seen.shutdown {
         let state = if resume { SessionState::Queued } else { SessionState::Interrupted };
@@ -114,6 +120,17 @@ mod tests {
         assert!(o.reason.unwrap().contains("without a `finished` event"));
         let o = decide(Exit::Code(1), &seen, true);
         assert_eq!(o.state, SessionState::Failed);
+    }
+
+    #[test]
+    fn a_trial_that_paused_at_a_rung_waits_unless_stopped_or_crashed() {
+        let seen = Observed { paused: Some(3), ..Default::default() };
+        let o = decide(Exit::Code(0), &seen, true);
+        assert_eq!(o.state, SessionState::Waiting);
+        assert!(o.reason.unwrap().contains("epoch 3"));
+        assert_eq!(decide(Exit::Code(1), &seen, true).state, SessionState::Failed);
+        let stopped = Observed { stop_requested: true, ..seen };
+        assert_eq!(decide(Exit::Code(0), &stopped, true).state, SessionState::Stopped);
     }
 
     #[test]

@@ -165,16 +165,23 @@ pub enum SessionState {
     Failed,
     Stopped,
     Interrupted,
+    /// A sweep's trial that reached an ASHA rung (`core::asha`): it holds no slot and waits for the rung's decision,
+    /// then goes back to the queue (promoted, resuming from its checkpoint) or ends `pruned`.
+    Waiting,
+    /// Stopped early by the sweep's searcher at a rung; its checkpoints stay, to submit or fork like any other.
+    Pruned,
 }
 
 impl SessionState {
-    pub const ALL: [SessionState; 6] = [
+    pub const ALL: [SessionState; 8] = [
         SessionState::Queued,
         SessionState::Running,
         SessionState::Succeeded,
         SessionState::Failed,
         SessionState::Stopped,
         SessionState::Interrupted,
+        SessionState::Waiting,
+        SessionState::Pruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -185,24 +192,32 @@ impl SessionState {
             SessionState::Failed => "failed",
             SessionState::Stopped => "stopped",
             SessionState::Interrupted => "interrupted",
+            SessionState::Waiting => "waiting",
+            SessionState::Pruned => "pruned",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        !matches!(self, SessionState::Queued | SessionState::Running)
+        !matches!(self, SessionState::Queued | SessionState::Running | SessionState::Waiting)
     }
+
+    /// Not ended: queued, running, or waiting at a sweep's rung (what `ps` lists by default).
+    pub const ACTIVE: [SessionState; 3] = [SessionState::Queued, SessionState::Running, SessionState::Waiting];
 
     /// The legal transitions, in one place.
     ///
     /// - queued -> running (a slot took it), stopped (stopped while waiting), failed (refused, e.g. needs a GPU)
-    /// - running -> succeeded | failed | stopped; -> queued (daemon restart with resume) | interrupted (without)
+    /// - running -> succeeded | failed | stopped; -> queued (daemon restart with resume) | interrupted (without);
+    ///   -> waiting (a sweep's trial paused at an ASHA rung)
+    /// - waiting -> queued (promoted: it resumes) | pruned | stopped | failed (it can no longer resume)
     /// - a terminal session may be queued again only by resume (interrupted -> queued).
     pub fn can_become(self, to: SessionState) -> bool {
         use SessionState::*;
         matches!(
             (self, to),
             (Queued, Running | Stopped | Failed)
-                | (Running, Succeeded | Failed | Stopped | Queued | Interrupted)
+                | (Running, Succeeded | Failed | Stopped | Queued | Interrupted | Waiting)
+                | (Waiting, Queued | Pruned | Stopped | Failed)
                 | (Interrupted, Queued)
         )
     }
@@ -279,5 +294,14 @@ mod tests {
         assert!(Queued.transition(&id, Succeeded).is_err());
         let msg = Failed.transition(&id, Running).unwrap_err().to_string();
         assert_eq!(msg, "session local/emoji/1: cannot go from failed to running");
+        // A sweep's trial pauses at a rung, then resumes or is pruned; it never runs again straight from waiting.
+        assert_eq!(Running.transition(&id, Waiting), Ok(Waiting));
+        assert_eq!(Waiting.transition(&id, Queued), Ok(Queued));
+        assert_eq!(Waiting.transition(&id, Pruned), Ok(Pruned));
+        assert_eq!(Waiting.transition(&id, Stopped), Ok(Stopped));
+        assert!(Waiting.transition(&id, Running).is_err());
+        assert!(Queued.transition(&id, Waiting).is_err());
+        assert!(Pruned.transition(&id, Queued).is_err());
+        assert!(Pruned.is_terminal() && !Waiting.is_terminal());
     }
 }

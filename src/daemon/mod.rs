@@ -75,6 +75,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod slots;
 pub mod submissions;
+pub mod sweeps;
 pub mod users;
 pub mod watcher;
 
@@ -198,6 +199,8 @@ pub struct Daemon {
     users: users::Directory,
     /// The latest answers of `ensemble auto`, by the files they were computed from.
     auto_memo: Arc<ensembles::AutoMemo>,
+    /// Held while a sweep's rungs are decided ([`sweeps`]).
+    sweep_lock: tokio::sync::Mutex<()>,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -222,6 +225,7 @@ impl Daemon {
         Arc::new(Daemon {
             users,
             auto_memo: Arc::default(),
+            sweep_lock: tokio::sync::Mutex::new(()),
             config,
             store,
             metrics,
@@ -354,6 +358,21 @@ impl Daemon {
                     Err(StoreError::Session(_)) => continue,
                     Err(e) => return Err(e.into()),
                 },
+                SessionState::Waiting => {
+                    let reason = "stopped by the user while it waited at a rung";
+                    match self.store.transition(id, SessionState::Stopped, None, Some(reason)).await {
+                        Ok(_) => {
+                            // One trial fewer: its sweep's rungs may settle now.
+                            if let Some(sweep) = row.sweep {
+                                self.decide_sweep(sweep).await?;
+                            }
+                            return Ok(SessionState::Stopped);
+                        }
+                        // Promoted or pruned meanwhile: look again.
+                        Err(StoreError::Session(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 // Running but no runner yet (the scheduler is launching it): look again shortly.
                 SessionState::Running => tokio::time::sleep(Duration::from_millis(100)).await,
                 SessionState::Stopped => {
@@ -470,6 +489,8 @@ impl Daemon {
         }
         spec.grid = None;
         spec.random = None;
+        // A fork is one session, not a sweep's trial: it trains to its last epoch without pausing at rungs.
+        spec.searcher = None;
         spec.validate(&source)?;
         if spec.model != resolved.spec.model {
             return Err(DaemonError::Invalid(format!(

@@ -18,7 +18,7 @@ use crate::core::outcome::{self, Exit, Observed};
 use crate::core::progress::DecodeProgress;
 use crate::core::queue::SlotKind;
 use crate::core::session::{SessionId, SessionState};
-use crate::core::spec::ResolvedSpec;
+use crate::core::spec::{ResolvedSpec, SearchMetric};
 use crate::home::SessionDir;
 use crate::store::{CheckpointRow, MetricRow, SessionRow};
 
@@ -28,12 +28,32 @@ const TAIL_LINES: usize = 20;
 /// Runs one session to its end and records the final state.
 pub async fn run(daemon: Arc<Daemon>, row: SessionRow, slot: SlotKind, stop: CancellationToken) {
     let id = row.id.clone();
-    let (state, reason) = match run_inner(&daemon, &row, slot, &stop).await {
-        Ok(o) => (o.state, o.reason),
-        Err(reason) => (SessionState::Failed, Some(reason)),
+    let (mut state, mut reason, rung) = match run_inner(&daemon, &row, slot, &stop).await {
+        Ok((o, rung)) => (o.state, o.reason, rung),
+        Err(reason) => (SessionState::Failed, Some(reason), None),
     };
     daemon.metrics.flush().await;
     daemon.record_decoding(&id, None);
+    // A sweep's trial that paused at a rung: its result there is recorded before it waits.
+    if state == SessionState::Waiting {
+        let recorded = match rung {
+            Some(RungReached { epoch, metric }) => daemon.record_rung(&row, epoch, metric).await,
+            None => Ok(None),
+        };
+        match recorded {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                state = SessionState::Failed;
+                reason = Some(
+                    "the trainer paused at a rung, but this session is no trial of a sweep with a searcher".into(),
+                );
+            }
+            Err(e) => {
+                state = SessionState::Failed;
+                reason = Some(format!("recording its result at the rung: {e}"));
+            }
+        }
+    }
     match daemon.store.transition(&id, state, None, reason.as_deref()).await {
         Ok(_) => {
             tracing::info!("session {id} {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())
@@ -41,6 +61,19 @@ pub async fn run(daemon: Arc<Daemon>, row: SessionRow, slot: SlotKind, stop: Can
         Err(e) => tracing::error!("session {id}: recording {state}: {e}"),
     }
     daemon.live.end(&id, state);
+    // Its sweep's rungs may decide now: this result arrived, or one trial fewer is left to report.
+    if let Some(sweep) = row.sweep.filter(|_| Daemon::searcher_of(&row).is_some()) {
+        if let Err(e) = daemon.decide_sweep(sweep).await {
+            tracing::error!("sweep {sweep}: deciding its rungs: {e}");
+        }
+    }
+}
+
+/// Where a sweep's trial paused: the rung's epoch and its searcher's metric there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RungReached {
+    epoch: u32,
+    metric: Option<f64>,
 }
 
 /// The run itself; an `Err` is a reason to fail the session before or while starting it.
@@ -49,7 +82,7 @@ async fn run_inner(
     row: &SessionRow,
     slot: SlotKind,
     stop: &CancellationToken,
-) -> Result<outcome::Outcome, String> {
+) -> Result<(outcome::Outcome, Option<RungReached>), String> {
     let id = &row.id;
     let resolved = row.resolved_spec().map_err(|e| e.to_string())?;
     let dir = SessionDir::new(daemon.home().session(id));
@@ -143,7 +176,11 @@ async fn run_inner(
     };
     let _ = log.write_all(format!("[rush] {id} ended ({exit_text}): {}\n", decided.state).as_bytes()).await;
     let _ = log.flush().await;
-    Ok(decided)
+    let rung = seen.paused.map(|epoch| {
+        let metric = resolved.spec.searcher.as_ref().and_then(|s| state.metric(epoch, s.metric));
+        RungReached { epoch, metric }
+    });
+    Ok((decided, rung))
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -173,6 +210,22 @@ struct EventState {
     step: u64,
     /// (train_loss, val_loss) per ended epoch, for the checkpoint rows.
     losses: HashMap<u32, (f64, f64)>,
+    /// (train_acc, val_acc) per ended epoch, for a searcher's rung.
+    accuracies: HashMap<u32, (f64, f64)>,
+}
+
+impl EventState {
+    /// An ended epoch's value of a searcher's metric.
+    fn metric(&self, epoch: u32, metric: SearchMetric) -> Option<f64> {
+        let (train_loss, val_loss) = self.losses.get(&epoch).copied()?;
+        let (train_acc, val_acc) = self.accuracies.get(&epoch).copied()?;
+        Some(match metric {
+            SearchMetric::ValAcc => val_acc,
+            SearchMetric::ValLoss => val_loss,
+            SearchMetric::TrainAcc => train_acc,
+            SearchMetric::TrainLoss => train_loss,
+        })
+    }
 }
 
 /// Stores one event line, fans it out and acts on it. A bad line is logged, never fatal.
@@ -239,6 +292,7 @@ async fn handle_line(
             rows.extend(data_wait_s.map(|w| metric(s, *epoch, "epoch_data_wait_s", w)));
             daemon.metrics.send(rows);
             state.losses.insert(*epoch, (*train_loss, *val_loss));
+            state.accuracies.insert(*epoch, (*train_acc, *val_acc));
             daemon.store.set_progress(id, *epoch, *val_acc).await
         }
         Event::Checkpoint { name, path, epoch, val_acc, bytes } => {
@@ -261,6 +315,10 @@ async fn handle_line(
         }
         Event::Finished { .. } => {
             seen.finished = true;
+            Ok(())
+        }
+        Event::Paused { epoch } => {
+            seen.paused = Some(*epoch);
             Ok(())
         }
         Event::Failed { reason } => {

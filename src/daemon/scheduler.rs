@@ -1,9 +1,11 @@
 //! The scheduler loop: on each wake-up (and every few seconds) one `tick` leases free slots to queued sessions, as the
-//! pure `core::queue` decides, and spawns a runner for each, which holds its slot's [`Lease`] until it ends. A session
+//! pure `core::share` decides (fair share among users, then priority and FIFO), at most a searcher's `max_concurrent`
+//! trials of one sweep at once, and spawns a runner for each, which holds its slot's [`Lease`] until it ends. A session
 //! whose dataset is still registering waits (and fails if the registration does). Errors are logged and the loop goes
 //! on; a panic in a tick is caught, logged with its message and counted (`rush_task_panics_total{task="scheduler"}` in
 //! `/metrics`), and the loop goes on too.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,11 +53,17 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
     {
         panic!("a failure point in the scheduler's tick");
     }
+    // A sweep's trials waiting at a rung whose decision nothing else triggered (say, the others failed) settle here.
+    daemon.decide_waiting_sweeps().await?;
     // The light queue (no specs, off the writer); a session's full row is read only when it gets a slot.
     let queued = daemon.store.queue().await?;
     if queued.is_empty() {
         return Ok(());
     }
+    // A searcher's `max_concurrent` caps how many trials of its sweep run at once: the room each sweep has left.
+    let running =
+        if queued.iter().any(|q| q.sweep.is_some()) { daemon.store.running_per_sweep().await? } else { HashMap::new() };
+    let mut room: HashMap<i64, Option<usize>> = HashMap::new();
     let pool = daemon.slots.snapshot();
     if pool.submission_waiting {
         // A waiting submission takes the next free slot; sessions start on the tick after it.
@@ -81,6 +89,24 @@ pub async fn tick(daemon: &Arc<Daemon>) -> Result<(), super::DaemonError> {
                 daemon.store.transition(&row.id, SessionState::Failed, None, Some(&reason)).await?;
                 tracing::warn!("session {} failed: {reason}", row.id);
                 continue;
+            }
+        }
+        if let Some(sweep) = row.sweep {
+            let left = match room.get(&sweep) {
+                Some(left) => *left,
+                None => {
+                    let limit = daemon.sweep_limit(&row.id).await?;
+                    let left = limit.map(|l| (l as usize).saturating_sub(running.get(&sweep).copied().unwrap_or(0)));
+                    room.insert(sweep, left);
+                    left
+                }
+            };
+            match left {
+                Some(0) => continue,
+                Some(n) => {
+                    room.insert(sweep, Some(n - 1));
+                }
+                None => {}
             }
         }
         let user = table.index(&row.id.user);
@@ -247,6 +273,43 @@ mod tests {
         assert_eq!(failed.state, SessionState::Failed);
         assert_eq!(failed.exit_reason.as_deref(), Some("dataset bad could not be registered: no usable images"));
         assert_ne!(state(emoji).await.state, SessionState::Queued, "its dataset registered: it started");
+        daemon.shut_down().await;
+    }
+
+    /// A searcher's `max_concurrent: 1` runs one trial of its sweep at a time although two slots are free; a single
+    /// session queued after the sweep takes the other slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_runs_at_most_max_concurrent_trials_at_once() {
+        use crate::core::spec::{ResolvedSpec, Searcher, Spec};
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(2), ..Default::default() };
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        // The child exits at once: what matters is which sessions the tick starts.
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
+        let searcher = Searcher { max_concurrent: Some(1), ..Searcher::default() };
+        let spec = Spec { dataset: "emoji".into(), searcher: Some(searcher), ..Spec::default() };
+        let resolved = |id: &crate::core::session::SessionId| {
+            let r = ResolvedSpec {
+                session: id.to_string(),
+                dataset_path: "/d".into(),
+                init_from: None,
+                spec: spec.clone(),
+            };
+            serde_json::to_string(&r).unwrap()
+        };
+        let new = NewSession::plain("local", "emoji", Device::Cpu);
+        let trials = daemon.store.enqueue(None, &[new.clone(), new.clone(), new.clone()], |id, _| resolved(id)).await;
+        let trials = trials.unwrap();
+        let single = daemon.store.enqueue(None, &[new], |_, _| "{}".into()).await.unwrap().remove(0);
+        tick(&daemon).await.unwrap();
+        let mut started = Vec::new();
+        for id in trials.iter().chain([&single]) {
+            if daemon.store.session_required(id).await.unwrap().state != SessionState::Queued {
+                started.push(id.clone());
+            }
+        }
+        assert_eq!(started, vec![trials[0].clone(), single], "the first trial and the single session start");
         daemon.shut_down().await;
     }
 

@@ -303,7 +303,7 @@ impl Store {
                 .await?;
         let active: Option<String> = sqlx::query_scalar(
             "SELECT group_concat(id || ':' || state || ':' || COALESCE(epoch, 0), ',') FROM sessions
-             WHERE state IN ('queued', 'running')",
+             WHERE state IN ('queued', 'running', 'waiting')",
         )
         .fetch_one(&self.reader)
         .await?;

@@ -34,9 +34,21 @@ pub struct SessionRow {
     pub epochs: i64,
     pub epoch: Option<i64>,
     pub best_val_acc: Option<f64>,
+    /// The sweep it is a trial of (the `seq` of the sweep's first session), for a session queued with others.
+    #[serde(default)]
+    pub sweep: Option<i64>,
 }
 
 impl SessionRow {
+    /// `k/R` for a trial of a sweep with a searcher: the rung it has reached of its run's rungs (see
+    /// [`crate::core::spec::Searcher::rung_label`]); `None` for any other session.
+    pub fn rung_label(&self) -> Option<String> {
+        self.sweep?;
+        let spec = self.resolved_spec().ok()?.spec;
+        let epoch = u32::try_from(self.epoch.unwrap_or(0)).unwrap_or(0);
+        Some(spec.searcher?.rung_label(epoch, spec.epochs))
+    }
+
     /// The resolved spec stored with this session: the one typed read of its `spec` column.
     pub fn resolved_spec(&self) -> Result<ResolvedSpec, StoreError> {
         serde_json::from_str(&self.spec).map_err(|e| StoreError::Corrupt {
@@ -53,6 +65,8 @@ pub struct Queued {
     pub priority: i32,
     pub seq: i64,
     pub device: Device,
+    /// See [`SessionRow::sweep`].
+    pub sweep: Option<i64>,
 }
 
 impl<'r> sqlx::FromRow<'r, SqliteRow> for SessionRow {
@@ -82,6 +96,7 @@ impl<'r> sqlx::FromRow<'r, SqliteRow> for SessionRow {
             epochs: row.try_get("epochs")?,
             epoch: row.try_get("epoch")?,
             best_val_acc: row.try_get("best_val_acc")?,
+            sweep: row.try_get("sweep")?,
         })
     }
 }
@@ -124,8 +139,8 @@ pub struct SessionFilter {
 }
 
 impl Store {
-    /// Queues sessions in one transaction: the spec file's row (when they come from one) and one session per entry.
-    /// `resolve` gives the resolved spec JSON of each allocated id (entry index alongside). Returns the new ids; an
+    /// Queues sessions in one transaction: the spec file's row (when they come from one) and one session per entry;
+    /// sessions queued together are one sweep (they share [`SessionRow::sweep`]). `resolve` gives the resolved spec JSON of each allocated id (entry index alongside). Returns the new ids; an
     /// empty list when this (path, hash) was recorded already.
     pub async fn enqueue(
         &self,
@@ -156,6 +171,7 @@ impl Store {
         let (mut seq,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM sessions").fetch_one(&mut *tx).await?;
         let mut ids = Vec::with_capacity(sessions.len());
+        let sweep = (sessions.len() > 1).then_some(seq + 1);
         for (i, s) in sessions.iter().enumerate() {
             let (n,): (i64,) = sqlx::query_as(
                 "INSERT INTO session_counters (user, dataset, last_n) VALUES (?, ?, 1)
@@ -171,8 +187,8 @@ impl Store {
             seq += 1;
             sqlx::query(
                 "INSERT INTO sessions (id, user, dataset, n, spec_id, fork_of, spec, memo, priority, device, state, seq,
-                                       queued_at, epochs)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                                       queued_at, epochs, sweep)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
             )
             .bind(id.to_string())
             .bind(&s.user)
@@ -187,6 +203,7 @@ impl Store {
             .bind(seq)
             .bind(t)
             .bind(s.epochs)
+            .bind(sweep)
             .execute(&mut *tx)
             .await?;
             ids.push(id);
@@ -199,7 +216,7 @@ impl Store {
     pub async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError> {
         let mut sql = String::from("SELECT * FROM sessions WHERE 1 = 1");
         if !filter.all {
-            sql.push_str(" AND state IN ('queued', 'running')");
+            sql.push_str(" AND state IN ('queued', 'running', 'waiting')");
         }
         if filter.dataset.is_some() {
             sql.push_str(" AND dataset = ?");
@@ -222,19 +239,20 @@ impl Store {
     /// The queue in FIFO order, without the specs, read from the reader pool: the scheduler ticks and every queue
     /// position shown read it, so with thousands queued it must neither hold the writer nor copy every spec.
     pub async fn queue(&self) -> Result<Vec<Queued>, StoreError> {
-        let rows: Vec<(String, i32, i64, String)> =
-            sqlx::query_as("SELECT id, priority, seq, device FROM sessions WHERE state = 'queued' ORDER BY seq")
+        let rows: Vec<(String, i32, i64, String, Option<i64>)> =
+            sqlx::query_as("SELECT id, priority, seq, device, sweep FROM sessions WHERE state = 'queued' ORDER BY seq")
                 .fetch_all(&self.reader)
                 .await?;
         let decode =
             |column: &str, e: String| sqlx::Error::ColumnDecode { index: column.to_string(), source: e.into() };
         let mut out = Vec::with_capacity(rows.len());
-        for (id, priority, seq, device) in rows {
+        for (id, priority, seq, device, sweep) in rows {
             out.push(Queued {
                 id: id.parse().map_err(|e: crate::core::session::SessionError| decode("id", e.to_string()))?,
                 priority,
                 seq,
                 device: device.parse().map_err(|e| decode("device", e))?,
+                sweep,
             });
         }
         Ok(out)

@@ -84,6 +84,12 @@ pub struct SessionView {
     /// The spec file it came from (the points of one sweep share it); none for a fork.
     #[serde(default)]
     pub spec_id: Option<i64>,
+    /// The sweep it is a trial of (the sessions queued together from one sweep share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<i64>,
+    /// A trial of a sweep with a searcher: `k/R`, the rung it has reached of its run's `R` rungs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<String>,
     /// A running session: the seconds its run has left at the pace of its steps so far.
     #[serde(default)]
     pub eta: Option<f64>,
@@ -101,7 +107,10 @@ pub struct SessionView {
 impl SessionView {
     pub fn new(row: SessionRow, position: Option<usize>) -> Self {
         let spec = row.resolved_spec().ok().and_then(|r| serde_json::to_value(r).ok()).unwrap_or_default();
+        let rung = row.rung_label();
         SessionView {
+            sweep: row.sweep,
+            rung,
             id: row.id.to_string(),
             state: row.state,
             device: row.device.to_string(),

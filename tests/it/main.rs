@@ -1,5 +1,6 @@
 //! The integration tests: whole flows through the real binary and real files, one module per area.
 
+mod asha;
 mod bench;
 mod browser;
 mod cli;

@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use super::{Spec, SpecError};
 
-/// The top-level fields a sweep or an override may not set: a sweep inside a sweep makes no sense.
-pub(crate) const SWEEP_FIELDS: [&str; 2] = ["grid", "random"];
+/// The top-level fields a sweep or an override may not set: a sweep inside a sweep makes no sense, nor does a
+/// searcher that differs between the trials it compares.
+pub(crate) const SWEEP_FIELDS: [&str; 3] = ["grid", "random", "searcher"];
 
 /// Checks a dotted path's shape (`name` or `section.name`, letters, digits and `_`), not whether it names a field.
 pub(crate) fn check_path(file: &str, label: &str, path: &str) -> Result<(), SpecError> {

@@ -15,12 +15,14 @@ mod field;
 mod overrides;
 mod rules;
 mod schema;
+mod searcher;
 mod sweep;
 mod words;
 mod yaml;
 
 pub use overrides::apply_overrides;
 pub use schema::{BeyondSchema, beyond_schema, json_schema};
+pub use searcher::{SEARCHER_RULES, SearchMetric, Searcher, SearcherName};
 pub use sweep::MAX_SWEEP_SESSIONS;
 pub use yaml::MAX_SPEC_BYTES;
 
@@ -302,6 +304,10 @@ pub struct Spec {
     /// `count` sessions with values drawn from `space`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub random: Option<RandomSweep>,
+    /// A sweep's searcher: `asha` stops its losing trials early (only with `grid:` or `random:`). The sweep's
+    /// sessions keep it, so each knows its rungs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub searcher: Option<Searcher>,
     /// With the daemon's Slurm executor: this spec's overrides of the daemon's `slurm:` settings (partition,
     /// account, time limit, CPUs, memory, more sbatch options). Ignored by the local worker pool.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -330,6 +336,7 @@ impl Default for Spec {
             priority: 0,
             grid: None,
             random: None,
+            searcher: None,
             slurm: None,
         }
     }
@@ -365,6 +372,20 @@ impl Spec {
             self.slurm.as_ref().map(|o| o.validate("slurm"))
         {
             return Err(SpecError::invalid(file, &field, message));
+        }
+        if let Some(searcher) = &self.searcher {
+            for rule in SEARCHER_RULES {
+                rule.check(searcher)
+                    .map_err(|message| SpecError::invalid(file, &format!("searcher.{}", rule.path), message))?;
+            }
+            if !self.resume || !self.checkpoints.keep_last {
+                return Err(SpecError::invalid(
+                    file,
+                    "searcher",
+                    "needs `resume: true` and `checkpoints.keep_last: true`: a trial paused at a rung resumes from its \
+                     last checkpoint when promoted",
+                ));
+            }
         }
         sweep::validate(self, file)
     }
@@ -500,6 +521,32 @@ mod tests {
         let specs = Spec::load("s.yaml", b"dataset: emoji\ngrid: {seed: [1, 2, 3]}\n").unwrap();
         assert_eq!(specs.iter().map(|s| s.seed).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(Spec::load("s.yaml", b"dataset: emoji\ngrid: {seed: [-1]}\n").is_err());
+    }
+
+    #[test]
+    fn a_searcher_needs_a_sweep_that_resumes_and_every_trial_keeps_it() {
+        let sweep = "dataset: emoji\nepochs: 9\ngrid: {optimizer.lr: [0.1, 0.01, 0.001]}\n";
+        let asha = "searcher: {name: asha, metric: val_acc, mode: max, grace_epochs: 1, reduction_factor: 3, \
+                    max_concurrent: 2}\n";
+        let specs = Spec::load("s.yaml", format!("{sweep}{asha}").as_bytes()).unwrap();
+        assert_eq!(specs.len(), 3);
+        assert!(specs.iter().all(|s| s.searcher.as_ref().is_some_and(|x| x.max_concurrent == Some(2))));
+        assert_eq!(specs[0].searcher.as_ref().unwrap().asha().rungs(9), vec![1, 3]);
+        let defaults = Spec::load("s.yaml", format!("{sweep}searcher: {{}}\n").as_bytes()).unwrap();
+        assert_eq!(defaults[0].searcher, Some(Searcher::default()));
+        let refused = |text: String| Spec::load("s.yaml", text.as_bytes()).unwrap_err().to_string();
+        let e = refused(format!("dataset: emoji\n{asha}"));
+        assert!(e.contains("field `searcher`: needs a sweep"), "{e}");
+        let e = refused(format!("{sweep}resume: false\n{asha}"));
+        assert!(e.contains("field `searcher`: needs `resume: true`"), "{e}");
+        let e = refused(format!("{sweep}searcher: {{reduction_factor: 1}}\n"));
+        assert!(e.contains("field `searcher.reduction_factor`: 1 is out of range 2..=100"), "{e}");
+        let e = refused(format!("{sweep}searcher: {{name: hyperband}}\n"));
+        assert!(e.contains("hyperband"), "{e}");
+        let e = refused(format!("{sweep}searcher: {{metric: f1}}\n"));
+        assert!(e.contains("f1"), "{e}");
+        let e = refused("dataset: emoji\ngrid: {searcher.grace_epochs: [1, 2]}\n".into());
+        assert!(e.contains("`searcher` cannot be set here"), "{e}");
     }
 
     #[test]

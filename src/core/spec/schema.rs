@@ -37,7 +37,19 @@ pub fn beyond_schema() -> Vec<BeyondSchema> {
     let slurm = crate::core::slurm::OVERRIDE_RULES
         .iter()
         .filter_map(|r| Some((format!("slurm.{}", r.path), r.check.beyond_schema()?)));
-    fields.chain(slurm).chain(super::sweep::beyond_schema()).map(|(field, rule)| BeyondSchema { field, rule }).collect()
+    let searcher =
+        super::SEARCHER_RULES.iter().filter_map(|r| Some((format!("searcher.{}", r.path), r.check.beyond_schema()?)));
+    let needs = [(
+        "searcher".to_string(),
+        "only with a sweep (`grid:` or `random:`), `resume: true` and `checkpoints.keep_last: true`".to_string(),
+    )];
+    fields
+        .chain(slurm)
+        .chain(searcher)
+        .chain(needs)
+        .chain(super::sweep::beyond_schema())
+        .map(|(field, rule)| BeyondSchema { field, rule })
+        .collect()
 }
 
 /// The JSON Schema (draft 2020-12) of a spec file: every field, its type, default, description and allowed values;
@@ -53,6 +65,7 @@ fn build() -> (Value, Vec<String>) {
     integer_limits(&mut schema);
     let mut missing = rule::write(&mut schema, "", super::rules::RULES);
     missing.extend(rule::write(&mut schema, "slurm", crate::core::slurm::OVERRIDE_RULES));
+    missing.extend(rule::write(&mut schema, "searcher", super::SEARCHER_RULES));
     missing.extend(super::sweep::write_schema(&mut schema));
     if let Some(root) = schema.as_object_mut() {
         root.insert("title".into(), "rush experiment spec".into());

@@ -172,6 +172,13 @@ impl Spec {
     /// and has `grid` and `random` unset.
     pub fn expand(&self, file: &str) -> Result<Vec<Spec>, SpecError> {
         self.validate(file)?;
+        if self.searcher.is_some() && self.grid.is_none() && self.random.is_none() {
+            return Err(SpecError::invalid(
+                file,
+                "searcher",
+                "needs a sweep (`grid:` or `random:`): it chooses among a sweep's trials",
+            ));
+        }
         let base = Spec { grid: None, random: None, ..self.clone() };
         let points = match (&self.grid, &self.random) {
             (Some(grid), _) => grid_points(grid),

@@ -165,6 +165,8 @@ pub struct SessionLine {
     pub queued_at: String,
     /// The hyperparameter columns the sessions table shows (its `col` choice), in order.
     pub params: Vec<String>,
+    /// A trial of a sweep with a searcher: `k/R`, the rung it has reached ("" for any other session).
+    pub rung: String,
     /// The sweep the session is a point of on the sessions table ("" for none), and, on its first row there, the
     /// sweep's header.
     pub group: String,
@@ -184,10 +186,15 @@ pub struct SweepHead {
     pub best: String,
 }
 
-/// The row's note: a failed, stopped or interrupted session's reason, else what a fork starts from.
+/// The row's note: a failed, stopped, interrupted or pruned session's reason (a pruned one's names its rung and rank),
+/// or a waiting one's, else what a fork starts from.
 fn note_of(row: &SessionRow) -> String {
     let reason = match row.state {
-        SessionState::Failed | SessionState::Stopped | SessionState::Interrupted => {
+        SessionState::Failed
+        | SessionState::Stopped
+        | SessionState::Interrupted
+        | SessionState::Pruned
+        | SessionState::Waiting => {
             row.exit_reason.as_deref().and_then(|r| r.lines().next()).unwrap_or("").trim().to_string()
         }
         _ => String::new(),
@@ -234,6 +241,7 @@ impl SessionLine {
             best_value: row.best_val_acc.map(|b| b.to_string()).unwrap_or_default(),
             queued_at: format!("{:.3}", row.queued_at),
             params: Vec::new(),
+            rung: row.rung_label().unwrap_or_default(),
             group: String::new(),
             sweep: None,
         }

@@ -92,6 +92,8 @@ struct SessionTemplate {
     forks: Vec<(String, String)>,
     /// Submissions with this session among their members: (url, "#id state score").
     submissions: Vec<(String, String)>,
+    /// A sweep trial's ASHA rungs: "rung 1 (epoch 1): 0.4123, promoted at rung 1 ...", one per rung reached.
+    rungs: Vec<String>,
     id: String,
     base: String,
     live_url: String,
@@ -333,10 +335,22 @@ pub(super) async fn session_page(
             )
         })
         .collect();
+    let rungs = state
+        .store()
+        .session_rungs(&id)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let metric = r.metric.map(|m| format!("{m:.4}")).unwrap_or_else(|| "not a number".into());
+            let decision = r.reason.unwrap_or_else(|| "waiting for the rung's decision".into());
+            format!("rung {} (epoch {}): {metric}; {decision}", r.rung + 1, r.epoch)
+        })
+        .collect();
     html(&SessionTemplate {
         chrome: Chrome::new(&state, "sessions"),
         forks,
         submissions,
+        rungs,
         live_url: format!("{base}/live?log_offset={offset}"),
         id: id.to_string(),
         state: row.state.as_str(),

@@ -538,6 +538,8 @@ impl Trainer<'_> {
             start_epoch,
         });
         self.progress.start(u64::from(start_epoch.saturating_sub(1)) * self.steps_per_epoch);
+        // A sweep's trial under ASHA stops at its next rung, checkpoint written, and waits for the rung's decision.
+        let pause_after = spec.searcher.as_ref().and_then(|s| s.pause_after(start_epoch, spec.epochs));
         for epoch in start_epoch..=spec.epochs {
             let started = Instant::now();
             let (train, waited, data_wait) = self.train_epoch(epoch, sink)?;
@@ -578,6 +580,14 @@ impl Trainer<'_> {
                 val_acc: valid.acc(),
                 bytes,
             });
+            if pause_after == Some(epoch) {
+                eprintln!(
+                    "rush train: paused after epoch {epoch}, a rung of the sweep's searcher: the daemon decides whether \
+                     it goes on"
+                );
+                sink.emit(Event::Paused { epoch });
+                return Ok(());
+            }
         }
         if self.bad.count() > 0 {
             eprintln!("rush train: {} image(s) could not be decoded and were skipped", self.bad.count());
