@@ -353,7 +353,13 @@ impl Daemon {
                     .transition(id, SessionState::Stopped, None, Some("stopped by the user before it started"))
                     .await
                 {
-                    Ok(_) => return Ok(SessionState::Stopped),
+                    Ok(_) => {
+                        // One trial fewer: its sweep's rungs may settle now.
+                        if let Some(sweep) = row.sweep {
+                            self.decide_sweep(sweep).await?;
+                        }
+                        return Ok(SessionState::Stopped);
+                    }
                     // The scheduler took it meanwhile: stop the runner instead.
                     Err(StoreError::Session(_)) => continue,
                     Err(e) => return Err(e.into()),

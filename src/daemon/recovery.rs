@@ -53,6 +53,12 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
             let last = daemon.store.checkpoints(&id).await?.iter().map(|c| c.epoch).max().unwrap_or(0);
             daemon.store.delete_metrics_after(&id, last).await?;
             restore_epoch_metrics(daemon, &dir, &id, last).await?;
+            if daemon.rung_missed(&row, last).await? {
+                let reason = format!("the daemon restarted; reached a rung at epoch {last}; waits for the sweep");
+                daemon.store.transition(&id, SessionState::Waiting, None, Some(&reason)).await?;
+                report.requeued.push(id.to_string());
+                continue;
+            }
             let reason = if last > 0 {
                 format!("the daemon restarted; resumes from checkpoint {last}")
             } else {

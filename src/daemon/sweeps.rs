@@ -50,6 +50,27 @@ impl Daemon {
         Ok(Some(sweep))
     }
 
+    /// After a restart, for a trial that was running: when its last checkpoint is at a rung where it has no result, it
+    /// paused there (or was about to) as the daemon died. Its result is recorded from the stored epoch metrics and
+    /// `true` says it waits there rather than resume past the rung.
+    pub(crate) async fn rung_missed(&self, row: &SessionRow, last: i64) -> Result<bool, DaemonError> {
+        let Some((sweep, searcher)) = Self::searcher_of(row) else {
+            return Ok(false);
+        };
+        let (epoch, epochs) = (u32::try_from(last).unwrap_or(0), u32::try_from(row.epochs).unwrap_or(u32::MAX));
+        let Some(rung) = searcher.asha().rung_at(epoch, epochs) else {
+            return Ok(false);
+        };
+        if self.store.session_rungs(&row.id).await?.iter().any(|r| r.rung == rung as i64) {
+            return Ok(false);
+        }
+        let name = searcher.metric.as_str();
+        let metric =
+            self.store.metrics(&row.id, Some(name)).await?.into_iter().rfind(|m| m.epoch == last).map(|m| m.value);
+        self.store.add_rung(&row.id, sweep, rung, epoch, metric).await?;
+        Ok(true)
+    }
+
     /// Applies the searcher's decisions to every rung of `sweep` (lowest first): promoted trials are queued again to
     /// resume, pruned ones end. A no-op for a sweep without a searcher.
     pub async fn decide_sweep(&self, sweep: i64) -> Result<Decided, DaemonError> {
@@ -134,5 +155,98 @@ impl Daemon {
             self.decide_sweep(sweep).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::queue::Device;
+    use crate::core::spec::{ResolvedSpec, Spec};
+    use crate::daemon::config::{DaemonConfig, Flags};
+    use crate::daemon::executor::LocalExecutor;
+    use crate::home::Home;
+    use crate::store::{MetricRow, NewSession, Store};
+
+    /// A daemon (nothing scheduled) with a sweep of three 9-epoch trials under ASHA (rf 3: rungs at epochs 1 and 3).
+    async fn sweep_of_three() -> (Arc<Daemon>, Vec<SessionId>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(1), ..Default::default() };
+        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
+        let store = Store::open(&config.db).await.unwrap();
+        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
+        let spec = Spec { dataset: "emoji".into(), epochs: 9, searcher: Some(Searcher::default()), ..Spec::default() };
+        let resolved = |id: &SessionId| {
+            let r = ResolvedSpec {
+                session: id.to_string(),
+                dataset_path: "/d".into(),
+                init_from: None,
+                spec: spec.clone(),
+            };
+            serde_json::to_string(&r).unwrap()
+        };
+        let new = NewSession { epochs: 9, ..NewSession::plain("local", "emoji", Device::Cpu) };
+        let ids = daemon.store.enqueue(None, &[new.clone(), new.clone(), new], |id, _| resolved(id)).await.unwrap();
+        (daemon, ids, dir)
+    }
+
+    /// What the runner does when a trial pauses at the rung at `epoch` with `metric`.
+    async fn pauses(daemon: &Daemon, id: &SessionId, epoch: u32, metric: f64) -> Decided {
+        let store = &daemon.store;
+        if store.session_required(id).await.unwrap().state == SessionState::Queued {
+            store.transition(id, SessionState::Running, Some("cpu0"), None).await.unwrap();
+        }
+        let row = store.session_required(id).await.unwrap();
+        assert!(daemon.record_rung(&row, epoch, Some(metric)).await.unwrap().is_some());
+        store.transition(id, SessionState::Waiting, None, Some("reached a rung")).await.unwrap();
+        daemon.decide_sweep(row.sweep.unwrap()).await.unwrap()
+    }
+
+    async fn state(daemon: &Daemon, id: &SessionId) -> (SessionState, String) {
+        let row = daemon.store.session_required(id).await.unwrap();
+        (row.state, row.exit_reason.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_sweep_decides_as_results_arrive_and_settles_when_nothing_is_left_to_run() {
+        let (daemon, ids, _dir) = sweep_of_three().await;
+        // The first result waits: nothing to compare it with yet, and it is within the top third of three.
+        assert_eq!(pauses(&daemon, &ids[0], 1, 0.2).await, Decided::default());
+        assert_eq!(state(&daemon, &ids[0]).await.0, SessionState::Waiting);
+        // A better second result: the first can no longer be in the top third of three, so it is pruned at once.
+        let decided = pauses(&daemon, &ids[1], 1, 0.5).await;
+        assert_eq!(decided, Decided { promoted: vec![], pruned: vec![ids[0].clone()] });
+        assert_eq!(
+            state(&daemon, &ids[0]).await,
+            (SessionState::Pruned, "pruned at rung 1 (epoch 1): ranked 2 of 2, at most the top 1 go on".into())
+        );
+        assert_eq!(state(&daemon, &ids[1]).await.0, SessionState::Waiting, "one of three results is not enough");
+        // The third trial is stopped before it ran: nothing is left to come, so the rung settles with what it has.
+        daemon.stop_session(&ids[2]).await.unwrap();
+        assert_eq!(
+            state(&daemon, &ids[1]).await,
+            (SessionState::Queued, "promoted at rung 1 (epoch 1): ranked 1 of 2".into())
+        );
+        let rungs = daemon.store.sweep_rungs(daemon.store.session_required(&ids[1]).await.unwrap().sweep.unwrap());
+        let standings: Vec<Standing> = rungs.await.unwrap().iter().map(|r| r.standing()).collect();
+        assert_eq!(standings, [Standing::Pruned, Standing::Promoted]);
+
+        // The promoted trial resumes; the daemon dies as it pauses at the second rung, before recording its result.
+        let store = &daemon.store;
+        store.transition(&ids[1], SessionState::Running, Some("cpu0"), None).await.unwrap();
+        let metric =
+            MetricRow { session: ids[1].to_string(), step: 30, epoch: 3, name: "val_acc".into(), value: 0.7, t: 1.0 };
+        store.insert_metrics(&[metric]).await.unwrap();
+        let row = store.session_required(&ids[1]).await.unwrap();
+        assert!(!daemon.rung_missed(&row, 2).await.unwrap(), "epoch 2 is no rung");
+        assert!(daemon.rung_missed(&row, 3).await.unwrap(), "its result at the second rung was missing");
+        assert!(!daemon.rung_missed(&row, 3).await.unwrap(), "and is recorded now");
+        let results = store.session_rungs(&ids[1]).await.unwrap();
+        assert_eq!(
+            results.iter().map(|r| (r.rung, r.epoch, r.metric)).collect::<Vec<_>>(),
+            [(0, 1, Some(0.5)), (1, 3, Some(0.7))]
+        );
     }
 }

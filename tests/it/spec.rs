@@ -47,11 +47,19 @@ fn yaml_to_json(text: &str) -> Value {
 fn examples_parse_and_expand() {
     let examples = examples();
     let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["examples/cpu-demo.yaml", "examples/gpu-resnet50.yaml", "examples/sweep.yaml"]);
+    assert_eq!(
+        names,
+        ["examples/asha.yaml", "examples/cpu-demo.yaml", "examples/gpu-resnet50.yaml", "examples/sweep.yaml"]
+    );
     for (file, text) in &examples {
         let specs = Spec::load(file, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         assert!(!specs.is_empty(), "{file}");
     }
+    let asha = Spec::load("asha", examples[0].1.as_bytes()).unwrap();
+    assert_eq!(asha.len(), 9);
+    let searcher = asha[0].searcher.as_ref().expect("a searcher");
+    assert_eq!(searcher.asha().rungs(asha[0].epochs), [1, 3], "the example's comment counts 9 + 3 x 2 + 6 = 21 epochs");
+    let examples = &examples[1..];
     let cpu = Spec::parse("cpu", &examples[0].1).unwrap();
     assert_eq!((cpu.dataset.as_str(), cpu.image_size, cpu.batch_size), ("emoji", 48, 64));
     assert_eq!(serde_json::to_value(cpu.resources.gpus).unwrap(), 0);
@@ -87,6 +95,9 @@ fn the_spec_doc_documents_every_default_and_its_sweeps() {
     assert_eq!(grid.len(), 4);
     let random = Spec::load("docs/spec.md", format!("dataset: emoji\n{}", blocks[2]).as_bytes()).unwrap();
     assert_eq!(random.len(), 8);
+    let asha = Spec::load("docs/spec.md", format!("dataset: emoji\n{}", blocks[3]).as_bytes()).unwrap();
+    assert_eq!(asha.len(), 9);
+    assert_eq!(asha[0].searcher.as_ref().map(|s| s.max_concurrent), Some(Some(4)));
     let doc = spec_doc();
     let args = doc.split("-a \"").nth(1).and_then(|s| s.split('"').next()).expect("an -a example");
     let overridden = apply_overrides(&defaults, args).unwrap_or_else(|e| panic!("{e}"));

@@ -297,6 +297,23 @@ mod tests {
             assert_eq!(Spec::parse("s", &spec.to_string()).is_ok(), ok, "{args}");
         }
         assert!(!v.is_valid(&json!({"dataset": "emoji", "slurm": {"cpus_per_task": 0}})));
+        // The searcher's ranges too, as `validate` has them.
+        let asha = |searcher| json!({"dataset": "emoji", "grid": {"seed": [1, 2]}, "searcher": searcher});
+        for (searcher, ok) in [
+            (
+                json!({"name": "asha", "metric": "val_loss", "mode": "min", "grace_epochs": 2, "reduction_factor": 4}),
+                true,
+            ),
+            (json!({"max_concurrent": 4}), true),
+            (json!({"reduction_factor": 1}), false),
+            (json!({"grace_epochs": 0}), false),
+            (json!({"max_concurrent": 0}), false),
+            (json!({"name": "hyperband"}), false),
+            (json!({"metric": "f1"}), false),
+        ] {
+            assert_eq!(v.is_valid(&asha(searcher.clone())), ok, "schema: {searcher}");
+            assert_eq!(Spec::load("s", asha(searcher.clone()).to_string().as_bytes()).is_ok(), ok, "rush: {searcher}");
+        }
     }
 
     #[test]
@@ -312,6 +329,7 @@ mod tests {
                 "schedule.milestones",
                 "memo",
                 "slurm.time_limit",
+                "searcher",
                 "grid",
                 "random.space.*"
             ]
