@@ -140,7 +140,11 @@ impl SlotPool {
 
     /// How many GPU slots `user`'s work holds now.
     pub fn gpus_held_by(&self, user: &str) -> u32 {
-        let state = self.state();
+        self.gpus_held(&self.state(), user)
+    }
+
+    /// [`SlotPool::gpus_held_by`] under a lock already held.
+    fn gpus_held(&self, state: &State, user: &str) -> u32 {
         let held = self.kinds.iter().zip(&state.holders);
         held.filter(|(k, h)| matches!(k, SlotKind::Gpu(_)) && h.as_ref().is_some_and(|h| h.owner() == user)).count()
             as u32
@@ -163,12 +167,7 @@ impl SlotPool {
     /// [`SlotPool::stop_waiting`] or a lease, and returns `None`.
     pub fn lease_submission(self: &Arc<Self>, id: i64, user: &str, gpu_quota: Option<u32>) -> Option<Lease> {
         let mut state = self.state();
-        let held_gpus = self
-            .kinds
-            .iter()
-            .zip(&state.holders)
-            .filter(|(k, h)| matches!(k, SlotKind::Gpu(_)) && h.as_ref().is_some_and(|h| h.owner() == user))
-            .count() as u32;
+        let held_gpus = self.gpus_held(&state, user);
         let gpu_ok = gpu_quota.is_none_or(|q| held_gpus < q);
         let free = |i: &usize| state.holders[*i].is_none();
         let is_gpu = |i: usize| matches!(self.kinds[i], SlotKind::Gpu(_));

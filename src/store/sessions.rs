@@ -360,7 +360,8 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a session's rows (metrics, checkpoints, events, the session). Its number is never reused.
+    /// Deletes a session's rows (metrics, checkpoints, events, its rung results, the session). Its number is never
+    /// reused.
     pub async fn remove_session(&self, id: &SessionId) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         let key = id.to_string();
@@ -369,6 +370,7 @@ impl Store {
             "DELETE FROM metric_rollups WHERE session = ?",
             "DELETE FROM checkpoints WHERE session = ?",
             "DELETE FROM events WHERE session = ?",
+            "DELETE FROM rungs WHERE session = ?",
         ] {
             sqlx::query(sql).bind(&key).execute(&mut *tx).await?;
         }

@@ -461,7 +461,7 @@ fn slurm_daemon_holds_a_team_to_its_gpu_quota_before_sbatch() {
         assert!(held[0].0 <= 1, "team07 holds {} Slurm jobs with a quota of 1 GPU", held[0].0);
         let list: serde_json::Value = serde_json::from_str(&as_user(&env, &team, &["ps", "-a", "-j"])).unwrap();
         let list = list.as_array().unwrap().clone();
-        said_why |= list.iter().any(|s| s["waiting"].as_str() == Some("team07 holds 1 of its 1 GPUs"));
+        said_why |= list.iter().any(|s| s["waiting"].as_str() == Some("team07 holds 1 of its 1 GPU"));
         let failed = list.iter().find(|s| s["state"] == "failed");
         assert!(failed.is_none(), "{failed:?}");
         (list.len() == 3 && list.iter().all(|s| s["state"] == "succeeded")).then_some(())

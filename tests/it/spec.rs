@@ -541,6 +541,9 @@ fn the_json_schema_refuses_every_hostile_spec_that_validation_refuses() {
         "dataset: emoji\nepochs: 2\nschedule: {warmup_epochs: 2}\n".to_string(),
         "dataset: \"emoji\\n\"\n".to_string(),
         "dataset: emoji\nslurm: {partition: \"gpu\\n\"}\n".to_string(),
+        "dataset: emoji\nsearcher: {name: asha}\n".to_string(),
+        "dataset: emoji\ngrid: {seed: [1, 2]}\nresume: false\nsearcher: {}\n".to_string(),
+        "dataset: emoji\ngrid: {seed: [1, 2]}\ncheckpoints: {keep_last: false}\nsearcher: {}\n".to_string(),
     ];
     let corpus = hostile_corpus().into_iter().chain(extra.into_iter().map(|t| ("extra".to_string(), t.into_bytes())));
     let (mut hostile, mut skipped) = (vec![], 0);
