@@ -11,6 +11,7 @@ pub mod ensemble;
 pub mod event;
 pub mod format;
 pub mod metric;
+pub mod npy;
 pub mod outcome;
 pub mod progress;
 pub mod queue;

@@ -119,6 +119,11 @@ pub fn train_dir(dataset: &Path) -> PathBuf {
     dataset.join("train").join("train_data")
 }
 
+/// Where AI RUSH's [`TRAIN_LABEL`] matrix is: `train/train_label`.
+pub fn train_label_path(dataset: &Path) -> PathBuf {
+    dataset.join("train").join(TRAIN_LABEL)
+}
+
 pub fn test_dir(dataset: &Path) -> PathBuf {
     dataset.join("test").join("test_data")
 }
@@ -129,6 +134,11 @@ pub const TAG_TSV: &str = "tag.tsv";
 pub const PACKAGES_TSV: &str = "packages.tsv";
 pub const TEST_ORDER_CSV: &str = "test_order.csv";
 pub const TEST_LABELS_CSV: &str = "test_labels.csv";
+/// AI RUSH's multi-hot label matrix, `train/train_label` (beside `train/train_data/`): a `.npy` (numpy's format, under exactly this name, no extension) of
+/// `uint8`, one row of [`NUM_TAGS`] columns per row of the training CSV, 1 where the row has the tag. With tag ids
+/// numbered so that a sticker's label is its smallest tag, `np.argmax` of a row is the label, as AI RUSH's baseline
+/// takes it.
+pub const TRAIN_LABEL: &str = "train_label";
 
 /// Where a sticker's PNG lives under a `train_data` or `test_data` folder.
 pub fn image_path(split_dir: &Path, package_id: &str, sticker_id: &str) -> PathBuf {
@@ -291,6 +301,43 @@ pub fn read_test_labels(path: &Path) -> Result<Vec<Vec<u16>>, DataError> {
         labels.push(tags);
     }
     Ok(labels)
+}
+
+/// The bytes of `train/train_label` for the training CSV's tag lists, in its row order (an empty list: a row of
+/// zeros).
+pub fn train_label_bytes(rows: &[Vec<u16>]) -> Vec<u8> {
+    let mut bytes = crate::core::npy::header("|u1", &[rows.len(), NUM_TAGS]);
+    let start = bytes.len();
+    bytes.resize(start + rows.len() * NUM_TAGS, 0);
+    for (i, tags) in rows.iter().enumerate() {
+        for &t in tags.iter().filter(|&&t| (t as usize) < NUM_TAGS) {
+            bytes[start + i * NUM_TAGS + t as usize] = 1;
+        }
+    }
+    bytes
+}
+
+/// Writes `train/train_label` of the dataset at `dataset` from its training CSV, row for row (a row whose tags do not
+/// parse gets zeros), through a temporary file renamed into place. Returns how many rows it has.
+pub fn write_train_label(dataset: &Path) -> Result<usize, DataError> {
+    let dir = train_dir(dataset);
+    let csv_path = dir.join(TRAIN_CSV);
+    let mut table = Table::open(&csv_path, b',', true)?;
+    let [tags_column] = table.columns(&["tags"])?;
+    let mut problems = Vec::new();
+    let mut rows = Vec::new();
+    while let Some((_, record)) = table.next_row(&mut problems) {
+        rows.push(parse_tags(record.get(tags_column).unwrap_or("")).unwrap_or_default());
+    }
+    let path = train_label_path(dataset);
+    let tmp = path.with_file_name(format!(".{TRAIN_LABEL}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    std::fs::write(&tmp, train_label_bytes(&rows)).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(rows.len())
 }
 
 /// Parses a tags field: comma-separated integer tag ids in 0..NUM_TAGS, the first being the label.

@@ -1,11 +1,13 @@
 //! The synthetic sticker generator: procedural RGBA stickers in the AI RUSH layout whose tags follow from what is
 //! drawn, deterministic from a seed, multi-threaded, at AI RUSH scale.
 //!
-//! Each of the 350 tags is a visible kind of shape: 10 shapes x 7 colours x 5 fill patterns, tag id
-//! `shape * 35 + colour * 5 + fill`. A sticker draws one big outlined shape in the middle (its first tag, the label)
-//! and 0 to 2 small "companion" shapes in the upper corners (tags 2 and 3), on a transparent background.
-//! `--classes K` draws labels from K classes only; class `i` has shape `(i % 50) % 10`, fill `(i % 50) / 10` and colour
-//! `i % 7` (a bijection on 0..350 since 50 and 7 are coprime), so the first ten classes differ in shape and colour.
+//! Each of the 350 tags is a visible kind of shape: 10 shapes x 7 colours x 5 fill patterns. Tag `i` has shape
+//! `(i % 50) % 10`, fill `(i % 50) / 10` and colour `i % 7` (a bijection on 0..350 since 50 and 7 are coprime), so the
+//! first ten tags differ in shape and colour. A sticker draws one big outlined shape in the middle (its first tag, the
+//! label) and 0 to 2 small "companion" shapes in the upper corners (tags 2 and 3), on a transparent background.
+//! `--classes K` draws labels from the first K tags only (class `i` is tag `i`); companions are any tags above the
+//! label, so a sticker's label is its smallest tag id and `np.argmax` of its `train/train_label` row is the label, as
+//! AI RUSH's baseline reads it.
 //!
 //! Stickers come in packages of `per_package`: a package shares a style (outline width and colour, a pale backdrop or
 //! none, a face on the main shape or not, base tilt and scale), so splitting by package is meaningful. Every sticker is
@@ -75,19 +77,18 @@ const OUTLINES: [[u8; 3]; 4] = [[20, 20, 20], [30, 40, 90], [90, 50, 20], [70, 7
 
 /// The tag id of a shape, colour and fill.
 pub fn tag_id(shape: usize, colour: usize, fill: usize) -> u16 {
-    (shape * 35 + colour * 5 + fill) as u16
+    (0..NUM_TAGS as u16).find(|&t| tag_parts(t) == (shape, colour, fill)).unwrap_or(0)
 }
 
 /// `(shape, colour, fill)` of a tag id.
 pub fn tag_parts(tag: u16) -> (usize, usize, usize) {
     let t = tag as usize % NUM_TAGS;
-    (t / 35, (t / 5) % 7, t % 5)
+    ((t % 50) % 10, t % 7, (t % 50) / 10)
 }
 
-/// The label (tag id) of class `i` (see the module note).
+/// The label (tag id) of class `i`: tag `i` (see the module note).
 pub fn class_tag(class: u32) -> u16 {
-    let i = class as usize % NUM_TAGS;
-    tag_id((i % 50) % 10, i % 7, (i % 50) / 10)
+    (class as usize % NUM_TAGS) as u16
 }
 
 /// The rows of `tag.tsv`: id, keywords (comma-separated, all languages), languages, name.
@@ -240,6 +241,9 @@ pub fn generate(opts: &SynthOptions, progress: &ProgressBar) -> Result<SynthRepo
     progress.finish_and_clear();
 
     write_train_csv(&train_dir.join(TRAIN_CSV), opts, &train)?;
+    let label_path = layout::train_label_path(out);
+    let tag_lists: Vec<Vec<u16>> = train.iter().map(|(tags, _)| tags.clone()).collect();
+    std::fs::write(&label_path, layout::train_label_bytes(&tag_lists)).map_err(io(&label_path))?;
     write_tag_tsv(&train_dir.join(TAG_TSV))?;
     write_packages_tsv(&train_dir.join(PACKAGES_TSV), opts, train_packages)?;
     write_test_csvs(out, opts, &test)?;
@@ -357,10 +361,11 @@ impl Sticker {
             40..75 => 1,
             _ => 2,
         };
+        // Any tag above the label (so the label stays the smallest id): companions use the rest of the vocabulary.
+        let companions = companions.min(NUM_TAGS - 1 - label as usize);
         for _ in 0..companions {
-            // Any other tag: companions use the whole vocabulary, as secondary tags did in AI RUSH.
             let tag = loop {
-                let t = rng.random_range(0..NUM_TAGS as u16);
+                let t = rng.random_range(label + 1..NUM_TAGS as u16);
                 if !tags.contains(&t) {
                     break t;
                 }
@@ -713,6 +718,38 @@ mod tests {
             let (s, c, f) = tag_parts(t);
             assert_eq!(tag_id(s, c, f), t);
         }
+    }
+
+    #[test]
+    fn every_sticker_s_label_is_its_smallest_tag_and_the_argmax_of_its_train_label_row() {
+        let out = tempfile::tempdir().unwrap();
+        let opts = SynthOptions {
+            out: out.path().to_path_buf(),
+            train: 400,
+            test: 10,
+            seed: 1,
+            per_package: 20,
+            classes: 350,
+            width: 24,
+            height: 24,
+            valid_fraction: 0.2,
+            threads: Some(2),
+        };
+        generate(&opts, &ProgressBar::hidden()).unwrap();
+        let set = layout::read_train(&opts.out).unwrap();
+        let bytes = std::fs::read(layout::train_label_path(&opts.out)).unwrap();
+        let header = crate::core::npy::header("|u1", &[set.samples.len(), NUM_TAGS]);
+        assert!(bytes.starts_with(&header) && bytes.len() == header.len() + set.samples.len() * NUM_TAGS);
+        let mut with_companions = 0;
+        for (i, sample) in set.samples.iter().enumerate() {
+            let row = &bytes[header.len() + i * NUM_TAGS..][..NUM_TAGS];
+            let argmax = row.iter().position(|&b| b == 1).unwrap();
+            assert_eq!(argmax, sample.label() as usize, "{sample:?}");
+            assert_eq!(sample.tags.iter().min(), Some(&sample.label()), "{sample:?}");
+            assert_eq!(row.iter().filter(|&&b| b == 1).count(), sample.tags.len());
+            with_companions += usize::from(sample.tags.len() > 1);
+        }
+        assert!(with_companions > 100, "companions are still drawn: {with_companions}");
     }
 
     #[test]

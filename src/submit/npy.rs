@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::core::ensemble::ProbRows;
 
-const MAGIC: &[u8] = b"\x93NUMPY";
+use crate::core::npy::{MAGIC, header};
 
 /// Values converted per parallel task.
 const CHUNK: usize = 1 << 16;
@@ -330,25 +330,6 @@ fn page_size() -> usize {
     static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     // SAFETY: sysconf has no preconditions.
     *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
-}
-
-/// The magic, version 1.0, and the header dict padded so the data starts at a multiple of 64 bytes.
-fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let shape = match shape {
-        [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    let unpadded = MAGIC.len() + 2 + 2 + dict.len() + 1;
-    dict.extend(std::iter::repeat_n(' ', unpadded.next_multiple_of(64) - unpadded));
-    dict.push('\n');
-    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + dict.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&[1, 0]);
-    // a header of a few dimensions is far below u16::MAX
-    bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(dict.as_bytes());
-    bytes
 }
 
 #[derive(Debug, PartialEq)]

@@ -280,3 +280,21 @@ pub fn quick_spec(dataset: &str, epochs: u32, extra: &str) -> String {
          resources: {{gpus: auto}}\n{extra}"
     )
 }
+
+/// AI RUSH's `train/train_label` of a dataset matches its training CSV: a `uint8` `.npy` of one 350-column multi-hot
+/// row per sticker, whose argmax (the first 1) is the sticker's label, its first tag, which is also its smallest.
+pub fn assert_train_label_is_argmax_of_the_first_tag(dataset: &Path) {
+    use rush::data::layout::{self, NUM_TAGS};
+    let set = layout::read_train(dataset).expect("a dataset");
+    assert!(set.problems.is_empty(), "{:?}", set.problems.first());
+    let bytes = std::fs::read(layout::train_label_path(dataset)).expect("train/train_label");
+    let header = rush::core::npy::header("|u1", &[set.samples.len(), NUM_TAGS]);
+    assert!(bytes.starts_with(&header), "{}", String::from_utf8_lossy(&bytes[..header.len().min(bytes.len())]));
+    assert_eq!(bytes.len(), header.len() + set.samples.len() * NUM_TAGS);
+    for (i, sample) in set.samples.iter().enumerate() {
+        let row = &bytes[header.len() + i * NUM_TAGS..][..NUM_TAGS];
+        assert_eq!(row.iter().position(|&b| b == 1), Some(sample.label() as usize), "{sample:?}");
+        assert_eq!(sample.tags.iter().min(), Some(&sample.label()), "the label is the smallest tag: {sample:?}");
+        assert_eq!(row.iter().filter(|&&b| b == 1).count(), sample.tags.len(), "{sample:?}");
+    }
+}

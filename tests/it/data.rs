@@ -209,11 +209,14 @@ fn push_checks_the_whole_dataset_before_it_copies_or_moves_anything() {
     // nothing moved: the source is whole, and nothing is half in the home
     assert!(src.join("train/train_data/train_with_valid_tags.csv").is_file());
     assert!(!home.join("datasets/notest").exists() && !home.join("labels/notest").exists());
-    // without the test folder it goes in, as a dataset to train on only
+    // without the test folder it goes in, as a dataset to train on only; one without AI RUSH's `train/train_label`
+    // gets it written from its CSV
     std::fs::remove_dir_all(src.join("test")).unwrap();
+    std::fs::remove_file(src.join("train/train_label")).unwrap();
     let out = push();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(home.join("datasets/notest/train/train_data/train_with_valid_tags.csv").is_file() && !src.exists());
+    crate::common::assert_train_label_is_argmax_of_the_first_tag(&home.join("datasets/notest"));
 }
 
 /// Figures, not assertions: `cargo test --release --test it bench_ -- --ignored --nocapture`.

@@ -99,6 +99,8 @@ fn emoji_dataset_builds_every_style_in_the_airush_layout_byte_identically() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let report = build(&a, 2);
     println!("{report}");
+    // AI RUSH's `train/train_label`: each sticker's label is its smallest tag, and the argmax of its row.
+    crate::common::assert_train_label_is_argmax_of_the_first_tag(&a);
     let recipe = Recipe::builtin().unwrap();
     let train = a.join("train").join("train_data");
     let test = a.join("test").join("test_data");

@@ -79,6 +79,10 @@ pub fn push(global: &Global, name: &str, source: &Path, move_it: bool) -> anyhow
     } else {
         copy_tree(source, &staging)?;
     }
+    // AI RUSH's multi-hot `train/train_label`, for code that reads it, when the dataset came without one.
+    if !layout::train_label_path(&staging).exists() {
+        layout::write_train_label(&staging).context("writing train/train_label")?;
+    }
     let labels = staging.join("test").join(layout::TEST_LABELS_CSV);
     if labels.exists() {
         let to = home.labels(name);

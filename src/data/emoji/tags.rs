@@ -7,7 +7,8 @@
 //! group. Tag 2 = the subgroup, tag 3 = the next keyword. The vocabulary holds every class and every subgroup used as
 //! a second tag; the rest of its [`NUM_TAGS`] places go to the third-tag keywords carried by the most emoji, and an
 //! emoji whose next keyword did not make it takes its next one that did. Ids: classes first, then the other tags, each
-//! part in name order, so the labels are `0..classes`.
+//! part in name order, so the labels are `0..classes`; a secondary tag is always above its emoji's label (a class
+//! name below it as subgroup or keyword is left out), so the label is each emoji's smallest tag id.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -168,11 +169,13 @@ pub fn plan(emoji: &[TagInput], rule: &TagRule) -> Result<TagPlan, TagError> {
         .zip(emoji)
         .zip(&candidates)
         .map(|((label, e), list)| {
+            // Secondary tags only above the label's id (a class name as a subgroup or keyword can be below it), so
+            // the label is the smallest tag and `np.argmax` of the multi-hot row finds it.
             let mut out = vec![id[label.as_str()]];
-            if let Some(&sub) = id.get(e.subgroup).filter(|&&s| s != out[0]) {
+            if let Some(&sub) = id.get(e.subgroup).filter(|&&s| s > out[0]) {
                 out.push(sub);
             }
-            if let Some(&next) = list.iter().filter_map(|k| id.get(k)).find(|t| !out.contains(t)) {
+            if let Some(&next) = list.iter().filter_map(|k| id.get(k)).find(|&&t| t > out[0] && !out.contains(&t)) {
                 out.push(next);
             }
             out
