@@ -103,7 +103,7 @@ fn synth_is_deterministic_whatever_the_thread_count() {
     small_set(&b, "11", "2");
     small_set(&c, "12", "2");
     let (fa, fb, fc) = (files(&a), files(&b), files(&c));
-    assert_eq!(fa.len(), 300 + 60 + 5, "images, three CSVs, two TSVs");
+    assert_eq!(fa.len(), 300 + 60 + 6, "images, three CSVs, two TSVs, train/train_label");
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
     for (path, bytes) in &fa {
         assert!(bytes == &fb[path], "{} differs between --threads 1 and 2", path.display());
