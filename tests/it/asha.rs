@@ -114,6 +114,13 @@ fn an_asha_sweep_prunes_the_hopeless_trials_at_the_first_rung_and_trains_the_bes
     let pruned = ids.iter().find(|id| hopeless(lr_of(id))).unwrap();
     let models = env.json(&["model", "ls", pruned, "-j"]);
     assert_eq!(models.as_array().map(Vec::len), Some(1), "{models}");
+    let dry = env.ok(&["submit", "-t", pruned, "1"]);
+    assert!(dry.contains("dry run"), "{dry}");
+    let out = env.ok(&["fork", pruned, "-c", "1", "-a", "epochs=2 optimizer.lr=0.003", "-m", "from a pruned trial"]);
+    let fork = out.split_whitespace().find(|w| w.starts_with("tester/synth/")).expect("the fork's id").to_string();
+    let forked = env.wait_state(&fork, "succeeded", Duration::from_secs(300));
+    assert_eq!(forked["epoch"], 2, "a fork is a single session: it never pauses at a rung");
+    assert!(forked["rung"].is_null() && forked["sweep"].is_null(), "{forked}");
 
     // `ps -a` and the dashboard show the rungs; the sweep's pruned trials are greyed there.
     let ps = env.ok(&["ps", "-a"]);
