@@ -348,24 +348,13 @@ impl Daemon {
             }
             let row = self.store.session_required(id).await?;
             match row.state {
-                SessionState::Queued => match self
-                    .store
-                    .transition(id, SessionState::Stopped, None, Some("stopped by the user before it started"))
-                    .await
-                {
-                    Ok(_) => {
-                        // One trial fewer: its sweep's rungs may settle now.
-                        if let Some(sweep) = row.sweep {
-                            self.decide_sweep(sweep).await?;
-                        }
-                        return Ok(SessionState::Stopped);
-                    }
-                    // The scheduler took it meanwhile: stop the runner instead.
-                    Err(StoreError::Session(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                },
-                SessionState::Waiting => {
-                    let reason = "stopped by the user while it waited at a rung";
+                // Holding no slot: stopped here, not by a runner.
+                waiting @ (SessionState::Queued | SessionState::Waiting) => {
+                    let reason = if waiting == SessionState::Queued {
+                        "stopped by the user before it started"
+                    } else {
+                        "stopped by the user while it waited at a rung"
+                    };
                     match self.store.transition(id, SessionState::Stopped, None, Some(reason)).await {
                         Ok(_) => {
                             // One trial fewer: its sweep's rungs may settle now.
@@ -374,7 +363,8 @@ impl Daemon {
                             }
                             return Ok(SessionState::Stopped);
                         }
-                        // Promoted or pruned meanwhile: look again.
+                        // The scheduler took it meanwhile (stop the runner instead), or it was promoted or pruned:
+                        // look again.
                         Err(StoreError::Session(_)) => continue,
                         Err(e) => return Err(e.into()),
                     }

@@ -280,27 +280,9 @@ mod tests {
     /// session queued after the sweep takes the other slot.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sweep_runs_at_most_max_concurrent_trials_at_once() {
-        use crate::core::spec::{ResolvedSpec, Searcher, Spec};
-        let dir = tempfile::tempdir().unwrap();
-        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(2), ..Default::default() };
-        let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
-        let store = Store::open(&config.db).await.unwrap();
-        // The child exits at once: what matters is which sessions the tick starts.
-        let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
-        let searcher = Searcher { max_concurrent: Some(1), ..Searcher::default() };
-        let spec = Spec { dataset: "emoji".into(), searcher: Some(searcher), ..Spec::default() };
-        let resolved = |id: &crate::core::session::SessionId| {
-            let r = ResolvedSpec {
-                session: id.to_string(),
-                dataset_path: "/d".into(),
-                init_from: None,
-                spec: spec.clone(),
-            };
-            serde_json::to_string(&r).unwrap()
-        };
+        let searcher = crate::core::spec::Searcher { max_concurrent: Some(1), ..Default::default() };
+        let (daemon, trials, _dir) = crate::daemon::sweeps::tests::sweep_of_three(2, searcher).await;
         let new = NewSession::plain("local", "emoji", Device::Cpu);
-        let trials = daemon.store.enqueue(None, &[new.clone(), new.clone(), new.clone()], |id, _| resolved(id)).await;
-        let trials = trials.unwrap();
         let single = daemon.store.enqueue(None, &[new], |_, _| "{}".into()).await.unwrap().remove(0);
         tick(&daemon).await.unwrap();
         let mut started = Vec::new();

@@ -159,7 +159,7 @@ impl Daemon {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -170,14 +170,19 @@ mod tests {
     use crate::home::Home;
     use crate::store::{MetricRow, NewSession, Store};
 
-    /// A daemon (nothing scheduled) with a sweep of three 9-epoch trials under ASHA (rf 3: rungs at epochs 1 and 3).
-    async fn sweep_of_three() -> (Arc<Daemon>, Vec<SessionId>, tempfile::TempDir) {
+    /// A daemon (nothing scheduled; children are `/bin/true`) with `cpu_slots` and a sweep of three 9-epoch trials
+    /// under `searcher` (by default rf 3: rungs at epochs 1 and 3). Shared with the scheduler's tests.
+    pub(crate) async fn sweep_of_three(
+        cpu_slots: u32,
+        searcher: Searcher,
+    ) -> (Arc<Daemon>, Vec<SessionId>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let flags = Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(1), ..Default::default() };
+        let flags =
+            Flags { experiments: Some(dir.path().join("exp")), cpu_slots: Some(cpu_slots), ..Default::default() };
         let config = DaemonConfig::resolve(Home::new(dir.path().join("home")), flags, 0).unwrap().prepare().unwrap();
         let store = Store::open(&config.db).await.unwrap();
         let daemon = Daemon::new(config, store, Arc::new(LocalExecutor { program: "/bin/true".into() }));
-        let spec = Spec { dataset: "emoji".into(), epochs: 9, searcher: Some(Searcher::default()), ..Spec::default() };
+        let spec = Spec { dataset: "emoji".into(), epochs: 9, searcher: Some(searcher), ..Spec::default() };
         let resolved = |id: &SessionId| {
             let r = ResolvedSpec {
                 session: id.to_string(),
@@ -211,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sweep_decides_as_results_arrive_and_settles_when_nothing_is_left_to_run() {
-        let (daemon, ids, _dir) = sweep_of_three().await;
+        let (daemon, ids, _dir) = sweep_of_three(1, Searcher::default()).await;
         // The first result waits: nothing to compare it with yet, and it is within the top third of three.
         assert_eq!(pauses(&daemon, &ids[0], 1, 0.2).await, Decided::default());
         assert_eq!(state(&daemon, &ids[0]).await.0, SessionState::Waiting);

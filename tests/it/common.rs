@@ -73,6 +73,36 @@ impl Env {
             .expect("run rush")
     }
 
+    /// The CLI as the user holding `token` (RUSH_TOKEN) on a shared daemon, with no kept token of its own.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(rush_exe())
+            .args(args)
+            .env("RUSH_HOME", &self.home)
+            .env("RUSH_TOKEN", token)
+            .env("XDG_CONFIG_HOME", self.tmp.path().join("no-config"))
+            .env_remove("RUSH_URL")
+            .current_dir(self.tmp.path())
+            .output()
+            .expect("run rush")
+    }
+
+    /// [`Env::cli_as`], which must succeed; returns stdout.
+    pub fn ok_as(&self, token: &str, args: &[&str]) -> String {
+        let out = self.cli_as(token, args);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "rush {}: {stderr}{stdout}", args.join(" "));
+        stdout.to_string()
+    }
+
+    /// `rush user add ARGS` on this home: the token it prints (alone on stdout).
+    pub fn add_user(&self, args: &[&str]) -> String {
+        let out = self.cli(&[&["user", "add"], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(token.len(), 64, "the token alone on stdout: {token:?}");
+        token
+    }
+
     /// The CLI, which must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -412,44 +412,21 @@ fn slurm_daemon_runs_a_submissions_inference_as_a_slurm_job() {
     assert!(err.contains(&error), "rush submit says why: {err}");
 }
 
-/// The CLI as the holder of `token` on a shared daemon.
-fn as_user(env: &Env, token: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(crate::common::rush_exe())
-        .args(args)
-        .env("RUSH_HOME", &env.home)
-        .env("RUSH_TOKEN", token)
-        .env("XDG_CONFIG_HOME", env.tmp.path().join("no-config"))
-        .env_remove("RUSH_URL")
-        .current_dir(env.tmp.path())
-        .output()
-        .expect("run rush");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "rush {}: {stderr}{stdout}", args.join(" "));
-    stdout.to_string()
-}
-
-/// `rush user add ARGS` before the daemon starts: the token.
-fn add_user(env: &Env, args: &[&str]) -> String {
-    let out = env.cli(&[&["user", "add"], args].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn slurm_daemon_holds_a_team_to_its_gpu_quota_before_sbatch() {
     let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF is not set: run scripts/slurm-up.sh");
     assert!(PathBuf::from(&conf).is_file(), "SLURM_CONF={conf} does not exist");
     let mut env = Env::new();
-    let org = add_user(&env, &["org", "--admin"]);
-    let team = add_user(&env, &["team07", "--gpus", "1"]);
+    let org = env.add_user(&["org", "--admin"]);
+    let team = env.add_user(&["team07", "--gpus", "1"]);
     start_slurm_daemon(&mut env, &[]);
     let src = env.tmp.path().join("src-synth");
     crate::common::synth(&src, 1);
-    as_user(&env, &org, &["dataset", "push", "synth", src.to_str().unwrap()]);
+    env.ok_as(&org, &["dataset", "push", "synth", src.to_str().unwrap()]);
     // Three one-GPU sessions of a team with one GPU, on a daemon with three GPU job slots.
     let spec_file = env.tmp.path().join("three.yaml");
     std::fs::write(&spec_file, spec(2, 1, "grid: {seed: [1, 2, 3]}\n")).unwrap();
-    let queued = as_user(&env, &team, &["run", "-d", "synth", "-e", spec_file.to_str().unwrap()]);
+    let queued = env.ok_as(&team, &["run", "-d", "synth", "-e", spec_file.to_str().unwrap()]);
     assert_eq!(queued.lines().count(), 3, "{queued}");
     // Until all three end, Slurm never holds more than one job of the team (running, or submitted and pending), and
     // `ps` says why the others wait.
@@ -459,7 +436,7 @@ fn slurm_daemon_holds_a_team_to_its_gpu_quota_before_sbatch() {
             .db("SELECT count(*) FROM sessions WHERE user = 'team07' AND (state = 'running' OR (state = 'queued' AND \
              slurm_attempt > 0))");
         assert!(held[0].0 <= 1, "team07 holds {} Slurm jobs with a quota of 1 GPU", held[0].0);
-        let list: serde_json::Value = serde_json::from_str(&as_user(&env, &team, &["ps", "-a", "-j"])).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&env.ok_as(&team, &["ps", "-a", "-j"])).unwrap();
         let list = list.as_array().unwrap().clone();
         said_why |= list.iter().any(|s| s["waiting"].as_str() == Some("team07 holds 1 of its 1 GPU"));
         let failed = list.iter().find(|s| s["state"] == "failed");

@@ -2,35 +2,19 @@
 //! add`, `rush login`, a member isolated from another member's sessions by id and by listing (404, never 403), an
 //! admin who sees all of it, the daily submission limit counted per user, and the board public to anyone.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{Env, quick_spec, rush_exe, wait_for};
 
 const TRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The CLI as the user holding `token` (RUSH_TOKEN), with no kept token of its own.
-fn as_user(env: &Env, token: &str, args: &[&str]) -> Output {
-    Command::new(rush_exe())
-        .args(args)
-        .env("RUSH_HOME", &env.home)
-        .env("RUSH_TOKEN", token)
-        .env("XDG_CONFIG_HOME", env.tmp.path().join("no-config"))
-        .env_remove("RUSH_URL")
-        .current_dir(env.tmp.path())
-        .output()
-        .expect("run rush")
-}
-
 fn ok(env: &Env, token: &str, args: &[&str]) -> String {
-    let out = as_user(env, token, args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "rush {}: {stderr}{stdout}", args.join(" "));
-    stdout.to_string()
+    env.ok_as(token, args)
 }
 
 fn fails(env: &Env, token: &str, args: &[&str]) -> String {
-    let out = as_user(env, token, args);
+    let out = env.cli_as(token, args);
     assert!(!out.status.success(), "rush {} should have failed", args.join(" "));
     String::from_utf8_lossy(&out.stderr).to_string()
 }
@@ -55,11 +39,7 @@ fn get(env: &Env, path: &str, token: Option<&str>) -> (u16, String) {
 
 /// `rush user add ARGS`: the token it prints.
 fn add(env: &Env, args: &[&str]) -> String {
-    let out = env.cli(&[&["user", "add"], args].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(token.len(), 64, "the token alone on stdout: {token:?}");
-    token
+    env.add_user(args)
 }
 
 #[test]
