@@ -67,7 +67,7 @@ pub enum Command {
         /// Sessions: `user/dataset/n`, or yours as `dataset/n` or `n`.
         #[arg(required_unless_present = "sweep")]
         sessions: Vec<String>,
-        /// Every queued or running point of the sweep this session belongs to.
+        /// Every queued, running or waiting point of the sweep this session belongs to.
         #[arg(long, value_name = "SESSION")]
         sweep: Option<String>,
     },
@@ -550,7 +550,7 @@ fn stop(global: &Global, typed: &[String], sweep: Option<&str>) -> anyhow::Resul
     if let Some(t) = sweep {
         let points = sweep_points(&api, t)?;
         if points.is_empty() {
-            println!("nothing to stop: no point of {t}'s sweep is queued or running");
+            println!("nothing to stop: no point of {t}'s sweep is queued, running or waiting");
         }
         ids.extend(points.into_iter().filter(|p| !ids.contains(p)).collect::<Vec<_>>());
     }
@@ -566,17 +566,21 @@ fn stop(global: &Global, typed: &[String], sweep: Option<&str>) -> anyhow::Resul
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// The queued and running sessions queued from the same spec file as `typed` (a sweep's points), in queue order.
+/// The queued, running and waiting sessions of the sweep `typed` is a point of (queued together, from a spec file or
+/// by `rush run`), or queued from the same spec file, in queue order.
 fn sweep_points(api: &Api, typed: &str) -> anyhow::Result<Vec<SessionId>> {
     let id = resolve(api, typed)?;
     let one: SessionView = api.get(&format!("/sessions/{id}"))?;
-    let Some(spec) = one.spec_id else {
-        bail!("--sweep {typed}: {id} is a fork, queued from no spec file, so it belongs to no sweep");
-    };
+    if one.sweep.is_none() && one.spec_id.is_none() {
+        bail!("--sweep {typed}: {id} is a single session (a fork, or one `rush run`), no point of a sweep");
+    }
     let active: Vec<SessionView> = api.get("/sessions")?;
     active
         .into_iter()
-        .filter(|s| s.spec_id == Some(spec))
+        .filter(|s| match one.sweep {
+            Some(sweep) => s.sweep == Some(sweep),
+            None => s.spec_id == one.spec_id,
+        })
         .map(|s| s.id.parse().with_context(|| format!("session id {}", s.id)))
         .collect()
 }

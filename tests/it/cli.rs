@@ -178,6 +178,13 @@ fn shorthands_stop_several_and_a_sweep_confirm_before_deleting_and_show_progress
     let late = env.session("tester/synth/4").unwrap();
     assert!(late["state"] == "queued" || late["state"] == "running", "another spec's session stays: {late}");
     env.ok(&["stop", "synth/4"]);
+    // A sweep sent by `rush run` is a sweep too: `--sweep` stops its points.
+    let pair = env.tmp.path().join("pair.yaml");
+    std::fs::write(&pair, quick_spec("synth", 60, "grid: {seed: [1, 2]}\n")).unwrap();
+    let queued = env.ok(&["run", "-d", "synth", "-e", pair.to_str().unwrap()]);
+    assert_eq!(queued.split_whitespace().collect::<Vec<_>>(), ["tester/synth/5", "tester/synth/6"]);
+    let out = env.ok(&["stop", "--sweep", "synth/6"]);
+    assert!(out.contains("tester/synth/5 stopped") && out.contains("tester/synth/6 stopped"), "{out}");
 
     // Deleting asks first: refused without a terminal or -y, nothing deleted; "n" keeps, "y" removes.
     let e = env.fails(&["rm", "synth/2"]);
