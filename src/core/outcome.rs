@@ -1,9 +1,9 @@
 //! How a training child's end becomes a session's final state: pure, so every case is a plain assert.
 //!
 //! succeeded = exit 0 and a `finished` event; waiting = exit 0 and a `paused` event (a sweep's trial at an ASHA rung);
-//! stopped = the user asked; a daemon shutdown puts the session back in the
-//! queue (it resumes from its last checkpoint) unless its spec says `resume: false`; everything else failed, with the
-//! child's own reason when it gave one, else the exit code or signal and the tail of its stderr.
+//! stopped = the user asked; a daemon shutdown puts the session back in the queue (it resumes from its last
+//! checkpoint) unless its spec says `resume: false`; everything else failed, with the child's own reason when it gave
+//! one, else the exit code or signal and the tail of its stderr.
 
 use crate::core::session::SessionState;
 

@@ -201,9 +201,6 @@ impl SessionState {
         !matches!(self, SessionState::Queued | SessionState::Running | SessionState::Waiting)
     }
 
-    /// Not ended: queued, running, or waiting at a sweep's rung (what `ps` lists by default).
-    pub const ACTIVE: [SessionState; 3] = [SessionState::Queued, SessionState::Running, SessionState::Waiting];
-
     /// The legal transitions, in one place.
     ///
     /// - queued -> running (a slot took it), stopped (stopped while waiting), failed (refused, e.g. needs a GPU)

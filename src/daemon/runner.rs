@@ -34,25 +34,13 @@ pub async fn run(daemon: Arc<Daemon>, row: SessionRow, slot: SlotKind, stop: Can
     };
     daemon.metrics.flush().await;
     daemon.record_decoding(&id, None);
-    // A sweep's trial that paused at a rung: its result there is recorded before it waits.
-    if state == SessionState::Waiting {
-        let recorded = match rung {
-            Some(RungReached { epoch, metric }) => daemon.record_rung(&row, epoch, metric).await,
-            None => Ok(None),
-        };
-        match recorded {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                state = SessionState::Failed;
-                reason = Some(
-                    "the trainer paused at a rung, but this session is no trial of a sweep with a searcher".into(),
-                );
-            }
-            Err(e) => {
-                state = SessionState::Failed;
-                reason = Some(format!("recording its result at the rung: {e}"));
-            }
-        }
+    // A sweep's trial that paused at a rung (`waiting` comes only with a `paused` event): its result there is
+    // recorded before it waits.
+    if let (SessionState::Waiting, Some(RungReached { epoch, metric })) = (state, rung)
+        && let Err(e) = daemon.record_rung(&row, epoch, metric).await
+    {
+        state = SessionState::Failed;
+        reason = Some(format!("its result at the rung after epoch {epoch} was not recorded: {e}"));
     }
     match daemon.store.transition(&id, state, None, reason.as_deref()).await {
         Ok(_) => {

@@ -2,8 +2,8 @@
 //! rungs are decided by the pure `core::asha`: a promoted trial goes back to the queue and resumes from its rung's
 //! checkpoint through the usual resume path; a pruned one ends `pruned`, with the rung and its rank as the reason.
 //!
-//! A sweep is decided when one of its trials pauses or ends, when one is stopped, on every scheduler tick that finds
-//! a trial waiting (so nothing waits forever, whatever ended the others), and once at start-up. Decisions are made
+//! A sweep is decided when one of its trials pauses or ends, when one is stopped, and on every scheduler tick that
+//! finds a trial waiting (the first at start-up; so nothing waits forever, whatever ended the others). Decisions are made
 //! one sweep at a time under one lock, so two trials pausing together never both promote the same rank.
 
 use std::collections::HashMap;
@@ -31,23 +31,27 @@ impl Daemon {
     }
 
     /// A trial paused after `epoch` (a rung of its searcher) with `metric` there: records its arrival at the rung.
-    /// The caller moves it to `waiting`, then decides the sweep.
+    /// The caller moves it to `waiting`, then decides the sweep. A pause that no rung decision could ever end (no
+    /// sweep with a searcher, or an epoch that is no rung) is an error: the session fails with it, rather than wait.
     pub(crate) async fn record_rung(
         &self,
         row: &SessionRow,
         epoch: u32,
         metric: Option<f64>,
-    ) -> Result<Option<i64>, DaemonError> {
+    ) -> Result<(), DaemonError> {
         let Some((sweep, searcher)) = Self::searcher_of(row) else {
-            return Ok(None);
+            return Err(DaemonError::Invalid(
+                "the trainer paused, but this session is no trial of a sweep with a searcher".into(),
+            ));
         };
         let epochs = u32::try_from(row.epochs).unwrap_or(u32::MAX);
         let Some(rung) = searcher.asha().rung_at(epoch, epochs) else {
-            tracing::warn!("{}: paused after epoch {epoch}, which is no rung of its searcher", row.id);
-            return Ok(Some(sweep));
+            return Err(DaemonError::Invalid(format!(
+                "the trainer paused after epoch {epoch}, which is no rung of its searcher"
+            )));
         };
         self.store.add_rung(&row.id, sweep, rung, epoch, metric).await?;
-        Ok(Some(sweep))
+        Ok(())
     }
 
     /// After a restart, for a trial that was running: when its last checkpoint is at a rung where it has no result, it
@@ -149,7 +153,7 @@ impl Daemon {
         Ok(row.as_ref().and_then(Self::searcher_of).and_then(|(_, s)| s.max_concurrent))
     }
 
-    /// Decides every sweep with a trial waiting at a rung (at start-up, and on scheduler ticks).
+    /// Decides every sweep with a trial waiting at a rung (on scheduler ticks).
     pub async fn decide_waiting_sweeps(&self) -> Result<(), DaemonError> {
         for sweep in self.store.sweeps_waiting().await? {
             self.decide_sweep(sweep).await?;
@@ -204,7 +208,7 @@ pub(crate) mod tests {
             store.transition(id, SessionState::Running, Some("cpu0"), None).await.unwrap();
         }
         let row = store.session_required(id).await.unwrap();
-        assert!(daemon.record_rung(&row, epoch, Some(metric)).await.unwrap().is_some());
+        daemon.record_rung(&row, epoch, Some(metric)).await.unwrap();
         store.transition(id, SessionState::Waiting, None, Some("reached a rung")).await.unwrap();
         daemon.decide_sweep(row.sweep.unwrap()).await.unwrap()
     }

@@ -134,8 +134,8 @@ pub const TAG_TSV: &str = "tag.tsv";
 pub const PACKAGES_TSV: &str = "packages.tsv";
 pub const TEST_ORDER_CSV: &str = "test_order.csv";
 pub const TEST_LABELS_CSV: &str = "test_labels.csv";
-/// AI RUSH's multi-hot label matrix, `train/train_label` (beside `train/train_data/`): a `.npy` (numpy's format, under exactly this name, no extension) of
-/// `uint8`, one row of [`NUM_TAGS`] columns per row of the training CSV, 1 where the row has the tag. With tag ids
+/// AI RUSH's multi-hot label matrix, `train/train_label` (beside `train/train_data/`): a `.npy` (numpy's format, under
+/// exactly this name, no extension) of `uint8`, one row of [`NUM_TAGS`] columns per row of the training CSV, 1 where the row has the tag. With tag ids
 /// numbered so that a sticker's label is its smallest tag, `np.argmax` of a row is the label, as AI RUSH's baseline
 /// takes it.
 pub const TRAIN_LABEL: &str = "train_label";
@@ -305,7 +305,7 @@ pub fn read_test_labels(path: &Path) -> Result<Vec<Vec<u16>>, DataError> {
 
 /// The bytes of `train/train_label` for the training CSV's tag lists, in its row order (an empty list: a row of
 /// zeros).
-pub fn train_label_bytes(rows: &[Vec<u16>]) -> Vec<u8> {
+fn train_label_bytes(rows: &[Vec<u16>]) -> Vec<u8> {
     let mut bytes = crate::core::npy::header("|u1", &[rows.len(), NUM_TAGS]);
     let start = bytes.len();
     bytes.resize(start + rows.len() * NUM_TAGS, 0);
@@ -318,8 +318,8 @@ pub fn train_label_bytes(rows: &[Vec<u16>]) -> Vec<u8> {
 }
 
 /// Writes `train/train_label` of the dataset at `dataset` from its training CSV, row for row (a row whose tags do not
-/// parse gets zeros), through a temporary file renamed into place. Returns how many rows it has.
-pub fn write_train_label(dataset: &Path) -> Result<usize, DataError> {
+/// parse gets zeros), through a temporary file renamed into place: what the builders and `rush dataset push` call.
+pub fn write_train_label(dataset: &Path) -> Result<(), DataError> {
     let dir = train_dir(dataset);
     let csv_path = dir.join(TRAIN_CSV);
     let mut table = Table::open(&csv_path, b',', true)?;
@@ -336,8 +336,7 @@ pub fn write_train_label(dataset: &Path) -> Result<usize, DataError> {
         move |source| DataError::Io { path, source }
     };
     std::fs::write(&tmp, train_label_bytes(&rows)).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(rows.len())
+    std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
 /// Parses a tags field: comma-separated integer tag ids in 0..NUM_TAGS, the first being the label.

@@ -241,9 +241,8 @@ pub fn generate(opts: &SynthOptions, progress: &ProgressBar) -> Result<SynthRepo
     progress.finish_and_clear();
 
     write_train_csv(&train_dir.join(TRAIN_CSV), opts, &train)?;
-    let label_path = layout::train_label_path(out);
-    let tag_lists: Vec<Vec<u16>> = train.iter().map(|(tags, _)| tags.clone()).collect();
-    std::fs::write(&label_path, layout::train_label_bytes(&tag_lists)).map_err(io(&label_path))?;
+    layout::write_train_label(out)
+        .map_err(|e| SynthError::Write { path: layout::train_label_path(out), message: e.to_string() })?;
     write_tag_tsv(&train_dir.join(TAG_TSV))?;
     write_packages_tsv(&train_dir.join(PACKAGES_TSV), opts, train_packages)?;
     write_test_csvs(out, opts, &test)?;

@@ -103,22 +103,6 @@ impl Store {
             .await?)
     }
 
-    /// The highest rung each of `ids` reached (0-based), for lists.
-    pub async fn rungs_reached(&self, ids: &[&SessionId]) -> Result<HashMap<String, i64>, StoreError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        let json = serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into());
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT session, max(rung) FROM rungs WHERE session IN (SELECT value FROM json_each(?)) GROUP BY session",
-        )
-        .bind(json)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.into_iter().collect())
-    }
-
     /// The sessions of a sweep, in queue order.
     pub async fn sweep_sessions(&self, sweep: i64) -> Result<Vec<SessionRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM sessions WHERE sweep = ? ORDER BY seq")
@@ -127,22 +111,22 @@ impl Store {
             .await?)
     }
 
-    /// How many sessions of each sweep are running now.
+    /// How many sessions of each sweep are running now (read off the writer, as the scheduler's queue is).
     pub async fn running_per_sweep(&self) -> Result<HashMap<i64, usize>, StoreError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT sweep, count(*) FROM sessions WHERE state = 'running' AND sweep IS NOT NULL GROUP BY sweep",
         )
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows.into_iter().map(|(s, n)| (s, n.max(0) as usize)).collect())
     }
 
-    /// The sweeps that have a trial waiting at a rung.
+    /// The sweeps that have a trial waiting at a rung (off the writer: every scheduler tick asks).
     pub async fn sweeps_waiting(&self) -> Result<Vec<i64>, StoreError> {
         let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT DISTINCT sweep FROM sessions WHERE state = 'waiting' AND sweep IS NOT NULL ORDER BY sweep",
         )
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows.into_iter().map(|(s,)| s).collect())
     }
@@ -182,7 +166,5 @@ mod tests {
                 (trials[0].to_string(), None, Standing::Waiting)
             ]
         );
-        let reached = store.rungs_reached(&[&trials[0], &trials[1]]).await.unwrap();
-        assert_eq!((reached.get(&trials[0].to_string()), reached.get(&trials[1].to_string())), (Some(&0), None));
     }
 }

@@ -44,9 +44,13 @@ impl SessionRow {
     /// [`crate::core::spec::Searcher::rung_label`]); `None` for any other session.
     pub fn rung_label(&self) -> Option<String> {
         self.sweep?;
-        let spec = self.resolved_spec().ok()?.spec;
-        let epoch = u32::try_from(self.epoch.unwrap_or(0)).unwrap_or(0);
-        Some(spec.searcher?.rung_label(epoch, spec.epochs))
+        self.rung_label_of(&self.resolved_spec().ok()?.spec)
+    }
+
+    /// [`SessionRow::rung_label`] with the spec already read.
+    pub fn rung_label_of(&self, spec: &crate::core::spec::Spec) -> Option<String> {
+        self.sweep?;
+        spec.rung_label(u32::try_from(self.epoch.unwrap_or(0)).unwrap_or(0))
     }
 
     /// The resolved spec stored with this session: the one typed read of its `spec` column.
@@ -140,8 +144,9 @@ pub struct SessionFilter {
 
 impl Store {
     /// Queues sessions in one transaction: the spec file's row (when they come from one) and one session per entry;
-    /// sessions queued together are one sweep (they share [`SessionRow::sweep`]). `resolve` gives the resolved spec JSON of each allocated id (entry index alongside). Returns the new ids; an
-    /// empty list when this (path, hash) was recorded already.
+    /// sessions queued together are one sweep (they share [`SessionRow::sweep`]). `resolve` gives the resolved spec
+    /// JSON of each allocated id (entry index alongside). Returns the new ids; an empty list when this (path, hash) was
+    /// recorded already.
     pub async fn enqueue(
         &self,
         spec_file: Option<(&str, &str)>,

@@ -106,8 +106,9 @@ pub struct SessionView {
 
 impl SessionView {
     pub fn new(row: SessionRow, position: Option<usize>) -> Self {
-        let spec = row.resolved_spec().ok().and_then(|r| serde_json::to_value(r).ok()).unwrap_or_default();
-        let rung = row.rung_label();
+        let resolved = row.resolved_spec().ok();
+        let rung = resolved.as_ref().and_then(|r| row.rung_label_of(&r.spec));
+        let spec = resolved.and_then(|r| serde_json::to_value(r).ok()).unwrap_or_default();
         SessionView {
             sweep: row.sweep,
             rung,

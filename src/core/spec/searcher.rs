@@ -109,6 +109,13 @@ impl Searcher {
     }
 }
 
+impl super::Spec {
+    /// `k/R` for a sweep trial with a searcher that has ended `epoch` (see [`Searcher::rung_label`]); `None` without.
+    pub fn rung_label(&self, epoch: u32) -> Option<String> {
+        self.searcher.as_ref().map(|s| s.rung_label(epoch, self.epochs))
+    }
+}
+
 /// The searcher's value rules (checked by `Spec::validate` and written into the JSON Schema under `searcher`).
 pub const SEARCHER_RULES: &[Rule<Searcher>] = &[
     Rule {

@@ -277,6 +277,7 @@ fn write_dataset(
         }
 
         write_tables(&paths, base, plan, styles, recipe, &written)?;
+        layout::write_train_label(staging)?;
         write_licences(staging, recipe, styles)?;
         Ok((reports, render_seconds))
     }
@@ -381,7 +382,6 @@ fn write_tables(
     let mut order = String::from("index,package_id,sticker_id\n");
     let mut labels = String::from("index,tags\n");
     let mut index = 0usize;
-    let mut train_tags: Vec<Vec<u16>> = Vec::new();
     for (s, style) in styles.iter().enumerate() {
         for (e, emoji) in base.emoji.iter().enumerate().filter(|(e, _)| written[s][*e]) {
             if recipe.split_of(style) == Split::Test {
@@ -390,14 +390,10 @@ fn write_tables(
                 index += 1;
             } else {
                 train.push_str(&format!("{},{},\"{}\"\n", style.name, emoji.sticker_id, tag_list(e)));
-                train_tags.push(plan.emoji_tags[e].clone());
             }
         }
     }
     write_file(&paths.train.join("train_with_valid_tags.csv"), &train)?;
-    let label_path = paths.train.parent().unwrap_or(&paths.train).join(crate::data::layout::TRAIN_LABEL);
-    std::fs::write(&label_path, crate::data::layout::train_label_bytes(&train_tags))
-        .map_err(|source| EmojiError::Io { path: label_path.clone(), source })?;
     write_file(&paths.test.join("test_order.csv"), &order)?;
     write_file(&paths.test_labels, &labels)?;
 

@@ -20,6 +20,9 @@ pub use recipe::{Recipe, Split, Style};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmojiError {
+    /// Writing what is derived from the written tables (`train/train_label`).
+    #[error(transparent)]
+    Data(#[from] crate::data::layout::DataError),
     #[error("{file}: {message}")]
     Recipe { file: String, message: String },
     #[error("missing npm tarball {path} for `{spec}`: run scripts/fetch-npm.sh (scripts/setup.sh runs it)")]
