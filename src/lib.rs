@@ -33,14 +33,16 @@
 //! | `store` | `core` |
 //! | `data` | `core`, `home`, `disk` |
 //! | `submit` | `core`, `home`, `disk`, `data` |
-//! | `daemon` | `core`, `home`, `disk`, `data`, `submit`, `store` |
+//! | `code` | `core`, `home`, `disk`, `data`, `submit` |
+//! | `daemon` | `core`, `home`, `disk`, `data`, `submit`, `store`, `code` |
 //! | `slurm` | `core`, `home`, `disk`, `store`, `daemon` |
 //! | `web` | `core`, `home`, `disk`, `submit`, `store`, `daemon` |
 //! | `serve` | `core`, `home`, `disk`, `store`, `daemon`, `slurm`, `web` |
-//! | `cli` | `core`, `home`, `disk`, `data`, `submit`, `store`, `daemon`, `slurm`, `web`, `serve` |
+//! | `cli` | `core`, `home`, `disk`, `data`, `submit`, `code`, `store`, `daemon`, `slurm`, `web`, `serve` |
 //! | `rush_trainer::train` | `core`, `home`, `disk`, `data`, `submit` |
 
 pub mod cli;
+pub mod code;
 pub mod core;
 pub mod daemon;
 pub mod data;

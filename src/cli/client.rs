@@ -26,11 +26,13 @@ pub enum Command {
         /// The registered dataset to train on (`rush dataset ls`).
         #[arg(short = 'd', long)]
         dataset: String,
-        /// A spec file to start from.
+        /// A spec file to start from, or the Python file a code session runs (`-e train.py`; in a folder with a
+        /// `main.py`, that file runs without -e, as `nsml run` did).
         #[arg(short = 'e', long)]
         spec: Option<PathBuf>,
-        /// Overrides, "key=value key2=value2" (dotted paths, e.g. optimizer.lr=0.01).
-        #[arg(short = 'a', long)]
+        /// Overrides, "key=value key2=value2" (dotted paths, e.g. optimizer.lr=0.01); for a code session, the
+        /// program's own arguments ("--epochs 30 --lr 0.001").
+        #[arg(short = 'a', long, allow_hyphen_values = true)]
         args: Option<String>,
         /// A memo, shown by `ps` and the dashboard.
         #[arg(short = 'm', long)]
@@ -344,6 +346,15 @@ fn run_session(
     memo: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global)?;
+    // NSML's `nsml run`: in a folder with a `main.py` (or with `-e FILE.py`), the folder's own code is the session.
+    let entry = match spec_file {
+        Some(path) if path.extension().is_some_and(|e| e == "py") => Some(path.to_path_buf()),
+        Some(_) => None,
+        None => Some(PathBuf::from("main.py")).filter(|p| p.is_file()),
+    };
+    if let Some(entry) = entry {
+        return run_code(&api, dataset, &entry, args, memo);
+    }
     let mut spec = match spec_file {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -370,7 +381,60 @@ fn run_session(
     let yaml = serde_saphyr::to_string(&spec).context("writing the spec as YAML")?;
     // Sent, not written into the daemon's folder: a daemon on another machine (a shared cluster) takes it the same
     // way, and queues it as the user its token names.
-    let request = crate::web::api::RunRequest { source: typed, spec: yaml };
+    let request = crate::web::api::RunRequest { source: typed, spec: yaml, code: None };
+    let queued: crate::web::api::Queued = api.post("/runs", &request)?;
+    for s in &queued.sessions {
+        println!("{s}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rush run` of a code session: the current folder is packed (what `.nsmlignore`/`.rushignore` names left out) and
+/// sent with a spec of `entry`, the program's own arguments (`-a`) and the memo.
+fn run_code(
+    api: &Api,
+    dataset: &str,
+    entry: &Path,
+    args: Option<String>,
+    memo: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    let folder = std::env::current_dir().context("finding the current folder")?;
+    let inside = entry.is_relative() && entry.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    anyhow::ensure!(
+        inside,
+        "-e {}: the entry file must be inside the current folder (the code folder that is uploaded)",
+        entry.display()
+    );
+    anyhow::ensure!(
+        folder.join(entry).is_file(),
+        "-e {}: no such file in {} (NSML runs main.py; -e names another entry file)",
+        entry.display(),
+        folder.display()
+    );
+    let spec = Spec {
+        dataset: dataset.to_string(),
+        entry: Some(entry.display().to_string()),
+        args: args.clone().unwrap_or_default(),
+        memo: memo.unwrap_or_default(),
+        ..Spec::default()
+    };
+    let mut typed = format!("rush run -d {dataset} -e {}", entry.display());
+    if let Some(a) = args.as_deref().filter(|a| !a.trim().is_empty()) {
+        typed.push_str(&format!(" -a {a:?}"));
+    }
+    spec.validate(&typed)?;
+    let archive = crate::code::upload::pack(&folder)?;
+    eprintln!("uploading {} ({} packed)", folder.display(), format::bytes(archive.len() as i64));
+    // Only a code spec's own fields: the built-in trainer's defaults would be refused in it.
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("dataset", spec.dataset.clone());
+    fields.insert("entry", entry.display().to_string());
+    fields.insert("args", spec.args.clone());
+    fields.insert("memo", spec.memo.clone());
+    let yaml = serde_saphyr::to_string(&fields).context("writing the spec as YAML")?;
+    let code = Some(base64::engine::general_purpose::STANDARD.encode(&archive));
+    let request = crate::web::api::RunRequest { source: typed, spec: yaml, code };
     let queued: crate::web::api::Queued = api.post("/runs", &request)?;
     for s in &queued.sessions {
         println!("{s}");

@@ -116,6 +116,9 @@ pub fn quits_on_broken_pipe(parsed: &Parsed) -> bool {
 pub fn run() -> anyhow::Result<ExitCode> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = parse(&args);
+    if let Some(ran) = trainer::code_session(&parsed) {
+        return ran;
+    }
     if let Some(command) = libtorch_command(&parsed) {
         return trainer::hand_over(command, &args);
     }

@@ -67,6 +67,48 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(exe.with_file_name(name))
 }
 
+/// `rush train` and `rush infer` of a code session (its `spec.yaml` has `entry:`) run here, in `rush`: they start
+/// the user's Python (`code::child`), not libtorch. `None` for every other command, and for a session folder that
+/// is no code session's (`rush-train` reads it and reports what is wrong with it).
+pub fn code_session(parsed: &super::Parsed) -> Option<anyhow::Result<ExitCode>> {
+    use crate::code::child;
+    let dir = match parsed {
+        super::Parsed::Infer(args) => &args.session_dir,
+        super::Parsed::Cli(cli) => match &cli.command {
+            super::Command::Trainer(Command::Train { session_dir, .. }) => session_dir,
+            _ => return None,
+        },
+    };
+    if !child::resolved(dir).is_ok_and(|r| r.spec.is_code()) {
+        return None;
+    }
+    Some(match parsed {
+        super::Parsed::Infer(args) => {
+            let request = child::InferRequest {
+                session_dir: args.session_dir.clone(),
+                epoch: args.epoch,
+                out: args.out.clone(),
+                dry_run: args.dry_run,
+                public_percent: args.public_percent,
+                flip: args.tta != "none",
+            };
+            child::infer(&request).map(|_| ExitCode::SUCCESS).with_context(|| format!("rush infer {}", dir.display()))
+        }
+        super::Parsed::Cli(_) => match child::train(dir) {
+            Ok(ended) => child::pass_on(ended),
+            Err(e) => {
+                // Reported the way a failed child's reason is: a `failed` event, then the exit.
+                let line = crate::core::event::EventLine::new(
+                    crate::core::event::Event::Failed { reason: e.to_string() },
+                    crate::store::now(),
+                );
+                println!("{}", line.to_json());
+                Err(anyhow::Error::new(e).context(format!("rush train {}", dir.display())))
+            }
+        },
+    })
+}
+
 /// Replaces this process with `rush-train` (beside this binary) run with `args`, this process's command line as
 /// given, `args[0]` included: the pid, process group, parent-death signal, environment and open files stay, so a
 /// child the daemon started as `rush train DIR` is still that process, and its command line still reads `rush train

@@ -79,6 +79,14 @@ pub enum Event {
     Paused { epoch: u32 },
     /// Training ended with an error the user should read.
     Failed { reason: String },
+    /// A code session's `nsml.report`: metrics by the names the code gives them (`train__Loss`) at a step (its
+    /// epoch, by AI RUSH's habit); `summary` ones make its summary.
+    Report {
+        step: u64,
+        #[serde(default)]
+        summary: bool,
+        metrics: std::collections::BTreeMap<String, f64>,
+    },
 }
 
 impl Event {
@@ -92,8 +100,28 @@ impl Event {
             Event::Finished { .. } => "finished",
             Event::Paused { .. } => "paused",
             Event::Failed { .. } => "failed",
+            Event::Report { .. } => "report",
         }
     }
+}
+
+/// The rush metric a code session's reported one stands for, by AI RUSH's names (`train__Loss` is `train_loss`,
+/// `valid__Accuracy` is `val_acc`), so its charts, `ps` and checkpoints read like a built-in session's.
+pub fn standard_metric(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase().replace("__", "/");
+    let (split, what) = lower.split_once('/')?;
+    let split = match split {
+        "train" => "train",
+        "val" | "valid" | "validation" => "val",
+        _ => return None,
+    };
+    Some(match (split, what) {
+        ("train", "loss") => "train_loss",
+        ("train", "acc" | "accuracy") => "train_acc",
+        ("val", "loss") => "val_loss",
+        ("val", "acc" | "accuracy") => "val_acc",
+        _ => return None,
+    })
 }
 
 impl EventLine {
@@ -182,6 +210,26 @@ mod tests {
         assert!(json.contains("\"event\":\"decoding\"") && json.contains("\"done\":412000"), "{json}");
         assert_eq!(EventLine::parse(&json).unwrap(), line);
         assert_eq!(line.event.name(), "decoding");
+    }
+
+    #[test]
+    fn reports_carry_named_metrics_and_nsml_names_map_to_rush_ones() {
+        let json = r#"{"v":1,"t":2,"event":"report","step":3,"summary":true,"metrics":{"train__Loss":0.5,"valid__Accuracy":0.25}}"#;
+        let Event::Report { step, summary, metrics } = EventLine::parse(json).unwrap().event else { panic!() };
+        assert_eq!((step, summary, metrics.len(), metrics["valid__Accuracy"]), (3, true, 2, 0.25));
+        let cases = [
+            ("train__Loss", Some("train_loss")),
+            ("train__Accuracy", Some("train_acc")),
+            ("valid__Loss", Some("val_loss")),
+            ("val/acc", Some("val_acc")),
+            ("Validation__accuracy", Some("val_acc")),
+            ("test__Accuracy", None),
+            ("train__F1", None),
+            ("loss", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(standard_metric(name), want, "{name}");
+        }
     }
 
     #[test]

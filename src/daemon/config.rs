@@ -67,6 +67,20 @@ pub struct ConfigFile {
     /// The users of a shared daemon (teams), each with its token's SHA-256, GPU quota and role; those `rush user add`
     /// puts in `$RUSH_HOME/users.yaml` join them. None listed: one user (`user`), today's single-user daemon.
     pub users: Option<Vec<crate::core::access::UserEntry>>,
+    /// The Python that code sessions run (default: `$RUSH_PYTHON`, the set-up venv, else `python3` on the PATH).
+    pub python: Option<PathBuf>,
+    /// `on` (default): code sessions run in the bubblewrap sandbox, and are refused where it cannot run; `off`: they
+    /// run unsandboxed (a machine without bubblewrap, trusted code only).
+    pub sandbox: Option<SandboxMode>,
+}
+
+/// Whether code sessions are sandboxed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    #[default]
+    On,
+    Off,
 }
 
 /// Flags given on the command line (`rush daemon ...`).
@@ -105,6 +119,9 @@ pub struct DaemonConfig {
     pub reveal_private: Vec<String>,
     /// The users the config file lists (checked); `daemon::users::Directory` adds `$RUSH_HOME/users.yaml`'s.
     pub users: Vec<crate::core::access::UserEntry>,
+    /// The Python code sessions run.
+    pub python: PathBuf,
+    pub sandbox: SandboxMode,
 }
 
 impl ConfigFile {
@@ -177,7 +194,13 @@ impl DaemonConfig {
         let users = file.users.unwrap_or_default();
         crate::core::access::Users::new(users.clone())
             .map_err(|e| ConfigError::Invalid { field: "users", message: e.to_string() })?;
+        let python = file
+            .python
+            .or_else(|| std::env::var_os("RUSH_PYTHON").filter(|p| !p.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("python3"));
         Ok(DaemonConfig {
+            python,
+            sandbox: file.sandbox.unwrap_or_default(),
             users,
             submissions_per_day: file.submissions_per_day.unwrap_or(DEFAULT_SUBMISSIONS_PER_DAY),
             public_percent,
@@ -206,6 +229,13 @@ impl DaemonConfig {
         }
         let abs = |p: &Path| p.canonicalize().map_err(|source| ConfigError::Io { path: p.into(), source });
         self.home = Home::new(abs(self.home.root())?);
+        // A bare `python3` is looked up on the PATH now, so a session's child runs the same interpreter anywhere.
+        if self.python.components().count() == 1
+            && let Some(found) = std::env::var_os("PATH")
+                .and_then(|p| std::env::split_paths(&p).map(|d| d.join(&self.python)).find(|p| p.is_file()))
+        {
+            self.python = found;
+        }
         self.experiments = abs(&self.experiments)?;
         if let Some(parent) = self.db.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| ConfigError::Io { path: parent.into(), source })?;

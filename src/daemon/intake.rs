@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use super::{Daemon, DaemonError, resolved_json};
+use super::{Daemon, DaemonError};
 use crate::core::session::SessionId;
 use crate::core::spec::{MAX_SPEC_BYTES, Spec};
 use crate::store::SpecStatus;
@@ -71,8 +71,12 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
         }
         return Ok(Intake::Seen);
     }
-    let specs = match check(daemon, &key, &bytes).await {
-        Ok(specs) => specs,
+    let checked = match check(daemon, &key, &bytes).await {
+        Ok(specs) => stage_file_code(daemon, path, &key, specs).await,
+        Err(e) => Err(e),
+    };
+    let (specs, staged) = match checked {
+        Ok(done) => done,
         Err(error) => {
             // Written before the rejection is recorded, so whoever reads the rejection finds the file too.
             write_error_file(path, &error).await;
@@ -84,9 +88,9 @@ pub async fn intake_file(daemon: &Daemon, path: &Path) -> Result<Intake, DaemonE
     remove_error_file(path).await;
     // A spec dropped in the experiments folder is the daemon's own user's (its owner, on a shared daemon).
     let sessions: Vec<_> = specs.iter().map(|s| daemon.new_session(&daemon.config.user, s, None)).collect();
-    let home = daemon.home().clone();
     let ids =
-        daemon.store.enqueue(Some((&key, &hash)), &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
+        daemon.store.enqueue(Some((&key, &hash)), &sessions, |id, i| daemon.resolved_json(id, &specs[i], None)).await?;
+    place(daemon, &ids, staged).await;
     if !ids.is_empty() {
         let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         tracing::info!("{key}: queued {}", names.join(", "));
@@ -99,7 +103,13 @@ impl Daemon {
     /// `rush run`: a spec sent over the API, not dropped as a file, queued as `user`'s sessions (a team's own, on a
     /// shared daemon). `source` is what the user typed (`rush run -d emoji -a "lr=0.1"`); a refusal names it, as a
     /// file's rejection names the file.
-    pub async fn queue_spec(&self, user: &str, source: &str, bytes: &[u8]) -> Result<Vec<SessionId>, DaemonError> {
+    pub async fn queue_spec(
+        &self,
+        user: &str,
+        source: &str,
+        bytes: &[u8],
+        code: Option<Vec<u8>>,
+    ) -> Result<Vec<SessionId>, DaemonError> {
         if bytes.len() > MAX_SPEC_BYTES {
             return Err(DaemonError::Invalid(format!(
                 "{source}: the spec is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes",
@@ -107,13 +117,49 @@ impl Daemon {
             )));
         }
         let specs = check(self, source, bytes).await.map_err(DaemonError::Invalid)?;
+        let staged = match (specs.first().filter(|s| s.is_code()), code) {
+            (Some(spec), Some(archive)) => Some(self.stage_code(source, spec, archive).await?),
+            (Some(_), None) => {
+                return Err(DaemonError::Invalid(format!(
+                    "{source}: a code session needs its code (`rush run` in the code folder uploads it)"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(DaemonError::Invalid(format!("{source}: code was sent, but the spec has no `entry:`")));
+            }
+            (None, None) => None,
+        };
         let sessions: Vec<_> = specs.iter().map(|s| self.new_session(user, s, None)).collect();
-        let home = self.home().clone();
-        let ids = self.store.enqueue(None, &sessions, |id, i| resolved_json(&home, id, &specs[i], None)).await?;
+        let ids = self.store.enqueue(None, &sessions, |id, i| self.resolved_json(id, &specs[i], None)).await?;
+        place(self, &ids, staged).await;
         let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         tracing::info!("{source}: queued {}", names.join(", "));
         self.wake();
         Ok(ids)
+    }
+}
+
+/// A code spec's folder, packed and staged before its session is queued: a folder that is missing or too big
+/// rejects the file like any other error in it.
+async fn stage_file_code(
+    daemon: &Daemon,
+    path: &Path,
+    key: &str,
+    specs: Vec<Spec>,
+) -> Result<(Vec<Spec>, Option<super::code::StagedCode>), String> {
+    let Some(spec) = specs.first().filter(|s| s.is_code()) else { return Ok((specs, None)) };
+    let archive = daemon.pack_code_of_file(path, spec).await?;
+    let staged = daemon.stage_code(key, spec, archive).await.map_err(|e| e.to_string())?;
+    Ok((specs, Some(staged)))
+}
+
+/// Moves a staged upload into the (one) queued code session's folder; a failure fails that session with the reason.
+async fn place(daemon: &Daemon, ids: &[SessionId], staged: Option<super::code::StagedCode>) {
+    let (Some(staged), Some(id)) = (staged, ids.first()) else { return };
+    if let Err(e) = daemon.place_code(id, staged).await {
+        tracing::error!("{id}: placing its code: {e}");
+        let reason = format!("its code could not be placed in its folder: {e}");
+        let _ = daemon.store.transition(id, crate::core::session::SessionState::Failed, None, Some(&reason)).await;
     }
 }
 

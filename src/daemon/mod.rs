@@ -60,6 +60,10 @@ use crate::store::{DatasetRow, MetricSink, NewSession, Store, StoreError};
 
 pub mod analysis;
 pub mod board;
+pub mod code;
+
+/// The most bytes of files a code session's folder may hold (`code::upload`), for the API's request limit.
+pub const MAX_CODE_BYTES: u64 = crate::code::upload::MAX_CODE_BYTES;
 pub mod checkpoints;
 pub mod config;
 pub mod datasets;
@@ -201,6 +205,8 @@ pub struct Daemon {
     auto_memo: Arc<ensembles::AutoMemo>,
     /// Held while a sweep's rungs are decided ([`sweeps`]).
     sweep_lock: tokio::sync::Mutex<()>,
+    /// Whether bubblewrap works here, probed at the first code session (`code_refusal`).
+    sandbox_probe: std::sync::OnceLock<Result<(), String>>,
     /// Test-only failure points: the next this-many scheduler ticks, or submissions run, panic.
     #[cfg(test)]
     pub(crate) fail_ticks: std::sync::atomic::AtomicU32,
@@ -226,6 +232,7 @@ impl Daemon {
             users,
             auto_memo: Arc::default(),
             sweep_lock: tokio::sync::Mutex::new(()),
+            sandbox_probe: std::sync::OnceLock::new(),
             config,
             store,
             metrics,
@@ -472,7 +479,13 @@ impl Daemon {
             .map_err(|e: crate::core::checkpoint::CheckpointError| DaemonError::Invalid(e.to_string()))?;
         let ckpt = self.checkpoint_row(id, reference).await?;
         let epoch = ckpt.epoch;
-        if !std::path::Path::new(&ckpt.path).is_file() {
+        // A code session's checkpoint is the folder its bound `save` wrote.
+        let there = if resolved.spec.is_code() {
+            std::path::Path::new(&ckpt.path).is_dir()
+        } else {
+            std::path::Path::new(&ckpt.path).is_file()
+        };
+        if !there {
             return Err(DaemonError::NotFound(format!("checkpoint {epoch} of {id}: {} is missing", ckpt.path)));
         }
         let source = format!("fork of {id}");
@@ -488,6 +501,11 @@ impl Daemon {
         // A fork is one session, not a sweep's trial: it trains to its last epoch without pausing at rungs.
         spec.searcher = None;
         spec.validate(&source)?;
+        if spec.is_code()
+            && let Some(why) = self.code_refusal()
+        {
+            return Err(DaemonError::Invalid(format!("{source}: {why}")));
+        }
         if spec.model != resolved.spec.model {
             return Err(DaemonError::Invalid(format!(
                 "{source}: field `model`: a fork starts from its parent's weights, and {id} is a {}; {} has none of \
@@ -499,15 +517,25 @@ impl Daemon {
         self.accept_dataset(&source, &spec.dataset).await?;
         let new = self.new_session(user, &spec, Some(format!("{id}:{epoch}")));
         let init_from = PathBuf::from(&ckpt.path);
-        let home = self.home().clone();
+        let staged = match spec.is_code() {
+            true => Some(self.stage_code_of_session(&source, id, &spec).await?),
+            false => None,
+        };
         let ids = self
             .store
             .enqueue(None, std::slice::from_ref(&new), |new_id, _| {
-                resolved_json(&home, new_id, &spec, Some(init_from.clone()))
+                self.resolved_json(new_id, &spec, Some(init_from.clone()))
             })
             .await?;
+        let new_id = ids.into_iter().next().ok_or_else(|| DaemonError::Conflict("nothing was queued".into()))?;
+        if let Some(staged) = staged
+            && let Err(e) = self.place_code(&new_id, staged).await
+        {
+            let _ = self.store.transition(&new_id, SessionState::Failed, None, Some(&e.to_string())).await;
+            return Err(e);
+        }
         self.wake();
-        ids.into_iter().next().ok_or_else(|| DaemonError::Conflict("nothing was queued".into()))
+        Ok(new_id)
     }
 
     /// The facts of the registered dataset `name` (`data::facts`), read once (computed at registration, or at this
@@ -662,11 +690,23 @@ fn unknown(id: &SessionId) -> DaemonError {
 }
 
 /// The resolved spec of a new session as stored (JSON): dataset folder under the home, optional fork weights.
+#[cfg(test)]
 fn resolved_json(home: &Home, id: &SessionId, spec: &Spec, init_from: Option<PathBuf>) -> String {
+    resolved_json_with(home, id, spec, init_from, None)
+}
+
+fn resolved_json_with(
+    home: &Home,
+    id: &SessionId,
+    spec: &Spec,
+    init_from: Option<PathBuf>,
+    runtime: Option<crate::core::spec::CodeRuntime>,
+) -> String {
     let resolved = ResolvedSpec {
         session: id.to_string(),
         dataset_path: home.dataset(&spec.dataset),
         init_from,
+        runtime,
         spec: spec.clone(),
     };
     serde_json::to_string(&resolved).unwrap_or_default()

@@ -317,6 +317,31 @@ async fn handle_line(
             daemon.record_decoding(id, None);
             Ok(())
         }
+        Event::Report { step, metrics, .. } => {
+            // A code session's metrics, under its own names and, where one stands for a rush metric, under that too.
+            let epoch = u32::try_from(*step).unwrap_or(u32::MAX);
+            let mut rows = Vec::new();
+            for (name, value) in metrics.iter().filter(|(_, v)| v.is_finite()) {
+                rows.push(metric(*step, epoch, name, *value));
+                if let Some(standard) = crate::core::event::standard_metric(name) {
+                    rows.push(metric(*step, epoch, standard, *value));
+                }
+            }
+            daemon.metrics.send(rows);
+            let standard = |want: &str| {
+                metrics
+                    .iter()
+                    .find(|(n, v)| v.is_finite() && crate::core::event::standard_metric(n) == Some(want))
+                    .map(|(_, v)| *v)
+            };
+            if let (Some(tl), Some(vl)) = (standard("train_loss"), standard("val_loss")) {
+                state.losses.insert(epoch, (tl, vl));
+            }
+            match standard("val_acc") {
+                Some(acc) => daemon.store.set_progress(id, epoch, acc).await,
+                None => Ok(()),
+            }
+        }
     };
     if let Err(e) = result {
         tracing::error!("{id}: storing {} event: {e}", parsed.event.name());

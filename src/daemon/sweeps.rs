@@ -192,6 +192,7 @@ pub(crate) mod tests {
                 session: id.to_string(),
                 dataset_path: "/d".into(),
                 init_from: None,
+                runtime: None,
                 spec: spec.clone(),
             };
             serde_json::to_string(&r).unwrap()

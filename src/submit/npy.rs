@@ -70,6 +70,70 @@ pub fn read_i64(path: &Path) -> Result<Vec<i64>, NpyError> {
     Ok(data.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
 }
 
+/// What a code session's `infer` returned, as `nsml.paused` saved it with `numpy.save`: class predictions (a 1-D
+/// integer array) or probabilities (a 2-D float array).
+#[derive(Debug, Clone, PartialEq)]
+pub enum InferOutput {
+    Predictions(Vec<i64>),
+    Probabilities { rows: usize, columns: usize, values: Vec<f32> },
+}
+
+/// Reads an [`InferOutput`]: any little-endian (or one-byte) integer dtype of shape `(N,)`, or `<f2`, `<f4`, `<f8` of
+/// shape `(N, C)`, in C order.
+pub fn read_infer_output(path: &Path) -> Result<InferOutput, NpyError> {
+    let bytes = read(path)?;
+    let (header, data) = parse(path, &bytes)?;
+    if header.fortran_order {
+        return Err(NpyError::FortranOrder { path: path.into() });
+    }
+    let descr = header.descr.as_str();
+    let width: usize = descr.get(2..).and_then(|w| w.parse().ok()).unwrap_or(0);
+    let little = descr.starts_with('<') || (descr.starts_with('|') && width == 1);
+    let kind = descr.chars().nth(1).unwrap_or(' ');
+    let wrong =
+        || NpyError::WrongDtype { path: path.into(), expected: "an integer or float dtype", found: descr.into() };
+    if !little || ![1, 2, 4, 8].contains(&width) {
+        return Err(wrong());
+    }
+    let count: Option<usize> = header.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    check_length(path, &header.shape, count.and_then(|c| c.checked_mul(width)), data.len())?;
+    let word = |c: &[u8]| {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    };
+    match (kind, header.shape.as_slice()) {
+        ('i' | 'u', [_]) => {
+            let shift = 64 - 8 * width as u32;
+            let values = data
+                .chunks_exact(width)
+                .map(|c| match kind {
+                    // sign-extend from the dtype's width
+                    'i' => ((word(c) << shift) as i64) >> shift,
+                    _ => word(c) as i64,
+                })
+                .collect();
+            Ok(InferOutput::Predictions(values))
+        }
+        ('f', [rows, columns]) if width >= 2 => {
+            let values = data
+                .chunks_exact(width)
+                .map(|c| match width {
+                    2 => half::f16::from_bits(word(c) as u16).to_f32(),
+                    4 => f32::from_bits(word(c) as u32),
+                    _ => f64::from_bits(word(c)) as f32,
+                })
+                .collect();
+            Ok(InferOutput::Probabilities { rows: *rows, columns: *columns, values })
+        }
+        _ => Err(NpyError::WrongShape {
+            path: path.into(),
+            expected: "(N,) of integers or (N, C) of floats",
+            found: header.shape.clone(),
+        }),
+    }
+}
+
 /// Writes a `rows x columns` matrix (row-major f32) as `<f2`, shape `(rows, columns)`. Values that are not finite in
 /// float16 (NaN, infinities, |x| > 65504) are refused: a cache must never hold them.
 pub fn write_f16_matrix(path: &Path, rows: usize, columns: usize, values: &[f32]) -> Result<(), NpyError> {

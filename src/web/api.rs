@@ -323,7 +323,13 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions/{user}/{dataset}/{n}/checkpoints", get(checkpoints))
         .route("/sessions/{user}/{dataset}/{n}/checkpoints/{checkpoint}", axum::routing::delete(remove_checkpoint))
         .route("/specs", get(specs))
-        .route("/runs", post(queue_run))
+        // A code session's upload rides in the request: up to the code folder's limit, base64 (4/3) and the spec.
+        .route(
+            "/runs",
+            post(queue_run).layer(axum::extract::DefaultBodyLimit::max(
+                (crate::daemon::MAX_CODE_BYTES as usize) * 4 / 3 + (2 << 20),
+            )),
+        )
         .route("/specs/rejected", get(rejected_specs))
         .route("/datasets", get(datasets))
         .route("/datasets/{name}", post(register_dataset))
@@ -610,6 +616,9 @@ pub struct RunRequest {
     pub source: String,
     /// The spec, YAML.
     pub spec: String,
+    /// A code session's folder (`code::upload::pack`), base64: `rush run` in a folder with a `main.py`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// The sessions a run queued.
@@ -620,7 +629,14 @@ pub struct Queued {
 
 /// Queues a spec sent by `rush run` as the caller's sessions.
 async fn queue_run(State(state): State<AppState>, caller: Caller, Json(req): Json<RunRequest>) -> ApiResult<Queued> {
-    let ids = state.daemon.queue_spec(&caller.user, &req.source, req.spec.as_bytes()).await?;
+    use base64::Engine;
+    let code = match &req.code {
+        Some(text) => Some(base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| {
+            crate::daemon::DaemonError::Invalid(format!("{}: the uploaded code is not base64: {e}", req.source))
+        })?),
+        None => None,
+    };
+    let ids = state.daemon.queue_spec(&caller.user, &req.source, req.spec.as_bytes(), code).await?;
     Ok(Json(Queued { sessions: ids.iter().map(|i| i.to_string()).collect() }))
 }
 

@@ -330,6 +330,7 @@ fn training_on_the_built_data_ends_above_chance_on_the_validation_style() {
         session: "test/emoji/1".into(),
         dataset_path: data.clone(),
         init_from: None,
+        runtime: None,
         spec: Spec::parse("emoji.yaml", yaml).unwrap_or_else(|e| panic!("{e}")),
     };
     std::fs::write(session.join("spec.yaml"), resolved.to_yaml().unwrap()).unwrap();

@@ -59,6 +59,7 @@ fn session(name: &str, dataset: &Path, yaml: &str) -> PathBuf {
         session: format!("test/synth/{name}"),
         dataset_path: dataset.to_path_buf(),
         init_from: None,
+        runtime: None,
         spec,
     };
     std::fs::write(dir.join("spec.yaml"), resolved.to_yaml().unwrap()).unwrap();

@@ -578,6 +578,7 @@ fn infer_reads_the_image_caches_and_predicts_exactly_what_it_predicts_from_the_p
                 session: format!("tester/synth/{n}"),
                 dataset_path: dataset.clone(),
                 init_from: None,
+                runtime: None,
                 spec: rush::core::spec::Spec::parse("test.yaml", &yaml).unwrap(),
             };
             std::fs::write(dir.join("spec.yaml"), resolved.to_yaml().unwrap()).unwrap();

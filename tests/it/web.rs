@@ -85,6 +85,7 @@ async fn fixture_revealing(access: Option<Access>, reveal: &[&str]) -> Fixture {
                 session: id.to_string(),
                 dataset_path: home.dataset("emoji"),
                 init_from: None,
+                runtime: None,
                 spec,
             };
             serde_json::to_string(&resolved).unwrap()

@@ -115,6 +115,7 @@ impl Server {
                     session: id.to_string(),
                     dataset_path: home.dataset("bench"),
                     init_from: None,
+                    runtime: None,
                     spec,
                 })
                 .unwrap_or_default(),

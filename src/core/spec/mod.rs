@@ -312,7 +312,62 @@ pub struct Spec {
     /// account, time limit, CPUs, memory, more sbatch options). Ignored by the local worker pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slurm: Option<crate::core::slurm::SlurmOverrides>,
+    /// A code session (NSML's `nsml run`): the Python file it runs, relative to the code folder (`main.py`). With it
+    /// the spec takes only the fields in [`CODE_FIELDS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// A code session's folder, relative to the spec file (`../baseline`); copied into the session folder when the
+    /// session is queued. Left out: the spec file's own folder. (`rush run` uploads the current folder instead.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// A code session's own command-line arguments (`--epochs 30 --lr 0.001`), split as a POSIX shell would.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub args: String,
+    /// A code session's metric that names its `best` checkpoint (default: the first reported metric whose name says
+    /// both validation and accuracy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_metric: Option<BestMetric>,
 }
+
+/// Which reported metric decides a code session's `best` checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BestMetric {
+    /// A name as the code reports it (`valid__Accuracy`).
+    pub name: String,
+    /// `max` (accuracies) or `min` (losses).
+    #[serde(default = "BestMetric::default_mode")]
+    pub mode: MetricMode,
+}
+
+impl BestMetric {
+    fn default_mode() -> MetricMode {
+        MetricMode::Max
+    }
+}
+
+/// Whether more (`max`) or less (`min`) of a metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricMode {
+    Max,
+    Min,
+}
+
+/// The fields a code spec (one with `entry:`) may have: the rest configure the built-in trainer only.
+pub const CODE_FIELDS: [&str; 11] = [
+    "dataset",
+    "memo",
+    "entry",
+    "code",
+    "args",
+    "best_metric",
+    "priority",
+    "resources",
+    "checkpoints",
+    "resume",
+    "slurm",
+];
 
 impl Default for Spec {
     fn default() -> Self {
@@ -338,6 +393,10 @@ impl Default for Spec {
             random: None,
             searcher: None,
             slurm: None,
+            entry: None,
+            code: None,
+            args: String::new(),
+            best_metric: None,
         }
     }
 }
@@ -347,8 +406,35 @@ impl Spec {
     /// Input over [`MAX_SPEC_BYTES`] and alias bombs are refused.
     pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
         let spec: Spec = yaml::from_str(file, text)?;
+        if spec.entry.is_some() {
+            // A code spec names only what a code session uses: a built-in trainer's field would be silently ignored.
+            let written: BTreeMap<String, serde::de::IgnoredAny> = yaml::from_str(file, text)?;
+            let foreign: Vec<&str> = written.keys().map(String::as_str).filter(|k| !CODE_FIELDS.contains(k)).collect();
+            if let Some(first) = foreign.first() {
+                return Err(SpecError::invalid(
+                    file,
+                    first,
+                    format!(
+                        "only the built-in trainer uses {}; a code session (`entry:`) takes {}",
+                        foreign.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                        CODE_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
         spec.validate(file)?;
         Ok(spec)
+    }
+
+    /// Whether this is a code session's spec (it runs the user's `entry`, not the built-in trainer).
+    pub fn is_code(&self) -> bool {
+        self.entry.is_some()
+    }
+
+    /// A code session's arguments as a list (`args` split as a POSIX shell would).
+    pub fn arg_list(&self) -> Result<Vec<String>, SpecError> {
+        shlex::split(&self.args)
+            .ok_or_else(|| SpecError::invalid("spec", "args", format!("{:?}: unbalanced quotes", self.args)))
     }
 
     /// [`Spec::parse`] for a file's raw bytes: the size is checked before anything else, and non-UTF-8 input is an
@@ -387,7 +473,69 @@ impl Spec {
                 ));
             }
         }
+        self.validate_code(file)?;
         sweep::validate(self, file)
+    }
+
+    /// A code spec's own rules: a relative `.py` entry inside its folder, arguments a shell could split, the code
+    /// fields only with `entry:`.
+    fn validate_code(&self, file: &str) -> Result<(), SpecError> {
+        let Some(entry) = &self.entry else {
+            let stray = [
+                ("code", self.code.is_some()),
+                ("args", !self.args.is_empty()),
+                ("best_metric", self.best_metric.is_some()),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((field, _)) => Err(SpecError::invalid(
+                    file,
+                    field,
+                    "belongs to a code session: add `entry: main.py` (the file it runs), or leave it out",
+                )),
+                None => Ok(()),
+            };
+        };
+        let inside = |p: &str| {
+            let path = std::path::Path::new(p);
+            !p.is_empty()
+                && path.is_relative()
+                && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        if !inside(entry) || !entry.ends_with(".py") {
+            return Err(SpecError::invalid(
+                file,
+                "entry",
+                format!("{entry:?} must be a `.py` file inside the code folder (a relative path without `..`)"),
+            ));
+        }
+        if self.code.as_deref().is_some_and(str::is_empty) {
+            return Err(SpecError::invalid(
+                file,
+                "code",
+                "is empty: name a folder, or leave it out for the spec's own",
+            ));
+        }
+        if self.args.len() > MAX_MEMO_BYTES {
+            return Err(SpecError::invalid(
+                file,
+                "args",
+                format!("is {} bytes; at most {MAX_MEMO_BYTES}", self.args.len()),
+            ));
+        }
+        if shlex::split(&self.args).is_none() {
+            return Err(SpecError::invalid(file, "args", format!("{:?}: unbalanced quotes", self.args)));
+        }
+        if let Some(m) = &self.best_metric
+            && (m.name.is_empty() || m.name.len() > 128)
+        {
+            return Err(SpecError::invalid(file, "best_metric.name", "must be a metric name of 1 to 128 bytes"));
+        }
+        for (field, set) in [("grid", self.grid.is_some()), ("random", self.random.is_some())] {
+            if set {
+                return Err(SpecError::invalid(file, field, "a code session takes no sweep: pass values in `args`"));
+            }
+        }
+        Ok(())
     }
 
     /// The spec's content hash (sha256 of its canonical JSON), stored with checkpoints.
@@ -409,8 +557,23 @@ pub struct ResolvedSpec {
     /// Start from these weights (a fork): path of a checkpoint's `.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<std::path::PathBuf>,
+    /// A code session's runtime, from the daemon's config when it was queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<CodeRuntime>,
     #[serde(flatten)]
     pub spec: Spec,
+}
+
+/// How a code session's child runs: the daemon's settings when it was queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRuntime {
+    /// The Python interpreter (the daemon's config `python:`).
+    pub python: std::path::PathBuf,
+    /// Run it in the bubblewrap sandbox (`false`: the config says `sandbox: off`).
+    pub sandbox: bool,
+    /// Where environments built from a `requirements.txt` are cached (keyed by content).
+    pub envs: std::path::PathBuf,
 }
 
 impl ResolvedSpec {
@@ -552,7 +715,13 @@ mod tests {
     #[test]
     fn resolved_spec_round_trips_flat() {
         let spec = Spec::parse("a.yaml", "dataset: emoji\nmodel: baseline_cnn\ngrid: {seed: [1, 2]}\n").unwrap();
-        let r = ResolvedSpec { session: "local/emoji/1".into(), dataset_path: "/d".into(), init_from: None, spec };
+        let r = ResolvedSpec {
+            session: "local/emoji/1".into(),
+            dataset_path: "/d".into(),
+            init_from: None,
+            runtime: None,
+            spec,
+        };
         let yaml = r.to_yaml().unwrap();
         assert!(yaml.contains("session: local/emoji/1") && yaml.contains("model: baseline_cnn"), "{yaml}");
         assert_eq!(ResolvedSpec::from_yaml("spec.yaml", &yaml).unwrap(), r);

@@ -330,6 +330,7 @@ async fn enqueue(state: &AppState, memo: &str, model: &str, lr: f64) -> SessionI
             session: id.to_string(),
             dataset_path: home.dataset("emoji"),
             init_from: None,
+            runtime: None,
             spec,
         };
         serde_json::to_string(&resolved).unwrap()

@@ -137,8 +137,13 @@ fn measure(
     let spec = Spec::parse("bench.yaml", &yaml)?;
     let session = tmp.join("session");
     std::fs::create_dir_all(&session).with_context(|| format!("creating {}", session.display()))?;
-    let resolved =
-        ResolvedSpec { session: "bench/bench/1".into(), dataset_path: dataset.clone(), init_from: None, spec };
+    let resolved = ResolvedSpec {
+        session: "bench/bench/1".into(),
+        dataset_path: dataset.clone(),
+        init_from: None,
+        runtime: None,
+        spec,
+    };
     std::fs::write(session.join("spec.yaml"), resolved.to_yaml()?).context("writing the session's spec")?;
 
     let log = tmp.join("train.log");
