@@ -207,7 +207,7 @@ pub fn train(session_dir: &Path) -> Result<Ended, CodeError> {
             }
             None => init.clone(),
         };
-        let _ = writeln!(log, "[rush] the code's bound load() gets {} first", init.display());
+        let _ = writeln!(log, "[rush] the code's bound load() gets {} first", inside.display());
         env.push(("RUSH_INIT_CHECKPOINT", inside.display().to_string()));
     }
     let mut cmd = p.command(&[], binds, true, &env);

@@ -28,10 +28,16 @@ pub fn absolute(dir: &SessionDir, path: &str) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { dir.root().join(p) }
 }
 
-/// Deletes a checkpoint: its files (already missing ones count as deleted), then its row.
+/// Deletes a checkpoint: its files, or a code session's checkpoint folder (already missing ones count as deleted),
+/// then its row.
 pub async fn delete(store: &Store, dir: &SessionDir, row: &CheckpointRow) -> Result<(), StoreError> {
     for f in files(dir, row) {
-        match tokio::fs::remove_file(&f).await {
+        // A code session's checkpoint is the folder its bound `save` filled.
+        let removed = match tokio::fs::symlink_metadata(&f).await {
+            Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(&f).await,
+            _ => tokio::fs::remove_file(&f).await,
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -73,7 +79,7 @@ pub async fn retain(
 /// rows for checkpoints the child reported in `events.jsonl` whose files exist but which the store never recorded.
 pub async fn reconcile(store: &Store, dir: &SessionDir, id: &SessionId) -> Result<(), StoreError> {
     for row in store.checkpoints(id).await? {
-        if !Path::new(&row.path).is_file() {
+        if !Path::new(&row.path).exists() {
             delete(store, dir, &row).await?;
         }
     }
@@ -90,7 +96,7 @@ pub async fn reconcile(store: &Store, dir: &SessionDir, id: &SessionId) -> Resul
             }
             Event::Checkpoint { name, path, epoch, val_acc, bytes } if !known.contains(&(epoch as i64)) => {
                 let path = absolute(dir, &path);
-                if path.is_file() {
+                if path.exists() {
                     let (train_loss, val_loss) = losses.get(&epoch).copied().unzip();
                     let row = CheckpointRow {
                         session: id.to_string(),

@@ -91,7 +91,7 @@ pub async fn reconcile(daemon: &Daemon) -> Result<Report, DaemonError> {
     for row in daemon.store.sessions(&SessionFilter { all: true, ..Default::default() }).await? {
         let dir = SessionDir::new(daemon.home().session(&row.id));
         for c in daemon.store.checkpoints(&row.id).await? {
-            if !std::path::Path::new(&c.path).is_file() {
+            if !std::path::Path::new(&c.path).exists() {
                 checkpoints::delete(&daemon.store, &dir, &c).await?;
             }
         }

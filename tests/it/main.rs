@@ -4,6 +4,7 @@ mod asha;
 mod bench;
 mod browser;
 mod cli;
+mod code;
 mod common;
 mod daemon;
 mod data;

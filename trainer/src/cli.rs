@@ -70,10 +70,24 @@ pub fn trainer(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Doctor { json } => {
             let report = crate::train::doctor::report();
+            // Whether code sessions can be sandboxed here (`rush::code::sandbox`).
+            let sandbox = rush::code::sandbox::Bwrap::probe();
+            let sandbox_line = match &sandbox {
+                Ok(b) => format!("code sessions: sandboxed by bubblewrap ({})", b.program.display()),
+                Err(why) => format!("code sessions: refused unless the daemon's config says `sandbox: off`: {why}"),
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+                let mut value = serde_json::to_value(&report).context("serialising the report")?;
+                if let Some(map) = value.as_object_mut() {
+                    map.insert(
+                        "code_sandbox".into(),
+                        serde_json::json!({"ok": sandbox.is_ok(), "detail": sandbox_line}),
+                    );
+                }
+                println!("{}", serde_json::to_string_pretty(&value).context("serialising the report")?);
             } else {
                 print!("{}", report.to_text());
+                println!("{sandbox_line}");
             }
             Ok(ExitCode::SUCCESS)
         }
