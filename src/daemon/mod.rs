@@ -489,6 +489,11 @@ impl Daemon {
             return Err(DaemonError::NotFound(format!("checkpoint {epoch} of {id}: {} is missing", ckpt.path)));
         }
         let source = format!("fork of {id}");
+        if resolved.spec.is_code() && args.is_some_and(|a| !a.trim().is_empty()) {
+            return Err(DaemonError::Invalid(format!(
+                "{source}: a code session's fork runs its parent's code and arguments, and takes no overrides (-a)"
+            )));
+        }
         let mut spec = match args.filter(|a| !a.trim().is_empty()) {
             Some(a) => crate::core::spec::apply_overrides(&resolved.spec, a)?,
             None => resolved.spec.clone(),
