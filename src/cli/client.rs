@@ -491,6 +491,7 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
                 (state, _, _) => state.to_string(),
             };
             let mut summary = match s.epoch {
+                Some(e) if s.epochs == 0 => format!("epoch {e}"),
                 Some(e) => format!("epoch {e}/{}", s.epochs),
                 None => String::new(),
             };
@@ -712,10 +713,18 @@ fn model_ls(global: &Global, session: &str, json: bool) -> anyhow::Result<ExitCo
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            let mut summary = format!("val_acc={:.4}", c.val_acc);
+            let mut summary = match &c.ranking {
+                // A code session without a validation metric: no val_acc to show.
+                Some(note) if note.starts_with("no validation") => String::new(),
+                _ => format!("val_acc={:.4}", c.val_acc),
+            };
             if let Some(loss) = c.val_loss.or(c.train_loss) {
                 summary.push_str(&format!(" loss={loss:.4}"));
             }
+            if let Some(note) = &c.ranking {
+                summary.push_str(&format!(" ({note})"));
+            }
+            let summary = summary.trim().to_string();
             vec![
                 c.checkpoint.clone(),
                 format::ago(now, Some(c.last_modified)),

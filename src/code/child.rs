@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use super::sandbox::{self, Binds, Bwrap};
 use super::{CodeError, NSML_PY, python};
 use crate::core::event::{Event, EventLine};
-use crate::core::spec::{CodeRuntime, ResolvedSpec};
+use crate::core::spec::{BestMetric, CodeRuntime, MetricMode, ResolvedSpec};
 use crate::data::layout::NUM_TAGS;
 use crate::home::SessionDir;
 use crate::submit::npy::{self, InferOutput};
@@ -243,7 +243,7 @@ pub fn train(session_dir: &Path) -> Result<Ended, CodeError> {
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
-    let summary = relay(std::fs::File::from(read), &p.dir, &mut log);
+    let summary = relay(std::fs::File::from(read), &p.dir, p.resolved.spec.best_metric.as_ref(), &mut log);
     let status = child.wait().map_err(|source| CodeError::Io { path: p.python.clone(), source })?;
     use std::os::unix::process::ExitStatusExt;
     let ended = match (status.code(), status.signal()) {
@@ -267,10 +267,54 @@ struct Summary {
     best_val_acc: f64,
 }
 
+/// What the code reported so far: each metric's latest value, and the names in the order first reported.
+#[derive(Debug, Default)]
+struct Reported {
+    order: Vec<String>,
+    latest: std::collections::HashMap<String, f64>,
+}
+
+impl Reported {
+    fn add(&mut self, metrics: &std::collections::BTreeMap<String, f64>) {
+        for (name, value) in metrics {
+            if self.latest.insert(name.clone(), *value).is_none() {
+                self.order.push(name.clone());
+            }
+        }
+    }
+
+    /// A checkpoint's `val_acc` (the latest value of a metric that stands for it), and its ranking: the spec's
+    /// `best_metric`, else the first reported metric whose name says validation and accuracy; with none, the epoch
+    /// (the latest is best).
+    fn rank(&self, best: Option<&BestMetric>, epoch: u32) -> (f64, f64, Option<String>) {
+        let val_acc = self
+            .order
+            .iter()
+            .find(|n| crate::core::event::standard_metric(n) == Some("val_acc"))
+            .and_then(|n| self.latest.get(n).copied())
+            .unwrap_or(0.0);
+        let (name, mode) = match best {
+            Some(b) => (Some(b.name.clone()), b.mode),
+            None => {
+                let auto = self.order.iter().find(|n| {
+                    let lower = n.to_ascii_lowercase();
+                    lower.contains("val") && lower.contains("acc")
+                });
+                (auto.cloned(), MetricMode::Max)
+            }
+        };
+        match name.and_then(|n| self.latest.get(&n).map(|v| (n, *v))) {
+            Some((n, v)) => (val_acc, if mode == MetricMode::Min { -v } else { v }, Some(n)),
+            None => (val_acc, f64::from(epoch), None),
+        }
+    }
+}
+
 /// Passes the child's event lines on (stdout and `events.jsonl`), each checked first; a bad line is logged and
-/// dropped, never fatal.
-fn relay(pipe: std::fs::File, dir: &Path, log: &mut dyn Write) -> Summary {
+/// dropped, never fatal. Checkpoints get their `val_acc` and ranking from what was reported before them.
+fn relay(pipe: std::fs::File, dir: &Path, best: Option<&BestMetric>, log: &mut dyn Write) -> Summary {
     let mut summary = Summary::default();
+    let mut reported = Reported::default();
     let reader = std::io::BufReader::new(pipe);
     for line in reader.split(b'\n') {
         let Ok(line) = line else { break };
@@ -280,14 +324,17 @@ fn relay(pipe: std::fs::File, dir: &Path, log: &mut dyn Write) -> Summary {
             continue;
         }
         match check(text, dir) {
-            Ok(event) => {
-                match &event.event {
-                    Event::Checkpoint { epoch, val_acc, .. } => {
+            Ok(mut event) => {
+                match &mut event.event {
+                    Event::Checkpoint { epoch, val_acc, score, best_by, .. } => {
+                        let (acc, rank, by) = reported.rank(best, *epoch);
+                        (*val_acc, *score, *best_by) = (acc, Some(rank), by);
                         summary.epochs = summary.epochs.max(*epoch);
                         summary.best_val_acc = summary.best_val_acc.max(*val_acc);
                     }
-                    Event::Report { step, .. } => {
-                        summary.epochs = summary.epochs.max(u32::try_from(*step).unwrap_or(0))
+                    Event::Report { step, metrics, .. } => {
+                        reported.add(metrics);
+                        summary.epochs = summary.epochs.max(u32::try_from(*step).unwrap_or(0));
                     }
                     _ => {}
                 }
@@ -607,6 +654,21 @@ mod tests {
         }
         let ok = r#"{"v":1,"t":1,"event":"report","step":2,"summary":true,"metrics":{"train__Loss":0.5}}"#;
         assert!(check(ok, dir.path()).is_ok());
+    }
+
+    #[test]
+    fn checkpoints_rank_by_the_best_metric_else_the_latest_is_best() {
+        let mut r = Reported::default();
+        assert_eq!(r.rank(None, 3), (0.0, 3.0, None), "nothing reported: the epoch ranks");
+        let m = |pairs: &[(&str, f64)]| pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        r.add(&m(&[("train__Loss", 0.9), ("train__Accuracy", 0.4)]));
+        assert_eq!(r.rank(None, 4), (0.0, 4.0, None), "AI RUSH's baseline reports no validation metric");
+        r.add(&m(&[("valid__Loss", 0.7), ("valid__Accuracy", 0.55)]));
+        assert_eq!(r.rank(None, 5), (0.55, 0.55, Some("valid__Accuracy".into())));
+        let loss = BestMetric { name: "valid__Loss".into(), mode: MetricMode::Min };
+        assert_eq!(r.rank(Some(&loss), 5), (0.55, -0.7, Some("valid__Loss".into())));
+        let missing = BestMetric { name: "f1".into(), mode: MetricMode::Max };
+        assert_eq!(r.rank(Some(&missing), 6), (0.55, 6.0, None));
     }
 
     #[test]

@@ -71,7 +71,20 @@ pub enum Event {
         data_wait_s: Option<f64>,
     },
     /// A checkpoint was written (atomically) and is ready.
-    Checkpoint { name: String, path: String, epoch: u32, val_acc: f64, bytes: u64 },
+    Checkpoint {
+        name: String,
+        path: String,
+        epoch: u32,
+        val_acc: f64,
+        bytes: u64,
+        /// A code session's ranking for `best` and retention (higher is better), in place of `val_acc`: its best
+        /// metric (negated for `mode: min`), or the epoch when it reported no validation metric (the latest is best).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        score: Option<f64>,
+        /// The metric `score` is; absent with a score: no validation metric was reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        best_by: Option<String>,
+    },
     /// Training ended normally.
     Finished { epochs: u32, best_val_acc: f64 },
     /// A sweep's trial reached an ASHA rung (`core::asha`) with its checkpoint written, and exits to wait for the
@@ -172,6 +185,8 @@ mod tests {
                 epoch: 3,
                 val_acc: 0.5,
                 bytes: 10,
+                score: None,
+                best_by: None,
             },
             1.5,
         );

@@ -94,7 +94,9 @@ pub async fn reconcile(store: &Store, dir: &SessionDir, id: &SessionId) -> Resul
             Event::Epoch { epoch, train_loss, val_loss, .. } => {
                 losses.insert(epoch, (train_loss, val_loss));
             }
-            Event::Checkpoint { name, path, epoch, val_acc, bytes } if !known.contains(&(epoch as i64)) => {
+            Event::Checkpoint { name, path, epoch, val_acc, bytes, score, best_by }
+                if !known.contains(&(epoch as i64)) =>
+            {
                 let path = absolute(dir, &path);
                 if path.exists() {
                     let (train_loss, val_loss) = losses.get(&epoch).copied().unzip();
@@ -108,6 +110,8 @@ pub async fn reconcile(store: &Store, dir: &SessionDir, id: &SessionId) -> Resul
                         train_loss,
                         bytes: bytes as i64,
                         created_at: parsed.t,
+                        score,
+                        best_by,
                     };
                     store.add_checkpoint(&row).await?;
                 }
@@ -134,6 +138,8 @@ mod tests {
             train_loss: None,
             bytes: 3,
             created_at: 0.0,
+            score: None,
+            best_by: None,
         }
     }
 
@@ -205,6 +211,8 @@ mod tests {
                     epoch: 2,
                     val_acc: 0.4,
                     bytes: 3,
+                    score: None,
+                    best_by: None,
                 },
                 10.0,
             ),

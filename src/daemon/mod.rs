@@ -679,7 +679,8 @@ impl Daemon {
             memo: spec.memo.clone(),
             priority: spec.priority,
             device: spec.resources.gpus.device(self.config.has_gpu()),
-            epochs: spec.epochs,
+            // A code session's own arguments say how long it trains: unknown here (0).
+            epochs: if spec.is_code() { 0 } else { spec.epochs },
             fork_of,
         }
     }

@@ -283,7 +283,7 @@ async fn handle_line(
             state.accuracies.insert(*epoch, (*train_acc, *val_acc));
             daemon.store.set_progress(id, *epoch, *val_acc).await
         }
-        Event::Checkpoint { name, path, epoch, val_acc, bytes } => {
+        Event::Checkpoint { name, path, epoch, val_acc, bytes, score, best_by } => {
             let (train_loss, val_loss) = state.losses.get(epoch).copied().unzip();
             let row = CheckpointRow {
                 session: id.to_string(),
@@ -295,6 +295,8 @@ async fn handle_line(
                 train_loss,
                 bytes: *bytes as i64,
                 created_at: t,
+                score: *score,
+                best_by: best_by.clone(),
             };
             match daemon.store.add_checkpoint(&row).await {
                 Ok(()) => checkpoints::retain(&daemon.store, dir, id, &resolved.spec.checkpoints).await.map(|_| ()),

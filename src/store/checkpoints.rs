@@ -19,11 +19,31 @@ pub struct CheckpointRow {
     pub train_loss: Option<f64>,
     pub bytes: i64,
     pub created_at: f64,
+    /// A code session's ranking (`core::event::Event::Checkpoint`'s `score`); `None`: it ranks by `val_acc`.
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The metric `score` is; `None` with a score: no validation metric was reported (the latest is best).
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_by: Option<String>,
 }
 
 impl CheckpointRow {
+    /// What `best` and retention rank it by: its score where it has one (a code session's), else `val_acc`.
     pub fn info(&self) -> CheckpointInfo {
-        CheckpointInfo { epoch: self.epoch.clamp(0, u32::MAX as i64) as u32, val_acc: self.val_acc }
+        CheckpointInfo {
+            epoch: self.epoch.clamp(0, u32::MAX as i64) as u32,
+            val_acc: self.score.unwrap_or(self.val_acc),
+        }
+    }
+
+    /// How its summary names what ranks it: `None` for a checkpoint that ranks by `val_acc`.
+    pub fn ranking_note(&self) -> Option<String> {
+        self.score.map(|_| match &self.best_by {
+            Some(name) => format!("best by {name}"),
+            None => "no validation metric reported: the latest is best".to_string(),
+        })
     }
 }
 
@@ -40,8 +60,8 @@ impl Store {
     pub async fn add_checkpoint(&self, c: &CheckpointRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR REPLACE INTO checkpoints
-                 (session, epoch, name, path, val_acc, val_loss, train_loss, bytes, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (session, epoch, name, path, val_acc, val_loss, train_loss, bytes, created_at, score, best_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.session)
         .bind(c.epoch)
@@ -52,6 +72,8 @@ impl Store {
         .bind(c.train_loss)
         .bind(c.bytes)
         .bind(c.created_at)
+        .bind(c.score)
+        .bind(&c.best_by)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -115,6 +137,8 @@ mod tests {
             train_loss: None,
             bytes: 10,
             created_at: 5.0,
+            score: None,
+            best_by: None,
         };
         store.add_checkpoint(&row(2, 0.5)).await.unwrap();
         store.add_checkpoint(&row(1, 0.2)).await.unwrap();

@@ -272,12 +272,18 @@ pub struct CheckpointView {
     /// Seconds of training up to this checkpoint, over every run of the session (a resumed one counts the runs
     /// before); from the session's start when epoch durations are missing.
     pub elapsed: Option<f64>,
+    /// A code session's checkpoint: what ranks it for `best` (`best by valid__Loss`, or that no validation metric
+    /// was reported and the latest is best); absent for a built-in session's, which rank by `val_acc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<String>,
 }
 
 impl CheckpointView {
     fn new(row: CheckpointRow, started: Option<f64>, epoch_seconds: &[(u32, f64)]) -> Self {
         let elapsed = crate::core::checkpoint::elapsed(row.info().epoch, row.created_at, started, epoch_seconds);
+        let ranking = row.ranking_note();
         CheckpointView {
+            ranking,
             session: row.session,
             checkpoint: row.name,
             epoch: row.epoch,
@@ -982,6 +988,8 @@ mod tests {
                     train_loss: Some(2.0),
                     bytes: 1,
                     created_at: 100.0,
+                    score: None,
+                    best_by: None,
                 })
                 .await
                 .unwrap();

@@ -21,6 +21,10 @@ pub struct Progress {
 /// Progress of a session that asks for `total` epochs, has finished `done` (None before the first), and runs since
 /// `started_at` with `first_epoch` the first epoch of this run (after a resume, epochs before it took no time now).
 pub fn progress(done: Option<i64>, total: i64, running_since: Option<f64>, first_epoch: i64, now: f64) -> Progress {
+    if total <= 0 {
+        // A code session: how many epochs its code trains is its own business.
+        return Progress { done: done.unwrap_or(0).max(0), total: 0, percent: 0, eta: String::new() };
+    }
     let d = done.unwrap_or(0).clamp(0, total.max(0));
     let percent = if total > 0 { ((d * 100) / total) as u32 } else { 0 };
     let eta = match running_since {
@@ -36,7 +40,10 @@ pub fn progress(done: Option<i64>, total: i64, running_since: Option<f64>, first
 
 /// The live summary the session page shows (also sent as the SSE `state` event).
 pub fn progress_text(p: &Progress) -> String {
-    let mut s = format!("epoch {} of {}", p.done, p.total);
+    let mut s = match p.total {
+        0 => format!("epoch {}", p.done),
+        total => format!("epoch {} of {total}", p.done),
+    };
     if !p.eta.is_empty() {
         s.push_str(" · ");
         s.push_str(&p.eta);

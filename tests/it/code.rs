@@ -83,6 +83,10 @@ fn the_airush_style_example_trains_is_listed_charted_submitted_ensembled_and_for
     let best = done["best_val_acc"].as_f64().unwrap();
     assert!(best >= 0.3, "best validation accuracy {best}:\n{text}");
 
+    // ps: how many epochs the code trains is its own business (no "4/30" from a trainer default).
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("epoch 4 best val_acc=") && !ps.contains("epoch 4/"), "{ps}");
+
     // model ls lists its checkpoints with their validation accuracy.
     let listed = env.json(&["model", "ls", &id, "-j"]);
     let epochs: Vec<i64> = listed.as_array().unwrap().iter().map(|c| c["epoch"].as_i64().unwrap()).collect();
@@ -140,15 +144,24 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
     env.start();
     env.push_synth("synth", 4);
     let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
-    let first = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 1 --infer bad"]);
+    let first = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 5 --infer bad --no-valid"]);
     env.wait_state(&first, "succeeded", Duration::from_secs(300));
+    // No validation metric reported: the latest checkpoints are kept, the latest is best, and model ls says why.
+    let listed = env.json(&["model", "ls", &first, "-j"]);
+    let epochs: Vec<i64> = listed.as_array().unwrap().iter().map(|c| c["epoch"].as_i64().unwrap()).collect();
+    assert_eq!(epochs, [3, 4, 5], "{listed}");
+    let table = env.ok(&["model", "ls", &first]);
+    assert!(
+        table.contains("no validation metric reported: the latest is best") && !table.contains("val_acc="),
+        "{table}"
+    );
 
     // What the code must not reach: the labels, the database, the first session's files, by their host paths and by
     // walking the tree.
     let look = [
         env.home.join("labels").display().to_string(),
         env.home.join("rush.db").display().to_string(),
-        env.session_dir(&first).join("checkpoints/1/state.json").display().to_string(),
+        env.session_dir(&first).join("checkpoints/5/state.json").display().to_string(),
         env.home.display().to_string(),
     ]
     .join(",");
@@ -169,9 +182,10 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
     wait_for(Duration::from_secs(20), "no orphan", || grandchildren().is_empty().then_some(()));
 
     // A bad shape from infer fails the submission, saying what it got.
-    let out = env.cli(&["submit", &first, "1"]);
+    let out = env.cli(&["submit", &first, "best"]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("{first}:5")), "best is the latest: {text}");
     assert!(text.contains("infer returned shape (60, 7) dtype float64 for 60 test images"), "{text}");
 }
 

@@ -140,6 +140,8 @@ async fn fixture_revealing(access: Option<Access>, reveal: &[&str]) -> Fixture {
             train_loss: Some(1.1),
             bytes: 64,
             created_at: rush::store::now(),
+            score: None,
+            best_by: None,
         })
         .await
         .unwrap();
@@ -578,6 +580,8 @@ async fn the_best_badge_is_the_checkpoint_best_names() {
                 train_loss: None,
                 bytes: 8,
                 created_at: rush::store::now(),
+                score: None,
+                best_by: None,
             })
             .await
             .unwrap();

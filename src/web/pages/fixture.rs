@@ -142,6 +142,8 @@ impl Fixture {
                 train_loss: Some(1.1),
                 bytes: 64,
                 created_at: crate::store::now(),
+                score: None,
+                best_by: None,
             })
             .await
             .unwrap();
@@ -247,6 +249,8 @@ impl Fixture {
                 train_loss: Some(0.1),
                 bytes: 64,
                 created_at: crate::store::now(),
+                score: None,
+                best_by: None,
             })
             .await
             .unwrap();

@@ -53,12 +53,18 @@ fn checkpoint_lines(
     checkpoints
         .iter()
         .map(|c| {
-            let mut summary = format!("val acc {}", view::percent(Some(c.val_acc)));
+            let mut summary = match c.ranking_note() {
+                Some(note) if c.best_by.is_none() => note,
+                _ => format!("val acc {}", view::percent(Some(c.val_acc))),
+            };
             if let Some(l) = c.val_loss {
                 summary.push_str(&format!(", val loss {}", view::number(l)));
             }
             if let Some(l) = c.train_loss {
                 summary.push_str(&format!(", train loss {}", view::number(l)));
+            }
+            if let Some(name) = &c.best_by {
+                summary.push_str(&format!(", best by {name}"));
             }
             // Offer the download only for a file inside the session folder (the safe file route serves no other).
             let download = std::path::Path::new(&c.path)
@@ -590,6 +596,8 @@ mod tests {
             train_loss: None,
             bytes: 8,
             created_at: started - 100.0,
+            score: None,
+            best_by: None,
         };
         f.state.store().add_checkpoint(&earlier).await.unwrap();
         let seconds = |epoch: i64, value: f64| MetricRow {
@@ -656,6 +664,8 @@ mod tests {
             train_loss: None,
             bytes: 1,
             created_at: 0.0,
+            score: None,
+            best_by: None,
         };
         assert!(fork_choices(&[]).is_empty());
         assert_eq!(fork_choices(&[checkpoint(1), checkpoint(3), checkpoint(2)]), ["best", "last", "3", "2", "1"]);

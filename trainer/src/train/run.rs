@@ -579,6 +579,8 @@ impl Trainer<'_> {
                 epoch,
                 val_acc: valid.acc(),
                 bytes,
+                score: None,
+                best_by: None,
             });
             if pause_after == Some(epoch) {
                 eprintln!(
