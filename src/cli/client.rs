@@ -502,8 +502,11 @@ fn ps(global: &Global, all: bool, dataset: Option<String>, json: bool) -> anyhow
             for note in [&s.waiting, &s.progress].into_iter().flatten() {
                 summary.push_str(&format!(" {note}"));
             }
-            if let Some(acc) = s.best_val_acc {
-                summary.push_str(&format!(" best val_acc={acc:.4}"));
+            match (&s.summary, s.best_val_acc) {
+                // A code session's latest summary report, as NSML's Summary column showed it.
+                (Some(reported), _) => summary.push_str(&format!(" {reported}")),
+                (None, Some(acc)) => summary.push_str(&format!(" best val_acc={acc:.4}")),
+                (None, None) => {}
             }
             if let Some(eta) = s.eta {
                 summary.push_str(&format!(" ETA {}", format::duration(eta)));
@@ -539,7 +542,7 @@ fn rejected_since(rejected: &[RejectedSpec], started_at: f64, now: f64) -> Strin
             if recent.len() == 1 { "" } else { "s" }
         ));
         for r in &recent {
-            out.push_str(&format!("  {} ({})\n", table::one_line(&r.error, 300), format::ago(now, Some(r.seen_at))));
+            out.push_str(&format!("  {} ({})\n", table::one_line(&r.error, 400), format::ago(now, Some(r.seen_at))));
         }
     } else if older > 0 {
         out.push_str(&format!(
@@ -713,12 +716,14 @@ fn model_ls(global: &Global, session: &str, json: bool) -> anyhow::Result<ExitCo
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            let mut summary = match &c.ranking {
+            let mut summary = match (&c.summary, &c.ranking) {
+                // A code session: what it reported (NSML's summary).
+                (Some(reported), _) => reported.clone(),
                 // A code session without a validation metric: no val_acc to show.
-                Some(note) if note.starts_with("no validation") => String::new(),
+                (None, Some(note)) if note.starts_with("no validation") => String::new(),
                 _ => format!("val_acc={:.4}", c.val_acc),
             };
-            if let Some(loss) = c.val_loss.or(c.train_loss) {
+            if let (None, Some(loss)) = (&c.summary, c.val_loss.or(c.train_loss)) {
                 summary.push_str(&format!(" loss={loss:.4}"));
             }
             if let Some(note) = &c.ranking {

@@ -100,6 +100,10 @@ pub struct SessionView {
     /// of 700,000 images (3,200 img/s, ETA 1m 30s)").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// A code session's summary: the metrics of its latest `nsml.report(summary=True, ...)` (`train__Loss=0.49
+    /// valid__Accuracy=0.62`), NSML's Summary column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// The resolved spec.
     pub spec: serde_json::Value,
 }
@@ -132,9 +136,35 @@ impl SessionView {
             eta: None,
             waiting: None,
             progress: None,
+            summary: None,
             spec,
         }
     }
+}
+
+/// A code session's summary reports, oldest first: (step, `name=value ...`). Empty for a built-in session.
+pub async fn summaries(store: &crate::store::Store, row: &SessionRow) -> Vec<(u64, String)> {
+    use crate::core::event::{Event, EventLine};
+    if !row.resolved_spec().is_ok_and(|r| r.spec.is_code()) {
+        return vec![];
+    }
+    let Ok(events) = store.events(&row.id).await else { return vec![] };
+    events
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "report")
+        .filter_map(|(_, _, body)| match EventLine::parse(&body).ok()?.event {
+            Event::Report { step, summary: true, metrics } if !metrics.is_empty() => {
+                let text: Vec<String> = metrics.iter().map(|(n, v)| format!("{n}={}", significant(*v))).collect();
+                Some((step, text.join(" ")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A reported value, short: 4 significant digits.
+fn significant(v: f64) -> String {
+    if v == v.trunc() && v.abs() < 1e9 { format!("{v}") } else { format!("{v:.4}") }
 }
 
 /// The seconds a running session's run has left: the steps still to go at the pace of this run's steps so far
@@ -276,6 +306,9 @@ pub struct CheckpointView {
     /// was reported and the latest is best); absent for a built-in session's, which rank by `val_acc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranking: Option<String>,
+    /// A code session's checkpoint: the summary it reported last at or before its epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 impl CheckpointView {
@@ -283,6 +316,7 @@ impl CheckpointView {
         let elapsed = crate::core::checkpoint::elapsed(row.info().epoch, row.created_at, started, epoch_seconds);
         let ranking = row.ranking_note();
         CheckpointView {
+            summary: None,
             ranking,
             session: row.session,
             checkpoint: row.name,
@@ -428,7 +462,9 @@ async fn view(state: &AppState, row: SessionRow, positions: &HashMap<SessionId, 
     let pos = positions.get(&row.id).copied();
     let eta = eta_of(state.store(), &row, crate::store::now()).await;
     let (waiting, progress) = (waiting_of(state, &row), progress_of(state, &row));
+    let summary = summaries(state.store(), &row).await.pop().map(|(_, text)| text);
     let mut view = SessionView::new(row, pos);
+    view.summary = summary;
     view.eta = eta;
     view.waiting = waiting;
     view.progress = progress;
@@ -592,7 +628,14 @@ async fn checkpoints(State(state): State<AppState>, Path((u, d, n)): IdPath) -> 
     let row = state.store().session_required(&id).await?;
     let rows = state.store().checkpoints(&id).await?;
     let seconds = state.daemon.epoch_seconds(&id).await?;
-    Ok(Json(rows.into_iter().map(|c| CheckpointView::new(c, row.started_at, &seconds)).collect()))
+    let summaries = summaries(state.store(), &row).await;
+    let views = rows.into_iter().map(|c| {
+        let epoch = u64::try_from(c.epoch).unwrap_or(0);
+        // The summary reported last at or before the checkpoint's epoch (AI RUSH reports, then saves, each epoch).
+        let summary = summaries.iter().rev().find(|(step, _)| *step <= epoch).map(|(_, text)| text.clone());
+        CheckpointView { summary, ..CheckpointView::new(c, row.started_at, &seconds) }
+    });
+    Ok(Json(views.collect()))
 }
 
 async fn remove_checkpoint(

@@ -83,9 +83,10 @@ fn the_airush_style_example_trains_is_listed_charted_submitted_ensembled_and_for
     let best = done["best_val_acc"].as_f64().unwrap();
     assert!(best >= 0.3, "best validation accuracy {best}:\n{text}");
 
-    // ps: how many epochs the code trains is its own business (no "4/30" from a trainer default).
+    // ps: how many epochs the code trains is its own business (no "4/30" from a trainer default); the summary is the
+    // latest `nsml.report(summary=True, ...)`.
     let ps = env.ok(&["ps", "-a"]);
-    assert!(ps.contains("epoch 4 best val_acc=") && !ps.contains("epoch 4/"), "{ps}");
+    assert!(ps.contains("epoch 4 epoch_total=4 train__Accuracy=") && !ps.contains("epoch 4/"), "{ps}");
 
     // model ls lists its checkpoints with their validation accuracy.
     let listed = env.json(&["model", "ls", &id, "-j"]);
@@ -93,7 +94,8 @@ fn the_airush_style_example_trains_is_listed_charted_submitted_ensembled_and_for
     assert_eq!(epochs.len(), 3, "keep_best 3 of the 4 saved: {listed}");
     assert!(env.session_dir(&id).join("checkpoints").read_dir().unwrap().count() == 3, "retention deleted folders");
     let table = env.ok(&["model", "ls", &id]);
-    assert!(table.contains("val_acc="), "{table}");
+    assert!(table.contains("valid__Accuracy=") && table.contains("(best by valid__Accuracy)"), "{table}");
+    assert!(listed[0]["summary"].as_str().unwrap().contains("train__Loss="), "{listed}");
 
     // The dashboard's series: the names the code reported, and the rush metrics they stand for.
     let loss = metric(&env, &id, "train__Loss");
@@ -151,10 +153,8 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
     let epochs: Vec<i64> = listed.as_array().unwrap().iter().map(|c| c["epoch"].as_i64().unwrap()).collect();
     assert_eq!(epochs, [3, 4, 5], "{listed}");
     let table = env.ok(&["model", "ls", &first]);
-    assert!(
-        table.contains("no validation metric reported: the latest is best") && !table.contains("val_acc="),
-        "{table}"
-    );
+    assert!(table.contains("no validation metric reported: the latest is best"), "{table}");
+    assert!(table.contains("train__Loss=0.2000 ") && !table.contains("val_acc="), "epoch 5's report: {table}");
 
     // What the code must not reach: the labels, the database, the first session's files, by their host paths and by
     // walking the tree.
