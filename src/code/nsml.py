@@ -206,21 +206,12 @@ def _fsync_tree(path):
     for root, dirs, files in os.walk(path):
         for f in files:
             p = os.path.join(root, f)
-            if os.path.islink(p):
-                continue
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            if not os.path.islink(p):
+                _fsync_dir(p)
 
 
 def _fsync_dir(path):
+    """fsync a folder or a file, best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -48,6 +48,15 @@ fn example(env: &Env) -> PathBuf {
     project(env, "baseline", &from)
 }
 
+/// A daemon with a tiny synthetic dataset (`synth`, of `seed`) and the probe script as a code folder's `main.py`.
+fn probe_env(seed: u64) -> (Env, PathBuf) {
+    let mut env = Env::new();
+    env.start();
+    env.push_synth("synth", seed);
+    let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
+    (env, code)
+}
+
 fn log(env: &Env, id: &str) -> String {
     std::fs::read_to_string(env.session_dir(id).join("train.log")).unwrap_or_default()
 }
@@ -142,10 +151,7 @@ fn grandchildren() -> Vec<u32> {
 
 #[test]
 fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_submission() {
-    let mut env = Env::new();
-    env.start();
-    env.push_synth("synth", 4);
-    let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
+    let (env, code) = probe_env(4);
     let first = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 5 --infer bad --no-valid"]);
     env.wait_state(&first, "succeeded", Duration::from_secs(300));
     // No validation metric reported: the latest checkpoints are kept, the latest is best, and model ls says why.
@@ -191,10 +197,7 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
 
 #[test]
 fn a_killed_daemon_resumes_a_code_session_from_its_last_checkpoint_through_load() {
-    let mut env = Env::new();
-    env.start();
-    env.push_synth("synth", 5);
-    let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
+    let (mut env, code) = probe_env(5);
     let id = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 6 --sleep 1"]);
     let events = env.session_dir(&id).join("events.jsonl");
     wait_for(Duration::from_secs(120), "a checkpoint", || {
@@ -230,10 +233,7 @@ fn a_killed_daemon_resumes_a_code_session_from_its_last_checkpoint_through_load(
 
 #[test]
 fn code_specs_refuse_built_in_fields_and_bad_code_folders() {
-    let mut env = Env::new();
-    env.start();
-    env.push_synth("synth", 6);
-    let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
+    let (env, code) = probe_env(6);
     let refused = |name: &str, yaml: String| {
         let verdict = env.verdict(&env.drop_spec(name, &yaml));
         verdict["error"].as_str().unwrap_or_default().to_string()

@@ -449,3 +449,28 @@ fn slurm_daemon_holds_a_team_to_its_gpu_quota_before_sbatch() {
         env.db("SELECT slurm_job, slurm_attempt FROM sessions WHERE user = 'team07' ORDER BY seq");
     assert!(jobs.iter().all(|(job, attempt)| job.is_some() && *attempt == 1), "{jobs:?}");
 }
+
+#[test]
+fn slurm_daemon_runs_a_code_session_and_its_submission_as_batch_jobs() {
+    // A code session (tests/it/code/probe.py as main.py) under `executor: slurm`: its `rush train` and its
+    // submission's `rush infer` are batch jobs that start the code in the sandbox on the node.
+    let env = slurm_env();
+    let code = env.tmp.path().join("probe");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::copy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/code/probe.py"), code.join("main.py"))
+        .unwrap();
+    let yaml =
+        format!("dataset: synth\nentry: main.py\ncode: {}\nargs: --epochs 2\nresources: {{gpus: 0}}\n", code.display());
+    let id = queue(&env, "code.yaml", &yaml).remove(0);
+    env.wait_state(&id, "succeeded", TIMEOUT);
+    let (job, _) = job_of(&env, &id);
+    assert!(job.is_some(), "it ran as a Slurm job");
+    let log = train_log(&env, &id);
+    assert!(log.contains("(sandboxed by bubblewrap)") && log.contains("probe: done"), "{log}");
+    let listed = env.json(&["model", "ls", &id, "-j"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let dry = env.ok(&["submit", "-t", &id, "best"]);
+    assert!(dry.contains("dry run") && dry.contains("accuracy"), "{dry}");
+    let jobs = infer_jobs(&env, 1, &id, 2);
+    assert_eq!(jobs.len(), 1, "the inference of checkpoint 2 (the best) ran as one Slurm job: {jobs:?}");
+}
