@@ -163,6 +163,14 @@ impl Store {
     /// One metric of a session as chart points (x = step), at most `limit` of them: short series come whole; long
     /// ones are reduced in SQL to the minimum and the maximum of each step bucket, so spikes stay visible. With
     /// `per_epoch`, x is the epoch instead (the epoch metrics: `train_acc`, `val_acc`, ...).
+    /// The names of a session's metrics, sorted (a code session's reported ones among them).
+    pub async fn metric_names(&self, id: &SessionId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT name FROM metrics WHERE session = ? ORDER BY name")
+            .bind(id.to_string())
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
     pub async fn metric_series(
         &self,
         id: &SessionId,

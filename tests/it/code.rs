@@ -111,6 +111,13 @@ fn the_airush_style_example_trains_is_listed_charted_submitted_ensembled_and_for
     assert_eq!(loss.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert!(loss[3].1 < loss[0].1, "the training loss fell: {loss:?}");
     assert_eq!(metric(&env, &id, "val_acc").len(), 4);
+    // The session page draws them under the reported names, NSML's `train__Loss` shown as `train/Loss`, and the
+    // other reported metrics in a chart of their own.
+    let addr = std::fs::read_to_string(env.home.join("daemon.addr")).unwrap();
+    let page = reqwest::blocking::get(format!("http://{}/sessions/{id}", addr.trim())).unwrap().text().unwrap();
+    for label in ["train/Loss", "valid/Loss", "train/Accuracy", "valid/Accuracy", "Reported", "epoch_total"] {
+        assert!(page.contains(label), "{label} is not on the session page");
+    }
 
     // Submitted: a dry run, then on the board.
     let dry = env.ok(&["submit", "-t", &id, "best"]);

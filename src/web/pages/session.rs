@@ -252,6 +252,45 @@ pub async fn rate_charts(state: &AppState, id: &SessionId, limit: usize) -> Resu
     Ok((lr_chart, speed_chart))
 }
 
+/// The most metrics a code session's "Reported" chart draws.
+const MAX_REPORTED: usize = 8;
+
+/// A code session's charts: loss and accuracy per epoch from what it reported (`train__Loss` shown as `train/Loss`),
+/// and every other metric it reported (by step) in place of the learning rate, which it does not report.
+async fn code_charts(state: &AppState, id: &SessionId, limit: usize) -> Result<(Chart, Chart, Chart), StoreError> {
+    let store = state.store();
+    let line = |label: &str, key: &str, points, dashed| Series { label: label.into(), key: key.into(), points, dashed };
+    let names = store.metric_names(id).await?;
+    let shown = |name: &str| name.replace("__", "/");
+    // Each rush metric under the name the code reported it by.
+    let reported_as = |standard: &str| {
+        names.iter().find(|n| crate::core::event::standard_metric(n) == Some(standard)).map(|n| shown(n))
+    };
+    let mut loss = Chart::new("Loss", "epoch", "loss");
+    let mut acc = Chart::new("Accuracy", "epoch", "accuracy");
+    for (is_loss, key, dashed) in
+        [(true, "train_loss", false), (true, "val_loss", true), (false, "train_acc", false), (false, "val_acc", true)]
+    {
+        if let Some(label) = reported_as(key) {
+            let points = store.metric_series(id, key, false, limit).await?;
+            let chart = if is_loss { &mut loss } else { &mut acc };
+            chart.series.push(line(&label, key, points, dashed));
+        }
+    }
+    acc.y_range = Some((0.0, 1.0));
+    let mut other = Chart::new("Reported", "step", "value");
+    let standard = ["train_loss", "train_acc", "val_loss", "val_acc"];
+    let rest = names
+        .iter()
+        .filter(|n| !standard.contains(&n.as_str()) && crate::core::event::standard_metric(n).is_none())
+        .take(MAX_REPORTED);
+    for name in rest {
+        let points = store.metric_series(id, name, false, limit).await?;
+        other.series.push(line(&shown(name), name, points, false));
+    }
+    Ok((loss, acc, other))
+}
+
 /// All four charts of a session, drawn as `opts` asks.
 async fn all_charts(
     state: &AppState,
@@ -259,6 +298,15 @@ async fn all_charts(
     limit: usize,
     opts: ChartOptions,
 ) -> Result<[Chart; 4], StoreError> {
+    let is_code =
+        state.store().session(id).await?.and_then(|r| r.resolved_spec().ok()).is_some_and(|r| r.spec.is_code());
+    if is_code {
+        let (loss, acc, mut other) = code_charts(state, id, limit).await?;
+        let (_, mut speed) = rate_charts(state, id, limit).await?;
+        opts.apply(&mut other, false);
+        opts.apply(&mut speed, false);
+        return Ok([loss, acc, other, speed]);
+    }
     let (mut loss, acc) = session_charts(state, id, limit).await?;
     let (mut lr, mut speed) = rate_charts(state, id, limit).await?;
     opts.apply(&mut loss, true);
