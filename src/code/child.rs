@@ -120,6 +120,15 @@ impl Prepared {
                 binds.python.extend(self.env_dir.iter().cloned());
                 let (ro, rw) = (&mut binds.read_only, &mut binds.writable);
                 if session_rw { rw } else { ro }.insert(0, (self.dir.clone(), session.clone()));
+                if session_rw {
+                    let files = SessionDir::new(&self.dir);
+                    for file in [files.spec(), files.events()] {
+                        // Bound over the writable session folder, so the file must exist first.
+                        let _ = std::fs::OpenOptions::new().create(true).append(true).open(&file);
+                        let name = file.file_name().map(PathBuf::from).unwrap_or_default();
+                        binds.protected.push((file, session.join(name)));
+                    }
+                }
                 binds.read_only.push((self.resolved.dataset_path.clone(), dataset.clone()));
                 binds.gpu = gpu;
                 binds.chdir = Some(session.join(CODE_DIR));
@@ -170,23 +179,32 @@ impl Prepared {
 
 /// The checkpoint folder a training run starts from: a fork's parent checkpoint, or with `resume: true` the
 /// session's own newest checkpoint that still exists (by its events).
-fn start_from(p: &Prepared) -> Option<PathBuf> {
+fn start_from(p: &Prepared) -> Result<Option<PathBuf>, CodeError> {
     if let Some(init) = &p.resolved.init_from {
-        return Some(init.clone());
+        // The parent's checkpoint folder is bound into this sandbox as it resolves on the host: its code may have
+        // left a symbolic link there (to the labels); only a real folder in a real `checkpoints/` is bound.
+        if !(is_real_dir(init) && init.parent().is_some_and(is_real_dir)) {
+            return Err(CodeError::Invalid(format!(
+                "the checkpoint to start from, {}, is not a folder of its session (a symbolic link?)",
+                init.display()
+            )));
+        }
+        return Ok(Some(init.clone()));
     }
     if !p.resolved.spec.resume {
-        return None;
+        return Ok(None);
     }
     let dir = SessionDir::new(&p.dir);
-    let text = std::fs::read_to_string(dir.events()).ok()?;
-    text.lines()
+    let Ok(text) = std::fs::read_to_string(dir.events()) else { return Ok(None) };
+    Ok(text
+        .lines()
         .rev()
         .filter_map(|l| EventLine::parse(l).ok())
         .filter_map(|l| match l.event {
             Event::Checkpoint { path, .. } => Some(p.dir.join(path)),
             _ => None,
         })
-        .find(|path| path.is_dir())
+        .find(|path| is_real_dir(path)))
 }
 
 /// `rush train SESSION_DIR` of a code session. Errors before the child starts are returned (the caller prints them
@@ -196,7 +214,7 @@ pub fn train(session_dir: &Path) -> Result<Ended, CodeError> {
     let p = prepare(session_dir, &mut log)?;
     let mut binds = Binds::default();
     let mut env: Vec<(&str, String)> = vec![("RUSH_EVENTS_FD", EVENTS_FD.to_string())];
-    if let Some(init) = start_from(&p) {
+    if let Some(init) = start_from(&p)? {
         let inside = match p.bwrap {
             Some(_) if init.starts_with(&p.dir) => {
                 PathBuf::from(sandbox::SESSION).join(init.strip_prefix(&p.dir).unwrap_or(&init))
@@ -367,7 +385,8 @@ fn check(line: &str, dir: &Path) -> Result<EventLine, String> {
                 return Err(format!("checkpoint name {name:?}"));
             }
             let folder = dir.join("checkpoints").join(&*name);
-            if !folder.is_dir() {
+            // A real folder: a symbolic link would point the daemon (which follows it) anywhere the code likes.
+            if !is_real_dir(&folder) || !is_real_dir(&dir.join("checkpoints")) {
                 return Err(format!("checkpoint {name}: no folder {}", folder.display()));
             }
             *path = format!("checkpoints/{name}");
@@ -380,6 +399,11 @@ fn check(line: &str, dir: &Path) -> Result<EventLine, String> {
         other => return Err(format!("a code session does not send `{}` events", other.name())),
     }
     Ok(parsed)
+}
+
+/// A folder that is no symbolic link.
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 fn metric_name(name: &str) -> bool {

@@ -74,6 +74,9 @@ impl Bwrap {
         for (host, inside) in &binds.writable {
             cmd.arg("--bind").arg(host).arg(inside);
         }
+        for (host, inside) in &binds.protected {
+            cmd.arg("--ro-bind").arg(host).arg(inside);
+        }
         if binds.gpu {
             for dev in nvidia_devices() {
                 cmd.arg("--dev-bind").arg(&dev).arg(&dev);
@@ -97,6 +100,9 @@ pub struct Binds {
     pub read_only: Vec<(PathBuf, PathBuf)>,
     /// (host path, path inside), writable.
     pub writable: Vec<(PathBuf, PathBuf)>,
+    /// (host path, path inside), read-only over a writable folder: the files in it the code must not change (a
+    /// session's `spec.yaml`, which says how its submissions run, and `events.jsonl`, which the daemon trusts).
+    pub protected: Vec<(PathBuf, PathBuf)>,
     /// The slot is a GPU: bind the NVIDIA devices.
     pub gpu: bool,
     /// The working folder inside.

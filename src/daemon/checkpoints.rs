@@ -98,7 +98,9 @@ pub async fn reconcile(store: &Store, dir: &SessionDir, id: &SessionId) -> Resul
                 if !known.contains(&(epoch as i64)) =>
             {
                 let path = absolute(dir, &path);
-                if path.exists() {
+                // Only the session's own files: what a log names outside its folder is never recorded (and so
+                // never deleted by retention).
+                if path.starts_with(dir.root()) && path.exists() {
                     let (train_loss, val_loss) = losses.get(&epoch).copied().unzip();
                     let row = CheckpointRow {
                         session: id.to_string(),

@@ -182,16 +182,33 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
     let second = ok_in(&env, &code, &["run", "-d", "synth", "-a", &args]);
     env.wait_state(&second, "running", Duration::from_secs(120));
     let visible = env.session_dir(&second).join("visible.json");
-    let seen: Vec<String> = wait_for(Duration::from_secs(120), "visible.json", || {
+    let seen: serde_json::Value = wait_for(Duration::from_secs(120), "visible.json", || {
         serde_json::from_str(&std::fs::read_to_string(&visible).ok()?).ok()
     });
-    assert!(seen.is_empty(), "the sandbox showed the home: {seen:?}");
+    assert_eq!(seen["visible"], serde_json::json!([]), "the sandbox showed the home: {seen}");
+    // The files rush trusts stay as rush wrote them, and a link passed off as a checkpoint is not recorded.
+    assert_eq!(seen["tampered"], serde_json::json!([]), "{seen}");
+    let spec = std::fs::read_to_string(env.session_dir(&second).join("spec.yaml")).unwrap();
+    assert!(!spec.contains("sandbox: false"), "{spec}");
     assert!(env.home.join("rush.db").is_file(), "the probe looked for files that exist");
 
     // Stop: the script and the grandchild it started in a session of its own are gone.
     wait_for(Duration::from_secs(60), "the grandchild", || (!grandchildren().is_empty()).then_some(()));
     env.ok(&["stop", &second]);
     env.wait_state(&second, "stopped", Duration::from_secs(60));
+    let epochs: Vec<i64> = env
+        .json(&["model", "ls", &second, "-j"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["epoch"].as_i64().unwrap())
+        .collect();
+    assert!(!epochs.contains(&77), "{epochs:?}");
+    assert!(
+        log(&env, &second).contains("ignored an event line from the code: checkpoint 77: no folder"),
+        "{}",
+        log(&env, &second)
+    );
     wait_for(Duration::from_secs(20), "no orphan", || grandchildren().is_empty().then_some(()));
 
     // A bad shape from infer fails the submission, saying what it got.

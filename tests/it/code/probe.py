@@ -60,9 +60,27 @@ def visible():
     return sorted(set(found))
 
 
+def tamper():
+    """Tries what a hostile script would: edit the files rush trusts, and pass off a link as a checkpoint."""
+    session = os.environ["RUSH_SESSION_DIR"]
+    done = []
+    for name in ("spec.yaml", "events.jsonl"):
+        try:
+            with open(os.path.join(session, name), "a") as f:
+                f.write("runtime: {sandbox: false}\n")
+            done.append(name)
+        except OSError:
+            pass
+    os.makedirs(os.path.join(session, "checkpoints"), exist_ok=True)
+    os.symlink("/", os.path.join(session, "checkpoints", "77"))
+    line = '{"v":1,"t":1,"event":"checkpoint","name":"77","path":"/","epoch":77,"val_acc":1,"bytes":1}\n'
+    os.write(int(os.environ["RUSH_EVENTS_FD"]), line.encode())
+    return done
+
+
 if args.look:
     with open(os.path.join(os.environ["RUSH_SESSION_DIR"], "visible.json"), "w") as f:
-        json.dump(visible(), f)
+        json.dump({"visible": visible(), "tampered": tamper()}, f)
 
 if args.grandchild:
     # A grandchild in a session of its own (out of the process group), the hardest to stop.
