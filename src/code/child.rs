@@ -177,6 +177,66 @@ impl Prepared {
     }
 }
 
+/// Where another session's checkpoints are copied for `nsml.load(session=...)`, under the session folder (training)
+/// or the output folder (a submission).
+const LOADED_DIR: &str = ".rush/loaded";
+/// The child's end of the reply pipe.
+const REPLY_FD: i32 = 4;
+
+/// The session folder as the code sees it.
+fn session_inside(p: &Prepared) -> PathBuf {
+    if p.bwrap.is_some() { PathBuf::from(sandbox::SESSION) } else { p.dir.clone() }
+}
+
+impl Prepared {
+    /// Starts `cmd` with the event pipe on fd 3 and the reply pipe on fd 4, its stdout on this process's stderr, and
+    /// this process deaf to the stop signals its group gets (the child handles them; this process waits for its
+    /// end). Copies for `nsml.load(session=...)` go to `host` (seen as `inside`).
+    fn spawn(
+        &self,
+        mut cmd: Command,
+        host: PathBuf,
+        inside: PathBuf,
+    ) -> Result<(std::process::Child, std::fs::File, Loads), CodeError> {
+        let io = |what: &str, source| CodeError::Io { path: what.into(), source };
+        let (events_read, events_write) = pipe().map_err(|e| io("event pipe", e))?;
+        let (reply_read, reply_write) = pipe().map_err(|e| io("reply pipe", e))?;
+        let (events_fd, reply_fd) = (events_write.as_raw_fd(), reply_read.as_raw_fd());
+        let stdout = std::io::stderr().as_fd_owned().map_err(|e| io("stderr", e))?;
+        cmd.stdout(Stdio::from(stdout))
+            .env("RUSH_EVENTS_FD", EVENTS_FD.to_string())
+            .env("RUSH_REPLY_FD", REPLY_FD.to_string());
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec: the pipes' ends become fds 3 and 4 (dup2 clears
+        // close-on-exec), and the signals this process ignores are reset for the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(events_fd, EVENTS_FD) < 0 || libc::dup2(reply_fd, REPLY_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| CodeError::Io { path: self.python.clone(), source })?;
+        drop((events_write, reply_read));
+        // SAFETY: ignoring signals in this single-purpose process.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+        }
+        let own = self.resolved.session.parse().map_err(|e: crate::core::session::SessionError| {
+            CodeError::Invalid(format!("spec.yaml: session {:?}: {e}", self.resolved.session))
+        })?;
+        // `<home>/sessions/<user>/<dataset>/<n>`: three folders up are the home's sessions.
+        let sessions = self.dir.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_default();
+        std::fs::create_dir_all(&host).map_err(|e| CodeError::Io { path: host.clone(), source: e })?;
+        let loads = Loads { reply: std::fs::File::from(reply_write), own, sessions, host, inside };
+        Ok((child, std::fs::File::from(events_read), loads))
+    }
+}
+
 /// The checkpoint folder a training run starts from: a fork's parent checkpoint, or with `resume: true` the
 /// session's own newest checkpoint that still exists (by its events).
 fn start_from(p: &Prepared) -> Result<Option<PathBuf>, CodeError> {
@@ -213,7 +273,7 @@ pub fn train(session_dir: &Path) -> Result<Ended, CodeError> {
     let mut log = std::io::stderr();
     let p = prepare(session_dir, &mut log)?;
     let mut binds = Binds::default();
-    let mut env: Vec<(&str, String)> = vec![("RUSH_EVENTS_FD", EVENTS_FD.to_string())];
+    let mut env: Vec<(&str, String)> = vec![];
     if let Some(init) = start_from(&p)? {
         let inside = match p.bwrap {
             Some(_) if init.starts_with(&p.dir) => {
@@ -228,7 +288,7 @@ pub fn train(session_dir: &Path) -> Result<Ended, CodeError> {
         let _ = writeln!(log, "[rush] the code's bound load() gets {} first", inside.display());
         env.push(("RUSH_INIT_CHECKPOINT", inside.display().to_string()));
     }
-    let mut cmd = p.command(&[], binds, true, &env);
+    let cmd = p.command(&[], binds, true, &env);
     let _ = writeln!(
         log,
         "[rush] code session: python {} {}{}",
@@ -236,32 +296,8 @@ pub fn train(session_dir: &Path) -> Result<Ended, CodeError> {
         p.resolved.spec.args,
         if p.bwrap.is_some() { " (sandboxed by bubblewrap)" } else { " (sandbox: off)" }
     );
-    let (read, write) = pipe().map_err(|source| CodeError::Io { path: "event pipe".into(), source })?;
-    let write_fd = write.as_raw_fd();
-    let stdout = std::io::stderr().as_fd_owned().map_err(|source| CodeError::Io { path: "stderr".into(), source })?;
-    cmd.stdout(Stdio::from(stdout));
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only async-signal-safe calls between fork and exec: the pipe's write end becomes fd 3 (dup2 clears
-    // close-on-exec), and the signals this process ignores are reset for the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(write_fd, EVENTS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| CodeError::Io { path: p.python.clone(), source })?;
-    drop(write);
-    // A stop signals the whole process group: the child handles it; this process waits for the child's end.
-    // SAFETY: ignoring signals in this single-purpose process.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
-    let summary = relay(std::fs::File::from(read), &p.dir, p.resolved.spec.best_metric.as_ref(), &mut log);
+    let (mut child, events, mut loads) = p.spawn(cmd, p.dir.join(LOADED_DIR), session_inside(&p).join(LOADED_DIR))?;
+    let summary = relay(events, &p.dir, p.resolved.spec.best_metric.as_ref(), &mut loads, true, &mut log);
     let status = child.wait().map_err(|source| CodeError::Io { path: p.python.clone(), source })?;
     use std::os::unix::process::ExitStatusExt;
     let ended = match (status.code(), status.signal()) {
@@ -330,7 +366,14 @@ impl Reported {
 
 /// Passes the child's event lines on (stdout and `events.jsonl`), each checked first; a bad line is logged and
 /// dropped, never fatal. Checkpoints get their `val_acc` and ranking from what was reported before them.
-fn relay(pipe: std::fs::File, dir: &Path, best: Option<&BestMetric>, log: &mut dyn Write) -> Summary {
+fn relay(
+    pipe: std::fs::File,
+    dir: &Path,
+    best: Option<&BestMetric>,
+    loads: &mut Loads,
+    record: bool,
+    log: &mut dyn Write,
+) -> Summary {
     let mut summary = Summary::default();
     let mut reported = Reported::default();
     let reader = std::io::BufReader::new(pipe);
@@ -340,6 +383,13 @@ fn relay(pipe: std::fs::File, dir: &Path, best: Option<&BestMetric>, log: &mut d
         let text = text.trim();
         if text.is_empty() {
             continue;
+        }
+        if text.starts_with(r#"{"request""#) {
+            loads.answer(text, log);
+            continue;
+        }
+        if !record {
+            continue; // a submission's run: its events are no training's
         }
         match check(text, dir) {
             Ok(mut event) => {
@@ -399,6 +449,89 @@ fn check(line: &str, dir: &Path) -> Result<EventLine, String> {
         other => return Err(format!("a code session does not send `{}` events", other.name())),
     }
     Ok(parsed)
+}
+
+/// Answers `nsml.load(checkpoint, session=...)`: the code asks (a `{"request": "load", ...}` line on its events fd),
+/// rush checks that the session is the same user's and copies that checkpoint folder in (the sandbox shows no other
+/// session), and answers on the reply fd with the path the code sees.
+struct Loads {
+    reply: std::fs::File,
+    /// This session: its user and dataset name the others.
+    own: crate::core::session::SessionId,
+    /// The home's `sessions/`.
+    sessions: PathBuf,
+    /// Where copies go: (on the host, as the code sees it).
+    host: PathBuf,
+    inside: PathBuf,
+}
+
+impl Loads {
+    fn answer(&mut self, line: &str, log: &mut dyn Write) {
+        let reply = match self.load(line) {
+            Ok(path) => {
+                let _ = writeln!(log, "[rush] nsml.load: copied in as {path}");
+                serde_json::json!({"ok": true, "path": path})
+            }
+            Err(e) => serde_json::json!({"ok": false, "error": e}),
+        };
+        let _ = writeln!(self.reply, "{reply}");
+    }
+
+    fn load(&self, line: &str) -> Result<String, String> {
+        use crate::core::session::SessionRef;
+        let request: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("a bad request: {e}"))?;
+        let (Some(session), Some(checkpoint)) = (request["session"].as_str(), request["checkpoint"].as_str()) else {
+            return Err("a load request names a session and a checkpoint".into());
+        };
+        let reference: SessionRef = session.parse().map_err(|e: crate::core::session::SessionError| e.to_string())?;
+        let own = &self.own;
+        let id = reference.candidates(&own.user, std::slice::from_ref(&own.dataset)).into_iter().next();
+        let id = id.ok_or_else(|| format!("{session}: not a session"))?;
+        if id.user != own.user {
+            return Err(format!("{id} is not one of your sessions ({})", own.user));
+        }
+        let dir = self.sessions.join(&id.user).join(&id.dataset).join(id.n.to_string());
+        let events = std::fs::read_to_string(SessionDir::new(&dir).events()).map_err(|_| format!("no session {id}"))?;
+        let wanted = checkpoint.parse::<u32>().ok();
+        let name = events
+            .lines()
+            .rev()
+            .filter_map(|l| EventLine::parse(l).ok())
+            .find_map(|l| match l.event {
+                Event::Checkpoint { name, epoch, .. } if name == checkpoint || Some(epoch) == wanted => Some(name),
+                _ => None,
+            })
+            .ok_or_else(|| format!("{id} has no checkpoint {checkpoint}"))?;
+        let src = dir.join("checkpoints").join(&name);
+        if !checkpoint_name(&name) || !is_real_dir(&src) || !is_real_dir(&dir.join("checkpoints")) {
+            return Err(format!("checkpoint {name} of {id} is not a code session's checkpoint folder"));
+        }
+        let folder = format!("{}-{}-{}-{name}", id.user, id.dataset, id.n);
+        let dest = self.host.join(&folder);
+        if !dest.is_dir() {
+            let tmp = self.host.join(format!(".{folder}.tmp"));
+            let _ = std::fs::remove_dir_all(&tmp);
+            copy_tree(&src, &tmp).map_err(|e| format!("copying {}: {e}", src.display()))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        }
+        Ok(self.inside.join(folder).display().to_string())
+    }
+}
+
+/// Copies a folder's regular files and folders (links are left out).
+fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let to = dest.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &to)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// A folder that is no symbolic link.
@@ -556,9 +689,7 @@ pub fn infer(req: &InferRequest) -> Result<InferReport, CodeError> {
     let mut binds = Binds::default();
     binds.writable.push((out.clone(), PathBuf::from(sandbox::OUT)));
     let extra = ["--mode", "test", "--pause", "1", "--iteration", &name].map(String::from);
-    let mut cmd = p.command(&extra, binds, false, &env);
-    let stdout = std::io::stderr().as_fd_owned().map_err(|source| io(Path::new("stderr"), source))?;
-    cmd.stdout(Stdio::from(stdout));
+    let cmd = p.command(&extra, binds, false, &env);
     let _ = writeln!(
         log,
         "[rush] submission of {} checkpoint {name}: python {} ... {}",
@@ -566,7 +697,9 @@ pub fn infer(req: &InferRequest) -> Result<InferReport, CodeError> {
         p.entry,
         extra.join(" ")
     );
-    let status = cmd.status().map_err(|source| io(&p.python, source))?;
+    let (mut child, events, mut loads) = p.spawn(cmd, out.join("loaded"), inside_out.join("loaded"))?;
+    relay(events, &p.dir, None, &mut loads, false, &mut log);
+    let status = child.wait().map_err(|source| io(&p.python, source))?;
     if !status.success() {
         return Err(CodeError::Invalid(format!("python {} --mode test ended: {status}", p.entry)));
     }

@@ -263,12 +263,38 @@ def save(checkpoint, **kwargs):
     })
 
 
+def _request(obj):
+    """Asks rush (the process that started this one) something: a JSON line on the events fd, the answer one JSON line
+    on RUSH_REPLY_FD."""
+    fd, reply = _events_fd(), os.environ.get("RUSH_REPLY_FD")
+    if fd is None or not reply:
+        raise RuntimeError("nsml.load(session=...) works only inside a rush session (RUSH_EVENTS_FD, RUSH_REPLY_FD)")
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    with _lock:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = os.read(int(reply), 65536)
+            if not chunk:
+                raise RuntimeError("nsml: rush did not answer")
+            buf += chunk
+    return json.loads(buf.decode("utf-8"))
+
+
 def load(checkpoint, session=None, **kwargs):
-    """Loads checkpoint `checkpoint` of this session through the bound load."""
-    if session is not None:
-        raise NotImplementedError("nsml.load(session=...): loading another session's checkpoint is not supported yet")
+    """Loads checkpoint `checkpoint` of this session, or of another of the user's sessions (`session`:
+    `user/dataset/n`, `dataset/n` or `n`), through the bound load. Another session's checkpoint is copied in by rush
+    first: the sandbox shows no other session."""
     if _bound["load"] is None:
         raise RuntimeError("nsml.load: bind(load=...) first")
+    if session is not None:
+        answer = _request({"request": "load", "session": str(session), "checkpoint": str(checkpoint)})
+        if not answer.get("ok"):
+            raise RuntimeError("nsml.load(%r, session=%r): %s" % (checkpoint, session, answer.get("error")))
+        _bound["load"](answer["path"])
+        return
     name = _checkpoint_name(checkpoint)
     path = os.path.join(_session_dir(), "checkpoints", name)
     if not os.path.isdir(path):

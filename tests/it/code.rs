@@ -178,7 +178,8 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
         env.home.display().to_string(),
     ]
     .join(",");
-    let args = format!("--epochs 50 --sleep 1 --grandchild --look {look}");
+    // It may load the first session's checkpoint (the same user's), copied in for it, and no other user's.
+    let args = format!("--epochs 50 --sleep 1 --grandchild --look {look} --load-from 1:5,someone/synth/1:1");
     let second = ok_in(&env, &code, &["run", "-d", "synth", "-a", &args]);
     env.wait_state(&second, "running", Duration::from_secs(120));
     let visible = env.session_dir(&second).join("visible.json");
@@ -191,6 +192,10 @@ fn the_sandbox_hides_the_home_a_stop_leaves_no_orphan_and_a_bad_infer_fails_its_
     let spec = std::fs::read_to_string(env.session_dir(&second).join("spec.yaml")).unwrap();
     assert!(!spec.contains("sandbox: false"), "{spec}");
     assert!(env.home.join("rush.db").is_file(), "the probe looked for files that exist");
+
+    let text = log(&env, &second);
+    assert!(text.contains("probe: loaded /session/.rush/loaded/tester-synth-1-5"), "{text}");
+    assert!(text.contains("load someone/synth/1:1 failed") && text.contains("not one of your sessions"), "{text}");
 
     // Stop: the script and the grandchild it started in a session of its own are gone.
     wait_for(Duration::from_secs(60), "the grandchild", || (!grandchildren().is_empty()).then_some(()));

@@ -17,6 +17,7 @@ parser.add_argument("--grandchild", action="store_true")
 parser.add_argument("--look", default="", help="host paths that must not be visible, comma-separated")
 parser.add_argument("--infer", default="good", choices=["good", "bad"])
 parser.add_argument("--no-valid", action="store_true", help="report training metrics only, as AI RUSH's baseline")
+parser.add_argument("--load-from", default="", help="SESSION:CHECKPOINT,... to load through nsml.load(session=...)")
 parser.add_argument("--mode", default="train")
 parser.add_argument("--iteration", default="0")
 parser.add_argument("--pause", type=int, default=0)
@@ -77,6 +78,13 @@ def tamper():
     os.write(int(os.environ["RUSH_EVENTS_FD"]), line.encode())
     return done
 
+
+for item in filter(None, args.load_from.split(",")):
+    other, checkpoint = item.rsplit(":", 1)
+    try:
+        nsml.load(checkpoint, session=other)
+    except RuntimeError as e:
+        print(f"probe: load {item} failed: {e}", flush=True)
 
 if args.look:
     with open(os.path.join(os.environ["RUSH_SESSION_DIR"], "visible.json"), "w") as f:
