@@ -135,7 +135,8 @@ fn uv(base: &Path) -> PathBuf {
 fn step(cmd: &mut Command, req: &Requirements, log: &mut dyn Write) -> Result<String, CodeError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let _ = writeln!(log, "[rush] {shown}");
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| CodeError::Install {
+    // The daemon's log filter (`RUST_LOG`) is no setting of uv's.
+    let out = cmd.env_remove("RUST_LOG").stdin(Stdio::null()).output().map_err(|e| CodeError::Install {
         file: req.file.clone(),
         message: format!("cannot run {}: {e} (install uv into the daemon's venv: `pip install uv`)", shown),
     })?;
@@ -165,8 +166,15 @@ fn build(base: &Path, req: &Requirements, dir: &Path, log: &mut dyn Write) -> Re
     let constraints = work.join("base.txt");
     std::fs::write(&constraints, installed.iter().map(|l| format!("{l}\n")).collect::<String>())
         .map_err(|e| io(&constraints, e))?;
-    let wanted = work.join("requirements.txt");
-    std::fs::write(&wanted, &req.text).map_err(|e| io(&wanted, e))?;
+    // The code's own requirements.txt where there is one (its relative lines, `./wheels/x.whl` or `-r base.txt`, are
+    // read from the code folder, which is also the working folder of every step), else setup.py's list.
+    let wanted = if req.file.ends_with("requirements.txt") {
+        req.file.clone()
+    } else {
+        let listed = work.join("requirements.txt");
+        std::fs::write(&listed, &req.text).map_err(|e| io(&listed, e))?;
+        listed
+    };
     let locked = work.join("lock.txt");
     // Relative lines (`-r other.txt`, `./pkg`) are read from the code folder.
     let code = req.file.parent().unwrap_or(Path::new("."));
@@ -204,16 +212,13 @@ fn build(base: &Path, req: &Requirements, dir: &Path, log: &mut dyn Write) -> Re
     if missing.is_empty() {
         let _ = writeln!(log, "[rush] the daemon's venv already has every requirement");
     } else {
-        let list = work.join("missing.txt");
-        std::fs::write(&list, missing.join("\n") + "\n").map_err(|e| io(&list, e))?;
         let _ = writeln!(log, "[rush] installing {}", missing.join(" "));
         step(
             Command::new(&uv)
                 .current_dir(code)
                 .args(["pip", "install", "-q", "--no-deps", "--python"])
                 .arg(dir.join("bin/python"))
-                .arg("-r")
-                .arg(&list),
+                .args(&missing),
             req,
             log,
         )?;

@@ -292,3 +292,96 @@ fn the_nsml_module_passes_its_own_self_test() {
     let out = Command::new(python).arg(repo("src/code/test_nsml.py")).output().expect("run python");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A wheel of one pure-Python module, `rushprobe` (its `VALUE` is 41), written with Python's zipfile as pip would
+/// build it: the environment test installs it from a path, with no index needed.
+fn probe_wheel(dir: &Path) -> PathBuf {
+    let path = dir.join("rushprobe-0.1-py3-none-any.whl");
+    let script = r#"
+import sys, zipfile
+files = {
+    "rushprobe/__init__.py": "VALUE = 41\n",
+    "rushprobe-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: rushprobe\nVersion: 0.1\n",
+    "rushprobe-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: rush-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = "".join(f"{name},,\n" for name in files) + "rushprobe-0.1.dist-info/RECORD,,\n"
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+    z.writestr("rushprobe-0.1.dist-info/RECORD", record)
+"#;
+    let python = std::env::var("RUSH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python).args(["-c", script]).arg(&path).output().expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+#[test]
+fn a_requirements_file_builds_an_environment_once_and_a_failed_install_fails_the_session() {
+    let (env, code) = probe_env(7);
+    std::fs::create_dir_all(code.join("wheels")).unwrap();
+    probe_wheel(&code.join("wheels"));
+    std::fs::write(
+        code.join("requirements.txt"),
+        "# what the probe imports beyond the daemon's venv\n./wheels/rushprobe-0.1-py3-none-any.whl\n",
+    )
+    .unwrap();
+    let main = std::fs::read_to_string(code.join("main.py")).unwrap();
+    std::fs::write(
+        code.join("main.py"),
+        format!("import rushprobe\nprint('probe: rushprobe', rushprobe.VALUE)\n{main}"),
+    )
+    .unwrap();
+    let first = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 1"]);
+    env.wait_state(&first, "succeeded", Duration::from_secs(300));
+    let text = log(&env, &first);
+    assert!(
+        text.contains("[rush] building the environment for requirements.txt")
+            && text.contains("installing ./wheels/rushprobe-0.1"),
+        "{text}"
+    );
+    assert!(text.contains("probe: rushprobe 41"), "{text}");
+    // The same requirements: the environment is reused.
+    let second = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 1"]);
+    env.wait_state(&second, "succeeded", Duration::from_secs(300));
+    let text = log(&env, &second);
+    assert!(text.contains("(cached)") && text.contains("probe: rushprobe 41"), "{text}");
+
+    // A requirement that cannot be installed fails the session with the installer's message.
+    std::fs::write(code.join("requirements.txt"), "./wheels/missing-0.1-py3-none-any.whl\n").unwrap();
+    let third = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 1"]);
+    let failed = wait_for(Duration::from_secs(300), "the failed install", || {
+        env.session(&third).filter(|s| s["state"] == "failed")
+    });
+    let reason = failed["exit_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("installing") && reason.contains("requirements.txt failed") && reason.contains("missing-0.1"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn without_bubblewrap_code_sessions_are_refused_unless_the_config_says_sandbox_off() {
+    // A daemon whose PATH has no bwrap: code sessions cannot be sandboxed there.
+    let mut env = Env::new();
+    env.daemon_env.push(("PATH".into(), "/nonexistent".into()));
+    env.start();
+    env.push_synth("synth", 8);
+    let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
+    let out = cli_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("code sessions are refused here") && stderr.contains("sandbox: off"), "{stderr}");
+
+    // `sandbox: off` runs it, unsandboxed, and says so.
+    let mut env = Env::new();
+    env.daemon_env.push(("PATH".into(), "/nonexistent".into()));
+    let config = env.tmp.path().join("rush.yaml");
+    std::fs::write(&config, "sandbox: off\n").unwrap();
+    env.start_with(&["--config", config.to_str().unwrap()]);
+    env.push_synth("synth", 8);
+    let code = project(&env, "probe", &[("main.py", repo("tests/it/code/probe.py"))]);
+    let id = ok_in(&env, &code, &["run", "-d", "synth", "-a", "--epochs 1"]);
+    env.wait_state(&id, "succeeded", Duration::from_secs(300));
+    assert!(log(&env, &id).contains("(sandbox: off)"), "{}", log(&env, &id));
+}
