@@ -144,6 +144,8 @@
       charts.loss(); charts.lr(); charts.throughput();
     });
     stream.addEventListener("epoch", function () { charts.accuracy(); charts.loss(); });
+    // A code session's report: its loss, accuracy and "Reported" (in the learning rate's place) charts.
+    stream.addEventListener("report", function () { charts.accuracy(); charts.loss(); charts.lr(); });
     stream.addEventListener("log", function (e) {
       if (!log) { return; }
       var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;

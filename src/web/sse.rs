@@ -125,6 +125,8 @@ fn event_for(line: &str) -> Option<(&'static str, String)> {
         Event::Checkpoint { name, epoch, val_acc, .. } => {
             ("checkpoint", json!({"name": name, "epoch": epoch, "val_acc": val_acc}).to_string())
         }
+        // A code session's `nsml.report`: its charts (drawn from what it reported) are redrawn.
+        Event::Report { step, metrics, .. } => ("report", json!({"step": step, "metrics": metrics}).to_string()),
         _ => return None,
     })
 }
@@ -260,6 +262,11 @@ mod tests {
         let fin = EventLine::new(Event::Finished { epochs: 1, best_val_acc: 0.5 }, 0.0);
         assert_eq!(event_for(&fin.to_json()), None);
         assert_eq!(event_for("garbage"), None);
+        let metrics = [("train__Loss".to_string(), 0.5)].into_iter().collect();
+        let report = EventLine::new(Event::Report { step: 3, summary: true, metrics }, 0.0);
+        let (name, data) = event_for(&report.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!((name, v["step"].as_u64(), v["metrics"]["train__Loss"].as_f64()), ("report", Some(3), Some(0.5)));
     }
 
     #[tokio::test]
