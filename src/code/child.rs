@@ -132,16 +132,11 @@ impl Prepared {
                 binds.read_only.push((self.resolved.dataset_path.clone(), dataset.clone()));
                 binds.gpu = gpu;
                 binds.chdir = Some(session.join(CODE_DIR));
-                let mut cmd = bwrap.command(&binds, &self.python, &args);
-                cmd.env("HOME", "/tmp");
-                cmd
+                bwrap.command(&binds, &self.python, &args)
             }
             None => {
                 let mut cmd = Command::new(&self.python);
                 cmd.args(&args).current_dir(self.dir.join(CODE_DIR));
-                if let Some(home) = std::env::var_os("HOME") {
-                    cmd.env("HOME", home);
-                }
                 cmd
             }
         };
