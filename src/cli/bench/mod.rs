@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod decode;
 pub mod ensemble;
 pub mod epoch;
+pub mod recipe;
 pub mod score;
 pub mod spec_to_start;
 pub mod train_step;
@@ -51,6 +52,9 @@ pub enum Command {
     /// An ensemble submission of K trained sessions through a real daemon, submit -> board (goal <= 60 s for
     /// 138,343 test stickers and 5 ResNet-50 members on an H200).
     Score(score::Args),
+    /// The built-in trainer against its PyTorch twin (bench/torch_recipe.py) on the emoji dataset, same recipe and
+    /// seeds: validation accuracy per epoch and test accuracy, per seed and the mean (an accuracy table, not a row).
+    Recipe(recipe::Args),
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
@@ -62,6 +66,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         Command::Ingest(a) => dashboard::ingest(&a)?,
         Command::Dashboard(a) => dashboard::dashboard(&a)?,
         Command::Score(a) => vec![score::run(global, &a)?],
+        Command::Recipe(a) => {
+            recipe::run(&a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)
