@@ -168,11 +168,26 @@ pub struct Augment {
     pub hflip: bool,
     /// Strength of brightness/contrast/saturation jitter, 0 = off.
     pub color_jitter: f64,
+    /// Rotation by an angle drawn uniformly in `[-rotate, rotate]` degrees, about the crop's centre (borders
+    /// repeat the edge pixels); 0 = off.
+    pub rotate: f64,
+    /// Probability of turning an image to grey (luma, in all three channels); 0 = off.
+    pub grayscale: f64,
+    /// Probability of painting one random box (2% to 33% of the image, aspect 0.3 to 3.3) a random solid colour;
+    /// 0 = off.
+    pub random_erasing: f64,
 }
 
 impl Default for Augment {
     fn default() -> Self {
-        Self { random_resized_crop: Some([0.6, 1.0]), hflip: true, color_jitter: 0.0 }
+        Self {
+            random_resized_crop: Some([0.6, 1.0]),
+            hflip: true,
+            color_jitter: 0.0,
+            rotate: 0.0,
+            grayscale: 0.0,
+            random_erasing: 0.0,
+        }
     }
 }
 

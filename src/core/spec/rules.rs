@@ -104,6 +104,24 @@ pub(crate) const RULES: &[Rule<Spec>] = &[
         message: "{value} must be {range}",
     },
     Rule {
+        path: "augment.rotate",
+        check: Check::Number {
+            get: |s| s.augment.rotate,
+            range: Interval { low: Bound::Closed(0.0), high: Bound::Closed(180.0) },
+        },
+        message: "{value} must be {range} (degrees each way)",
+    },
+    Rule {
+        path: "augment.grayscale",
+        check: Check::Number { get: |s| s.augment.grayscale, range: UNIT },
+        message: "{value} must be {range} (a probability)",
+    },
+    Rule {
+        path: "augment.random_erasing",
+        check: Check::Number { get: |s| s.augment.random_erasing, range: UNIT },
+        message: "{value} must be {range} (a probability)",
+    },
+    Rule {
         path: "resources.gpus",
         check: Check::Count {
             get: |s| match s.resources.gpus {

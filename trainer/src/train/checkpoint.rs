@@ -62,6 +62,10 @@ pub struct CheckpointMeta {
     /// What `<epoch>.valid.npy` holds (absent in checkpoints saved before it was written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid: Option<ValidRecord>,
+    /// The input statistics the model was trained with (absent in checkpoints written before the trainer measured
+    /// them: those used ImageNet's, [`crate::train::recipe::InputNorm::IMAGENET`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_norm: Option<crate::train::recipe::InputNorm>,
 }
 
 /// Writes through a temp file beside `path` (`disk::write_atomic_with`: `write` fills the temp path, which is
@@ -273,6 +277,7 @@ mod tests {
             bytes: 10,
             state_bytes: 20,
             valid: Some(ValidRecord { rows: 3, classes: 350, order: "abc".into() }),
+            input_norm: Some(crate::train::recipe::InputNorm::IMAGENET),
         };
         assert_eq!(complete_epochs(&session).unwrap(), Vec::<u32>::new());
         save_meta(&session.checkpoint_meta(2), &meta).unwrap();
@@ -281,7 +286,7 @@ mod tests {
         assert_eq!(complete_epochs(&session).unwrap(), vec![2]);
         assert_eq!(load_meta(&session.checkpoint_meta(2)).unwrap(), meta);
         // a checkpoint saved before the validation predictions reads without their record
-        let old = CheckpointMeta { valid: None, ..meta.clone() };
+        let old = CheckpointMeta { valid: None, input_norm: None, ..meta.clone() };
         save_meta(&session.checkpoint_meta(2), &old).unwrap();
         let text = std::fs::read_to_string(session.checkpoint_meta(2)).unwrap();
         assert!(!text.contains("valid\""), "{text}");

@@ -32,6 +32,7 @@ use tch::{Kind, Tensor};
 use crate::train::checkpoint::{self, CheckpointIoError};
 use crate::train::device::{self, DeviceError, Execution};
 use crate::train::models;
+use crate::train::recipe::InputNorm;
 use crate::train::run::Normalizer;
 use rush::core::progress::DecodeTicker;
 use rush::core::score::{BoardSplit, dry_run_indices};
@@ -104,6 +105,9 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let vs = VarStore::new(device);
     let model = models::build(spec.model, &vs);
     checkpoint::load_weights(&vs, &session.checkpoint_weights(opts.epoch))?;
+    // Normalised as the model was trained: the statistics its checkpoint records (ImageNet's for older ones).
+    let input_norm =
+        checkpoint::load_meta(&session.checkpoint_meta(opts.epoch))?.input_norm.unwrap_or(InputNorm::IMAGENET);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -113,7 +117,7 @@ pub fn run(opts: &InferOptions) -> Result<InferReport, InferError> {
     let predictor = Predictor {
         model,
         ex,
-        norm: Normalizer::new(device),
+        norm: Normalizer::new(&input_norm, device),
         tta: opts.tta,
         feeder: Feeder { size: spec.image_size, pool },
     };

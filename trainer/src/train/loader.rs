@@ -1,8 +1,8 @@
 //! Batches for the training loop: a producer thread takes each batch's images from the decoded-image cache
 //! (`data::cache`; without one it decodes them with `data::image::load_rgb`), augments them in parallel (a rayon
-//! pool), packs uint8 tensors and sends them through a bounded channel, so the next few batches are ready while the
-//! model trains. The loop measures how long it waits. (`train::resident` is the other source: the whole dataset on
-//! the device, augmented there.)
+//! pool), packs tensors (floats when augmented, else the bytes) and sends them through a bounded channel, so the next
+//! few batches are ready while the model trains. The loop measures how long it waits. (`train::resident` is the other
+//! source: the whole dataset on the device, augmented there.)
 //!
 //! Everything random is drawn from seeds derived from (run seed, epoch, position), so an epoch's batches do not depend
 //! on thread timing or on whether the run was resumed. An image that fails to decode is skipped and counted, reported
@@ -19,7 +19,6 @@ use rayon::prelude::*;
 use tch::{Device, Tensor};
 
 use crate::train::augment;
-use rush::core::spec::Augment;
 use rush::data::cache::ImageCache;
 use rush::data::layout::{NUM_TAGS, Sample};
 
@@ -98,7 +97,7 @@ impl BadImages {
 pub struct LoaderSpec {
     pub image_size: u32,
     /// `None` for validation (no augmentation).
-    pub augment: Option<Augment>,
+    pub augment: Option<augment::Plan>,
     /// Also build multi-hot targets of every tag (for BCE).
     pub multi_hot: bool,
     /// Pin the batch's host memory for a fast copy to this CUDA device.
@@ -111,7 +110,7 @@ pub struct LoaderSpec {
     pub cache: Option<Arc<ImageCache>>,
 }
 
-/// One batch on the host: uint8 images `[n, S, S, 3]` (HWC), labels `[n]` (the first tag), and for BCE targets
+/// One batch on the host: images `[n, S, S, 3]` (HWC; uint8 for validation, float in 0..255 when augmented), labels `[n]` (the first tag), and for BCE targets
 /// `[n, 350]`.
 #[derive(Debug)]
 pub struct Batch {
@@ -205,14 +204,14 @@ fn produce(
     for indices in batches {
         let first = position;
         position += indices.len() as u64;
-        let images: Vec<Option<Vec<u8>>> = pool.install(|| {
+        let images: Vec<Option<Pixels>> = pool.install(|| {
             indices
                 .par_iter()
                 .enumerate()
                 .map(|(i, &index)| decode(samples, index, side, spec, first + i as u64, bad))
                 .collect()
         });
-        let kept: Vec<(usize, Vec<u8>)> =
+        let kept: Vec<(usize, Pixels)> =
             indices.iter().zip(images).filter_map(|(&index, img)| img.map(|img| (index, img))).collect();
         if kept.is_empty() {
             continue;
@@ -231,7 +230,7 @@ fn decode(
     spec: &LoaderSpec,
     position: u64,
     bad: &BadImages,
-) -> Option<Vec<u8>> {
+) -> Option<Pixels> {
     if bad.is_bad(index) {
         return None;
     }
@@ -248,8 +247,13 @@ fn decode(
     };
     match loaded {
         Ok(img) => Some(match &spec.augment {
-            Some(aug) => augment::apply(img, side, aug, &mut augment::rng(augment::mix_seed(&[spec.seed, position]))),
-            None => img,
+            Some(plan) => Pixels::Floats(augment::apply(
+                img,
+                side,
+                plan,
+                &mut augment::rng(augment::mix_seed(&[spec.seed, position])),
+            )),
+            None => Pixels::Bytes(img),
         }),
         Err(message) => {
             bad.record(index, message);
@@ -258,13 +262,26 @@ fn decode(
     }
 }
 
-fn pack(samples: &[Sample], kept: &[(usize, Vec<u8>)], side: usize, spec: &LoaderSpec) -> Batch {
+/// One decoded image: the cached bytes (validation), or augmented floats in 0..255 (training).
+enum Pixels {
+    Bytes(Vec<u8>),
+    Floats(Vec<f32>),
+}
+
+fn pack(samples: &[Sample], kept: &[(usize, Pixels)], side: usize, spec: &LoaderSpec) -> Batch {
     let n = kept.len();
-    let mut pixels = Vec::with_capacity(n * side * side * 3);
+    let per = side * side * 3;
+    let floats = kept.iter().any(|(_, p)| matches!(p, Pixels::Floats(_)));
+    let (mut bytes, mut values) =
+        if floats { (Vec::new(), Vec::with_capacity(n * per)) } else { (Vec::with_capacity(n * per), Vec::new()) };
     let mut labels = Vec::with_capacity(n);
     let mut targets = spec.multi_hot.then(|| vec![0f32; n * NUM_TAGS]);
     for (row, (index, img)) in kept.iter().enumerate() {
-        pixels.extend_from_slice(img);
+        match img {
+            Pixels::Bytes(b) if floats => values.extend(b.iter().map(|&x| f32::from(x))),
+            Pixels::Bytes(b) => bytes.extend_from_slice(b),
+            Pixels::Floats(f) => values.extend_from_slice(f),
+        }
         let tags = &samples[*index].tags;
         labels.push(tags.first().map(|&t| i64::from(t)).unwrap_or(0));
         if let Some(targets) = targets.as_mut() {
@@ -280,7 +297,8 @@ fn pack(samples: &[Sample], kept: &[(usize, Vec<u8>)], side: usize, spec: &Loade
         None => t,
     };
     Batch {
-        images: pin(Tensor::from_slice(&pixels).view([n as i64, side, side, 3])),
+        images: pin(if floats { Tensor::from_slice(&values) } else { Tensor::from_slice(&bytes) }
+            .view([n as i64, side, side, 3])),
         labels: pin(Tensor::from_slice(&labels)),
         targets: targets.map(|t| pin(Tensor::from_slice(&t).view([n as i64, NUM_TAGS as i64]))),
         len: n,

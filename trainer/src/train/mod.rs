@@ -11,6 +11,7 @@
 //! - [`models`]: the baseline CNN, ResNet-18/34/50, EfficientNet-B0, all with 350 outputs;
 //! - [`loader`] and [`augment`]: batches from the decoded-image cache (`data::cache`), augmented in parallel and
 //!   prefetched; [`resident`]: the whole uint8 dataset on the device, augmented there with tensor ops;
+//! - [`recipe`]: the input statistics, and the switch that restores earlier recipe choices for the ablation;
 //! - [`optim`]: SGD / AdamW over parameters held in one flat buffer, with state we can save exactly;
 //! - [`checkpoint`]: the per-epoch files, written atomically;
 //! - [`device`]: CPU or GPU, bf16 autocast, channels-last; [`doctor`]: what libtorch and CUDA look like here.
@@ -27,6 +28,7 @@ pub mod loader;
 pub mod models;
 pub mod optim;
 mod progress;
+pub mod recipe;
 pub mod resident;
 pub mod run;
 pub mod timing;

@@ -2,10 +2,11 @@
 //! `data::cache`) as one `[N, S, S, 3]` tensor on the training device, and each batch is gathered and augmented there
 //! with tensor ops, so an epoch needs no CPU decoding or per-image work at all.
 //!
-//! The random choices (crop window, flip, jitter factors) are drawn on the host exactly as the streaming loader draws
-//! them (`augment::draw`, seeded per (seed, epoch, position)); only their application moves to the device: the crop
-//! and flip as one batched affine grid sample (bilinear, borders clamped: the same sampling points as the CPU's
-//! resample), the jitter as per-sample broadcasts. So both paths train on the same images up to float rounding.
+//! The random choices (crop window, flip, rotation, jitter factors, grayscale, erased box) are drawn on the host
+//! exactly as the streaming loader draws them (`augment::draw`, seeded per (seed, epoch, position)); only their
+//! application moves to the device: crop, flip and rotation as one batched affine grid sample (bilinear, borders
+//! clamped: the same sampling points as the host's resample), the rest as per-sample broadcasts and masks. So both
+//! paths train on the same images up to float rounding.
 //!
 //! "Device memory" is the GPU's free memory on CUDA and the host's available memory on the CPU, where the tensor
 //! simply lives in RAM. `RUSH_DEVICE_DATA` = `auto` (default: resident on CUDA when the images take at most half of
@@ -16,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::train::augment::{self, Draw};
+use crate::train::augment::{self, Draw, Plan};
 use crate::train::loader::{Batch, BatchSource};
-use rush::core::spec::Augment;
 use rush::data::cache::{ImageCache, image_bytes};
 use rush::data::layout::{NUM_TAGS, Sample};
 
@@ -173,7 +173,7 @@ impl ResidentImages {
         &self,
         samples: &[Sample],
         indices: &[usize],
-        augment: Option<(&Augment, u64)>,
+        augment: Option<(&Plan, u64)>,
         first_position: u64,
         multi_hot: bool,
         nhwc: bool,
@@ -192,15 +192,15 @@ impl ResidentImages {
         let raw = self.images.index_select(0, &idx);
         let images = match augment {
             None => raw,
-            Some((spec, seed)) => {
+            Some((plan, seed)) => {
                 let side = self.side as usize;
                 let draws: Vec<Draw> = kept
                     .iter()
                     .map(|&(_, position)| {
-                        augment::draw(side, spec, &mut augment::rng(augment::mix_seed(&[seed, position])))
+                        augment::draw(side, &plan.spec, &mut augment::rng(augment::mix_seed(&[seed, position])))
                     })
                     .collect();
-                let x = apply_on_device(&raw, &draws);
+                let x = apply_on_device(&raw, &draws, plan.bytes);
                 if nhwc { x.contiguous() } else { x }
             }
         };
@@ -218,43 +218,65 @@ impl ResidentImages {
     }
 }
 
-/// Applies `draws` (one per image) to uint8 `[n, S, S, 3]` images on their device; returns float `[n, S, S, 3]` (a
-/// permuted view of an NCHW result) with values rounded to 0..255 after each stage, as the CPU path's bytes are.
-pub fn apply_on_device(raw: &Tensor, draws: &[Draw]) -> Tensor {
+/// Applies `draws` (one per image) to uint8 `[n, S, S, 3]` images on their device; returns float `[n, S, S, 3]` in
+/// 0..255 (a permuted view of an NCHW result): the same stages as `augment::apply_draw`, with tensor ops over the
+/// batch. With `bytes`, values are rounded after each stage, as the host's bytes are.
+pub fn apply_on_device(raw: &Tensor, draws: &[Draw], bytes: bool) -> Tensor {
     let device = raw.device();
     let n = draws.len() as i64;
     let side = raw.size().get(1).copied().unwrap_or(1);
-    let s = side as f64;
+    let round = |t: Tensor| if bytes { t.round().clamp(0.0, 255.0) } else { t };
     let mut x = raw.to_kind(Kind::Float).permute([0, 3, 1, 2]);
-    if draws.iter().any(|d| d.window.is_some()) {
-        // Output pixel centre u in [-1, 1] (align_corners = false) samples the source at cx + (w / S) * u, mirrored
-        // when flipped: the CPU's `x + (col + 0.5) * w / S - 0.5` in pixels, with the same border clamp.
-        let mut theta = Vec::with_capacity(draws.len() * 6);
-        for d in draws {
-            let [x0, y0, w, h] = d.window.unwrap_or([0.0, 0.0, s, s]);
-            let mirror = if d.flip { -1.0 } else { 1.0 };
-            let (cx, cy) = ((x0 + w / 2.0) / s * 2.0 - 1.0, (y0 + h / 2.0) / s * 2.0 - 1.0);
-            theta.extend([(w / s * mirror) as f32, 0.0, cx as f32, 0.0, (h / s) as f32, cy as f32]);
-        }
-        let theta = upload(Tensor::from_slice(&theta).view([n, 2, 3]), device);
-        let grid = Tensor::affine_grid_generator(&theta, [n, 3, side, side], false);
-        // interpolation 0 = bilinear, padding 1 = border.
-        x = x.contiguous().grid_sampler(&grid, 0, 1, false).round().clamp(0.0, 255.0);
-    } else if draws.iter().any(|d| d.flip) {
+    let only_flips = draws.iter().all(|d| d.window.is_none() && d.rotate.is_none_or(|r| r == 0.0));
+    if only_flips && draws.iter().any(|d| d.flip) {
         let mask: Vec<bool> = draws.iter().map(|d| d.flip).collect();
         let mask = upload(Tensor::from_slice(&mask).view([n, 1, 1, 1]), device);
         x = x.flip([3]).where_self(&mask, &x);
+    } else if draws.iter().any(|d| d.moves()) {
+        // Output pixel centre u in [-1, 1] (align_corners = false) samples the source at A u + b: the host's map
+        // (`augment::affine`), with the same border clamp.
+        let theta: Vec<f32> = draws.iter().flat_map(|d| augment::affine(side as usize, d)).map(|v| v as f32).collect();
+        let theta = upload(Tensor::from_slice(&theta).view([n, 2, 3]), device);
+        let grid = Tensor::affine_grid_generator(&theta, [n, 3, side, side], false);
+        // interpolation 0 = bilinear, padding 1 = border.
+        x = round(x.contiguous().grid_sampler(&grid, 0, 1, false));
     }
+    let gray = |v: &Tensor| (v.select(1, 0) * 0.299 + v.select(1, 1) * 0.587 + v.select(1, 2) * 0.114).unsqueeze(1);
+    let per_image = |values: Vec<f32>| upload(Tensor::from_slice(&values).view([n, 1, 1, 1]), device);
     if draws.iter().any(|d| d.jitter.is_some()) {
         let factors: Vec<f32> = draws.iter().flat_map(|d| d.jitter.unwrap_or([1.0; 3])).collect();
         let f = upload(Tensor::from_slice(&factors).view([n, 3]), device);
         let factor = |i: i64| f.select(1, i).view([n, 1, 1, 1]);
-        let gray = |v: &Tensor| (v.select(1, 0) * 0.299 + v.select(1, 1) * 0.587 + v.select(1, 2) * 0.114).unsqueeze(1);
-        let v = &x * factor(0);
+        // In floats each step clamps to 0..255 (torchvision's adjust_*); in bytes only the end does.
+        let clamp = |t: Tensor| if bytes { t } else { t.clamp(0.0, 255.0) };
+        let v = clamp(&x * factor(0));
         let mean = gray(&v).mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
-        let v = (&v - &mean) * factor(1) + &mean;
+        let v = clamp((&v - &mean) * factor(1) + &mean);
         let g = gray(&v);
-        x = (&g + (&v - &g) * factor(2)).round().clamp(0.0, 255.0);
+        x = round((&g + (&v - &g) * factor(2)).clamp(0.0, 255.0));
+    }
+    if draws.iter().any(|d| d.grayscale) {
+        let mask = per_image(draws.iter().map(|d| if d.grayscale { 1.0 } else { 0.0 }).collect());
+        let g = gray(&x).expand_as(&x);
+        x = round(&x + (g - &x) * mask);
+    }
+    if draws.iter().any(|d| d.erase.is_some()) {
+        // Per image: a box mask from its bounds (an empty box for images without one) and its colour.
+        let bound = |f: fn(&augment::Erase) -> f32| -> Tensor {
+            per_image(draws.iter().map(|d| d.erase.as_ref().map_or(0.0, f)).collect())
+        };
+        let (x0, y0) = (bound(|e| e.x as f32), bound(|e| e.y as f32));
+        let (x1, y1) = (bound(|e| (e.x + e.w) as f32), bound(|e| (e.y + e.h) as f32));
+        let at = Tensor::arange(side, (Kind::Float, device));
+        let cols = at.view([1, 1, 1, side]);
+        let rows = at.view([1, 1, side, 1]);
+        let inside = cols
+            .ge_tensor(&x0)
+            .logical_and(&cols.lt_tensor(&x1))
+            .logical_and(&rows.ge_tensor(&y0).logical_and(&rows.lt_tensor(&y1)));
+        let colors: Vec<f32> = draws.iter().flat_map(|d| d.erase.map_or([0.0; 3], |e| e.color)).collect();
+        let colors = upload(Tensor::from_slice(&colors).view([n, 3, 1, 1]), device);
+        x = round(colors.expand_as(&x).where_self(&inside.expand_as(&x), &x));
     }
     x.permute([0, 2, 3, 1])
 }
@@ -265,7 +287,7 @@ pub struct ResidentEpoch {
     resident: Rc<ResidentImages>,
     samples: std::sync::Arc<[Sample]>,
     batches: std::vec::IntoIter<Vec<usize>>,
-    augment: Option<Augment>,
+    augment: Option<Plan>,
     seed: u64,
     multi_hot: bool,
     nhwc: bool,
@@ -279,7 +301,7 @@ impl ResidentEpoch {
         resident: Rc<ResidentImages>,
         samples: std::sync::Arc<[Sample]>,
         batches: Vec<Vec<usize>>,
-        augment: Option<Augment>,
+        augment: Option<Plan>,
         seed: u64,
         multi_hot: bool,
         nhwc: bool,
@@ -324,6 +346,7 @@ impl BatchSource for ResidentEpoch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rush::core::spec::Augment;
 
     #[test]
     fn modes_and_the_fit_decision() {
@@ -346,29 +369,46 @@ mod tests {
             .view([n, side, side, 3])
     }
 
+    fn every_option() -> Augment {
+        Augment {
+            random_resized_crop: Some([0.4, 1.0]),
+            hflip: true,
+            color_jitter: 0.3,
+            rotate: 30.0,
+            grayscale: 0.5,
+            random_erasing: 0.5,
+        }
+    }
+
     #[test]
-    fn the_device_path_matches_the_cpu_path_up_to_rounding() {
+    fn the_device_path_matches_the_host_path() {
         let side = 16usize;
-        let raw = gradient(6, side as i64);
-        let spec = Augment { random_resized_crop: Some([0.4, 1.0]), hflip: true, color_jitter: 0.3 };
-        let draws: Vec<Draw> = (0..6).map(|i| augment::draw(side, &spec, &mut augment::rng(100 + i))).collect();
-        let out = apply_on_device(&raw, &draws);
-        assert_eq!(out.size(), vec![6, 16, 16, 3]);
-        assert_eq!(out.kind(), Kind::Float);
-        for (i, d) in draws.iter().enumerate() {
-            let img = Vec::<u8>::try_from(raw.get(i as i64).flatten(0, -1)).unwrap();
-            let cpu = augment::apply_draw(img, side, d);
-            let dev = Vec::<f32>::try_from(out.get(i as i64).contiguous().flatten(0, -1)).unwrap();
-            let worst = cpu.iter().zip(&dev).map(|(&a, &b)| (f32::from(a) - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 2.0, "image {i}: differs by {worst} ({d:?})");
+        let raw = gradient(8, side as i64);
+        let draws: Vec<Draw> =
+            (0..8).map(|i| augment::draw(side, &every_option(), &mut augment::rng(100 + i))).collect();
+        assert!(draws.iter().any(|d| d.grayscale) && draws.iter().any(|d| d.erase.is_some()));
+        for bytes in [false, true] {
+            let out = apply_on_device(&raw, &draws, bytes);
+            assert_eq!(out.size(), vec![8, 16, 16, 3]);
+            assert_eq!(out.kind(), Kind::Float);
+            for (i, d) in draws.iter().enumerate() {
+                let img = Vec::<u8>::try_from(raw.get(i as i64).flatten(0, -1)).unwrap();
+                let host = augment::apply_draw(&img, side, d, bytes);
+                let dev = Vec::<f32>::try_from(out.get(i as i64).contiguous().flatten(0, -1)).unwrap();
+                let worst = host.iter().zip(&dev).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                // Floats agree to float rounding; bytes may round a value the other way.
+                let limit = if bytes { 2.0 } else { 0.05 };
+                assert!(worst <= limit, "image {i} (bytes: {bytes}): differs by {worst} ({d:?})");
+            }
         }
     }
 
     #[test]
     fn flips_mirror_exactly_without_a_crop() {
         let raw = gradient(2, 5);
-        let draws = [Draw { window: None, flip: true, jitter: None }, Draw { window: None, flip: false, jitter: None }];
-        let out = apply_on_device(&raw, &draws);
+        let none = Draw { window: None, flip: false, rotate: None, jitter: None, grayscale: false, erase: None };
+        let draws = [Draw { flip: true, ..none }, none];
+        let out = apply_on_device(&raw, &draws, false);
         assert!(out.get(0).equal(&raw.get(0).flip([1]).to_kind(Kind::Float)));
         assert!(out.get(1).equal(&raw.get(1).to_kind(Kind::Float)));
     }

@@ -34,6 +34,7 @@ use crate::train::events::{EventSink, finite};
 use crate::train::loader::{self, BadImages, Batch, BatchSource, Loader, LoaderSpec};
 use crate::train::models;
 use crate::train::optim::{FlatParams, OptimError, Optimizer};
+use crate::train::recipe::{self, Ablate, InputNorm};
 use crate::train::resident::{self, ResidentEpoch, ResidentImages, ResidentMode};
 use rush::core::event::{Event, PROGRESS_EVENTS_ENV};
 use rush::core::progress::DecodeTicker;
@@ -97,16 +98,16 @@ pub fn run(opts: &TrainOptions) -> Result<(), TrainError> {
     result
 }
 
-/// Inputs in [0, 255] become `(x / 255 - mean) / std` per channel (ImageNet statistics), as `x * scale + shift`.
+/// Inputs in [0, 255] become `(x / 255 - mean) / std` per channel, as `x * scale + shift`: with the training split's
+/// statistics (measured at the start of a run, recorded in every checkpoint's JSON), or ImageNet's.
 pub(crate) struct Normalizer {
     scale: Tensor,
     shift: Tensor,
 }
 
 impl Normalizer {
-    pub(crate) fn new(device: Device) -> Self {
-        let mean = [0.485f32, 0.456, 0.406];
-        let std = [0.229f32, 0.224, 0.225];
+    pub(crate) fn new(norm: &InputNorm, device: Device) -> Self {
+        let InputNorm { mean, std } = *norm;
         let scale: Vec<f32> = std.iter().map(|s| 1.0 / (255.0 * s)).collect();
         let shift: Vec<f32> = mean.iter().zip(&std).map(|(m, s)| -m / s).collect();
         let shape = [1i64, 3, 1, 1];
@@ -254,7 +255,11 @@ struct Trainer<'a> {
     model: Box<dyn ModuleT>,
     flat: FlatParams,
     optimizer: Optimizer,
+    /// The input statistics (recorded in each checkpoint) and their normaliser.
+    input_norm: InputNorm,
     norm: Normalizer,
+    /// Earlier recipe choices restored for `rush bench recipe --ablate`.
+    ablate: Ablate,
     pool: Arc<rayon::ThreadPool>,
     bad: Arc<BadImages>,
     /// The decoded images of `samples` at the spec's size (`None` when the cache cannot be used: decode per epoch).
@@ -305,9 +310,14 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
     let valid_order = order_digest(valid_keys.iter().map(String::as_str));
     let samples: Arc<[Sample]> = set.samples.into();
 
+    let ablate = Ablate::from_env();
+    if let Some(line) = ablate.describe() {
+        eprintln!("rush train: {line}");
+    }
     tch::manual_seed(spec.seed as i64);
     let vs = VarStore::new(device);
-    let model = models::build(spec.model, &vs);
+    let init = if ablate.tch_init { models::Init::Tch } else { models::Init::Pytorch };
+    let model = models::build_with(spec.model, &vs, init);
     if let Some(init) = &resolved.init_from {
         checkpoint::load_weights(&vs, init)?;
         eprintln!("rush train: initial weights from {}", init.display());
@@ -332,6 +342,17 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
     let bad = Arc::new(BadImages::default());
     let cache = open_cache(&resolved.dataset_path, &samples, spec.image_size, &pool, &bad, sink);
     let resident = cache.as_ref().and_then(|cache| place_on_device(cache, &samples, &spec, device));
+    let input_norm = if ablate.imagenet_norm {
+        InputNorm::IMAGENET
+    } else {
+        input_statistics(cache.as_deref(), &samples, &split.train, spec.image_size, &pool)
+    };
+    eprintln!(
+        "rush train: inputs normalised by mean {:.3?} std {:.3?} ({})",
+        input_norm.mean,
+        input_norm.std,
+        if ablate.imagenet_norm { "ImageNet's" } else { "the training split's" }
+    );
 
     let mut trainer = Trainer {
         session,
@@ -345,7 +366,9 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
         model,
         flat,
         optimizer,
-        norm: Normalizer::new(device),
+        input_norm,
+        norm: Normalizer::new(&input_norm, device),
+        ablate,
         pool,
         bad,
         cache,
@@ -421,6 +444,33 @@ fn open_cache(
     }
 }
 
+/// The per-channel statistics of the training split's images ([`recipe::norm_sample`] of them): read from the image
+/// cache, or decoded when there is none. ImageNet's when none can be read.
+fn input_statistics(
+    cache: Option<&ImageCache>,
+    samples: &[Sample],
+    train: &[usize],
+    side: u32,
+    pool: &rayon::ThreadPool,
+) -> InputNorm {
+    let chosen = recipe::norm_sample(train);
+    let measured = match cache {
+        Some(cache) => InputNorm::of_images(chosen.iter().filter_map(|&i| cache.image(i))),
+        None => {
+            use rayon::prelude::*;
+            let images: Vec<Vec<u8>> = pool.install(|| {
+                chosen
+                    .par_iter()
+                    .take(2_000)
+                    .filter_map(|&i| rush::data::image::load_rgb(&samples[i].path, side).ok())
+                    .collect()
+            });
+            InputNorm::of_images(images.iter().map(Vec::as_slice))
+        }
+    };
+    measured.unwrap_or(InputNorm::IMAGENET)
+}
+
 /// Uploads the cached images to the device when they fit there (`train::resident`); logs the choice.
 fn place_on_device(cache: &ImageCache, samples: &[Sample], spec: &Spec, device: Device) -> Option<Rc<ResidentImages>> {
     let mode = match ResidentMode::parse(std::env::var("RUSH_DEVICE_DATA").ok().as_deref()) {
@@ -463,6 +513,11 @@ impl Trainer<'_> {
         &self.resolved.spec
     }
 
+    /// The training augmentation: the spec's, in floats (bytes under `RUSH_RECIPE_ABLATE=byte-augment`).
+    fn plan(&self) -> crate::train::augment::Plan {
+        crate::train::augment::Plan { spec: self.spec().augment.clone(), bytes: self.ablate.byte_augment }
+    }
+
     /// Loads the newest complete checkpoint when resuming; returns (first epoch to train, best val_acc so far).
     fn resume(&mut self) -> Result<(u32, f64), TrainError> {
         let epochs = checkpoint::complete_epochs(self.session)?;
@@ -472,6 +527,11 @@ impl Trainer<'_> {
             return Ok((1, 0.0));
         }
         let meta = checkpoint::load_meta(&self.session.checkpoint_meta(last))?;
+        // The run goes on with the statistics it started with.
+        if let Some(norm) = meta.input_norm.filter(|_| !self.ablate.imagenet_norm) {
+            self.input_norm = norm;
+            self.norm = Normalizer::new(&norm, self.ex.device);
+        }
         if meta.spec_hash != self.spec().hash() {
             eprintln!("rush train: warning: checkpoint {last} was written under a different spec (hash differs)");
         }
@@ -606,7 +666,7 @@ impl Trainer<'_> {
                 resident.clone(),
                 self.samples.clone(),
                 batches,
-                augment.then(|| spec.augment.clone()),
+                augment.then(|| self.plan()),
                 seed,
                 spec.loss.name == LossName::Bce,
                 self.ex.channels_last,
@@ -617,7 +677,7 @@ impl Trainer<'_> {
             batches,
             LoaderSpec {
                 image_size: spec.image_size,
-                augment: augment.then(|| spec.augment.clone()),
+                augment: augment.then(|| self.plan()),
                 multi_hot: spec.loss.name == LossName::Bce,
                 pin_for: self.ex.device.is_cuda().then_some(self.ex.device),
                 prefetch: 4,
@@ -820,6 +880,7 @@ impl Trainer<'_> {
             bytes,
             state_bytes,
             valid: Some(valid_record),
+            input_norm: Some(self.input_norm),
         };
         checkpoint::save_meta(&self.session.checkpoint_meta(epoch), &meta)?;
         Ok(bytes)
