@@ -142,7 +142,8 @@ fn resident_batches_equal_streamed_batches_up_to_rounding() {
     let (samples, cache) = samples_and_cache(side);
     let train: Vec<usize> = (0..samples.len()).collect();
     let batches = loader::epoch_batches(&train, 40, 9, 2);
-    let augment = Augment { random_resized_crop: Some([0.5, 1.0]), hflip: true, color_jitter: 0.2 };
+    let augment =
+        Augment { random_resized_crop: Some([0.5, 1.0]), hflip: true, color_jitter: 0.2, ..Augment::default() };
     let seed = loader::augment_seed(9, 2);
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
     let mut streamed = Loader::spawn(
@@ -192,7 +193,7 @@ fn resident_batches_equal_streamed_batches_up_to_rounding() {
 }
 
 fn aug() -> Augment {
-    Augment { random_resized_crop: Some([0.6, 1.0]), hflip: true, color_jitter: 0.1 }
+    Augment { random_resized_crop: Some([0.6, 1.0]), hflip: true, color_jitter: 0.1, ..Augment::default() }
 }
 
 fn final_val_acc(out: &Output) -> f64 {

@@ -173,7 +173,7 @@ mod tests {
     fn flip_mirrors_columns() {
         let side = 6;
         let img = gradient(side);
-        let spec = Augment { random_resized_crop: None, hflip: true, color_jitter: 0.0 };
+        let spec = Augment { random_resized_crop: None, hflip: true, color_jitter: 0.0, ..Augment::default() };
         // Find a seed that flips, then check the mirror.
         let flipped = (0..20).map(|s| apply(img.clone(), side, &spec, &mut rng(s))).find(|o| *o != img).unwrap();
         for y in 0..side {
@@ -197,7 +197,8 @@ mod tests {
     #[test]
     fn augmentation_is_deterministic_from_the_seed() {
         let img = gradient(16);
-        let spec = Augment { random_resized_crop: Some([0.5, 1.0]), hflip: true, color_jitter: 0.3 };
+        let spec =
+            Augment { random_resized_crop: Some([0.5, 1.0]), hflip: true, color_jitter: 0.3, ..Augment::default() };
         let a = apply(img.clone(), 16, &spec, &mut rng(42));
         let b = apply(img.clone(), 16, &spec, &mut rng(42));
         let c = apply(img.clone(), 16, &spec, &mut rng(43));
@@ -209,7 +210,7 @@ mod tests {
     #[test]
     fn jitter_keeps_gray_gray_and_white_near_white_at_low_strength() {
         let mut img = vec![200u8; 4 * 4 * 3];
-        let spec = Augment { random_resized_crop: None, hflip: false, color_jitter: 0.1 };
+        let spec = Augment { random_resized_crop: None, hflip: false, color_jitter: 0.1, ..Augment::default() };
         let factors = draw(4, &spec, &mut rng(1)).jitter.unwrap();
         assert!(factors.iter().all(|f| (0.9..=1.1).contains(f)), "{factors:?}");
         jitter(&mut img, factors);

@@ -350,7 +350,8 @@ mod tests {
     fn the_device_path_matches_the_cpu_path_up_to_rounding() {
         let side = 16usize;
         let raw = gradient(6, side as i64);
-        let spec = Augment { random_resized_crop: Some([0.4, 1.0]), hflip: true, color_jitter: 0.3 };
+        let spec =
+            Augment { random_resized_crop: Some([0.4, 1.0]), hflip: true, color_jitter: 0.3, ..Augment::default() };
         let draws: Vec<Draw> = (0..6).map(|i| augment::draw(side, &spec, &mut augment::rng(100 + i))).collect();
         let out = apply_on_device(&raw, &draws);
         assert_eq!(out.size(), vec![6, 16, 16, 3]);
