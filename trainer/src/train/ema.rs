@@ -158,7 +158,7 @@ impl Ema {
                 let _ = region.shadow.lerp_(&region.live, weight);
             }
             for (_, live, shadow) in &mut self.others {
-                let _ = shadow.copy_(live);
+                shadow.copy_(live);
             }
         });
     }
@@ -169,8 +169,8 @@ impl Ema {
         let exchange = |live: &Tensor, shadow: &Tensor| {
             let held = live.copy();
             let (mut live, mut shadow) = (live.shallow_clone(), shadow.shallow_clone());
-            let _ = live.copy_(&shadow);
-            let _ = shadow.copy_(&held);
+            live.copy_(&shadow);
+            shadow.copy_(&held);
         };
         tch::no_grad(|| {
             for region in self.regions() {
@@ -228,10 +228,10 @@ impl Ema {
         }
         tch::no_grad(|| -> Result<(), EmaError> {
             for region in self.regions() {
-                let _ = region.shadow.f_copy_(&region.live)?;
+                region.shadow.f_copy_(&region.live)?;
             }
             for (_, live, shadow) in &mut self.others {
-                let _ = shadow.f_copy_(live)?;
+                shadow.f_copy_(live)?;
             }
             Ok(())
         })?;

@@ -114,7 +114,7 @@ pub fn apply(images: &Tensor, draw: &MixDraw) -> Tensor {
             let out = x.copy();
             if height > 0 && width > 0 {
                 let region = |t: &Tensor| t.narrow(1, top, height).narrow(2, left, width);
-                let _ = region(&out).copy_(&region(&partner(&x)));
+                region(&out).copy_(&region(&partner(&x)));
             }
             out
         }
