@@ -151,6 +151,7 @@ fn resident_batches_equal_streamed_batches() {
         rotate: 15.0,
         grayscale: 0.3,
         random_erasing: 0.5,
+        ..Augment::default()
     });
     let seed = loader::augment_seed(9, 2);
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());

@@ -148,11 +148,45 @@ fn baseline_cnn_learns_well_above_chance() {
     assert!(best >= 5.0 * chance, "best val_acc {best:.3} < 5 x chance {chance:.3} (run took {:.1} s)", run.seconds);
 }
 
+/// Weight averaging and batch mixing train as well as the plain run does: the baseline's spec with `ema:` and both
+/// mixes, validated (and saved) with the average, on the streaming path and on the device-resident one (the CPU's
+/// memory, `RUSH_DEVICE_DATA=on`), which mix the same draws. The log says both are on.
+#[test]
+fn ema_and_batch_mixing_learn_well_above_chance() {
+    let yaml = format!(
+        "model: baseline_cnn\nimage_size: 32\nbatch_size: 32\nepochs: {BASELINE_EPOCHS}\nseed: 5\n\
+         optimizer: {{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0005}}\n\
+         schedule: {{name: cosine, warmup_epochs: 0.5}}\nema: {{decay: 0.99}}\n\
+         augment: {{random_resized_crop: [0.7, 1.0], hflip: true, mixup: {{alpha: 0.4, prob: 0.5}}, \
+         cutmix: {{alpha: 1.0, prob: 0.5}}}}\n"
+    );
+    for resident in ["off", "on"] {
+        let started = std::time::Instant::now();
+        let env = [("RUSH_DEVICE_DATA", resident)];
+        let (last, log) = final_val_acc_with(&format!("ema-mix-resident-{resident}"), &yaml, &env);
+        eprintln!(
+            "ema + mixup/cutmix, resident {resident}: final val_acc {last:.3} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(log.contains("EMA of the weights on, decay 0.99"), "{log}");
+        let mixing = "batch mixing: cutmix (alpha 1, 50% of batches), else mixup (alpha 0.4, 50% of batches)";
+        assert!(log.contains(mixing), "{log}");
+        assert_eq!(log.contains("augmented there"), resident == "on", "{log}");
+        // 8 classes: chance is 0.125 (the plain baseline reaches 5 x chance).
+        assert!(last >= 0.5, "resident {resident}: final val_acc {last:.3}");
+    }
+}
+
 /// The final validation accuracy of a run of `yaml` on the small set with `RUSH_CPU_BF16` set to `cpu_bf16`, and the
 /// child's stderr.
 fn final_val_acc(name: &str, yaml: &str, cpu_bf16: &str) -> (f64, String) {
+    final_val_acc_with(name, yaml, &[("RUSH_CPU_BF16", cpu_bf16)])
+}
+
+/// [`final_val_acc`] with these environment variables set for the child.
+fn final_val_acc_with(name: &str, yaml: &str, env: &[(&str, &str)]) -> (f64, String) {
     let dir = session(name, small_set(), yaml);
-    let out = rush().arg("train").arg(&dir).env("RUSH_CPU_BF16", cpu_bf16).output().unwrap();
+    let out = rush().arg("train").arg(&dir).envs(env.iter().copied()).output().unwrap();
     assert!(out.status.success(), "rush train failed:\n{}", stderr(&out));
     let last = events(&out.stdout)
         .iter()
@@ -284,11 +318,37 @@ const MECHANICS: &str = "model: baseline_cnn\nimage_size: 24\nbatch_size: 16\nep
 
 #[test]
 fn a_run_killed_after_epoch_one_resumes_to_bitwise_identical_weights() {
-    let whole = session("resume-whole", tiny_set(), MECHANICS);
+    resumes_to_bitwise_identical_weights("resume", MECHANICS);
+}
+
+/// The same with the moving average of the weights and batch mixing on: the state file carries the raw weights and
+/// the average's count (the weights file is the average), and the mix draws are seeded per batch.
+#[test]
+fn a_run_with_ema_and_batch_mixing_killed_after_epoch_one_resumes_to_bitwise_identical_weights() {
+    let yaml = MECHANICS.replace(
+        "color_jitter: 0.2}",
+        "color_jitter: 0.2, mixup: {alpha: 0.4, prob: 0.5}, cutmix: {alpha: 1.0, prob: 0.5}}\nema: {decay: 0.9}",
+    );
+    assert!(yaml.contains("ema:") && yaml.contains("cutmix"), "{yaml}");
+    let (whole, _) = resumes_to_bitwise_identical_weights("resume-ema", &yaml);
+    // The average was saved: the weights file is not the raw weights the state file keeps.
+    let weights: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(whole.checkpoint_weights(3)).unwrap().into_iter().collect();
+    let state: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(whole.checkpoint_state(3)).unwrap().into_iter().collect();
+    assert!(state["ema.updates"].int64_value(&[0]) > 0);
+    let differing = weights.iter().filter(|(name, t)| !t.equal(&state[&format!("raw.{name}")])).count();
+    assert!(differing * 2 > weights.len(), "only {differing} of {} tensors differ from the raw weights", weights.len());
+}
+
+/// Trains `yaml` on the tiny set twice, once whole and once killed after epoch 1 and resumed; asserts the last
+/// checkpoint's weights and state files are identical byte for byte. Returns both session folders.
+fn resumes_to_bitwise_identical_weights(name: &str, yaml: &str) -> (SessionDir, SessionDir) {
+    let whole = session(&format!("{name}-whole"), tiny_set(), yaml);
     let out = train(&whole);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let broken = session("resume-broken", tiny_set(), MECHANICS);
+    let broken = session(&format!("{name}-broken"), tiny_set(), yaml);
     let mut child = rush().arg("train").arg(&broken).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     for line in BufReader::new(stdout).lines() {
@@ -323,6 +383,7 @@ fn a_run_killed_after_epoch_one_resumes_to_bitwise_identical_weights() {
     ] {
         assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(), "{} != {}", x.display(), y.display());
     }
+    (SessionDir::new(&whole), dir)
 }
 
 #[test]

@@ -47,6 +47,15 @@ impl Spec {
         let mut node = &mut json;
         let mut walked = String::new();
         let mut segments = path.split('.').peekable();
+        let section = || {
+            SpecError::invalid(
+                file,
+                label,
+                format!("`{path}` is a section: give a mapping, or set one of its fields (`{path}.<field>`)"),
+            )
+        };
+        // `null` for a section turns an optional one off (`ema=`); a section that must be there refuses it below.
+        let mut section_off = false;
         while let Some(key) = segments.next() {
             let Value::Object(map) = node else {
                 return Err(SpecError::invalid(file, label, format!("`{walked}` is a value, not a section")));
@@ -54,11 +63,10 @@ impl Spec {
             if segments.peek().is_none() {
                 // serde would read a list as a struct's fields in order; a section takes a mapping only.
                 if map.get(key).is_some_and(Value::is_object) && !value.is_object() {
-                    return Err(SpecError::invalid(
-                        file,
-                        label,
-                        format!("`{path}` is a section: give a mapping, or set one of its fields (`{path}.<field>`)"),
-                    ));
+                    if !value.is_null() {
+                        return Err(section());
+                    }
+                    section_off = true;
                 }
                 map.insert(key.to_string(), value);
                 break;
@@ -70,6 +78,9 @@ impl Spec {
             node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
         }
         serde_json::from_value(json).map_err(|e| {
+            if section_off {
+                return section();
+            }
             SpecError::invalid(file, label, super::words::did_you_mean(&super::words::plain_types(&e.to_string())))
         })
     }
@@ -116,6 +127,11 @@ mod tests {
         assert!(e.contains("field `k`") && e.contains("invalid type"), "{e}");
         let e = spec().with_field("a.yaml", "k", "optimizer", serde_json::json!(["sgd"])).unwrap_err().to_string();
         assert!(e.contains("is a section"), "{e}");
+        // `null` turns an optional section off, and is refused for one that must be there.
+        let e = spec().with_field("a.yaml", "k", "optimizer", Value::Null).unwrap_err().to_string();
+        assert!(e.contains("`optimizer` is a section"), "{e}");
+        let on = spec().with_field("a.yaml", "k", "ema.decay", Value::from(0.9)).unwrap();
+        assert_eq!(on.with_field("a.yaml", "k", "ema", Value::Null).unwrap().ema, None);
         let s = spec().with_field("a.yaml", "k", "optimizer", serde_json::json!({"name": "sgd"})).unwrap();
         assert_eq!((s.optimizer.name, s.optimizer.lr), (crate::core::spec::OptimizerName::Sgd, 0.002));
         let e = spec().with_field("a.yaml", "k", "model.depth", Value::from(3)).unwrap_err().to_string();

@@ -170,12 +170,29 @@ pub struct Augment {
     pub color_jitter: f64,
     /// Rotation by an angle drawn uniformly in `[-rotate, rotate]` degrees, about the crop's centre (borders
     /// repeat the edge pixels); 0 = off.
+    #[serde(skip_serializing_if = "is_zero")]
     pub rotate: f64,
     /// Probability of turning an image to grey (luma, in all three channels); 0 = off.
+    #[serde(skip_serializing_if = "is_zero")]
     pub grayscale: f64,
     /// Probability of painting one random box (2% to 33% of the image, aspect 0.3 to 3.3) a random solid colour;
     /// 0 = off.
+    #[serde(skip_serializing_if = "is_zero")]
     pub random_erasing: f64,
+    /// Mixup (per batch): images blended with the batch reversed, `λ x + (1 - λ) x_rev`, and the loss likewise;
+    /// absent = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<Mix>,
+    /// CutMix (per batch): a box of the reversed batch pasted into each image, the loss weighted by the areas; tried
+    /// before mixup. Absent = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cutmix: Option<Mix>,
+}
+
+/// Options that are off (0) are left out when a spec is written, so specs (and their hashes) from before the option
+/// existed read and hash as they did.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for Augment {
@@ -187,7 +204,40 @@ impl Default for Augment {
             rotate: 0.0,
             grayscale: 0.0,
             random_erasing: 0.0,
+            mixup: None,
+            cutmix: None,
         }
+    }
+}
+
+/// A batch-mixing augmentation (`augment.mixup`, `augment.cutmix`): how often and how strongly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mix {
+    /// λ ~ Beta(alpha, alpha), the share of each image (and of its label) kept; > 0.
+    pub alpha: f64,
+    /// Share of batches it applies to, [0, 1].
+    pub prob: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self { alpha: 1.0, prob: 1.0 }
+    }
+}
+
+/// An exponential moving average of the weights (`ema:`), which validation, checkpoints and so inference use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ema {
+    /// After each step `ema = d * ema + (1 - d) * weights`, `d = min(decay, (1 + n) / (10 + n))` after n updates;
+    /// in (0, 1).
+    pub decay: f64,
+}
+
+impl Default for Ema {
+    fn default() -> Self {
+        Self { decay: 0.999 }
     }
 }
 
@@ -302,6 +352,10 @@ pub struct Spec {
     pub schedule: Schedule,
     pub loss: Loss,
     pub augment: Augment,
+    /// An exponential moving average of the weights, used for validation and saved as the checkpoints' weights;
+    /// absent = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<Ema>,
     /// `bf16` runs bf16 autocast on CUDA; the CPU runs fp32.
     pub precision: Precision,
     pub resources: Resources,
@@ -397,6 +451,7 @@ impl Default for Spec {
             schedule: Schedule::default(),
             loss: Loss::default(),
             augment: Augment::default(),
+            ema: None,
             precision: Precision::Bf16,
             resources: Resources::default(),
             seed: 0,
@@ -628,6 +683,53 @@ mod tests {
         assert!(e.contains("optimizer.lr"), "{e}");
         let e = Spec::parse("a.yaml", "dataset: ../etc\n").unwrap_err().to_string();
         assert!(e.contains("`dataset`"), "{e}");
+    }
+
+    #[test]
+    fn ema_mixup_and_cutmix_parse_default_and_refuse_bad_values_naming_the_field() {
+        let s = Spec::parse(
+            "a.yaml",
+            "dataset: emoji\nema: {decay: 0.99}\naugment: {mixup: {alpha: 0.2, prob: 0.5}, cutmix: {alpha: 1.0}}\n",
+        )
+        .unwrap();
+        assert_eq!(s.ema, Some(Ema { decay: 0.99 }));
+        assert_eq!(s.augment.mixup, Some(Mix { alpha: 0.2, prob: 0.5 }));
+        assert_eq!(s.augment.cutmix, Some(Mix { alpha: 1.0, prob: 1.0 }), "prob defaults to every batch");
+        let s = Spec::parse("a.yaml", "dataset: emoji\nema: {}\naugment: {mixup: {}, cutmix: null}\n").unwrap();
+        assert_eq!((s.ema, s.augment.mixup, s.augment.cutmix), (Some(Ema::default()), Some(Mix::default()), None));
+        assert_eq!(Ema::default().decay, 0.999);
+        // Off by default, and absent from the canonical JSON (so the hash of a spec without them is unchanged).
+        let plain = Spec::parse("a.yaml", "dataset: emoji\n").unwrap();
+        assert_eq!(
+            (plain.ema.as_ref(), plain.augment.mixup.as_ref(), plain.augment.cutmix.as_ref()),
+            (None, None, None)
+        );
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("ema") && !json.contains("mixup") && !json.contains("cutmix"), "{json}");
+        // The edges: decay in (0, 1), alpha > 0, prob in [0, 1].
+        for ok in ["ema: {decay: 0.000001}", "ema: {decay: 0.999999}", "augment: {mixup: {alpha: 0.0001, prob: 0}}"] {
+            assert!(Spec::parse("a.yaml", &format!("dataset: emoji\n{ok}\n")).is_ok(), "{ok}");
+        }
+        let cases = [
+            ("ema: {decay: 1}", "a.yaml: field `ema.decay`: 1 must be in (0, 1)"),
+            ("ema: {decay: 0}", "a.yaml: field `ema.decay`: 0 must be in (0, 1)"),
+            ("ema: {decay: -0.5}", "a.yaml: field `ema.decay`: -0.5 must be in (0, 1)"),
+            ("augment: {mixup: {alpha: 0}}", "a.yaml: field `augment.mixup.alpha`: 0 must be > 0"),
+            ("augment: {mixup: {prob: 1.5}}", "a.yaml: field `augment.mixup.prob`: 1.5 must be in [0, 1]"),
+            ("augment: {cutmix: {alpha: -1}}", "a.yaml: field `augment.cutmix.alpha`: -1 must be > 0"),
+            ("augment: {cutmix: {prob: -0.1}}", "a.yaml: field `augment.cutmix.prob`: -0.1 must be in [0, 1]"),
+            ("ema: {decay: .nan}", "a.yaml: field `ema.decay`: NaN must be in (0, 1)"),
+            ("ema: {beta: 0.9}", "a.yaml:2:7: in `ema`: unknown field `beta`, expected one of decay"),
+            ("ema: 0.999", "a.yaml:2:6: field `ema`: is a section, expected a mapping of its fields"),
+            ("augment: {mixup: {alpha: 0.2, p: 1}}", "a.yaml:2:31: in `augment.mixup`: unknown field `p`"),
+        ];
+        for (text, want) in cases {
+            let e = Spec::parse("a.yaml", &format!("dataset: emoji\n{text}\n")).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+        // Built-in trainer fields: a code session refuses them.
+        let e = Spec::parse("c.yaml", "dataset: emoji\nentry: main.py\nema: {decay: 0.99}\n").unwrap_err();
+        assert!(e.to_string().contains("field `ema`: only the built-in trainer uses `ema`"), "{e}");
     }
 
     #[test]

@@ -131,6 +131,22 @@ mod tests {
     }
 
     #[test]
+    fn optional_sections_are_created_by_their_fields() {
+        use crate::core::spec::{Ema, Mix};
+        let s = apply_overrides(&spec(), "ema.decay=0.99 augment.mixup.alpha=0.2 augment.cutmix={alpha: 1, prob: 0.5}")
+            .unwrap();
+        assert_eq!(s.ema, Some(Ema { decay: 0.99 }));
+        assert_eq!(s.augment.mixup, Some(Mix { alpha: 0.2, prob: 1.0 }), "the rest of a new section: its defaults");
+        assert_eq!(s.augment.cutmix, Some(Mix { alpha: 1.0, prob: 0.5 }));
+        let s = apply_overrides(&s, "ema= augment.mixup.prob=0.25").unwrap();
+        assert_eq!((s.ema, s.augment.mixup), (None, Some(Mix { alpha: 0.2, prob: 0.25 })));
+        let e = apply_overrides(&spec(), "ema.decay=1").unwrap_err().to_string();
+        assert!(e.starts_with("-a: field `ema.decay`: 1 must be in (0, 1)"), "{e}");
+        let e = apply_overrides(&spec(), "augment.cutmix.alpha=0").unwrap_err().to_string();
+        assert!(e.starts_with("-a: field `augment.cutmix.alpha`: 0 must be > 0"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key_and_problem() {
         let cases = [
             ("optimizer.lrr=0.1", "-a: field `optimizer.lrr`: unknown field `lrr`"),

@@ -3,12 +3,27 @@
 
 use crate::core::rule::{Bound, Check, Interval, Rule};
 
-use super::{Gpus, MAX_MEMO_BYTES, Spec};
+use super::{Gpus, MAX_MEMO_BYTES, Mix, Spec};
 
 /// Closed `[0, 1]`.
 const UNIT: Interval = Interval { low: Bound::Closed(0.0), high: Bound::Closed(1.0) };
 /// Half-open `[0, 1)`.
 const UNIT_OPEN_TOP: Interval = Interval { low: Bound::Closed(0.0), high: Bound::Open(1.0) };
+
+/// Open `(0, 1)`.
+const OPEN_UNIT: Interval = Interval { low: Bound::Open(0.0), high: Bound::Open(1.0) };
+/// `> 0`.
+const POSITIVE: Interval = Interval { low: Bound::Open(0.0), high: Bound::Unbounded };
+
+/// What the rules of an absent optional section (`ema`, `augment.mixup`) read: values inside their ranges, so there
+/// is nothing to refuse.
+const ABSENT_DECAY: f64 = 0.5;
+fn mix_alpha(mix: Option<&Mix>) -> f64 {
+    mix.map_or(1.0, |m| m.alpha)
+}
+fn mix_prob(mix: Option<&Mix>) -> f64 {
+    mix.map_or(1.0, |m| m.prob)
+}
 
 /// A dataset name as [`crate::core::session::validate_name`] takes it: at most 64 ASCII characters (`maxLength`),
 /// a letter or digit first, then letters, digits, `-`, `_`, `.`, never two dots in a row.
@@ -155,6 +170,31 @@ pub(crate) const RULES: &[Rule<Spec>] = &[
         path: "schedule.milestones",
         check: Check::Increasing { get: |s| s.schedule.milestones.as_slice(), min: 1 },
         message: "{value} must be epochs >= 1 in increasing order",
+    },
+    Rule {
+        path: "ema.decay",
+        check: Check::Number { get: |s| s.ema.as_ref().map_or(ABSENT_DECAY, |e| e.decay), range: OPEN_UNIT },
+        message: "{value} must be {range} (0.999 averages over about the last thousand steps)",
+    },
+    Rule {
+        path: "augment.mixup.alpha",
+        check: Check::Number { get: |s| mix_alpha(s.augment.mixup.as_ref()), range: POSITIVE },
+        message: "{value} must be {range} (λ ~ Beta(alpha, alpha); 0.2 mixes lightly, 1 uniformly)",
+    },
+    Rule {
+        path: "augment.mixup.prob",
+        check: Check::Number { get: |s| mix_prob(s.augment.mixup.as_ref()), range: UNIT },
+        message: "{value} must be {range} (the share of batches mixed)",
+    },
+    Rule {
+        path: "augment.cutmix.alpha",
+        check: Check::Number { get: |s| mix_alpha(s.augment.cutmix.as_ref()), range: POSITIVE },
+        message: "{value} must be {range} (λ ~ Beta(alpha, alpha); 1 draws the box's area uniformly)",
+    },
+    Rule {
+        path: "augment.cutmix.prob",
+        check: Check::Number { get: |s| mix_prob(s.augment.cutmix.as_ref()), range: UNIT },
+        message: "{value} must be {range} (the share of batches cut and mixed)",
     },
     Rule {
         path: "memo",

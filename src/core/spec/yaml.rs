@@ -148,6 +148,9 @@ fn describe(file: &str, field: &str, e: &serde_saphyr::Error) -> SpecError {
         if !field.is_empty() {
             message = format!("field `{field}`: {message}");
         }
+    } else if message == "expected mapping start" && !field.is_empty() {
+        // A section (`ema: 0.999`): its fields go in a mapping.
+        message = format!("field `{field}`: is a section, expected a mapping of its fields (`{field}: {{...}}`)");
     } else if message == "expected mapping start" {
         message = "expected a mapping of spec fields (`dataset: emoji`, ...)".into();
     } else if message.starts_with("unknown field") {
@@ -186,6 +189,10 @@ mod tests {
         assert_eq!(
             error("dataset: toy\nepochs: [1]\n"),
             "s.yaml:2:9: field `epochs`: expected a single value, found a list or a mapping"
+        );
+        assert_eq!(
+            error("dataset: toy\noptimizer: 0.1\n"),
+            "s.yaml:2:12: field `optimizer`: is a section, expected a mapping of its fields (`optimizer: {...}`)"
         );
         assert_eq!(
             error("dataset: toy\noptimizer:\n  lr: {a: 1}\n"),

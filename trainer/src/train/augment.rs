@@ -276,6 +276,7 @@ mod tests {
             rotate: 0.0,
             grayscale: 0.0,
             random_erasing: 0.0,
+            ..Augment::default()
         };
         f(&mut a);
         a
@@ -355,6 +356,7 @@ mod tests {
             rotate: 20.0,
             grayscale: 0.5,
             random_erasing: 0.5,
+            ..Augment::default()
         };
         let plan = Plan::floats(spec.clone());
         let a = apply(img.clone(), 16, &plan, &mut rng(42));

@@ -1,7 +1,7 @@
 //! Checkpoint files of a session, one set per epoch (NSML's `nsml.save(epoch)`):
 //! `checkpoints/<epoch>.safetensors` (the model's weights under their VarStore names, readable by Python's
-//! `safetensors.torch.load_file`), `<epoch>.state.safetensors` (optimizer state, step, epoch, seed: what resume
-//! needs), `<epoch>.valid.npy` (the epoch's validation probabilities, `submit::valid`) and `<epoch>.json`
+//! `safetensors.torch.load_file`; with `ema:` the moving average), `<epoch>.state.safetensors` (optimizer state, step,
+//! epoch, seed, and with `ema:` the raw weights and the average's count: what resume needs), `<epoch>.valid.npy` (the epoch's validation probabilities, `submit::valid`) and `<epoch>.json`
 //! ([`CheckpointMeta`]: metrics, spec hash, sizes, the record of the validation predictions). Each file is written
 //! atomically (temp file, fsync, rename, fsync of the folder); the JSON comes last, so a checkpoint with its JSON is
 //! complete.

@@ -12,7 +12,9 @@
 //! - [`loader`] and [`augment`]: batches from the decoded-image cache (`data::cache`), augmented in parallel and
 //!   prefetched; [`resident`]: the whole uint8 dataset on the device, augmented there with tensor ops;
 //! - [`recipe`]: the input statistics, and the switch that restores earlier recipe choices for the ablation;
+//! - [`mix`]: mixup and CutMix of a training batch, drawn per batch, applied in the step whatever path made it;
 //! - [`optim`]: SGD / AdamW over parameters held in one flat buffer, with state we can save exactly;
+//! - [`ema`]: an exponential moving average of the weights, which validation and checkpoints use;
 //! - [`checkpoint`]: the per-epoch files, written atomically;
 //! - [`device`]: CPU or GPU, bf16 autocast, channels-last; [`doctor`]: what libtorch and CUDA look like here.
 
@@ -22,9 +24,11 @@ pub mod augment;
 pub mod checkpoint;
 pub mod device;
 pub mod doctor;
+pub mod ema;
 pub mod events;
 pub mod infer;
 pub mod loader;
+pub mod mix;
 pub mod models;
 pub mod optim;
 mod progress;

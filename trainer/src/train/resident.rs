@@ -377,6 +377,7 @@ mod tests {
             rotate: 30.0,
             grayscale: 0.5,
             random_erasing: 0.5,
+            ..Augment::default()
         }
     }
 

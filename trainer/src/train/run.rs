@@ -14,6 +14,12 @@
 //! image that cannot be decoded is predicted from a blank one, as there), so the daemon can analyse and ensemble
 //! checkpoints without running inference.
 //!
+//! Weight averaging (`ema:`, `train::ema`): after every optimizer step the average moves towards the weights; each
+//! epoch's validation, its probabilities and the checkpoint's weights file use the average (swapped in, then back),
+//! while the state file keeps the raw weights, so resume stays exact. Batch mixing (`augment.mixup`,
+//! `augment.cutmix`, `train::mix`): drawn per (seed, epoch, batch index), applied in the step to whatever batch the
+//! data path made.
+//!
 //! Data: the images come from the dataset's decoded-image cache (`data::cache`, built on first use), streamed by
 //! `train::loader`, or, when the uint8 dataset fits on the device, from `train::resident` (uploaded once, augmented
 //! there). The time the steps wait for batches is reported per epoch.
@@ -30,8 +36,10 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::train::TrainOptions;
 use crate::train::checkpoint::{self, CheckpointIoError, CheckpointMeta, Progress};
 use crate::train::device::{self, DeviceError, Execution};
+use crate::train::ema::{self, Ema, EmaError};
 use crate::train::events::{EventSink, finite};
 use crate::train::loader::{self, BadImages, Batch, BatchSource, Loader, LoaderSpec};
+use crate::train::mix::{self, MixDraw};
 use crate::train::models;
 use crate::train::optim::{FlatParams, OptimError, Optimizer};
 use crate::train::recipe::{self, Ablate, InputNorm};
@@ -66,6 +74,8 @@ pub enum TrainError {
     ValidPredictions(#[from] NpyError),
     #[error(transparent)]
     Optim(#[from] OptimError),
+    #[error("ema: {0}")]
+    Ema(#[from] EmaError),
     #[error(
         "{what} is not finite (NaN or inf: {value}) at {at}: the run diverged; lower optimizer.lr or add \
          schedule.warmup_epochs"
@@ -143,6 +153,17 @@ fn loss_of(spec: &Spec, logits: &Tensor, labels: &Tensor, targets: Option<&Tenso
         }
         _ => logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, smoothing),
     }
+}
+
+/// The log's words for the spec's batch mixing, if any: `cutmix (alpha 1, 50% of batches), else mixup (...)`.
+fn mix_line(spec: &Spec) -> Option<String> {
+    let say =
+        |name: &str, m: &rush::core::spec::Mix| format!("{name} (alpha {}, {}% of batches)", m.alpha, m.prob * 100.0);
+    let parts: Vec<String> = [("cutmix", &spec.augment.cutmix), ("mixup", &spec.augment.mixup)]
+        .into_iter()
+        .filter_map(|(name, m)| m.as_ref().map(|m| say(name, m)))
+        .collect();
+    (!parts.is_empty()).then(|| format!("{}; partners: the batch reversed", parts.join(", else ")))
 }
 
 /// Runs a piece of tensor work, turning libtorch's panics (tch panics on C++ errors) into errors, with out-of-memory
@@ -257,6 +278,8 @@ struct Trainer<'a> {
     optimizer: Optimizer,
     /// The input statistics (recorded in each checkpoint) and their normaliser.
     input_norm: InputNorm,
+    /// The moving average of the weights (`ema:`), if the spec asks for one.
+    ema: Option<Ema>,
     norm: Normalizer,
     /// Earlier recipe choices restored for `rush bench recipe --ablate`.
     ablate: Ablate,
@@ -324,6 +347,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
     }
     let flat = FlatParams::new(&vs, ex.channels_last)?;
     let optimizer = Optimizer::new(&spec.optimizer, &flat);
+    let ema = spec.ema.as_ref().map(|e| Ema::new(e.decay, &vs, &flat)).transpose()?;
 
     let steps_per_epoch = loader::steps_per_epoch(split.train.len(), spec.batch_size as usize);
     let total_steps = steps_per_epoch * u64::from(spec.epochs);
@@ -369,6 +393,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
         input_norm,
         norm: Normalizer::new(&input_norm, device),
         ablate,
+        ema,
         pool,
         bad,
         cache,
@@ -553,6 +578,25 @@ impl Trainer<'_> {
             );
         }
         self.optimizer.load_state(&self.flat, &tensors)?;
+        // The weights file holds the average when `ema:` is on; the state file the raw weights training goes on from.
+        match &mut self.ema {
+            Some(ema) => {
+                if !ema.resume(&self.vs, &tensors)? {
+                    eprintln!(
+                        "rush train: checkpoint {last} has no EMA state (written without `ema:`): the average starts \
+                         over from its weights"
+                    );
+                }
+            }
+            None => {
+                if ema::load_raw(&self.vs, &tensors)? {
+                    eprintln!(
+                        "rush train: checkpoint {last} was written with `ema:` on; going on from its raw weights, \
+                         without the average"
+                    );
+                }
+            }
+        }
         let mut best = 0.0f64;
         for e in &epochs {
             if let Ok(m) = checkpoint::load_meta(&self.session.checkpoint_meta(*e)) {
@@ -587,6 +631,16 @@ impl Trainer<'_> {
             if spec.epochs == 1 { "" } else { "s" },
             self.steps_per_epoch
         );
+        if let Some(ema) = &self.ema {
+            eprintln!(
+                "rush train: EMA of the weights on, decay {} (warm-up min(decay, (1 + n) / (10 + n))): validation and \
+                 checkpoints use the average",
+                ema.decay()
+            );
+        }
+        if let Some(line) = mix_line(&spec) {
+            eprintln!("rush train: batch mixing: {line}");
+        }
         sink.emit(Event::Started {
             device,
             params: models::parameter_count(&self.vs),
@@ -603,6 +657,8 @@ impl Trainer<'_> {
         for epoch in start_epoch..=spec.epochs {
             let started = Instant::now();
             let (train, waited, data_wait) = self.train_epoch(epoch, sink)?;
+            // With `ema:`, the average is validated and saved as the weights; the raw weights come back after.
+            self.swap_ema()?;
             let (valid, valid_probs) = self.validate()?;
             if !valid.loss().is_finite() {
                 let (value, at) = (nan_or_inf(valid.loss()), format!("the end of epoch {epoch}"));
@@ -632,6 +688,7 @@ impl Trainer<'_> {
                 data_wait_s: Some(waited.as_secs_f64()),
             });
             let bytes = self.save_checkpoint(epoch, &train, &valid, &valid_probs)?;
+            self.swap_ema()?;
             best = best.max(valid.acc());
             sink.emit(Event::Checkpoint {
                 name: epoch.to_string(),
@@ -706,9 +763,13 @@ impl Trainer<'_> {
             let step = first_step + index;
             index += 1;
             let lr = learning_rate(spec.optimizer.lr, &spec.schedule, step, self.steps_per_epoch, self.total_steps);
-            let (loss, correct) = guarded(&spec, || self.train_step(&batch, lr))?;
+            let mixing = mix::draw(&spec.augment, i64::from(spec.image_size), spec.seed, epoch, index - 1);
+            let (loss, correct) = guarded(&spec, || self.train_step(&batch, lr, mixing.as_ref()))?;
             if step == 0 {
                 self.flat.check_views()?;
+                if let Some(ema) = &self.ema {
+                    ema.check_views()?;
+                }
             }
             acc.add(&loss, &correct, batch.len);
             let done = step + 1;
@@ -756,19 +817,45 @@ impl Trainer<'_> {
         Ok((epoch_totals, loader.waited(), share(loader.waited(), epoch_start.elapsed())))
     }
 
-    /// Forward, loss, backward, update. Returns the (detached) batch loss and the count of correct top-1 predictions,
-    /// both still on the device.
-    fn train_step(&mut self, batch: &Batch, lr: f64) -> (Tensor, Tensor) {
-        let x = self.norm.input(&batch.images, &self.ex);
+    /// Forward, loss, backward, update (and the EMA's). Returns the (detached) batch loss and the count of correct
+    /// top-1 predictions, both still on the device. A mixed batch (`mixing`) is mixed here, before normalisation,
+    /// whichever path made it; its loss weighs both labels, and its accuracy counts against the dominant one.
+    fn train_step(&mut self, batch: &Batch, lr: f64, mixing: Option<&MixDraw>) -> (Tensor, Tensor) {
+        let x = match mixing {
+            Some(d) => self.norm.input(&mix::apply(&to_device(&batch.images, self.ex.device), d), &self.ex),
+            None => self.norm.input(&batch.images, &self.ex),
+        };
         let labels = to_device(&batch.labels, self.ex.device);
         let targets = batch.targets.as_ref().map(|t| to_device(t, self.ex.device));
         self.flat.zero_grad();
         let logits = self.ex.forward(|| self.model.forward_t(&x, true)).to_kind(Kind::Float);
-        let loss = loss_of(self.spec(), &logits, &labels, targets.as_ref());
+        let spec = &self.resolved.spec;
+        let (loss, dominant) = match mixing {
+            None => (loss_of(spec, &logits, &labels, targets.as_ref()), labels),
+            Some(d) => {
+                let loss = mix::loss(d, |reversed| match reversed {
+                    false => loss_of(spec, &logits, &labels, targets.as_ref()),
+                    true => loss_of(spec, &logits, &mix::partner(&labels), targets.as_ref().map(mix::partner).as_ref()),
+                });
+                (loss, if d.own_label_dominates() { labels } else { mix::partner(&labels) })
+            }
+        };
         loss.backward();
         self.optimizer.step(&mut self.flat, lr);
-        let correct = logits.detach().argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+        if let Some(ema) = &mut self.ema {
+            ema.update();
+        }
+        let correct = logits.detach().argmax(-1, false).eq_tensor(&dominant).sum(Kind::Int64);
         (loss.detach(), correct)
+    }
+
+    /// Exchanges the live weights and their average, when there is one (`train::ema`).
+    fn swap_ema(&mut self) -> Result<(), TrainError> {
+        let spec = self.spec().clone();
+        match &mut self.ema {
+            Some(ema) => guarded(&spec, || ema.swap()),
+            None => Ok(()),
+        }
     }
 
     /// The validation split's loss and accuracy, and its class probabilities: row-major `(valid, NUM_TAGS)` f32 in the
@@ -853,10 +940,13 @@ impl Trainer<'_> {
         let spec = self.spec();
         let step = u64::from(epoch) * self.steps_per_epoch;
         let bytes = checkpoint::save_weights(&self.vs, &self.session.checkpoint_weights(epoch))?;
+        // With `ema:` the weights above are the average (swapped in), and the state keeps the raw weights.
+        let mut state = self.optimizer.state_tensors(&self.flat);
+        state.extend(self.ema.iter().flat_map(Ema::state_tensors));
         let state_bytes = checkpoint::save_state(
             &self.session.checkpoint_state(epoch),
             Progress { epoch, step, seed: spec.seed },
-            self.optimizer.state_tensors(&self.flat),
+            state,
         )?;
         // before the JSON, which completes the checkpoint and records what the file holds
         let valid_record = rush::submit::valid::write(
