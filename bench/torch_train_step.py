@@ -1,5 +1,6 @@
-"""PyTorch eager reference for `rush bench train`: the same model (torchvision's ResNet layout, 350 outputs, defined
-here because the venv has no torchvision), size, batch, precision and optimizer (SGD lr 0.1, momentum 0.9, weight
+"""PyTorch eager reference for `rush bench train`: the same model (torchvision's ResNets with 350 outputs, as
+bench/torch_recipe.py trains them; the same layout defined here where torchvision is missing, as on a GPU machine's
+bare torch venv; rush's baseline CNN), size, batch, precision and optimizer (SGD lr 0.1, momentum 0.9, weight
 decay 5e-4) on one fixed random batch already on the device. bf16 = torch.autocast on the device (CUDA, or the CPU,
 as rush does on a CPU with native bf16); channels-last on CUDA.
 Prints one JSON line: images_per_sec, seconds, steps, torch.
@@ -95,11 +96,21 @@ class BaselineCnn(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.head(self.blocks(x)), 1), 1)
 
 
+def resnet(name, block, layers):
+    """torchvision's model where it is installed, else the same layout defined above."""
+    try:
+        import torchvision
+
+        return getattr(torchvision.models, name)(num_classes=NUM_TAGS)
+    except ImportError:
+        return ResNet(block, layers)
+
+
 MODELS = {
     "baseline_cnn": lambda: BaselineCnn(),
-    "resnet18": lambda: ResNet(BasicBlock, [2, 2, 2, 2]),
-    "resnet34": lambda: ResNet(BasicBlock, [3, 4, 6, 3]),
-    "resnet50": lambda: ResNet(Bottleneck, [3, 4, 6, 3]),
+    "resnet18": lambda: resnet("resnet18", BasicBlock, [2, 2, 2, 2]),
+    "resnet34": lambda: resnet("resnet34", BasicBlock, [3, 4, 6, 3]),
+    "resnet50": lambda: resnet("resnet50", Bottleneck, [3, 4, 6, 3]),
 }
 
 

@@ -148,17 +148,18 @@ fn baseline_cnn_learns_well_above_chance() {
     assert!(best >= 5.0 * chance, "best val_acc {best:.3} < 5 x chance {chance:.3} (run took {:.1} s)", run.seconds);
 }
 
-/// Weight averaging and batch mixing train as well as the plain run does: the baseline's spec with `ema:` and both
-/// mixes, validated (and saved) with the average, on the streaming path and on the device-resident one (the CPU's
-/// memory, `RUSH_DEVICE_DATA=on`), which mix the same draws. The log says both are on.
+/// Every recipe option at once still learns well above chance: the baseline's spec with `ema:`, both mixes and the
+/// per-image options (rotation, grayscale, erasing), validated (and saved) with the average, on the streaming path and
+/// on the device-resident one (the CPU's memory, `RUSH_DEVICE_DATA=on`), which draw the same choices. The log says
+/// what is on.
 #[test]
-fn ema_and_batch_mixing_learn_well_above_chance() {
+fn ema_batch_mixing_and_the_per_image_options_learn_well_above_chance() {
     let yaml = format!(
         "model: baseline_cnn\nimage_size: 32\nbatch_size: 32\nepochs: {BASELINE_EPOCHS}\nseed: 5\n\
          optimizer: {{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0005}}\n\
          schedule: {{name: cosine, warmup_epochs: 0.5}}\nema: {{decay: 0.99}}\n\
          augment: {{random_resized_crop: [0.7, 1.0], hflip: true, mixup: {{alpha: 0.4, prob: 0.5}}, \
-         cutmix: {{alpha: 1.0, prob: 0.5}}}}\n"
+         cutmix: {{alpha: 1.0, prob: 0.5}}, rotate: 15, grayscale: 0.2, random_erasing: 0.25}}\n"
     );
     for resident in ["off", "on"] {
         let started = std::time::Instant::now();
@@ -172,6 +173,7 @@ fn ema_and_batch_mixing_learn_well_above_chance() {
         let mixing = "batch mixing: cutmix (alpha 1, 50% of batches), else mixup (alpha 0.4, 50% of batches)";
         assert!(log.contains(mixing), "{log}");
         assert_eq!(log.contains("augmented there"), resident == "on", "{log}");
+        assert!(log.contains("inputs normalised by mean") && log.contains("the training split's"), "{log}");
         // 8 classes: chance is 0.125 (the plain baseline reaches 5 x chance).
         assert!(last >= 0.5, "resident {resident}: final val_acc {last:.3}");
     }
