@@ -93,10 +93,10 @@ pub const HEADER: [&str; 6] = ["benchmark", "rush", "reference", "ratio", "goal"
 
 /// A Markdown table (pasteable into BENCHMARKS.md).
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.name.clone(),
                 r.figure.clone(),
                 r.reference.clone(),
@@ -110,19 +110,24 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut width = HEADER.map(str::len);
-    for row in &cells {
+    markdown(&HEADER.map(String::from), &cells)
+}
+
+/// A Markdown table of `header` and `rows`, each column padded to its widest cell.
+pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
     }
     let line = |cells: &[String]| {
-        let padded: Vec<String> = cells.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells.iter().zip(&width).map(|(c, w)| format!("{c:<w$}")).collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(&HEADER.map(String::from));
-    out += &line(&width.map(|w| "-".repeat(w)));
-    for row in &cells {
+    let mut out = line(header);
+    out += &line(&width.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+    for row in rows {
         out += &line(row);
     }
     out

@@ -7,8 +7,6 @@
 //! ablation, trains only what is new. rush trains through `rush train` (the real child, on a session folder of its
 //! own) and is scored on the test split through `rush infer`, as a submission would be.
 
-use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -444,34 +442,12 @@ pub fn report(sides: &[(String, Vec<RunResult>)], epochs: u32) -> String {
     }
     rows.push(test);
     rows.push(secs);
-    let mut out = markdown(&header, &rows);
-    let mut summary = BTreeMap::new();
+    let mut out = super::markdown(&header, &rows);
     for (label, runs) in sides {
         let val = mean(runs.iter().filter_map(|r| r.val_acc.last().copied()));
         let test = mean(runs.iter().map(|r| r.test_acc));
-        summary.insert(label.clone(), (val, test));
         out += &format!("{label}: mean over {} seed(s): validation {val:.3}, test {test:.3}\n", runs.len());
     }
-    out
-}
-
-fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, c) in width.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells.iter().zip(&width).map(|(c, w)| format!("{c:<w$}")).collect();
-        format!("| {} |\n", padded.join(" | "))
-    };
-    let mut out = line(header);
-    out += &line(&width.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
-    for row in rows {
-        out += &line(row);
-    }
-    let _ = std::io::stdout().flush();
     out
 }
 
