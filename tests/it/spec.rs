@@ -49,7 +49,13 @@ fn examples_parse_and_expand() {
     let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["examples/asha.yaml", "examples/cpu-demo.yaml", "examples/gpu-resnet50.yaml", "examples/sweep.yaml"]
+        [
+            "examples/asha.yaml",
+            "examples/cpu-demo.yaml",
+            "examples/gpu-best.yaml",
+            "examples/gpu-resnet50.yaml",
+            "examples/sweep.yaml"
+        ]
     );
     for (file, text) in &examples {
         let specs = Spec::load(file, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
@@ -65,10 +71,19 @@ fn examples_parse_and_expand() {
     assert_eq!(serde_json::to_value(cpu.resources.gpus).unwrap(), 0);
     // bf16: CPU autocast where the CPU has native bf16, fp32 elsewhere (BENCHMARKS.md, "CPU bf16").
     assert_eq!(serde_json::to_value(cpu.precision).unwrap(), "bf16");
-    let gpu = Spec::parse("gpu", &examples[1].1).unwrap();
+    // gpu-best lists every recipe option; each is on only once measured to help (BENCHMARKS.md).
+    let best = Spec::parse("gpu-best", &examples[1].1).unwrap();
+    assert_eq!(
+        (best.model, best.image_size, best.precision),
+        (ModelName::Resnet50, 128, rush::core::spec::Precision::Bf16)
+    );
+    for option in ["rotate:", "grayscale:", "random_erasing:", "mixup:", "cutmix:", "ema:"] {
+        assert!(examples[1].1.contains(option), "examples/gpu-best.yaml lists `{option}`");
+    }
+    let gpu = Spec::parse("gpu", &examples[2].1).unwrap();
     assert_eq!((gpu.model, gpu.image_size, gpu.batch_size), (ModelName::Resnet50, 128, 256));
     assert_eq!(serde_json::to_value(gpu.resources.gpus).unwrap(), 1);
-    let sweep = Spec::load("sweep", examples[2].1.as_bytes()).unwrap();
+    let sweep = Spec::load("sweep", examples[3].1.as_bytes()).unwrap();
     assert_eq!(sweep.len(), 4);
     assert_eq!(sweep[0].memo, "lr x model [model=baseline_cnn optimizer.lr=0.001]");
 }
