@@ -308,7 +308,7 @@ fn rush_run(
 }
 
 fn with_env<'c>(cmd: &'c mut Command, ablate: &[String], threads: usize) -> &'c mut Command {
-    cmd.env(ABLATE_ENV, ablate.join(",")).env("OMP_NUM_THREADS", threads.to_string()).env_remove("RUSH_LOG_JSON")
+    cmd.env(ABLATE_ENV, ablate.join(",")).env("OMP_NUM_THREADS", threads.to_string())
 }
 
 fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {

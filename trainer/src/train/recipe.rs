@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The environment variable (set by `rush bench recipe --ablate`).
-pub const ABLATE_ENV: &str = "RUSH_RECIPE_ABLATE";
+/// The environment variable (set by `rush bench recipe --ablate`, which defines it).
+pub use rush::cli::bench::recipe::ABLATE_ENV;
 
 /// Which earlier choices are restored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
