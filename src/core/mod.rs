@@ -15,6 +15,7 @@ pub mod npy;
 pub mod outcome;
 pub mod progress;
 pub mod queue;
+pub mod recipe;
 pub mod rule;
 pub mod schedule;
 pub mod score;

@@ -15,15 +15,13 @@ use sha2::{Digest, Sha256};
 
 use super::train_step::parse_model;
 use crate::core::event::{Event, EventLine};
+use crate::core::recipe::{ABLATE_ENV, Ablate};
 use crate::core::spec::{
     Augment, Loss, LossName, ModelName, Optimizer, OptimizerName, Precision, ResolvedSpec, Schedule, ScheduleName, Spec,
 };
 
 /// The twin, compiled in so the binary runs it from anywhere.
 pub const TORCH_RECIPE_PY: &str = include_str!("../../../bench/torch_recipe.py");
-
-/// The trainer's environment variable naming old choices to restore, for the ablation (read by `rush-train`).
-pub const ABLATE_ENV: &str = "RUSH_RECIPE_ABLATE";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -74,9 +72,6 @@ pub struct Args {
     pub fresh: bool,
 }
 
-/// The old trainer choices `--ablate` may restore.
-pub const ABLATIONS: [&str; 3] = ["tch-init", "byte-augment", "imagenet-norm"];
-
 /// One run's figures.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
@@ -121,20 +116,6 @@ pub fn base_spec(a: &Args, seed: u64) -> Spec {
     }
 }
 
-fn parse_ablate(text: &str) -> anyhow::Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if !ABLATIONS.contains(&part) {
-            bail!("--ablate: unknown choice {part:?}; one of {}", ABLATIONS.join(", "));
-        }
-        if !out.iter().any(|p| p == part) {
-            out.push(part.to_string());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn digest(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -152,7 +133,7 @@ fn binary_stamp(path: &Path) -> String {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| crate::home::machine_cache().join("bench").join("recipe"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let ablate = parse_ablate(&a.ablate)?;
+    let ablate = Ablate::parse(&a.ablate).context("--ablate")?;
     let data = match &a.data {
         Some(d) => d.clone(),
         None => build_emoji(&out, a.size)?,
@@ -175,12 +156,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         if !a.set.trim().is_empty() {
             label += &format!(" ({})", a.set.trim());
         }
-        if !ablate.is_empty() {
-            label += &format!(" [ablate {}]", ablate.join(","));
+        if ablate != Ablate::default() {
+            label += &format!(" [ablate {}]", ablate.to_env());
         }
         let mut runs = Vec::new();
         for seed in 0..a.seeds {
-            runs.push(rush_run(a, &out, &data, seed, &ablate, threads)?);
+            runs.push(rush_run(a, &out, &data, seed, ablate, threads)?);
         }
         sides.push((label, runs));
     }
@@ -229,14 +210,7 @@ fn keep(file: &Path, result: &RunResult) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rush_run(
-    a: &Args,
-    out: &Path,
-    data: &Path,
-    seed: u64,
-    ablate: &[String],
-    threads: usize,
-) -> anyhow::Result<RunResult> {
+fn rush_run(a: &Args, out: &Path, data: &Path, seed: u64, ablate: Ablate, threads: usize) -> anyhow::Result<RunResult> {
     let spec = crate::core::spec::apply_overrides(&base_spec(a, seed), &a.set).context("--set")?;
     spec.validate("--set").context("--set")?;
     let resolved = ResolvedSpec {
@@ -252,7 +226,7 @@ fn rush_run(
     let key = digest(&[
         b"rush",
         yaml.as_bytes(),
-        ablate.join(",").as_bytes(),
+        ablate.to_env().as_bytes(),
         a.device.as_deref().unwrap_or("").as_bytes(),
         binary_stamp(&trainer).as_bytes(),
     ]);
@@ -307,8 +281,8 @@ fn rush_run(
     Ok(result)
 }
 
-fn with_env<'c>(cmd: &'c mut Command, ablate: &[String], threads: usize) -> &'c mut Command {
-    cmd.env(ABLATE_ENV, ablate.join(",")).env("OMP_NUM_THREADS", threads.to_string())
+fn with_env(cmd: &mut Command, ablate: Ablate, threads: usize) -> &mut Command {
+    cmd.env(ABLATE_ENV, ablate.to_env()).env("OMP_NUM_THREADS", threads.to_string())
 }
 
 fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
@@ -454,14 +428,6 @@ pub fn report(sides: &[(String, Vec<RunResult>)], epochs: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ablations_are_checked_sorted_and_deduplicated() {
-        assert_eq!(parse_ablate("imagenet-norm, tch-init,tch-init").unwrap(), vec!["imagenet-norm", "tch-init"]);
-        assert!(parse_ablate("").unwrap().is_empty());
-        let err = parse_ablate("fp64").unwrap_err().to_string();
-        assert!(err.contains("\"fp64\"") && err.contains("byte-augment"), "{err}");
-    }
 
     #[test]
     fn the_twin_output_parses_and_bad_output_is_refused() {

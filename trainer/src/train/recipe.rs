@@ -1,67 +1,23 @@
-//! The trainer's recipe choices that `rush bench recipe` measured against its PyTorch twin, and the switch that
-//! restores the earlier ones for the ablation: `RUSH_RECIPE_ABLATE` = a comma-separated list of
+//! The trainer's recipe choices that `rush bench recipe` measured against its PyTorch twin: the input statistics
+//! ([`InputNorm`]), and the switch that restores the earlier choices for the ablation (`RUSH_RECIPE_ABLATE`, whose
+//! names [`rush::core::recipe`] defines for both processes):
 //!
-//! - `tch-init`: tch's default layer init (Kaiming-uniform with fan_in for every weight) instead of the init of the
-//!   PyTorch model each one mirrors ([`crate::train::models`]);
-//! - `byte-augment`: augmentation on bytes, rounded after each stage, instead of on floats ([`crate::train::augment`]);
-//! - `imagenet-norm`: inputs normalised by ImageNet's statistics instead of the training split's ([`InputNorm`]).
-//!
-//! Unset or empty: today's recipe. The spec never sees these; they exist to show, in BENCHMARKS.md, what each change
-//! was worth.
+//! - `tch-init`: tch's default layer init instead of the PyTorch model's each mirrors ([`crate::train::models`]);
+//! - `byte-augment`: augmentation on bytes, rounded after each stage ([`crate::train::augment`]);
+//! - `imagenet-norm`: ImageNet's statistics instead of the training split's ([`InputNorm`]).
 
 use serde::{Deserialize, Serialize};
 
-/// The environment variable (set by `rush bench recipe --ablate`, which defines it).
-pub use rush::cli::bench::recipe::ABLATE_ENV;
+use rush::core::recipe::ABLATE_ENV;
+pub use rush::core::recipe::Ablate;
 
-/// Which earlier choices are restored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ablate {
-    pub tch_init: bool,
-    pub byte_augment: bool,
-    pub imagenet_norm: bool,
-}
-
-impl Ablate {
-    /// Parses the list; an unknown name is an error naming it.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut out = Self::default();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part {
-                "tch-init" => out.tch_init = true,
-                "byte-augment" => out.byte_augment = true,
-                "imagenet-norm" => out.imagenet_norm = true,
-                other => {
-                    return Err(format!(
-                        "{ABLATE_ENV}: unknown choice {other:?}; one of tch-init, byte-augment, imagenet-norm"
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// From the environment; a bad value is reported on stderr and ignored.
-    pub fn from_env() -> Self {
-        let value = std::env::var(ABLATE_ENV).unwrap_or_default();
-        match Self::parse(&value) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("rush train: {e}; ignored");
-                Self::default()
-            }
-        }
-    }
-
-    /// A log line naming what is restored (`None` when nothing is).
-    pub fn describe(&self) -> Option<String> {
-        let names: Vec<&str> =
-            [(self.tch_init, "tch-init"), (self.byte_augment, "byte-augment"), (self.imagenet_norm, "imagenet-norm")]
-                .into_iter()
-                .filter_map(|(on, name)| on.then_some(name))
-                .collect();
-        (!names.is_empty()).then(|| format!("{ABLATE_ENV}={}: earlier recipe choices restored", names.join(",")))
-    }
+/// The ablation asked for in the environment; a bad value is reported on stderr and ignored.
+pub fn ablate_from_env() -> Ablate {
+    let value = std::env::var(ABLATE_ENV).unwrap_or_default();
+    Ablate::parse(&value).unwrap_or_else(|e| {
+        eprintln!("rush train: {ABLATE_ENV}: {e}; ignored");
+        Ablate::default()
+    })
 }
 
 /// Per-channel statistics of the inputs in [0, 1]: `x' = (x / 255 - mean) / std`. Recorded in each checkpoint's JSON,
@@ -121,16 +77,6 @@ pub fn norm_sample(train: &[usize]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_list_parses_and_an_unknown_name_is_named() {
-        assert_eq!(Ablate::parse(""), Ok(Ablate::default()));
-        let a = Ablate::parse("tch-init, imagenet-norm").unwrap();
-        assert!(a.tch_init && a.imagenet_norm && !a.byte_augment);
-        assert!(a.describe().unwrap().contains("tch-init,imagenet-norm"));
-        assert!(Ablate::default().describe().is_none());
-        assert!(Ablate::parse("fp16").unwrap_err().contains("\"fp16\""));
-    }
 
     #[test]
     fn statistics_of_known_images() {

@@ -333,7 +333,7 @@ fn train(session: &SessionDir, opts: &TrainOptions, sink: &mut EventSink) -> Res
     let valid_order = order_digest(valid_keys.iter().map(String::as_str));
     let samples: Arc<[Sample]> = set.samples.into();
 
-    let ablate = Ablate::from_env();
+    let ablate = recipe::ablate_from_env();
     if let Some(line) = ablate.describe() {
         eprintln!("rush train: {line}");
     }
