@@ -16,7 +16,7 @@ pub const ABLATIONS: [&str; 3] = ["byte-augment", "imagenet-norm", "tch-init"];
 
 /// A name that is not one of [`ABLATIONS`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown recipe choice {0:?}; one of byte-augment, imagenet-norm, tch-init")]
+#[error("unknown recipe choice {name:?}; one of {list}", name = .0, list = ABLATIONS.join(", "))]
 pub struct UnknownChoice(pub String);
 
 /// Which earlier choices are restored.
@@ -58,8 +58,8 @@ impl Ablate {
 
     /// A log line naming what is restored (`None` when nothing is).
     pub fn describe(&self) -> Option<String> {
-        let names = self.names();
-        (!names.is_empty()).then(|| format!("{ABLATE_ENV}={}: earlier recipe choices restored", names.join(",")))
+        let list = self.to_env();
+        (!list.is_empty()).then(|| format!("{ABLATE_ENV}={list}: earlier recipe choices restored"))
     }
 }
 
